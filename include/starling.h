@@ -1,0 +1,319 @@
+/*
+ * starling.h -- the public API of libstarling.
+ *
+ * starling trains one model on many machines joined by ordinary, unreliable networks.
+ * This header is the manual: every function states its return codes, who owns what,
+ * whether it blocks, and from which threads it may be called.
+ *
+ * Conventions
+ *  - Every function that can fail returns an int: STARLING_OK (0) or a negative
+ *    starling_error code. starling_strerror() names a code; starling_comm_errmsg()
+ *    gives the detail of the last failure on a communicator (which peer, which limit).
+ *  - Handles are opaque, made by *_create and released by *_destroy; destroy accepts NULL.
+ *  - The caller keeps ownership of everything it passes, unless a function says otherwise.
+ *    A failed call never transfers ownership.
+ *  - The library never exits the process, never prints, and never calls back into the
+ *    application from its own threads (except the log handler, see below).
+ *
+ * Thread rule
+ *  - A starling_comm is used by one application thread at a time (the "owner"): calls on
+ *    the same communicator must not overlap. Different communicators are independent.
+ *  - Inside, each communicator runs one engine thread that does all network I/O
+ *    (heartbeats, data plane). Collectives are executed by that thread, in the order the
+ *    application issued them.
+ *  - starling_config and starling_callopts are plain values: not thread-safe, but they may
+ *    be destroyed as soon as the call that used them returns.
+ */
+#ifndef STARLING_H
+#define STARLING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(STARLING_BUILDING) && defined(__GNUC__)
+#define STARLING_API __attribute__((visibility("default")))
+#else
+#define STARLING_API
+#endif
+
+/* ---------------------------------------------------------------- version */
+
+#define STARLING_VERSION_MAJOR 0
+#define STARLING_VERSION_MINOR 1
+#define STARLING_VERSION_PATCH 0
+#define STARLING_VERSION_NUMBER                                                        \
+    (STARLING_VERSION_MAJOR * 10000 + STARLING_VERSION_MINOR * 100 + STARLING_VERSION_PATCH)
+#define STARLING_VERSION_STRING "0.1.0"
+
+/* Version of the wire protocol spoken between peers and coordinator. A peer whose
+ * protocol version differs from the coordinator's is refused with STARLING_E_VERSION. */
+#define STARLING_PROTOCOL_VERSION 1
+
+/* Returns STARLING_VERSION_NUMBER of the library actually linked. */
+STARLING_API unsigned starling_version(void);
+STARLING_API const char *starling_version_string(void);
+
+/* ---------------------------------------------------------------- errors */
+
+/* Stable list: values are never renumbered, new codes are appended. */
+typedef enum starling_error {
+    STARLING_OK = 0,
+    STARLING_E_INVALID = -1,     /* bad argument (NULL handle, unknown enum, count overflow) */
+    STARLING_E_NOMEM = -2,       /* allocation failed */
+    STARLING_E_OS = -3,          /* an operating-system call failed; errmsg has errno text */
+    STARLING_E_TIMEOUT = -4,     /* the call's deadline passed */
+    STARLING_E_PEER_LOST = -5,   /* a member of the epoch died, froze or was cut off; the
+                                    collective was aborted on every survivor, input
+                                    buffers are unchanged; call starling_update_topology */
+    STARLING_E_MISMATCH = -6,    /* peers disagree on a collective (count, dtype, op, kind,
+                                    tag) or on the shared-state layout */
+    STARLING_E_PROTOCOL = -7,    /* malformed frame received */
+    STARLING_E_AUTH = -8,        /* the other side does not know the run's secret */
+    STARLING_E_VERSION = -9,     /* protocol version differs from the other side's */
+    STARLING_E_STATE = -10,      /* handle used in the wrong state (e.g. a collective
+                                    before the first starling_update_topology) */
+    STARLING_E_CLOSED = -11,     /* the communicator was closed */
+    STARLING_E_UNSUPPORTED = -12,/* this dtype/op combination is not meaningful */
+    STARLING_E_CORRUPT = -13,    /* data failed its integrity check (hash after transfer) */
+    STARLING_E_LIMIT = -14,      /* a configured limit was exceeded (frame size, peers) */
+    STARLING_E_NOT_FOUND = -15,  /* no such name (shared-state tensor) */
+    STARLING_E_BUSY = -16,       /* too many requests in flight */
+} starling_error;
+
+/* Returns a static string naming the code; never NULL (unknown codes give "unknown error"). */
+STARLING_API const char *starling_strerror(int code);
+
+/* ---------------------------------------------------------------- logging */
+
+typedef enum starling_log_level {
+    STARLING_LOG_ERROR = 0,
+    STARLING_LOG_WARN = 1,
+    STARLING_LOG_INFO = 2,
+    STARLING_LOG_DEBUG = 3,
+} starling_log_level;
+
+/* Log handler. May be called from any starling thread, including engine threads; it must
+ * be thread-safe and must not call back into starling. `msg` has no trailing newline. */
+typedef void (*starling_log_fn)(void *user, starling_log_level level, const char *msg);
+
+/* Process-wide log handler and level. The library is silent until a handler is set.
+ * Set it before creating handles; not safe to change while handles exist. */
+STARLING_API void starling_log_set_handler(starling_log_fn fn, void *user);
+STARLING_API void starling_log_set_level(starling_log_level level);
+/* A ready-made handler writing "starling[level] msg\n" to stderr. */
+STARLING_API void starling_log_stderr(void *user, starling_log_level level, const char *msg);
+
+/* ---------------------------------------------------------------- data types */
+
+typedef enum starling_dtype {
+    STARLING_F32 = 0,
+    STARLING_F64 = 1,
+    STARLING_F16 = 2,  /* IEEE binary16; reduced in f32, rounded to nearest even */
+    STARLING_BF16 = 3, /* bfloat16; reduced in f32, rounded to nearest even */
+    STARLING_I32 = 4,
+    STARLING_I64 = 5,
+    STARLING_U8 = 6,
+    STARLING_DTYPE_COUNT
+} starling_dtype;
+
+typedef enum starling_op {
+    STARLING_SUM = 0,
+    STARLING_AVG = 1, /* sum, then divided by the member count (integers: truncated) */
+    STARLING_MIN = 2,
+    STARLING_MAX = 3,
+    STARLING_OP_COUNT
+} starling_op;
+
+/* Size in bytes of one element, or 0 for an unknown dtype. */
+STARLING_API size_t starling_dtype_size(starling_dtype dtype);
+/* Name ("f32", "bf16", ...), or NULL if unknown; and the reverse (-1 if unknown). */
+STARLING_API const char *starling_dtype_name(starling_dtype dtype);
+STARLING_API int starling_dtype_from_name(const char *name);
+STARLING_API const char *starling_op_name(starling_op op);
+STARLING_API int starling_op_from_name(const char *name);
+
+/* ---------------------------------------------------------------- configuration */
+
+typedef struct starling_config starling_config;
+
+/* Defaults: timeout 3000 ms, 1 stream per neighbour, listen "127.0.0.1:0", min_peers 1,
+ * op_timeout 60000 ms, chunk 1 MiB, max frame 64 MiB. */
+STARLING_API int starling_config_create(starling_config **out);
+STARLING_API void starling_config_destroy(starling_config *cfg);
+/* Failure-detection timeout: a peer silent this long is declared dead. 100..600000 ms. */
+STARLING_API int starling_config_set_timeout_ms(starling_config *cfg, int timeout_ms);
+/* Upper bound on one collective or topology update; past it the call fails with
+ * STARLING_E_TIMEOUT on every member. 100..86400000 ms. */
+STARLING_API int starling_config_set_op_timeout_ms(starling_config *cfg, int op_timeout_ms);
+/* Parallel TCP streams per ring neighbour, 1..16 (for long, fat links). */
+STARLING_API int starling_config_set_streams(starling_config *cfg, int streams);
+/* Address this peer's data plane listens on, "HOST:PORT" (PORT 0 = any free port). */
+STARLING_API int starling_config_set_listen(starling_config *cfg, const char *host_port);
+/* Smallest membership for which the first epoch forms (all peers of a run should agree). */
+STARLING_API int starling_config_set_min_peers(starling_config *cfg, int min_peers);
+/* Pipelining unit of the ring, 4 KiB..64 MiB. */
+STARLING_API int starling_config_set_chunk_bytes(starling_config *cfg, size_t chunk_bytes);
+/* A name for this peer in logs and errors (copied; at most 63 bytes). */
+STARLING_API int starling_config_set_name(starling_config *cfg, const char *name);
+
+/* ---------------------------------------------------------------- coordinator */
+
+/* The coordinator is the control plane: it admits peers, detects dead ones, numbers
+ * epochs, chooses the ring order and resolves aborted collectives. It holds no model
+ * data; if it restarts, peers re-register and carry on. */
+typedef struct starling_coord starling_coord;
+
+/* Binds `host_port` ("HOST:PORT"; port 0 picks a free one) for run `run` whose members
+ * share `secret` (secret_len >= 1 bytes). `cfg` may be NULL (defaults; its timeout_ms is
+ * the failure-detection timeout, min_peers the smallest first epoch). Does not block. */
+STARLING_API int starling_coord_create(starling_coord **out, const char *host_port,
+                                       const char *run, const void *secret,
+                                       size_t secret_len, const starling_config *cfg);
+/* Runs the event loop on the calling thread until starling_coord_stop is called (from
+ * any thread or a signal handler). Returns STARLING_OK after a stop. */
+STARLING_API int starling_coord_run(starling_coord *coord);
+/* Async-signal-safe. Makes starling_coord_run return soon. */
+STARLING_API void starling_coord_stop(starling_coord *coord);
+/* The port actually bound (useful with port 0). */
+STARLING_API int starling_coord_port(const starling_coord *coord);
+STARLING_API void starling_coord_destroy(starling_coord *coord);
+
+/* ---------------------------------------------------------------- communicator */
+
+typedef struct starling_comm starling_comm;
+
+/* Connects to the coordinator at `coord_host_port`, proves knowledge of `secret` and
+ * registers for run `run`. Blocks up to the config's op_timeout. The new communicator
+ * is not yet a member: call starling_update_topology() to join. `cfg` may be NULL.
+ * Errors: STARLING_E_AUTH (wrong secret), STARLING_E_VERSION, STARLING_E_TIMEOUT,
+ * STARLING_E_OS (connection refused...). On error *out is NULL. */
+STARLING_API int starling_comm_create(starling_comm **out, const char *coord_host_port,
+                                      const char *run, const void *secret,
+                                      size_t secret_len, const starling_config *cfg);
+/* Leaves the run (tells the coordinator), stops the engine thread, frees everything.
+ * Requests still in flight are failed with STARLING_E_CLOSED first. */
+STARLING_API void starling_comm_destroy(starling_comm *comm);
+
+/* Membership changes (deaths, joins) take effect only here. Every live member calls it
+ * at the same point of its loop; it blocks until the coordinator has formed the next
+ * epoch (or confirmed the current one) and the ring links are up. A newcomer's first
+ * call waits until the members make theirs. Returns STARLING_OK, STARLING_E_TIMEOUT
+ * (op_timeout), STARLING_E_CLOSED. */
+STARLING_API int starling_update_topology(starling_comm *comm);
+
+/* Current epoch (0 before the first topology update), this peer's rank in the ring
+ * order, and the member count. */
+STARLING_API uint64_t starling_comm_epoch(const starling_comm *comm);
+STARLING_API int starling_comm_rank(const starling_comm *comm);
+STARLING_API int starling_comm_size(const starling_comm *comm);
+/* Total payload bytes this communicator has sent on the data plane. */
+STARLING_API uint64_t starling_comm_bytes_sent(const starling_comm *comm);
+/* Detail of the last error on this communicator ("" if none). Valid until the next call
+ * on the same communicator. */
+STARLING_API const char *starling_comm_errmsg(const starling_comm *comm);
+
+/* ---------------------------------------------------------------- collectives */
+
+/* Per-call options (tag, ...). NULL everywhere means defaults (tag 0). */
+typedef struct starling_callopts starling_callopts;
+STARLING_API int starling_callopts_create(starling_callopts **out);
+STARLING_API void starling_callopts_destroy(starling_callopts *opts);
+/* Told-apart label of a collective; peers must issue the same tags in the same order,
+ * a difference is reported as STARLING_E_MISMATCH. */
+STARLING_API int starling_callopts_set_tag(starling_callopts *opts, uint64_t tag);
+
+/* An asynchronous collective in flight. Made by a *_async call, released by
+ * starling_request_free (which waits for it first if it is still running). */
+typedef struct starling_request starling_request;
+
+/* Semantics shared by every collective:
+ *  - Every member of the epoch makes the same call (same kind, count, dtype, op, root,
+ *    tag) in the same order. A difference is detected: STARLING_E_MISMATCH on every
+ *    member, and, as after STARLING_E_PEER_LOST, the epoch is aborted: later collectives
+ *    fail at once until starling_update_topology() has formed a new epoch.
+ *  - Success: every member holds bit-identical results in `recvbuf`.
+ *  - Failure (a member died or froze): STARLING_E_PEER_LOST on every survivor, `sendbuf`
+ *    unchanged; `recvbuf` is unspecified unless recvbuf == sendbuf (in place), in which
+ *    case it is unchanged too. Call starling_update_topology() and retry.
+ *  - Buffers passed to *_async are borrowed until the request completes.
+ *  - count may be 0 (the call still synchronises the members).
+ */
+
+/* All-reduce: recvbuf[i] = op over members of sendbuf[i], `count` elements.
+ * sendbuf == recvbuf is allowed. u8 supports min/max/sum (wrapping). */
+STARLING_API int starling_allreduce(starling_comm *comm, const void *sendbuf, void *recvbuf,
+                                    size_t count, starling_dtype dtype, starling_op op,
+                                    const starling_callopts *opts);
+STARLING_API int starling_allreduce_async(starling_comm *comm, const void *sendbuf,
+                                          void *recvbuf, size_t count, starling_dtype dtype,
+                                          starling_op op, const starling_callopts *opts,
+                                          starling_request **req);
+
+/* Reduce-scatter: `sendbuf` holds count*size elements; member r receives in `recvbuf`
+ * (count elements) the reduction of block r. */
+STARLING_API int starling_reduce_scatter(starling_comm *comm, const void *sendbuf,
+                                         void *recvbuf, size_t count, starling_dtype dtype,
+                                         starling_op op, const starling_callopts *opts);
+STARLING_API int starling_reduce_scatter_async(starling_comm *comm, const void *sendbuf,
+                                               void *recvbuf, size_t count,
+                                               starling_dtype dtype, starling_op op,
+                                               const starling_callopts *opts,
+                                               starling_request **req);
+
+/* All-gather: every member contributes `count` elements; recvbuf (count*size elements)
+ * receives them ordered by rank. */
+STARLING_API int starling_allgather(starling_comm *comm, const void *sendbuf, void *recvbuf,
+                                    size_t count, starling_dtype dtype,
+                                    const starling_callopts *opts);
+STARLING_API int starling_allgather_async(starling_comm *comm, const void *sendbuf,
+                                          void *recvbuf, size_t count, starling_dtype dtype,
+                                          const starling_callopts *opts,
+                                          starling_request **req);
+
+/* Broadcast: `count` elements of `buf` on member `root` are copied into `buf` on all. */
+STARLING_API int starling_broadcast(starling_comm *comm, void *buf, size_t count,
+                                    starling_dtype dtype, int root,
+                                    const starling_callopts *opts);
+STARLING_API int starling_broadcast_async(starling_comm *comm, void *buf, size_t count,
+                                          starling_dtype dtype, int root,
+                                          const starling_callopts *opts,
+                                          starling_request **req);
+
+/* Blocks until the request completes; returns its result (same codes as the blocking
+ * call). May be called more than once. */
+STARLING_API int starling_request_wait(starling_request *req);
+/* Non-blocking: *done = 1 and returns the result if complete, else *done = 0, STARLING_OK. */
+STARLING_API int starling_request_test(starling_request *req, int *done);
+/* Waits for the request if needed, then frees it. Accepts NULL. */
+STARLING_API void starling_request_free(starling_request *req);
+
+/* ---------------------------------------------------------------- shared state */
+
+/* Named tensors plus a step counter, registered once, kept identical across members by
+ * starling_sync_state(). The library borrows `data` until the communicator is destroyed
+ * or the tensor is unregistered. Names are 1..63 bytes, unique per communicator. */
+STARLING_API int starling_state_register(starling_comm *comm, const char *name, void *data,
+                                         size_t count, starling_dtype dtype);
+STARLING_API int starling_state_unregister(starling_comm *comm, const char *name);
+STARLING_API int starling_state_set_step(starling_comm *comm, uint64_t step);
+STARLING_API uint64_t starling_state_step(const starling_comm *comm);
+
+/* Collective. Every member hashes its state (XXH3-128 over names, layout, bytes and the
+ * step); the state held by most members is the truth (ties: the lowest rank's); members
+ * that differ receive its bytes from all up-to-date members at once, and verify the hash.
+ * `*changed` (may be NULL) is set to 1 if this member's state was replaced.
+ * Errors as for collectives, plus STARLING_E_MISMATCH (names or sizes differ) and
+ * STARLING_E_CORRUPT (hash wrong after transfer). */
+STARLING_API int starling_sync_state(starling_comm *comm, int *changed);
+
+/* The 128-bit content hash of this member's shared state, as 32 hex digits + NUL. */
+STARLING_API int starling_state_hash_hex(const starling_comm *comm, char out[33]);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* STARLING_H */

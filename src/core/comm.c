@@ -1,0 +1,519 @@
+/* The communicator's public face: creation and teardown, the job queue, requests. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/internal.h"
+#include "kernels/kernels.h"
+#include "platform/clock.h"
+#include "util/alloc.h"
+#include "util/log.h"
+
+void starling__comm_set_err(starling_comm *c, int code, const char *fmt, ...)
+{
+    va_list ap;
+    char detail[200];
+    (void)c;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    SLOG_DEBUG("%s: %s: %s", c->name, starling_strerror(code), detail);
+}
+
+/* Detail for the application thread (engine-side detail travels in the request). */
+static int app_err(starling_comm *c, int code, const char *fmt, ...) STARLING_PRINTF(3, 4);
+static int app_err(starling_comm *c, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->errmsg, sizeof c->errmsg, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+struct starling_request *starling__request_new(job_kind job)
+{
+    struct starling_request *r = starling__calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    if (pthread_mutex_init(&r->mu, NULL) != 0) {
+        starling__free(r);
+        return NULL;
+    }
+    if (pthread_cond_init(&r->cv, NULL) != 0) {
+        pthread_mutex_destroy(&r->mu);
+        starling__free(r);
+        return NULL;
+    }
+    r->refs = 1;
+    r->job = job;
+    return r;
+}
+
+void starling__request_unref(struct starling_request *r)
+{
+    int last;
+    pthread_mutex_lock(&r->mu);
+    last = --r->refs == 0;
+    pthread_mutex_unlock(&r->mu);
+    if (!last)
+        return;
+    pthread_cond_destroy(&r->cv);
+    pthread_mutex_destroy(&r->mu);
+    starling__free(r->vcounts);
+    starling__free(r);
+}
+
+void starling__request_complete(struct starling_request *r, int result, const char *msg)
+{
+    pthread_mutex_lock(&r->mu);
+    r->result = result;
+    if (msg && !r->errmsg[0])
+        snprintf(r->errmsg, sizeof r->errmsg, "%s", msg);
+    r->done = 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    starling__request_unref(r); /* the engine's reference */
+}
+
+/* Hands the request to the engine; it then holds a second reference. */
+int starling__submit(starling_comm *c, struct starling_request *r, starling_request **out)
+{
+    r->refs = 2;
+    pthread_mutex_lock(&c->mu);
+    if (c->stop) {
+        pthread_mutex_unlock(&c->mu);
+        r->refs = 1;
+        return STARLING_E_CLOSED;
+    }
+    if (c->qtail)
+        c->qtail->next = r;
+    else
+        c->qhead = r;
+    c->qtail = r;
+    pthread_mutex_unlock(&c->mu);
+    starling__wake_signal(&c->wake);
+    *out = r;
+    return STARLING_OK;
+}
+
+static int request_wait(struct starling_request *r)
+{
+    int rc;
+    pthread_mutex_lock(&r->mu);
+    /* The engine bounds every job by op_timeout (+ the resolution window), so this wait
+     * ends; no deadline of its own is needed here. */
+    while (!r->done)
+        pthread_cond_wait(&r->cv, &r->mu);
+    rc = r->result;
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+int starling__request_wait_into(starling_comm *c, struct starling_request *r)
+{
+    int rc = request_wait(r);
+    if (rc != STARLING_OK)
+        snprintf(c->errmsg, sizeof c->errmsg, "%s", r->errmsg[0] ? r->errmsg : starling_strerror(rc));
+    return rc;
+}
+
+int starling_request_wait(starling_request *req)
+{
+    if (!req)
+        return STARLING_E_INVALID;
+    return request_wait(req);
+}
+
+int starling_request_test(starling_request *req, int *done)
+{
+    int rc = STARLING_OK;
+    if (!req || !done)
+        return STARLING_E_INVALID;
+    pthread_mutex_lock(&req->mu);
+    *done = req->done;
+    if (req->done)
+        rc = req->result;
+    pthread_mutex_unlock(&req->mu);
+    return rc;
+}
+
+void starling_request_free(starling_request *req)
+{
+    if (!req)
+        return;
+    request_wait(req);
+    starling__request_unref(req);
+}
+
+/* ---------------------------------------------------------------- options */
+
+int starling_callopts_create(starling_callopts **out)
+{
+    if (!out)
+        return STARLING_E_INVALID;
+    *out = starling__calloc(1, sizeof **out);
+    return *out ? STARLING_OK : STARLING_E_NOMEM;
+}
+
+void starling_callopts_destroy(starling_callopts *opts) { starling__free(opts); }
+
+int starling_callopts_set_tag(starling_callopts *opts, uint64_t tag)
+{
+    if (!opts)
+        return STARLING_E_INVALID;
+    opts->tag = tag;
+    return STARLING_OK;
+}
+
+/* ---------------------------------------------------------------- lifecycle */
+
+static int connect_coordinator(starling_comm *c, int64_t deadline)
+{
+    starling__msg_hello h;
+    char why[128] = "";
+    int fd, rc;
+
+    rc = starling__tcp_connect(c->coord_host, c->coord_port, starling__ms_until(deadline), &fd);
+    if (rc != STARLING_OK)
+        return app_err(c, rc, "cannot reach the coordinator at %s:%d", c->coord_host,
+                       c->coord_port);
+    memset(&h, 0, sizeof h);
+    h.role = ROLE_CONTROL;
+    h.peer_id = c->id;
+    rc = starling__handshake_client(fd, &c->key, &h, deadline, why, sizeof why);
+    if (rc == STARLING_OK) {
+        /* The data host the others should dial: our side of the coordinator link when
+         * we listen on every interface. */
+        if (strcmp(c->data_host, "0.0.0.0") == 0)
+            starling__sock_local_host(fd, c->data_host);
+        rc = starling__ctrl_register(c, fd, deadline, why, sizeof why);
+    }
+    if (rc != STARLING_OK) {
+        starling__sock_close(fd);
+        return app_err(c, rc, "coordinator refused this peer: %s",
+                       why[0] ? why : starling_strerror(rc));
+    }
+    starling__fconn_init(&c->eng.ctrl, fd, starling__now_ms());
+    c->eng.ctrl_up = 1;
+    return STARLING_OK;
+}
+
+static void comm_free(starling_comm *c)
+{
+    engine *e = &c->eng;
+    starling__links_close(c);
+    if (e->ctrl_up)
+        starling__fconn_close(&e->ctrl);
+    starling__sock_close(c->listen_fd);
+    for (int i = 0; i < c->npend; i++)
+        starling__sock_close(c->pend[i].fd);
+    starling__wake_close(&c->wake);
+    starling__wake_close(&c->acc_wake);
+    starling__ring_free(c);
+    starling__free(e->scratch);
+    for (int s = 0; s < STARLING_MAX_STREAMS; s++)
+        starling__free(e->tmp[s]);
+    starling__free(e->members);
+    starling__free(c->tensors);
+    starling__key_wipe(&c->key);
+    pthread_mutex_destroy(&c->mu);
+    starling__free(c);
+}
+
+int starling_comm_create(starling_comm **out, const char *coord_host_port, const char *run,
+                         const void *secret, size_t secret_len, const starling_config *cfg)
+{
+    starling_comm *c;
+    char lhost[STARLING_HOST_MAX];
+    int lport, rc;
+    int64_t deadline;
+
+    if (!out)
+        return STARLING_E_INVALID;
+    *out = NULL;
+    c = starling__calloc(1, sizeof *c);
+    if (!c)
+        return STARLING_E_NOMEM;
+    c->listen_fd = -1;
+    c->wake.rfd = c->wake.wfd = c->acc_wake.rfd = c->acc_wake.wfd = -1;
+    c->eng.ctrl.fd = -1;
+    for (int s = 0; s < STARLING_MAX_STREAMS; s++)
+        c->eng.right[s] = c->eng.left[s] = -1;
+    if (pthread_mutex_init(&c->mu, NULL) != 0) {
+        starling__free(c);
+        return STARLING_E_OS;
+    }
+    if (cfg)
+        c->cfg = *cfg;
+    else
+        starling__config_defaults(&c->cfg);
+    c->id = starling__random_id();
+    if (c->cfg.name[0])
+        snprintf(c->name, sizeof c->name, "%s", c->cfg.name);
+    else
+        snprintf(c->name, sizeof c->name, "peer-%04x", (unsigned)(c->id & 0xffff));
+
+    rc = starling__key_derive(&c->key, run ? run : "", secret, secret_len);
+    if (rc == STARLING_OK &&
+        starling__addr_parse(coord_host_port, c->coord_host, &c->coord_port) != STARLING_OK)
+        rc = STARLING_E_INVALID;
+    if (rc == STARLING_OK && starling__addr_parse(c->cfg.listen, lhost, &lport) != STARLING_OK)
+        rc = STARLING_E_INVALID;
+    if (rc != STARLING_OK) {
+        comm_free(c);
+        return rc;
+    }
+    if ((rc = starling__tcp_listen(lhost, lport, &c->listen_fd, &c->data_port)) ||
+        (rc = starling__wake_init(&c->wake)) || (rc = starling__wake_init(&c->acc_wake))) {
+        comm_free(c);
+        return rc;
+    }
+    snprintf(c->data_host, sizeof c->data_host, "%s", lhost);
+    deadline = starling__now_ms() + c->cfg.op_timeout_ms;
+    if ((rc = connect_coordinator(c, deadline))) {
+        SLOG_ERROR("%s", c->errmsg);
+        comm_free(c);
+        return rc;
+    }
+    if (pthread_create(&c->acceptor_thr, NULL, starling__acceptor_main, c) != 0) {
+        comm_free(c);
+        return STARLING_E_OS;
+    }
+    if (pthread_create(&c->engine_thr, NULL, starling__engine_main, c) != 0) {
+        pthread_mutex_lock(&c->mu);
+        c->stop = 1;
+        pthread_mutex_unlock(&c->mu);
+        starling__wake_signal(&c->acc_wake);
+        pthread_join(c->acceptor_thr, NULL);
+        comm_free(c);
+        return STARLING_E_OS;
+    }
+    c->threads_started = 1;
+    SLOG_INFO("%s: registered with %s:%d, data plane on %s:%d", c->name, c->coord_host,
+              c->coord_port, c->data_host, c->data_port);
+    *out = c;
+    return STARLING_OK;
+}
+
+void starling_comm_destroy(starling_comm *c)
+{
+    if (!c)
+        return;
+    if (c->threads_started) {
+        pthread_mutex_lock(&c->mu);
+        c->stop = 1;
+        pthread_mutex_unlock(&c->mu);
+        starling__wake_signal(&c->wake);
+        starling__wake_signal(&c->acc_wake);
+        pthread_join(c->engine_thr, NULL);
+        pthread_join(c->acceptor_thr, NULL);
+        /* Threads are gone: an orderly goodbye so the coordinator need not time out. */
+        if (c->eng.ctrl_up) {
+            starling__msg_epoch m;
+            memset(&m, 0, sizeof m);
+            if (starling__ctrl_send(c, MSG_LEAVE, &m) == STARLING_OK)
+                starling__fconn_flush(&c->eng.ctrl);
+        }
+    }
+    comm_free(c);
+}
+
+int starling_update_topology(starling_comm *c)
+{
+    struct starling_request *r, *h;
+    int rc;
+    if (!c)
+        return STARLING_E_INVALID;
+    r = starling__request_new(JOB_TOPO);
+    if (!r)
+        return app_err(c, STARLING_E_NOMEM, "out of memory");
+    if ((rc = starling__submit(c, r, &h))) {
+        starling__request_unref(r);
+        return app_err(c, rc, "communicator closed");
+    }
+    rc = starling__request_wait_into(c, h);
+    starling__request_unref(h);
+    return rc;
+}
+
+uint64_t starling_comm_epoch(const starling_comm *c)
+{
+    uint64_t v;
+    if (!c)
+        return 0;
+    pthread_mutex_lock((pthread_mutex_t *)&c->mu);
+    v = c->pub_epoch;
+    pthread_mutex_unlock((pthread_mutex_t *)&c->mu);
+    return v;
+}
+
+int starling_comm_rank(const starling_comm *c)
+{
+    int v;
+    if (!c)
+        return STARLING_E_INVALID;
+    pthread_mutex_lock((pthread_mutex_t *)&c->mu);
+    v = c->pub_rank;
+    pthread_mutex_unlock((pthread_mutex_t *)&c->mu);
+    return v;
+}
+
+int starling_comm_size(const starling_comm *c)
+{
+    int v;
+    if (!c)
+        return STARLING_E_INVALID;
+    pthread_mutex_lock((pthread_mutex_t *)&c->mu);
+    v = c->pub_size;
+    pthread_mutex_unlock((pthread_mutex_t *)&c->mu);
+    return v;
+}
+
+uint64_t starling_comm_bytes_sent(const starling_comm *c)
+{
+    uint64_t v;
+    if (!c)
+        return 0;
+    pthread_mutex_lock((pthread_mutex_t *)&c->mu);
+    v = c->bytes_sent;
+    pthread_mutex_unlock((pthread_mutex_t *)&c->mu);
+    return v;
+}
+
+const char *starling_comm_errmsg(const starling_comm *c) { return c ? c->errmsg : ""; }
+
+/* ---------------------------------------------------------------- collectives */
+
+static int ranges_overlap(const void *a, size_t an, const void *b, size_t bn)
+{
+    const char *pa = a, *pb = b;
+    return an && bn && pa < pb + bn && pb < pa + an;
+}
+
+/* Validates, queues, and either hands back the request or waits for it. */
+static int coll_submit(starling_comm *c, coll_kind kind, const void *sendbuf, void *recvbuf,
+                       size_t count, starling_dtype dtype, starling_op op, int root,
+                       const starling_callopts *opts, starling_request **async_out)
+{
+    struct starling_request *r, *h;
+    size_t esize = starling_dtype_size(dtype);
+    int size, rc;
+
+    if (async_out)
+        *async_out = NULL;
+    if (!c)
+        return STARLING_E_INVALID;
+    c->errmsg[0] = '\0';
+    if (esize == 0)
+        return app_err(c, STARLING_E_INVALID, "unknown dtype %d", (int)dtype);
+    if ((kind == COLL_ALLREDUCE || kind == COLL_REDUCE_SCATTER) &&
+        ((unsigned)op >= STARLING_OP_COUNT || !starling__op_supported(dtype, op)))
+        return app_err(c, STARLING_E_UNSUPPORTED, "op %d is not supported for %s", (int)op,
+                       starling_dtype_name(dtype));
+    size = starling_comm_size(c);
+    if (size < 1)
+        return app_err(c, STARLING_E_STATE,
+                       "not a member yet: call starling_update_topology first");
+    if (count > ((size_t)1 << 40) / esize / (size_t)size)
+        return app_err(c, STARLING_E_LIMIT, "count %zu too large", count);
+    if (count && ((!recvbuf) || (kind != COLL_BROADCAST && !sendbuf)))
+        return app_err(c, STARLING_E_INVALID, "NULL buffer");
+    if (kind == COLL_BROADCAST && (root < 0 || root >= size))
+        return app_err(c, STARLING_E_INVALID, "root %d outside 0..%d", root, size - 1);
+    if (kind == COLL_REDUCE_SCATTER && ranges_overlap(sendbuf, count * esize * (size_t)size,
+                                                      recvbuf, count * esize))
+        return app_err(c, STARLING_E_INVALID, "reduce-scatter buffers overlap");
+    if (kind == COLL_ALLGATHER && ranges_overlap(sendbuf, count * esize, recvbuf,
+                                                 count * esize * (size_t)size))
+        return app_err(c, STARLING_E_INVALID, "all-gather buffers overlap");
+
+    r = starling__request_new(JOB_COLL);
+    if (!r)
+        return app_err(c, STARLING_E_NOMEM, "out of memory");
+    r->coll = kind;
+    r->sendbuf = sendbuf;
+    r->recvbuf = recvbuf;
+    r->count = count;
+    r->dtype = dtype;
+    r->op = op;
+    r->root = root;
+    r->tag = opts ? opts->tag : 0;
+    if ((rc = starling__submit(c, r, &h))) {
+        starling__request_unref(r);
+        return app_err(c, rc, "communicator closed");
+    }
+    if (async_out) {
+        *async_out = h;
+        return STARLING_OK;
+    }
+    rc = starling__request_wait_into(c, h);
+    starling__request_unref(h);
+    return rc;
+}
+
+int starling_allreduce(starling_comm *comm, const void *sendbuf, void *recvbuf, size_t count,
+                       starling_dtype dtype, starling_op op, const starling_callopts *opts)
+{
+    return coll_submit(comm, COLL_ALLREDUCE, sendbuf, recvbuf, count, dtype, op, 0, opts, NULL);
+}
+
+int starling_allreduce_async(starling_comm *comm, const void *sendbuf, void *recvbuf,
+                             size_t count, starling_dtype dtype, starling_op op,
+                             const starling_callopts *opts, starling_request **req)
+{
+    if (!req)
+        return STARLING_E_INVALID;
+    return coll_submit(comm, COLL_ALLREDUCE, sendbuf, recvbuf, count, dtype, op, 0, opts, req);
+}
+
+int starling_reduce_scatter(starling_comm *comm, const void *sendbuf, void *recvbuf,
+                            size_t count, starling_dtype dtype, starling_op op,
+                            const starling_callopts *opts)
+{
+    return coll_submit(comm, COLL_REDUCE_SCATTER, sendbuf, recvbuf, count, dtype, op, 0, opts,
+                       NULL);
+}
+
+int starling_reduce_scatter_async(starling_comm *comm, const void *sendbuf, void *recvbuf,
+                                  size_t count, starling_dtype dtype, starling_op op,
+                                  const starling_callopts *opts, starling_request **req)
+{
+    if (!req)
+        return STARLING_E_INVALID;
+    return coll_submit(comm, COLL_REDUCE_SCATTER, sendbuf, recvbuf, count, dtype, op, 0, opts,
+                       req);
+}
+
+int starling_allgather(starling_comm *comm, const void *sendbuf, void *recvbuf, size_t count,
+                       starling_dtype dtype, const starling_callopts *opts)
+{
+    return coll_submit(comm, COLL_ALLGATHER, sendbuf, recvbuf, count, dtype, STARLING_SUM, 0,
+                       opts, NULL);
+}
+
+int starling_allgather_async(starling_comm *comm, const void *sendbuf, void *recvbuf,
+                             size_t count, starling_dtype dtype, const starling_callopts *opts,
+                             starling_request **req)
+{
+    if (!req)
+        return STARLING_E_INVALID;
+    return coll_submit(comm, COLL_ALLGATHER, sendbuf, recvbuf, count, dtype, STARLING_SUM, 0,
+                       opts, req);
+}
+
+int starling_broadcast(starling_comm *comm, void *buf, size_t count, starling_dtype dtype,
+                       int root, const starling_callopts *opts)
+{
+    return coll_submit(comm, COLL_BROADCAST, buf, buf, count, dtype, STARLING_SUM, root, opts,
+                       NULL);
+}
+
+int starling_broadcast_async(starling_comm *comm, void *buf, size_t count, starling_dtype dtype,
+                             int root, const starling_callopts *opts, starling_request **req)
+{
+    if (!req)
+        return STARLING_E_INVALID;
+    return coll_submit(comm, COLL_BROADCAST, buf, buf, count, dtype, STARLING_SUM, root, opts,
+                       req);
+}

@@ -1,0 +1,495 @@
+/* The engine thread: one per communicator. It owns every socket of the communicator
+ * except the listening one, runs the jobs the application queued (collectives and
+ * topology updates) one at a time in queue order, heartbeats the coordinator, and
+ * carries out failure resolution:
+ *
+ *   a member that sees a collective fail locally (link closed, garbage, mismatch,
+ *   deadline) reports FAIL to the coordinator and stops. The coordinator, which also
+ *   learns of deaths by itself, QUERYs every live member; each answers with the highest
+ *   op whose data phase it finished (done_seq) and stops touching the ring. The
+ *   coordinator DECIDEs commit_seq = the smallest done_seq. Ops up to it commit (every
+ *   member holds the full result), later ones abort everywhere. Because a member only
+ *   commits on its own after the DONE barrier proved that all finished their data phase,
+ *   both ways of committing agree. After a DECIDE the epoch is broken: the application
+ *   calls starling_update_topology() for a new one. */
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/internal.h"
+#include "platform/clock.h"
+#include "util/alloc.h"
+#include "util/log.h"
+
+int starling__ctrl_send(starling_comm *c, uint8_t type, const starling__msg_epoch *m)
+{
+    uint8_t buf[64];
+    int n;
+    if (!c->eng.ctrl_up)
+        return STARLING_E_CLOSED;
+    n = starling__epoch_encode(buf, sizeof buf, type, m);
+    if (n < 0)
+        return n;
+    return starling__fconn_queue(&c->eng.ctrl, buf, (size_t)n);
+}
+
+int starling__ctrl_register(starling_comm *c, int fd, int64_t deadline_ms, char *why,
+                            size_t why_len)
+{
+    engine *e = &c->eng;
+    starling__msg_register *reg;
+    starling__msg_welcome w;
+    starling__frame_hdr h;
+    uint8_t *buf;
+    size_t cap = STARLING_FRAME_HDR + STARLING_CTRL_MAX;
+    int n, rc;
+
+    reg = starling__calloc(1, sizeof *reg);
+    buf = starling__malloc(cap);
+    if (!reg || !buf) {
+        starling__free(reg);
+        starling__free(buf);
+        return STARLING_E_NOMEM;
+    }
+    reg->peer_id = c->id;
+    snprintf(reg->name, sizeof reg->name, "%s", c->name);
+    snprintf(reg->host, sizeof reg->host, "%s", c->data_host);
+    reg->port = (uint16_t)c->data_port;
+    reg->min_peers = (uint32_t)c->cfg.min_peers;
+    if (e->epoch && e->n > 0) {
+        reg->epoch = e->epoch;
+        reg->nmembers = (uint32_t)e->n;
+        for (int i = 0; i < e->n; i++)
+            reg->members[i] = e->members[i].id;
+    }
+    n = starling__register_encode(buf, cap, reg);
+    rc = n < 0 ? n : starling__sock_send_all(fd, buf, (size_t)n, deadline_ms);
+    if (rc == STARLING_OK)
+        rc = starling__frame_recv(fd, &h, buf, cap - STARLING_FRAME_HDR, deadline_ms);
+    if (rc == STARLING_OK) {
+        if (h.type == MSG_REJECT) {
+            starling__msg_reject rj;
+            rc = starling__reject_decode(buf, h.len, &rj) ? STARLING_E_PROTOCOL : rj.code;
+            if (rc == STARLING_E_PROTOCOL || rc == STARLING_OK)
+                rc = STARLING_E_PROTOCOL;
+            else if (why)
+                snprintf(why, why_len, "%s", rj.reason);
+        } else if (h.type != MSG_WELCOME || starling__welcome_decode(buf, h.len, &w)) {
+            rc = STARLING_E_PROTOCOL;
+            if (why)
+                snprintf(why, why_len, "coordinator sent no welcome");
+        }
+    }
+    starling__free(reg);
+    starling__free(buf);
+    return rc;
+}
+
+static void publish(starling_comm *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->pub_epoch = c->eng.epoch;
+    c->pub_rank = c->eng.rank;
+    c->pub_size = c->eng.n;
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void finish_job(starling_comm *c, int result, const char *msg)
+{
+    engine *e = &c->eng;
+    if (e->op) {
+        pthread_mutex_lock(&c->mu);
+        c->bytes_sent += starling__ring_bytes(c);
+        pthread_mutex_unlock(&c->mu);
+    }
+    starling__ring_free(c);
+    starling__request_complete(e->cur, result, msg);
+    e->cur = NULL;
+    e->fail_sent = 0;
+    e->topo_sent = 0;
+    e->topo_applied = 0;
+}
+
+/* The epoch can carry no more collectives: close the ring so no stale byte of it is
+ * ever read as part of a later op. */
+static void break_epoch(starling_comm *c, int code)
+{
+    engine *e = &c->eng;
+    if (!e->broken) {
+        e->broken = 1;
+        e->broken_code = code;
+    }
+    starling__links_close(c);
+}
+
+static void report_failure(starling_comm *c, int code)
+{
+    engine *e = &c->eng;
+    starling__msg_epoch m;
+    if (code == STARLING_E_PROTOCOL || code == STARLING_E_CLOSED)
+        code = STARLING_E_PEER_LOST;
+    e->fail_sent = 1;
+    e->fail_code = code;
+    e->fail_deadline_ms = starling__now_ms() + 3 * (int64_t)c->cfg.timeout_ms;
+    memset(&m, 0, sizeof m);
+    m.epoch = e->epoch;
+    m.a = e->seq;
+    m.code = code;
+    starling__ctrl_send(c, MSG_FAIL, &m);
+    SLOG_INFO("%s: collective %llu of epoch %llu failed here (%s); asking the coordinator",
+              c->name, (unsigned long long)e->seq, (unsigned long long)e->epoch,
+              starling_strerror(code));
+}
+
+static void start_job(starling_comm *c)
+{
+    engine *e = &c->eng;
+    struct starling_request *r = e->cur;
+    int rc;
+
+    if (r->job == JOB_TOPO) {
+        starling__msg_epoch m;
+        memset(&m, 0, sizeof m);
+        m.epoch = e->epoch;
+        e->topo_sent = starling__ctrl_send(c, MSG_TOPO_REQ, &m) == STARLING_OK;
+        return;
+    }
+    if (e->epoch == 0) {
+        finish_job(c, STARLING_E_STATE, "not a member yet: call starling_update_topology first");
+        return;
+    }
+    if (e->broken) {
+        finish_job(c, e->broken_code,
+                   "the epoch was aborted: call starling_update_topology and retry");
+        return;
+    }
+    e->seq++;
+    rc = starling__ring_start(c, r);
+    if (rc != STARLING_OK)
+        report_failure(c, rc);
+}
+
+static void on_decide(starling_comm *c, const starling__msg_epoch *d)
+{
+    engine *e = &c->eng;
+    int code = d->code ? d->code : STARLING_E_PEER_LOST;
+    if (d->epoch != e->epoch)
+        return;
+    SLOG_INFO("%s: epoch %llu decided: ops up to %llu commit (%s)", c->name,
+              (unsigned long long)e->epoch, (unsigned long long)d->a, starling_strerror(code));
+    e->frozen = 0;
+    if (e->cur && e->cur->job == JOB_COLL && e->op) {
+        if (e->seq <= d->a && starling__ring_data_done(c)) {
+            starling__ring_commit(c);
+            break_epoch(c, code);
+            finish_job(c, STARLING_OK, NULL);
+        } else {
+            char msg[160];
+            snprintf(msg, sizeof msg, "collective aborted in epoch %llu: %s",
+                     (unsigned long long)e->epoch, starling_strerror(code));
+            break_epoch(c, code);
+            finish_job(c, code, msg);
+        }
+    } else if (e->cur && e->cur->job == JOB_COLL) {
+        break_epoch(c, code);
+        finish_job(c, code, "collective aborted");
+    } else if (e->cur && e->cur->job == JOB_TOPO && e->topo_applied) {
+        break_epoch(c, code);
+        finish_job(c, code, "the new epoch lost a member while its links were being set up");
+    } else {
+        break_epoch(c, code);
+    }
+}
+
+static void on_query(starling_comm *c, const starling__msg_epoch *q)
+{
+    engine *e = &c->eng;
+    starling__msg_epoch s;
+    memset(&s, 0, sizeof s);
+    s.epoch = q->epoch;
+    if (q->epoch == e->epoch) {
+        s.a = e->done_seq;
+        s.b = e->seq;
+        if (!e->frozen && !e->fail_sent)
+            e->fail_deadline_ms = starling__now_ms() + 3 * (int64_t)c->cfg.timeout_ms;
+        e->frozen = 1; /* from now on only the coordinator's decision moves this op */
+    }
+    starling__ctrl_send(c, MSG_STATUS, &s);
+}
+
+static void on_topo(starling_comm *c, const starling__msg_topo *t)
+{
+    engine *e = &c->eng;
+    starling__member *m;
+    int rc;
+    if (!e->cur || e->cur->job != JOB_TOPO)
+        return;
+    if (t->epoch == e->epoch && !e->broken) {
+        finish_job(c, STARLING_OK, NULL);
+        return;
+    }
+    m = starling__malloc(sizeof *m * t->n);
+    if (!m) {
+        finish_job(c, STARLING_E_NOMEM, "out of memory for the member list");
+        return;
+    }
+    memcpy(m, t->members, sizeof *m * t->n);
+    starling__free(e->members);
+    e->members = m;
+    e->epoch = t->epoch;
+    e->rank = (int)t->rank;
+    e->n = (int)t->n;
+    e->seq = e->done_seq = 0;
+    e->broken = e->frozen = e->fail_sent = 0;
+    publish(c);
+    SLOG_INFO("%s: epoch %llu, rank %d of %d", c->name, (unsigned long long)t->epoch, e->rank,
+              e->n);
+    rc = starling__links_setup(c, t);
+    if (rc != STARLING_OK) {
+        report_failure(c, STARLING_E_PEER_LOST);
+        break_epoch(c, STARLING_E_PEER_LOST);
+        finish_job(c, STARLING_E_PEER_LOST, "could not open the ring link to the right neighbour");
+        return;
+    }
+    e->topo_applied = 1;
+    /* Otherwise the job completes once the left neighbour's streams have arrived. */
+}
+
+static int handle_ctrl_frame(starling_comm *c, const starling__frame_hdr *h, const uint8_t *p)
+{
+    starling__msg_epoch m;
+    switch (h->type) {
+    case MSG_HEARTBEAT: return starling__epoch_decode(h->type, p, h->len, &m);
+    case MSG_QUERY:
+        if (starling__epoch_decode(h->type, p, h->len, &m))
+            return STARLING_E_PROTOCOL;
+        on_query(c, &m);
+        return STARLING_OK;
+    case MSG_DECIDE:
+        if (starling__epoch_decode(h->type, p, h->len, &m))
+            return STARLING_E_PROTOCOL;
+        on_decide(c, &m);
+        return STARLING_OK;
+    case MSG_TOPO: {
+        starling__msg_topo *t = starling__malloc(sizeof *t);
+        int rc;
+        if (!t)
+            return STARLING_E_NOMEM;
+        rc = starling__topo_decode(p, h->len, t);
+        if (rc == STARLING_OK && t->members[t->rank].id != c->id)
+            rc = STARLING_E_PROTOCOL;
+        if (rc == STARLING_OK)
+            on_topo(c, t);
+        starling__free(t);
+        return rc;
+    }
+    default: return STARLING_E_PROTOCOL;
+    }
+}
+
+static void ctrl_lost(starling_comm *c, const char *why)
+{
+    engine *e = &c->eng;
+    SLOG_WARN("%s: coordinator connection lost (%s); reconnecting", c->name, why);
+    starling__fconn_close(&e->ctrl);
+    e->ctrl_up = 0;
+    e->next_reconnect_ms = starling__now_ms();
+}
+
+static void ctrl_reconnect(starling_comm *c)
+{
+    engine *e = &c->eng;
+    int64_t now = starling__now_ms();
+    int64_t deadline = now + (c->cfg.timeout_ms / 2 > 100 ? c->cfg.timeout_ms / 2 : 100);
+    starling__msg_hello h;
+    char why[128] = "";
+    int fd, rc;
+
+    e->next_reconnect_ms = now + 250;
+    rc = starling__tcp_connect(c->coord_host, c->coord_port, starling__ms_until(deadline), &fd);
+    if (rc != STARLING_OK)
+        return;
+    memset(&h, 0, sizeof h);
+    h.role = ROLE_CONTROL;
+    h.peer_id = c->id;
+    rc = starling__handshake_client(fd, &c->key, &h, deadline, why, sizeof why);
+    if (rc == STARLING_OK)
+        rc = starling__ctrl_register(c, fd, deadline, why, sizeof why);
+    if (rc != STARLING_OK) {
+        SLOG_WARN("%s: re-registration failed: %s %s", c->name, starling_strerror(rc), why);
+        starling__sock_close(fd);
+        return;
+    }
+    starling__fconn_init(&e->ctrl, fd, starling__now_ms());
+    e->ctrl_up = 1;
+    SLOG_INFO("%s: re-registered with the coordinator", c->name);
+    /* What the old coordinator was told and the new one must hear again. */
+    if (e->cur && e->cur->job == JOB_TOPO) {
+        starling__msg_epoch m;
+        memset(&m, 0, sizeof m);
+        m.epoch = e->epoch;
+        e->topo_sent = starling__ctrl_send(c, MSG_TOPO_REQ, &m) == STARLING_OK;
+    }
+    if (e->fail_sent) {
+        starling__msg_epoch m;
+        memset(&m, 0, sizeof m);
+        m.epoch = e->epoch;
+        m.a = e->seq;
+        m.code = e->fail_code;
+        starling__ctrl_send(c, MSG_FAIL, &m);
+    }
+}
+
+static void ctrl_io(starling_comm *c, short revents)
+{
+    engine *e = &c->eng;
+    starling__frame_hdr h;
+    const uint8_t *p;
+    int rc;
+    if (revents & (POLLIN | POLLHUP | POLLERR)) {
+        rc = starling__fconn_read(&e->ctrl, starling__now_ms());
+        while (rc == STARLING_OK && e->ctrl_up) {
+            int got = starling__fconn_next(&e->ctrl, &h, &p);
+            if (got <= 0) {
+                rc = got;
+                break;
+            }
+            rc = handle_ctrl_frame(c, &h, p);
+        }
+        if (rc != STARLING_OK && e->ctrl_up) {
+            ctrl_lost(c, rc == STARLING_E_CLOSED ? "closed" : "malformed frame");
+            return;
+        }
+    }
+    if (e->ctrl_up && starling__fconn_flush(&e->ctrl) != STARLING_OK)
+        ctrl_lost(c, "send failed");
+}
+
+static void timers(starling_comm *c, int64_t now)
+{
+    engine *e = &c->eng;
+    if (e->ctrl_up && now >= e->next_hb_ms) {
+        starling__msg_epoch m;
+        memset(&m, 0, sizeof m);
+        starling__ctrl_send(c, MSG_HEARTBEAT, &m);
+        e->next_hb_ms = now + c->cfg.timeout_ms / 4;
+    }
+    if (e->ctrl_up && now - e->ctrl.last_rx_ms > c->cfg.timeout_ms)
+        ctrl_lost(c, "silent past the timeout");
+    if (!e->ctrl_up && now >= e->next_reconnect_ms)
+        ctrl_reconnect(c);
+    if (!e->cur)
+        return;
+    if ((e->fail_sent || e->frozen) && now >= e->fail_deadline_ms) {
+        /* The coordinator could not be reached to decide: the only case in which
+         * members may end an op differently. Documented in docs/architecture.md. */
+        break_epoch(c, STARLING_E_TIMEOUT);
+        e->frozen = 0;
+        finish_job(c, STARLING_E_TIMEOUT, "no decision from the coordinator in time");
+    } else if (!e->fail_sent && !e->frozen && now >= e->cur_deadline_ms) {
+        if (e->cur->job == JOB_TOPO) {
+            finish_job(c, STARLING_E_TIMEOUT, "topology update did not complete in time");
+        } else {
+            report_failure(c, STARLING_E_TIMEOUT);
+        }
+    }
+}
+
+static int64_t next_wake(const starling_comm *c, int64_t now)
+{
+    const engine *e = &c->eng;
+    int64_t t = now + 1000;
+    if (e->ctrl_up && e->next_hb_ms < t)
+        t = e->next_hb_ms;
+    if (e->ctrl_up && e->ctrl.last_rx_ms + c->cfg.timeout_ms + 1 < t)
+        t = e->ctrl.last_rx_ms + c->cfg.timeout_ms + 1;
+    if (!e->ctrl_up && e->next_reconnect_ms < t)
+        t = e->next_reconnect_ms;
+    if (e->cur) {
+        int64_t d = (e->fail_sent || e->frozen) ? e->fail_deadline_ms : e->cur_deadline_ms;
+        if (d < t)
+            t = d;
+    }
+    return t < now ? now : t;
+}
+
+void *starling__engine_main(void *arg)
+{
+    starling_comm *c = arg;
+    engine *e = &c->eng;
+    struct pollfd fds[2 + 2 * STARLING_MAX_STREAMS];
+
+    for (;;) {
+        int nfds = 0, nring = 0, stop, ctrl_at = -1;
+        int64_t now;
+
+        pthread_mutex_lock(&c->mu);
+        stop = c->stop;
+        if (!stop && !e->cur && c->qhead) {
+            e->cur = c->qhead;
+            c->qhead = e->cur->next;
+            if (!c->qhead)
+                c->qtail = NULL;
+            e->cur_deadline_ms = starling__now_ms() + c->cfg.op_timeout_ms;
+        }
+        pthread_mutex_unlock(&c->mu);
+        if (stop)
+            break;
+        if (e->cur && !e->op && e->cur->job == JOB_COLL && !e->fail_sent)
+            start_job(c);
+        else if (e->cur && e->cur->job == JOB_TOPO && !e->topo_sent && e->ctrl_up)
+            start_job(c);
+        if (e->cur && e->cur->job == JOB_TOPO && e->topo_applied && starling__links_adopt(c)) {
+            finish_job(c, STARLING_OK, NULL);
+            continue;
+        }
+        fds[nfds].fd = c->wake.rfd;
+        fds[nfds++].events = POLLIN;
+        if (e->ctrl_up) {
+            ctrl_at = nfds;
+            fds[nfds].fd = e->ctrl.fd;
+            fds[nfds++].events = starling__fconn_events(&e->ctrl);
+        }
+        if (e->cur && e->op && !e->frozen && !e->fail_sent) {
+            int rc = starling__ring_progress(c, fds + nfds, &nring);
+            if (rc == 1) {
+                starling__ring_commit(c);
+                finish_job(c, STARLING_OK, NULL);
+                continue;
+            }
+            if (rc < 0) {
+                report_failure(c, rc);
+                nring = 0;
+            }
+            nfds += nring;
+        }
+        now = starling__now_ms();
+        if (poll(fds, (nfds_t)nfds, starling__ms_until(next_wake(c, now))) < 0)
+            continue;
+        if (fds[0].revents)
+            starling__wake_drain(&c->wake);
+        if (ctrl_at >= 0 && fds[ctrl_at].revents)
+            ctrl_io(c, fds[ctrl_at].revents);
+        else if (e->ctrl_up && starling__fconn_flush(&e->ctrl) != STARLING_OK)
+            ctrl_lost(c, "send failed");
+        timers(c, starling__now_ms());
+    }
+    /* Closing: fail what is left, in order. */
+    if (e->cur)
+        finish_job(c, STARLING_E_CLOSED, "communicator closed");
+    for (;;) {
+        struct starling_request *r;
+        pthread_mutex_lock(&c->mu);
+        r = c->qhead;
+        if (r) {
+            c->qhead = r->next;
+            if (!c->qhead)
+                c->qtail = NULL;
+        }
+        pthread_mutex_unlock(&c->mu);
+        if (!r)
+            break;
+        starling__request_complete(r, STARLING_E_CLOSED, "communicator closed");
+    }
+    return NULL;
+}

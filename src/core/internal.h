@@ -1,0 +1,172 @@
+/* Internals of the communicator: the handle, its engine, and the job queue between the
+ * application thread and the engine thread. See docs/architecture.md for the picture. */
+#ifndef STARLING_CORE_INTERNAL_H
+#define STARLING_CORE_INTERNAL_H
+#include <poll.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "auth/handshake.h"
+#include "net/fconn.h"
+#include "platform/net.h"
+#include "platform/wake.h"
+#include "proto/msg.h"
+#include "starling.h"
+#include "util/config.h"
+
+#define STARLING_MAX_STREAMS 16
+#define STARLING_PENDING_LINKS 64
+
+typedef enum job_kind { JOB_COLL = 1, JOB_TOPO = 2 } job_kind;
+
+typedef enum coll_kind {
+    COLL_ALLREDUCE = 1,
+    COLL_REDUCE_SCATTER = 2,
+    COLL_ALLGATHER = 3,
+    COLL_BROADCAST = 4,
+    COLL_ALLGATHERV = 5 /* internal: per-rank byte counts, used by state sync */
+} coll_kind;
+
+/* One unit of work for the engine. Shared by the application (which waits on it) and
+ * the engine (which completes it); freed when both have dropped their reference. */
+struct starling_request {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int refs;
+    int done;
+    int result;
+    char errmsg[256];
+
+    job_kind job;
+    coll_kind coll;
+    const void *sendbuf;
+    void *recvbuf;
+    size_t count;
+    starling_dtype dtype;
+    starling_op op;
+    int root;
+    uint64_t tag;
+    size_t *vcounts; /* ALLGATHERV: bytes per rank (owned), dtype is u8 */
+    int vn;
+    struct starling_request *next;
+};
+
+struct starling_callopts {
+    uint64_t tag;
+};
+
+typedef struct pending_link {
+    int fd;
+    uint64_t peer_id, epoch;
+    int stream, nstreams;
+} pending_link;
+
+typedef struct state_tensor {
+    char name[64];
+    void *data;
+    size_t count;
+    starling_dtype dtype;
+} state_tensor;
+
+struct ring_op; /* ring.c */
+
+/* Engine-thread-only state. */
+typedef struct engine {
+    starling__fconn ctrl;
+    int ctrl_up;
+    int64_t next_hb_ms, next_reconnect_ms;
+
+    uint64_t epoch; /* 0: not a member yet */
+    int rank, n;
+    starling__member *members;
+    int right[STARLING_MAX_STREAMS], nright;
+    int left[STARLING_MAX_STREAMS], nleft;
+
+    uint64_t seq;      /* last collective started in this epoch */
+    uint64_t done_seq; /* highest seq whose data phase finished here */
+    int broken;        /* the epoch can carry no more collectives */
+    int broken_code;   /* what they fail with */
+    int frozen;        /* answered a QUERY: wait for the DECIDE */
+    int fail_sent;     /* reported a local failure of the current op */
+    int fail_code;
+    int64_t fail_deadline_ms;
+
+    struct starling_request *cur;
+    int64_t cur_deadline_ms;
+    int topo_sent;
+    int topo_applied; /* new epoch taken, waiting for the left neighbour's links */
+    struct ring_op *op;
+
+    uint8_t *scratch;
+    size_t scratch_cap;
+    uint8_t *tmp[STARLING_MAX_STREAMS];
+    size_t tmp_cap;
+} engine;
+
+struct starling_comm {
+    struct starling_config cfg;
+    starling__key key;
+    uint64_t id;
+    char name[64];
+    char coord_host[STARLING_HOST_MAX];
+    int coord_port;
+    char data_host[STARLING_HOST_MAX];
+    int data_port;
+    int listen_fd;
+
+    pthread_t engine_thr, acceptor_thr;
+    int threads_started;
+    starling__wake wake, acc_wake;
+
+    pthread_mutex_t mu; /* guards everything down to the engine */
+    struct starling_request *qhead, *qtail;
+    int stop;
+    pending_link pend[STARLING_PENDING_LINKS];
+    int npend;
+    uint64_t pub_epoch;
+    int pub_rank, pub_size;
+    uint64_t bytes_sent;
+
+    /* Application thread only. */
+    char errmsg[256];
+    state_tensor *tensors;
+    int ntensors;
+    uint64_t step;
+
+    engine eng;
+};
+
+/* comm.c */
+void starling__comm_set_err(starling_comm *c, int code, const char *fmt, ...);
+int starling__submit(starling_comm *c, struct starling_request *r, starling_request **out);
+struct starling_request *starling__request_new(job_kind job);
+void starling__request_complete(struct starling_request *r, int result, const char *msg);
+void starling__request_unref(struct starling_request *r);
+int starling__request_wait_into(starling_comm *c, struct starling_request *r);
+
+/* engine.c */
+void *starling__engine_main(void *arg);
+int starling__ctrl_send(starling_comm *c, uint8_t type, const starling__msg_epoch *m);
+int starling__ctrl_register(starling_comm *c, int fd, int64_t deadline_ms, char *why,
+                            size_t why_len);
+
+/* links.c */
+void *starling__acceptor_main(void *arg);
+int starling__links_setup(starling_comm *c, const starling__msg_topo *t);
+void starling__links_close(starling_comm *c);
+/* Moves accepted links of the current epoch from the pending list; 1 when all present. */
+int starling__links_adopt(starling_comm *c);
+
+/* ring.c: start / progress / finish of a collective on the engine thread. */
+int starling__ring_start(starling_comm *c, struct starling_request *r);
+/* Does all I/O possible now. Returns 1 when the data phase and commit barrier are both
+ * complete, 0 when it must wait, or a negative error (then the op is failed). Fills
+ * `fds` with what to poll for (at most 2*STARLING_MAX_STREAMS entries). */
+int starling__ring_progress(starling_comm *c, struct pollfd *fds, int *nfds);
+int starling__ring_data_done(const starling_comm *c);
+/* Copies the result into the caller's buffer (commit). */
+void starling__ring_commit(starling_comm *c);
+void starling__ring_free(starling_comm *c);
+uint64_t starling__ring_bytes(const starling_comm *c);
+#endif

@@ -1,0 +1,158 @@
+/* Ring links: the acceptor thread authenticates incoming data connections and parks
+ * them; the engine connects its own outgoing streams and adopts the parked ones that
+ * belong to the current epoch and come from its left neighbour.
+ *
+ * Why a separate acceptor thread: every member connects to its right neighbour while
+ * its left neighbour connects to it. If the engine did both in turn with blocking
+ * handshakes, the ring of "connect first" would deadlock; and a slow or hostile client
+ * must never stall the engine's heartbeats. */
+#include <poll.h>
+#include <string.h>
+
+#include "core/internal.h"
+#include "platform/clock.h"
+#include "util/alloc.h"
+#include "util/log.h"
+
+static void park(starling_comm *c, int fd, const starling__msg_hello *h)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->npend == STARLING_PENDING_LINKS) {
+        /* Full: the oldest parked link is the least likely to be wanted. */
+        starling__sock_close(c->pend[0].fd);
+        memmove(c->pend, c->pend + 1, sizeof c->pend[0] * (STARLING_PENDING_LINKS - 1));
+        c->npend--;
+    }
+    c->pend[c->npend].fd = fd;
+    c->pend[c->npend].peer_id = h->peer_id;
+    c->pend[c->npend].epoch = h->epoch;
+    c->pend[c->npend].stream = h->stream;
+    c->pend[c->npend].nstreams = h->nstreams;
+    c->npend++;
+    pthread_mutex_unlock(&c->mu);
+    starling__wake_signal(&c->wake);
+}
+
+void *starling__acceptor_main(void *arg)
+{
+    starling_comm *c = arg;
+    int hs_ms = c->cfg.timeout_ms < 2000 ? c->cfg.timeout_ms : 2000;
+    for (;;) {
+        struct pollfd p[2] = {{c->listen_fd, POLLIN, 0}, {c->acc_wake.rfd, POLLIN, 0}};
+        starling__msg_hello h;
+        char why[128];
+        int fd, rc, stop;
+
+        pthread_mutex_lock(&c->mu);
+        stop = c->stop;
+        pthread_mutex_unlock(&c->mu);
+        if (stop)
+            break;
+        if (poll(p, 2, 500) <= 0 || !(p[0].revents & POLLIN))
+            continue;
+        if (starling__tcp_accept(c->listen_fd, &fd) != STARLING_OK)
+            continue;
+        why[0] = '\0';
+        rc = starling__handshake_server(fd, &c->key, &h, starling__now_ms() + hs_ms, why,
+                                        sizeof why);
+        if (rc == STARLING_OK && h.role != ROLE_DATA) {
+            rc = STARLING_E_PROTOCOL;
+            strcpy(why, "not a data-link hello");
+        }
+        if (rc != STARLING_OK) {
+            SLOG_WARN("%s: refused data connection: %s", c->name, why[0] ? why : starling_strerror(rc));
+            starling__sock_close(fd);
+            continue;
+        }
+        park(c, fd, &h);
+    }
+    return NULL;
+}
+
+void starling__links_close(starling_comm *c)
+{
+    engine *e = &c->eng;
+    for (int s = 0; s < STARLING_MAX_STREAMS; s++) {
+        if (s < e->nright)
+            starling__sock_close(e->right[s]);
+        if (s < e->nleft && e->left[s] >= 0)
+            starling__sock_close(e->left[s]);
+        e->right[s] = e->left[s] = -1;
+    }
+    e->nright = e->nleft = 0;
+}
+
+int starling__links_setup(starling_comm *c, const starling__msg_topo *t)
+{
+    engine *e = &c->eng;
+    const starling__member *right;
+    int64_t deadline = starling__now_ms() + c->cfg.timeout_ms;
+    char why[128];
+
+    starling__links_close(c);
+    if (t->n < 2)
+        return STARLING_OK;
+    right = &t->members[(t->rank + 1) % t->n];
+    for (int s = 0; s < c->cfg.streams; s++) {
+        starling__msg_hello h;
+        int fd, rc;
+        memset(&h, 0, sizeof h);
+        h.role = ROLE_DATA;
+        h.peer_id = c->id;
+        h.epoch = t->epoch;
+        h.stream = (uint8_t)s;
+        h.nstreams = (uint8_t)c->cfg.streams;
+        rc = starling__tcp_connect(right->host, right->port, starling__ms_until(deadline), &fd);
+        if (rc == STARLING_OK) {
+            why[0] = '\0';
+            rc = starling__handshake_client(fd, &c->key, &h, deadline, why, sizeof why);
+            if (rc != STARLING_OK)
+                starling__sock_close(fd);
+        }
+        if (rc != STARLING_OK) {
+            starling__comm_set_err(c, rc, "cannot open ring link to %s:%d: %s", right->host,
+                                   right->port, starling_strerror(rc));
+            starling__links_close(c);
+            return rc;
+        }
+        e->right[s] = fd;
+        e->nright = s + 1;
+    }
+    for (int s = 0; s < STARLING_MAX_STREAMS; s++)
+        e->left[s] = -1;
+    e->nleft = 0;
+    return STARLING_OK;
+}
+
+int starling__links_adopt(starling_comm *c)
+{
+    engine *e = &c->eng;
+    uint64_t left_id;
+    int have = 0;
+    if (e->n < 2)
+        return 1;
+    left_id = e->members[(e->rank + e->n - 1) % e->n].id;
+    pthread_mutex_lock(&c->mu);
+    for (int i = 0; i < c->npend;) {
+        pending_link *p = &c->pend[i];
+        int keep = 0;
+        if (p->epoch == e->epoch && p->peer_id == left_id && e->left[p->stream] < 0 &&
+            (e->nleft == 0 || e->nleft == p->nstreams)) {
+            e->left[p->stream] = p->fd;
+            e->nleft = p->nstreams;
+        } else if (p->epoch > e->epoch) {
+            keep = 1; /* for an epoch this member has not reached yet */
+        } else {
+            starling__sock_close(p->fd);
+        }
+        if (keep) {
+            i++;
+        } else {
+            c->pend[i] = c->pend[--c->npend];
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    for (int s = 0; s < e->nleft; s++)
+        have += e->left[s] >= 0;
+    return e->nleft > 0 && have == e->nleft;
+}

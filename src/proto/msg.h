@@ -1,0 +1,156 @@
+/* The wire protocol: frame header and one struct, encoder and decoder per message.
+ * Pure: no I/O. Every decoder checks every length, count and enum before use and
+ * returns STARLING_E_PROTOCOL (or _VERSION) on anything malformed. See docs/protocol.md. */
+#ifndef STARLING_PROTO_MSG_H
+#define STARLING_PROTO_MSG_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define STARLING_MAGIC 0x4c525453u /* "STRL" little-endian */
+#define STARLING_FRAME_HDR 8
+#define STARLING_NONCE_LEN 32
+#define STARLING_MAC_LEN 32
+#define STARLING_NAME_MAX 64   /* run and peer names, incl. NUL */
+#define STARLING_ADDR_MAX 64   /* dotted quad host, incl. NUL */
+#define STARLING_REASON_MAX 128
+#define STARLING_MAX_PEERS 512
+#define STARLING_CTRL_MAX 65536 /* largest control frame payload */
+#define STARLING_DATA_HDR 24    /* seq, desc, step, piece after the frame header */
+
+typedef enum starling__msg_type {
+    MSG_HELLO = 1,     /* client -> server, first frame of every connection */
+    MSG_CHALLENGE = 2, /* server -> client */
+    MSG_AUTH = 3,      /* client -> server */
+    MSG_REJECT = 4,    /* server -> client, then close */
+    MSG_REGISTER = 5,  /* peer -> coordinator, after auth */
+    MSG_WELCOME = 6,   /* coordinator -> peer */
+    MSG_HEARTBEAT = 7, /* both ways, empty */
+    MSG_TOPO_REQ = 8,  /* peer -> coordinator: I am at update_topology */
+    MSG_TOPO = 9,      /* coordinator -> peer: the new epoch */
+    MSG_FAIL = 10,     /* peer -> coordinator: a collective failed here */
+    MSG_QUERY = 11,    /* coordinator -> peer: report your status in epoch E */
+    MSG_STATUS = 12,   /* peer -> coordinator */
+    MSG_DECIDE = 13,   /* coordinator -> peer: outcome of epoch E's open collectives */
+    MSG_LEAVE = 14,    /* peer -> coordinator: orderly exit */
+    MSG_DATA = 15,     /* peer -> peer: a piece of a collective */
+    MSG_DONE = 16,     /* peer -> peer: commit barrier token */
+    MSG_ABORT = 17,    /* peer -> peer: the collective is aborted (mismatch) */
+    MSG_ACCEPT = 18,   /* server -> client: authenticated */
+    MSG_TYPE_MAX = 18
+} starling__msg_type;
+
+typedef enum starling__role {
+    ROLE_CONTROL = 1, /* a peer's connection to the coordinator */
+    ROLE_DATA = 2     /* a ring link stream between two peers */
+} starling__role;
+
+typedef struct starling__frame_hdr {
+    uint8_t type;
+    uint8_t flags;
+    uint32_t len; /* payload bytes after the 8-byte header */
+} starling__frame_hdr;
+
+/* Header: u8 type, u8 flags, u16 zero, u32 len. Decode refuses unknown types, nonzero
+ * reserved bits, and len > max_len (or > STARLING_CTRL_MAX for non-data types). */
+void starling__frame_hdr_encode(uint8_t out[STARLING_FRAME_HDR], uint8_t type, uint32_t len);
+int starling__frame_hdr_decode(const uint8_t in[STARLING_FRAME_HDR], uint32_t max_data_len,
+                               starling__frame_hdr *out);
+
+typedef struct starling__msg_hello {
+    uint32_t magic;
+    uint16_t version;
+    uint8_t role;
+    uint8_t nonce[STARLING_NONCE_LEN];
+    char run[STARLING_NAME_MAX];
+    uint64_t peer_id;
+    uint64_t epoch;   /* data role: the epoch this link belongs to */
+    uint8_t stream;   /* data role: stream index < nstreams */
+    uint8_t nstreams; /* data role: 1..16 */
+} starling__msg_hello;
+
+typedef struct starling__msg_challenge {
+    uint8_t nonce[STARLING_NONCE_LEN];
+    uint8_t mac[STARLING_MAC_LEN]; /* server's proof over the client's nonce */
+} starling__msg_challenge;
+
+typedef struct starling__msg_auth {
+    uint8_t mac[STARLING_MAC_LEN]; /* client's proof over the server's nonce */
+} starling__msg_auth;
+
+typedef struct starling__msg_reject {
+    int32_t code; /* a starling_error */
+    char reason[STARLING_REASON_MAX];
+} starling__msg_reject;
+
+typedef struct starling__msg_register {
+    uint64_t peer_id;
+    char name[STARLING_NAME_MAX];
+    char host[STARLING_ADDR_MAX];
+    uint16_t port;
+    uint32_t min_peers;
+    uint64_t epoch;     /* 0 for a newcomer; else the epoch it is a member of */
+    uint32_t nmembers;  /* members of that epoch in ring order (re-registration) */
+    uint64_t members[STARLING_MAX_PEERS];
+} starling__msg_register;
+
+typedef struct starling__msg_welcome {
+    uint64_t coord_id;
+    uint32_t timeout_ms;
+} starling__msg_welcome;
+
+typedef struct starling__member {
+    uint64_t id;
+    char host[STARLING_ADDR_MAX];
+    uint16_t port;
+} starling__member;
+
+typedef struct starling__msg_topo {
+    uint64_t epoch;
+    uint32_t rank;
+    uint32_t n;
+    starling__member members[STARLING_MAX_PEERS];
+} starling__msg_topo;
+
+/* MSG_TOPO_REQ, MSG_QUERY: epoch only. MSG_FAIL: epoch, seq, code. MSG_STATUS: epoch,
+ * done_seq (highest op whose data phase finished), cur_seq. MSG_DECIDE: epoch,
+ * commit_seq (ops up to it commit, later ones abort), code (why). */
+typedef struct starling__msg_epoch {
+    uint64_t epoch;
+    uint64_t a; /* seq / done_seq / commit_seq */
+    uint64_t b; /* cur_seq */
+    int32_t code;
+} starling__msg_epoch;
+
+typedef struct starling__msg_data {
+    uint64_t seq;  /* collective's number within the epoch, from 1 */
+    uint64_t desc; /* hash of (kind, count, dtype, op, root, tag): equal on all members */
+    uint32_t step; /* DATA: ring step; DONE: barrier count k; ABORT: unused */
+    uint32_t piece;/* DATA: piece index within the step; ABORT: the starling_error */
+} starling__msg_data;
+
+/* Each encoder writes header + payload into out (cap bytes); returns bytes written or
+ * STARLING_E_LIMIT if it does not fit. Each decoder takes the payload only. */
+int starling__hello_encode(uint8_t *out, size_t cap, const starling__msg_hello *m);
+int starling__hello_decode(const uint8_t *p, size_t len, starling__msg_hello *m);
+int starling__challenge_encode(uint8_t *out, size_t cap, const starling__msg_challenge *m);
+int starling__challenge_decode(const uint8_t *p, size_t len, starling__msg_challenge *m);
+int starling__auth_encode(uint8_t *out, size_t cap, const starling__msg_auth *m);
+int starling__auth_decode(const uint8_t *p, size_t len, starling__msg_auth *m);
+int starling__reject_encode(uint8_t *out, size_t cap, const starling__msg_reject *m);
+int starling__reject_decode(const uint8_t *p, size_t len, starling__msg_reject *m);
+int starling__register_encode(uint8_t *out, size_t cap, const starling__msg_register *m);
+int starling__register_decode(const uint8_t *p, size_t len, starling__msg_register *m);
+int starling__welcome_encode(uint8_t *out, size_t cap, const starling__msg_welcome *m);
+int starling__welcome_decode(const uint8_t *p, size_t len, starling__msg_welcome *m);
+int starling__topo_encode(uint8_t *out, size_t cap, const starling__msg_topo *m);
+int starling__topo_decode(const uint8_t *p, size_t len, starling__msg_topo *m);
+/* For MSG_TOPO_REQ, MSG_FAIL, MSG_QUERY, MSG_STATUS, MSG_DECIDE, MSG_HEARTBEAT,
+ * MSG_LEAVE, MSG_ACCEPT (the last three carry no fields: encoded empty). */
+int starling__epoch_encode(uint8_t *out, size_t cap, uint8_t type, const starling__msg_epoch *m);
+int starling__epoch_decode(uint8_t type, const uint8_t *p, size_t len, starling__msg_epoch *m);
+/* MSG_DATA header (the payload bytes follow, nbytes of them), MSG_DONE, MSG_ABORT. */
+int starling__data_encode(uint8_t *out, size_t cap, uint8_t type, const starling__msg_data *m,
+                          uint32_t nbytes);
+/* Decodes the 24 fixed bytes that follow the frame header of a data-plane frame. */
+int starling__data_decode(const uint8_t p[STARLING_DATA_HDR], starling__msg_data *m);
+#endif

@@ -1,0 +1,96 @@
+#include "util/config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "util/alloc.h"
+
+void starling__config_defaults(struct starling_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->timeout_ms = 3000;
+    cfg->op_timeout_ms = 60000;
+    cfg->streams = 1;
+    cfg->min_peers = 1;
+    cfg->chunk_bytes = 1u << 20;
+    strcpy(cfg->listen, "127.0.0.1:0");
+}
+
+int starling_config_create(starling_config **out)
+{
+    starling_config *cfg;
+    if (!out)
+        return STARLING_E_INVALID;
+    *out = NULL;
+    cfg = starling__malloc(sizeof *cfg);
+    if (!cfg)
+        return STARLING_E_NOMEM;
+    starling__config_defaults(cfg);
+    *out = cfg;
+    return STARLING_OK;
+}
+
+void starling_config_destroy(starling_config *cfg) { starling__free(cfg); }
+
+int starling_config_set_timeout_ms(starling_config *cfg, int timeout_ms)
+{
+    if (!cfg || timeout_ms < 100 || timeout_ms > 600000)
+        return STARLING_E_INVALID;
+    cfg->timeout_ms = timeout_ms;
+    return STARLING_OK;
+}
+
+int starling_config_set_op_timeout_ms(starling_config *cfg, int op_timeout_ms)
+{
+    if (!cfg || op_timeout_ms < 100 || op_timeout_ms > 86400000)
+        return STARLING_E_INVALID;
+    cfg->op_timeout_ms = op_timeout_ms;
+    return STARLING_OK;
+}
+
+int starling_config_set_streams(starling_config *cfg, int streams)
+{
+    if (!cfg || streams < 1 || streams > 16)
+        return STARLING_E_INVALID;
+    cfg->streams = streams;
+    return STARLING_OK;
+}
+
+int starling_config_set_listen(starling_config *cfg, const char *host_port)
+{
+    if (!cfg || !host_port || strlen(host_port) >= sizeof cfg->listen)
+        return STARLING_E_INVALID;
+    strcpy(cfg->listen, host_port);
+    return STARLING_OK;
+}
+
+int starling_config_set_min_peers(starling_config *cfg, int min_peers)
+{
+    if (!cfg || min_peers < 1 || min_peers > 512)
+        return STARLING_E_INVALID;
+    cfg->min_peers = min_peers;
+    return STARLING_OK;
+}
+
+int starling_config_set_chunk_bytes(starling_config *cfg, size_t chunk_bytes)
+{
+    if (!cfg || chunk_bytes < 4096 || chunk_bytes > (64u << 20))
+        return STARLING_E_INVALID;
+    cfg->chunk_bytes = chunk_bytes;
+    return STARLING_OK;
+}
+
+int starling_config_set_name(starling_config *cfg, const char *name)
+{
+    size_t n;
+    if (!cfg || !name)
+        return STARLING_E_INVALID;
+    n = strlen(name);
+    if (n >= sizeof cfg->name)
+        return STARLING_E_INVALID;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
+            return STARLING_E_INVALID;
+    memcpy(cfg->name, name, n + 1);
+    return STARLING_OK;
+}

@@ -1,0 +1,977 @@
+#!/usr/bin/python3
+"""Multi-process integration and fault scenarios for starling (loopback only).
+
+Starts a coordinator (`<build>/tools/starling coordinator`) and several `itest_peer`
+processes on 127.0.0.1, injects one kind of fault, and checks what the peers report:
+every surviving peer finishes every iteration and all of them end with the same shared-state
+hash. Standard library only; run with /usr/bin/python3.
+
+    run_scenario.py --build-dir BUILD --scenario NAME [--seed N] [--keep]
+
+Scenarios: loopback-2 loopback-3 loopback-5 loopback-8 big big-4 kill freeze coord-restart
+join bad-input.
+
+Nothing here asserts on time: every wait has a generous deadline only so that a hang
+becomes a failure instead of a stuck test. On failure the driver prints the seed, the reason
+and the last lines of every process's output; every process is killed (by process group)
+in a `finally` block whatever happens.
+"""
+
+import argparse
+import hashlib
+import hmac
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+HOST = "127.0.0.1"
+POLL_S = 0.02
+
+
+class ScenarioFailure(Exception):
+    pass
+
+
+def log(msg):
+    print("[run_scenario %.1fs] %s" % (time.monotonic() - T0, msg), flush=True)
+
+
+T0 = time.monotonic()
+
+
+def free_port():
+    """A port that was free a moment ago (the peer binds it right after)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+class Proc:
+    """One child process in its own process group, output captured to files."""
+
+    def __init__(self, h, name, argv, env, deadline_s, expendable=False):
+        self.name = name
+        self.argv = argv
+        self.expendable = expendable  # may die (it is the fault we inject)
+        self.stdout_path = os.path.join(h.tmpdir, name + ".out")
+        self.stderr_path = os.path.join(h.tmpdir, name + ".err")
+        self.deadline = time.monotonic() + deadline_s
+        self.deadline_s = deadline_s
+        self.signalled = None
+        out = open(self.stdout_path, "wb")
+        err = open(self.stderr_path, "wb")
+        try:
+            self.popen = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                          env=env, start_new_session=True, close_fds=True)
+        finally:
+            out.close()
+            err.close()
+        self.pid = self.popen.pid
+
+    def poll(self):
+        return self.popen.poll()
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def signal(self, sig):
+        self.signalled = sig
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def kill(self):
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.pid, signal.SIGCONT)
+                os.killpg(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def stdout_lines(self):
+        try:
+            with open(self.stdout_path, "rb") as f:
+                data = f.read()
+        except OSError:
+            return []
+        text = data.decode("utf-8", "replace")
+        lines = text.split("\n")
+        # The last element is a partial line (or "" after a newline): ignore it.
+        return lines[:-1]
+
+    def tail(self, path, n):
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            return ["(no output file)"]
+        return data.decode("utf-8", "replace").splitlines()[-n:]
+
+    def describe_exit(self):
+        rc = self.popen.poll()
+        if rc is None:
+            return "still running"
+        if rc < 0:
+            try:
+                return "killed by %s" % signal.Signals(-rc).name
+            except ValueError:
+                return "killed by signal %d" % -rc
+        return "exit status %d" % rc
+
+
+class Harness:
+    def __init__(self, args):
+        self.args = args
+        self.build = os.path.abspath(args.build_dir)
+        self.seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
+        self.rng = random.Random(self.seed)
+        self.tmpdir = tempfile.mkdtemp(prefix="starling-it-%s-" % args.scenario)
+        self.procs = []
+        self.run = "it-%s-%d" % (args.scenario, self.seed)
+        self.secret = secrets.token_hex(16)
+        self.coord = None
+        self.coord_port = None
+        self.coordinator = os.path.join(self.build, "tools", "starling")
+        self.peer_bin = os.path.join(self.build, "tests", "integration", "itest_peer")
+        for path in (self.coordinator, self.peer_bin):
+            if not os.access(path, os.X_OK):
+                raise ScenarioFailure("not built: %s" % path)
+
+    # ------------------------------------------------------------ processes
+
+    def env(self, secret=None):
+        e = dict(os.environ)
+        e["STARLING_SECRET"] = self.secret if secret is None else secret
+        return e
+
+    def start_coordinator(self, min_peers, port=0, extra=None, deadline_s=None):
+        name = "coord%d" % sum(1 for p in self.procs if p.name.startswith("coord"))
+        argv = [self.coordinator, "coordinator", "--listen", "%s:%d" % (HOST, port),
+                "--run", self.run, "--min-peers", str(min_peers)] + (extra or [])
+        proc = Proc(self, name, argv, self.env(), deadline_s or self.args.timeout)
+        self.procs.append(proc)
+        pat = re.compile(r"coordinator listening on 127\.0\.0\.1:(\d+)")
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            for line in proc.stdout_lines():
+                m = pat.search(line)
+                if m:
+                    self.coord = proc
+                    self.coord_port = int(m.group(1))
+                    log("%s listening on port %d (pid %d)" % (name, self.coord_port, proc.pid))
+                    return proc
+            if not proc.alive():
+                raise ScenarioFailure("%s exited before listening (%s)"
+                                      % (name, proc.describe_exit()))
+            time.sleep(POLL_S)
+        raise ScenarioFailure("%s did not print 'coordinator listening on ...' within 20 s"
+                              % name)
+
+    def start_peer(self, name, mode, extra=None, expendable=False, secret=None, listen=None,
+                   deadline_s=None):
+        deadline_s = deadline_s or self.args.timeout
+        argv = [self.peer_bin, "--coord", "%s:%d" % (HOST, self.coord_port), "--run", self.run,
+                "--name", name, "--mode", mode, "--seed", str(self.seed),
+                "--deadline-s", str(int(deadline_s) + 5)]
+        if listen:
+            argv += ["--listen", listen]
+        argv += extra or []
+        proc = Proc(self, name, argv, self.env(secret), deadline_s, expendable)
+        self.procs.append(proc)
+        log("started %s (pid %d): %s" % (name, proc.pid, " ".join(argv[1:])))
+        return proc
+
+    def check_health(self, waiting_for=()):
+        """Fails fast when a process that must not die has died, or a deadline passed."""
+        now = time.monotonic()
+        for p in self.procs:
+            rc = p.poll()
+            if rc is None:
+                if now > p.deadline:
+                    raise ScenarioFailure("%s still running after its %.0f s deadline (hang?)"
+                                          % (p.name, p.deadline_s))
+                continue
+            if p.expendable or p.signalled is not None:
+                continue
+            if p is self.coord or p.name.startswith("coord"):
+                if p is self.coord:
+                    raise ScenarioFailure("coordinator %s died: %s" % (p.name, p.describe_exit()))
+                continue
+            if rc != 0:
+                raise ScenarioFailure("%s failed: %s" % (p.name, p.describe_exit()))
+
+    def wait_until(self, what, pred, timeout_s):
+        end = time.monotonic() + timeout_s
+        while True:
+            self.check_health()
+            if pred():
+                return
+            if time.monotonic() > end:
+                raise ScenarioFailure("timed out after %.0f s waiting for %s" % (timeout_s, what))
+            time.sleep(POLL_S)
+
+    def wait_exit(self, procs, timeout_s):
+        names = ", ".join(p.name for p in procs)
+        self.wait_until("%s to finish" % names, lambda: all(p.poll() is not None for p in procs),
+                        timeout_s)
+        for p in procs:
+            if p.poll() != 0:
+                raise ScenarioFailure("%s failed: %s" % (p.name, p.describe_exit()))
+
+    def stop_coordinator(self):
+        """The coordinator must have survived the scenario; then it is asked to stop."""
+        c = self.coord
+        if c is None:
+            return
+        if not c.alive():
+            raise ScenarioFailure("coordinator %s died: %s" % (c.name, c.describe_exit()))
+        c.signal(signal.SIGTERM)
+        try:
+            c.popen.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            log("note: coordinator did not exit within 15 s of SIGTERM")
+            return
+        if c.poll() != 0:
+            log("note: coordinator exited with %s after SIGTERM" % c.describe_exit())
+
+    def kill_all(self):
+        for p in self.procs:
+            p.kill()
+
+    def report(self, reason):
+        print("=" * 78, flush=True)
+        print("SCENARIO FAILED: %s" % self.args.scenario)
+        print("seed: %d   (rerun: %s --build-dir %s --scenario %s --seed %d)"
+              % (self.seed, sys.argv[0], self.args.build_dir, self.args.scenario, self.seed))
+        print("reason: %s" % reason)
+        print("logs kept in %s" % self.tmpdir)
+        for p in self.procs:
+            print("-" * 78)
+            print("%s (pid %d): %s%s" % (p.name, p.pid, p.describe_exit(),
+                                         " [signalled %s]" % signal.Signals(p.signalled).name
+                                         if p.signalled else ""))
+            print("  argv: %s" % " ".join(p.argv))
+            print("  --- last 10 lines of stdout:")
+            for line in p.tail(p.stdout_path, 10):
+                print("  | " + line)
+            print("  --- last 50 lines of stderr:")
+            for line in p.tail(p.stderr_path, 50):
+                print("  | " + line)
+        print("=" * 78, flush=True)
+
+
+# ------------------------------------------------------------------ output parsing
+
+def parse_iters(proc):
+    """[(iter, size, epoch)] from the ITER lines."""
+    out = []
+    for line in proc.stdout_lines():
+        if line.startswith("ITER "):
+            f = line.split()
+            if len(f) == 4:
+                out.append((int(f[1]), int(f[2]), int(f[3])))
+    return out
+
+
+def last_iter(proc):
+    it = parse_iters(proc)
+    return it[-1][0] if it else -1
+
+
+def kv_line(proc, prefix):
+    """The key=value fields of the first line starting with `prefix`, or None."""
+    for line in proc.stdout_lines():
+        if line.startswith(prefix + " "):
+            return dict(tok.split("=", 1) for tok in line.split()[1:] if "=" in tok)
+    return None
+
+
+def done_hash(proc):
+    d = kv_line(proc, "DONE")
+    return d.get("hash") if d else None
+
+
+def check_equal_hashes(procs, what="DONE"):
+    hashes = {}
+    for p in procs:
+        h = done_hash(p) if what == "DONE" else (kv_line(p, what) or {}).get("hash")
+        if not h:
+            raise ScenarioFailure("%s printed no %s hash" % (p.name, what))
+        hashes[p.name] = h
+    if len(set(hashes.values())) != 1:
+        raise ScenarioFailure("%s hashes differ: %s" % (what, hashes))
+    log("%s hashes equal on %d peers: %s" % (what, len(procs), next(iter(hashes.values()))))
+    return next(iter(hashes.values()))
+
+
+def check_stream(procs, iters, first_iter=None):
+    """Each peer completed every iteration once, in order; members agree on each
+    iteration's (size, epoch). Returns {iter: (size, epoch)}."""
+    agreed = {}
+    for p in procs:
+        its = parse_iters(p)
+        start = (first_iter or {}).get(p.name, 0)
+        want = list(range(start, iters))
+        got = [i for i, _, _ in its]
+        if got != want:
+            raise ScenarioFailure("%s completed iterations %s, want %d..%d once each in order"
+                                  % (p.name, summarize(got), start, iters - 1))
+        for i, size, epoch in its:
+            prev = agreed.setdefault(i, (size, epoch))
+            if prev != (size, epoch):
+                raise ScenarioFailure("iteration %d: %s saw size %d epoch %d, another member saw "
+                                      "size %d epoch %d" % (i, p.name, size, epoch, prev[0],
+                                                            prev[1]))
+    return agreed
+
+
+def summarize(seq):
+    if len(seq) <= 12:
+        return str(seq)
+    return "[%s ... %s] (%d items)" % (", ".join(map(str, seq[:6])),
+                                       ", ".join(map(str, seq[-4:])), len(seq))
+
+
+def count_peer_lost(proc):
+    return sum(1 for line in proc.stdout_lines() if line.startswith("TOPO ") and "why=peer-lost"
+               in line)
+
+
+# ------------------------------------------------------------------ scenarios
+
+def scenario_loopback(h, n):
+    h.start_coordinator(n)
+    peers = []
+    for i in range(n):
+        extra = ["--min-peers", str(n)]
+        if n >= 3 and i == n - 1:
+            extra.append("--fresh")
+        peers.append(h.start_peer("p%d" % i, "collectives", extra))
+    h.wait_exit(peers, h.args.timeout - 10)
+    sync = check_equal_hashes(peers, "SYNC")
+    done = check_equal_hashes(peers, "DONE")
+    if sync != done:
+        raise ScenarioFailure("state hash changed between the first sync (%s) and the end (%s) "
+                              "although nothing wrote it" % (sync, done))
+    for i, p in enumerate(peers):
+        d = kv_line(p, "SYNC")
+        if int(d.get("size", -1)) != n:
+            raise ScenarioFailure("%s: first epoch has size %s, want %d" % (p.name, d.get("size"), n))
+        if n >= 3:
+            want = "1" if i == n - 1 else "0"
+            if d.get("changed") != want:
+                raise ScenarioFailure("%s: first sync changed=%s, want %s (%s)"
+                                      % (p.name, d.get("changed"), want,
+                                         "fresh peer must receive the majority's state"
+                                         if want == "1" else "majority state must not change"))
+    ranks = sorted(int(kv_line(p, "SYNC")["rank"]) for p in peers)
+    if ranks != list(range(n)):
+        raise ScenarioFailure("ranks of the first epoch are %s, want 0..%d once each"
+                              % (ranks, n - 1))
+    h.stop_coordinator()
+
+
+def scenario_big(h, n):
+    h.start_coordinator(n)
+    peers = [h.start_peer("p%d" % i, "big", ["--min-peers", str(n), "--bytes",
+                                              str(h.args.big_bytes)]) for i in range(n)]
+    h.wait_exit(peers, h.args.timeout - 10)
+    check_equal_hashes(peers, "DONE")
+    h.stop_coordinator()
+
+
+# Failure-detection timeout per scenario: short where a peer is meant to die (so the test
+# does not wait long), the library's default where no death is expected (so that a starved
+# CPU on a shared machine is not mistaken for a dead peer).
+DETECT_MS = {"kill": 1500, "freeze": 1500}
+
+
+def detect_ms(h):
+    if h.args.timeout_ms:
+        return h.args.timeout_ms
+    return DETECT_MS.get(h.args.scenario, 3000)
+
+
+def coord_args(h):
+    return ["--timeout-ms", str(detect_ms(h))]
+
+
+def stream_args(h, n, iters, extra=None):
+    return ["--min-peers", str(n), "--iters", str(iters), "--count", str(h.args.count),
+            "--sleep-ms", str(h.args.sleep_ms), "--topo-every", "8",
+            "--timeout-ms", str(detect_ms(h))] + (extra or [])
+
+
+def start_stream(h, n, iters, listen_ports=None):
+    peers = []
+    for i in range(n):
+        listen = "%s:%d" % (HOST, listen_ports[i]) if listen_ports else None
+        peers.append(h.start_peer("p%d" % i, "stream", stream_args(h, n, iters), listen=listen))
+    return peers
+
+
+def wait_progress(h, procs, target, what):
+    h.wait_until("%s to reach iteration %d (%s)" % (", ".join(p.name for p in procs), target, what),
+                 lambda: all(last_iter(p) >= target for p in procs), h.args.timeout / 2)
+
+
+def scenario_fault(h, kind):
+    """kill / freeze: 4 peers stream, one dies or freezes mid-stream, 3 finish."""
+    n, iters = 4, h.args.iters
+    h.start_coordinator(n, extra=coord_args(h))
+    peers = start_stream(h, n, iters)
+    victim = h.rng.randrange(n)
+    target = h.rng.randrange(iters // 5, iters // 2)
+    delay = h.rng.uniform(0, 0.02)
+    log("seed %d: %s p%d at iteration >= %d (+%.3f s)" % (h.seed, kind, victim, target, delay))
+    v = peers[victim]
+    v.expendable = True
+    wait_progress(h, [v], target, "fault point")
+    time.sleep(delay)
+    if kind == "kill":
+        v.signal(signal.SIGKILL)
+    else:
+        v.signal(signal.SIGSTOP)
+    log("%s sent to %s at its iteration %d" % (kind, v.name, last_iter(v)))
+    survivors = [p for p in peers if p is not v]
+    h.wait_exit(survivors, h.args.timeout - 20)
+    if done_hash(v):
+        raise ScenarioFailure("the fault came too late: %s had already finished" % v.name)
+    check_equal_hashes(survivors)
+    agreed = check_stream(survivors, iters)
+    sizes = sorted(set(s for s, _ in agreed.values()))
+    if 3 not in sizes or any(s not in (3, 4) for s in sizes):
+        raise ScenarioFailure("iteration sizes seen: %s, want 4 then 3" % sizes)
+    last4 = max([i for i, (s, _) in agreed.items() if s == 4], default=-1)
+    first3 = min(i for i, (s, _) in agreed.items() if s == 3)
+    if last4 > first3:
+        raise ScenarioFailure("size went back to 4 at iteration %d after 3 at %d" % (last4, first3))
+    log("survivors went from 4 to 3 members at iteration %d; %s"
+        % (first3, ", ".join("%s: %d peer-lost retries" % (p.name, count_peer_lost(p))
+                             for p in survivors)))
+    if kind == "freeze":
+        v.signal(signal.SIGKILL)
+    h.stop_coordinator()
+
+
+def scenario_coord_restart(h):
+    n, iters = 4, h.args.iters
+    h.start_coordinator(n, extra=coord_args(h))
+    peers = start_stream(h, n, iters)
+    target = h.rng.randrange(iters // 5, iters // 2)
+    pause = h.rng.uniform(0.2, 1.5)
+    log("seed %d: kill the coordinator at iteration >= %d, restart after %.2f s"
+        % (h.seed, target, pause))
+    wait_progress(h, peers, target, "coordinator kill point")
+    old, port = h.coord, h.coord_port
+    h.coord = None
+    old.signal(signal.SIGKILL)
+    old.popen.wait(timeout=10)
+    at_kill = {p.name: last_iter(p) for p in peers}
+    log("coordinator killed; peers at %s" % at_kill)
+    time.sleep(pause)
+    for attempt in range(10):
+        try:
+            h.start_coordinator(n, port=port, extra=coord_args(h))
+            break
+        except ScenarioFailure as e:
+            # The port may take a moment to become bindable again; bounded retries.
+            log("restart attempt %d failed: %s" % (attempt + 1, e))
+            time.sleep(0.5)
+    else:
+        raise ScenarioFailure("could not restart the coordinator on port %d" % port)
+    if h.coord_port != port:
+        raise ScenarioFailure("restarted coordinator bound %d, not %d" % (h.coord_port, port))
+    h.wait_exit(peers, h.args.timeout - 20)
+    check_equal_hashes(peers)
+    agreed = check_stream(peers, iters)
+    if any(s != n for s, _ in agreed.values()):
+        raise ScenarioFailure("membership changed although no peer died: sizes %s"
+                              % sorted(set(s for s, _ in agreed.values())))
+    for p in peers:
+        topo_after = [line for line in p.stdout_lines() if line.startswith("TOPO ")
+                      and int(line.split()[1].split("=")[1]) > at_kill[p.name]]
+        if not topo_after:
+            raise ScenarioFailure("%s made no topology update after the restart" % p.name)
+    h.stop_coordinator()
+
+
+def scenario_join(h):
+    n, iters = 3, h.args.iters
+    h.start_coordinator(n, extra=coord_args(h))
+    peers = start_stream(h, n, iters)
+    target = h.rng.randrange(iters // 6, iters // 3)
+    log("seed %d: a 4th peer joins once the group reaches iteration %d" % (h.seed, target))
+    wait_progress(h, peers, target, "join point")
+    joiner = h.start_peer("p3", "stream", stream_args(h, n, iters, ["--join"]))
+    everyone = peers + [joiner]
+    h.wait_exit(everyone, h.args.timeout - 20)
+    check_equal_hashes(everyone)
+    joined = kv_line(joiner, "JOINED")
+    if not joined:
+        raise ScenarioFailure("joiner printed no JOINED line")
+    join_iter = int(joined["iter"])
+    if kv_line(joiner, "SYNC").get("changed") != "1":
+        raise ScenarioFailure("joiner's first sync reported changed=%s, want 1 (it starts from "
+                              "zeros)" % kv_line(joiner, "SYNC").get("changed"))
+    for p in peers:
+        if kv_line(p, "SYNC").get("changed") != "0":
+            raise ScenarioFailure("%s: first sync changed=%s, want 0"
+                                  % (p.name, kv_line(p, "SYNC").get("changed")))
+    agreed = check_stream(everyone, iters, {"p3": join_iter})
+    for i, (s, _) in agreed.items():
+        want = 4 if i >= join_iter else 3
+        if s != want:
+            raise ScenarioFailure("iteration %d ran with %d members, want %d (joined at %d)"
+                                  % (i, s, want, join_iter))
+    if join_iter >= iters:
+        raise ScenarioFailure("the joiner was admitted only after the last iteration")
+    log("joiner admitted at iteration %d (target %d), ran %d iterations with 4 members"
+        % (join_iter, target, iters - join_iter))
+    h.stop_coordinator()
+
+
+# --- bad input -------------------------------------------------------------------------
+#
+# Frames as in src/proto/msg.h: an 8-byte header (u8 type, u8 flags, u16 zero, u32 payload
+# length, little-endian), then the payload. A connection starts with HELLO (u32 magic "STRL",
+# u16 version, u8 role, 32-byte nonce, u8-length run name, u64 peer id, u64 epoch,
+# u8 stream, u8 nstreams); the server answers CHALLENGE (nonce, MAC) or REJECT (i32 code,
+# u8-length reason); the client sends AUTH (MAC); the server answers ACCEPT or REJECT.
+# MACs are HMAC-SHA-256 under a key derived from (secret, run) with BLAKE2b
+# (src/auth/handshake.c), so this client can also authenticate for real and then misbehave.
+
+MAGIC = 0x4C525453
+T_HELLO, T_CHALLENGE, T_AUTH, T_REJECT, T_REGISTER = 1, 2, 3, 4, 5
+T_TOPO_REQ, T_DATA, T_ACCEPT = 8, 15, 18
+ROLE_CONTROL, ROLE_DATA = 1, 2
+E_AUTH, E_VERSION = -8, -9
+CTRL_MAX = 65536
+
+
+def frame(ftype, payload, flags=0, reserved=0, length=None):
+    n = len(payload) if length is None else length
+    return struct.pack("<BBHI", ftype, flags, reserved, n) + payload
+
+
+def pstr(b):
+    return bytes([len(b)]) + b
+
+
+class Hello:
+    def __init__(self, run, role, rng, version=1, magic=MAGIC, peer_id=None, epoch=0, stream=0,
+                 nstreams=0):
+        self.run = run.encode() if isinstance(run, str) else run
+        self.role, self.version, self.magic = role, version, magic
+        self.nonce = bytes(rng.randrange(256) for _ in range(32))
+        self.peer_id = peer_id if peer_id is not None else rng.randrange(1, 1 << 64)
+        self.epoch, self.stream, self.nstreams = epoch, stream, nstreams
+
+    def payload(self):
+        return (struct.pack("<IHB", self.magic, self.version, self.role) + self.nonce +
+                pstr(self.run) + struct.pack("<QQBB", self.peer_id, self.epoch, self.stream,
+                                             self.nstreams))
+
+    def ident(self):
+        return struct.pack("<QQBBB", self.peer_id, self.epoch, self.role, self.stream,
+                           self.nstreams)
+
+
+def derive_key(secret, run):
+    skey = hashlib.blake2b(secret, digest_size=32).digest()
+    return hashlib.blake2b(b"starling-v1-key\0" + run, key=skey, digest_size=32).digest()
+
+
+def proof(key, who, n1, n2, hello):
+    return hmac.new(key, who + n1 + n2 + hello.ident(), hashlib.sha256).digest()
+
+
+def recv_exact(sock, n, end):
+    buf = b""
+    while len(buf) < n:
+        left = end - time.monotonic()
+        if left <= 0:
+            raise ScenarioFailure("no complete frame from the server within the deadline")
+        sock.settimeout(min(left, 1.0))
+        try:
+            data = sock.recv(n - len(buf))
+        except socket.timeout:
+            continue
+        if not data:
+            return None
+        buf += data
+    return buf
+
+
+def recv_frame(sock, timeout_s=15.0):
+    """(type, payload), or None if the server closed (or reset) the connection."""
+    end = time.monotonic() + timeout_s
+    try:
+        hdr = recv_exact(sock, 8, end)
+        if hdr is None:
+            return None
+        ftype, _, _, n = struct.unpack("<BBHI", hdr)
+        if n > CTRL_MAX:
+            raise ScenarioFailure("server sent a frame of %d bytes during a handshake" % n)
+        payload = recv_exact(sock, n, end) if n else b""
+        if payload is None:
+            return None
+    except ConnectionError:
+        return None
+    return ftype, payload
+
+
+def reject_code(payload):
+    if len(payload) < 5:
+        return None, ""
+    code = struct.unpack("<i", payload[:4])[0]
+    return code, payload[5:5 + payload[4]].decode("utf-8", "replace")
+
+
+def expect_closed(sock, what, timeout_s=15.0):
+    """Reads until the other side closes (bounded in bytes and time)."""
+    sock.settimeout(0.5)
+    end = time.monotonic() + timeout_s
+    total = 0
+    while time.monotonic() < end and total < (1 << 20):
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except OSError as e:
+            return "reset (%s)" % e.__class__.__name__
+        if not data:
+            return "closed after %d more bytes" % total
+        total += len(data)
+    raise ScenarioFailure("the server kept the connection open %.0f s after %s (a malformed "
+                          "frame must close the connection)" % (timeout_s, what))
+
+
+def connect(port):
+    s = socket.create_connection((HOST, port), timeout=5)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def send_ignoring_reset(s, data):
+    try:
+        s.sendall(data)
+        return True
+    except OSError:
+        return False  # the receiver already closed: that is a refusal too
+
+
+def attack_close(port, what, data):
+    """Sends `data`; the server must close the connection (it may REJECT first)."""
+    s = connect(port)
+    try:
+        if not send_ignoring_reset(s, data):
+            return "%s: refused while sending" % what
+        return "%s: %s" % (what, expect_closed(s, what))
+    finally:
+        s.close()
+
+
+def attack_reject(port, what, hello, want_code):
+    """A well-formed HELLO the server must refuse with REJECT(want_code), then close."""
+    s = connect(port)
+    try:
+        send_ignoring_reset(s, frame(T_HELLO, hello.payload()))
+        f = recv_frame(s)
+        if f is None:
+            return "%s: closed without a REJECT (acceptable)" % what
+        if f[0] != T_REJECT:
+            raise ScenarioFailure("%s: server answered frame type %d, want REJECT" % (what, f[0]))
+        code, reason = reject_code(f[1])
+        if code != want_code:
+            raise ScenarioFailure("%s: REJECT code %s (%r), want %d" % (what, code, reason,
+                                                                       want_code))
+        return "%s: REJECT %d %r, %s" % (what, code, reason, expect_closed(s, what))
+    finally:
+        s.close()
+
+
+def handshake(s, hello, key, what):
+    """Runs the client side of the handshake with `key`. Returns the final frame
+    (ACCEPT or REJECT) or None if the server closed."""
+    send_ignoring_reset(s, frame(T_HELLO, hello.payload()))
+    f = recv_frame(s)
+    if f is None:
+        return None
+    if f[0] == T_REJECT:
+        return f
+    if f[0] != T_CHALLENGE or len(f[1]) != 64:
+        raise ScenarioFailure("%s: server answered HELLO with frame type %d (%d bytes), want "
+                              "CHALLENGE" % (what, f[0], len(f[1])))
+    snonce, smac = f[1][:32], f[1][32:]
+    mine = proof(key, b"C", snonce, hello.nonce, hello)
+    if hmac.compare_digest(proof(key, b"S", hello.nonce, snonce, hello), smac):
+        what += " (server proof verified)"
+    send_ignoring_reset(s, frame(T_AUTH, mine))
+    return recv_frame(s)
+
+
+def attack_wrong_secret(port, what, hello, h):
+    s = connect(port)
+    try:
+        key = derive_key(secrets.token_bytes(16), hello.run)
+        f = handshake(s, hello, key, what)
+        if f is None:
+            return "%s: closed without a REJECT (acceptable)" % what
+        if f[0] != T_REJECT:
+            raise ScenarioFailure("%s: a wrong secret was answered with frame type %d, want "
+                                  "REJECT (AUTH)" % (what, f[0]))
+        code, reason = reject_code(f[1])
+        if code != E_AUTH:
+            raise ScenarioFailure("%s: REJECT code %s (%r), want %d" % (what, code, reason, E_AUTH))
+        return "%s: REJECT %d %r, %s" % (what, code, reason, expect_closed(s, what))
+    finally:
+        s.close()
+
+
+def attack_after_auth(port, what, hello, h, payload, must_close=True):
+    """Authenticates with the run's real secret, then sends `payload` (malformed)."""
+    s = connect(port)
+    try:
+        key = derive_key(h.secret.encode(), hello.run)
+        f = handshake(s, hello, key, what)
+        if f is None:
+            return "%s: connection refused at the handshake" % what
+        if f[0] == T_REJECT:
+            code, reason = reject_code(f[1])
+            return "%s: handshake refused: REJECT %s %r" % (what, code, reason)
+        if f[0] != T_ACCEPT:
+            raise ScenarioFailure("%s: the real secret was answered with frame type %d, want "
+                                  "ACCEPT" % (what, f[0]))
+        if not send_ignoring_reset(s, payload):
+            return "%s: authenticated, then refused while sending" % what
+        if not must_close:
+            time.sleep(0.2)
+            return "%s: authenticated, sent" % what
+        return "%s: authenticated, then %s" % (what, expect_closed(s, what))
+    finally:
+        s.close()
+
+
+def attacks_for(h, port, role, rng, epoch):
+    """Runs every malformed-input attack against one listening port. Returns the sockets
+    left open on purpose (a half-sent frame, silent connections)."""
+    run = h.run.encode()
+    nstreams = 1 if role == ROLE_DATA else 0
+
+    def hello(**kw):
+        args = dict(run=run, role=role, rng=rng, epoch=epoch if role == ROLE_DATA else 0,
+                    nstreams=nstreams)
+        args.update(kw)
+        return Hello(**args)
+
+    notes = []
+    garbage = bytes(rng.randrange(256) for _ in range(4096))
+    good = hello().payload()
+    notes.append(attack_close(port, "random garbage (4 KiB)", garbage))
+    notes.append(attack_close(port, "all-zero bytes", b"\0" * 512))
+    notes.append(attack_close(port, "HELLO header with length 0xFFFFFFFF",
+                              frame(T_HELLO, garbage[:64], length=0xFFFFFFFF) + garbage[:64]))
+    notes.append(attack_close(port, "HELLO header with length CTRL_MAX+1",
+                              frame(T_HELLO, b"", length=CTRL_MAX + 1) + garbage[:1024]))
+    notes.append(attack_close(port, "DATA header with length 0xFFFFFFFF as first frame",
+                              frame(T_DATA, b"", length=0xFFFFFFFF) + garbage[:64]))
+    notes.append(attack_close(port, "unknown frame type 200", frame(200, garbage[:16])))
+    notes.append(attack_close(port, "frame type 0", frame(0, garbage[:16])))
+    notes.append(attack_close(port, "nonzero reserved header bits",
+                              frame(T_HELLO, good, reserved=0xBEEF)))
+    notes.append(attack_close(port, "AUTH as the first frame", frame(T_AUTH, garbage[:32])))
+    notes.append(attack_close(port, "HELLO with a bad magic", frame(T_HELLO, hello(
+        magic=0xDEADBEEF).payload())))
+    notes.append(attack_close(port, "HELLO one byte short", frame(T_HELLO, good[:-1])))
+    notes.append(attack_close(port, "HELLO with trailing bytes", frame(T_HELLO, good + b"xx")))
+    notes.append(attack_close(port, "HELLO with run length past the end",
+                              frame(T_HELLO, good[:39] + b"\xff" + good[40:])))
+    notes.append(attack_close(port, "HELLO with unknown role 9",
+                              frame(T_HELLO, hello(role=9).payload())))
+    notes.append(attack_close(port, "HELLO with a control character in the run name",
+                              frame(T_HELLO, hello(run=b"it\x01x").payload())))
+    if role == ROLE_DATA:
+        notes.append(attack_close(port, "data HELLO with nstreams 0",
+                                  frame(T_HELLO, hello(nstreams=0).payload())))
+        notes.append(attack_close(port, "data HELLO with stream >= nstreams",
+                                  frame(T_HELLO, hello(stream=3, nstreams=2).payload())))
+    for v in (0, 2, 0xFFFF):
+        notes.append(attack_reject(port, "HELLO with protocol version %d" % v, hello(version=v),
+                                   E_VERSION))
+    notes.append(attack_reject(port, "HELLO for another run", hello(run=b"not-" + run[:50]),
+                               E_AUTH))
+    notes.append(attack_wrong_secret(port, "correct HELLO, wrong secret", hello(), h))
+    # Authenticated (the driver knows the secret), then malformed frames.
+    if role == ROLE_CONTROL:
+        reg_huge = struct.pack("<Q", 1234567) + pstr(b"evil") + pstr(b"127.0.0.1") + \
+            struct.pack("<HIQI", 9, 1, 5, 0xFFFFFFFF)
+        notes.append(attack_after_auth(port, "authenticated, REGISTER with 2^32-1 members",
+                                       hello(), h, frame(T_REGISTER, reg_huge)))
+        reg_port0 = struct.pack("<Q", 1234567) + pstr(b"evil") + pstr(b"127.0.0.1") + \
+            struct.pack("<HIQI", 0, 1, 0, 0)
+        notes.append(attack_after_auth(port, "authenticated, REGISTER with port 0",
+                                       hello(), h, frame(T_REGISTER, reg_port0)))
+        notes.append(attack_after_auth(port, "authenticated, control frame of CTRL_MAX+1 bytes",
+                                       hello(), h, frame(T_TOPO_REQ, b"", length=CTRL_MAX + 1)
+                                       + garbage[:256]))
+        notes.append(attack_after_auth(port, "authenticated, REGISTER cut short",
+                                       hello(), h, frame(T_REGISTER, reg_huge[:7])))
+    else:
+        notes.append(attack_after_auth(port, "authenticated link, DATA frame of 4 GiB",
+                                       hello(), h, frame(T_DATA, b"", length=0xFFFFFFFF)
+                                       + garbage[:256]))
+        notes.append(attack_after_auth(port, "authenticated link, DATA frame shorter than its "
+                                       "header", hello(), h, frame(T_DATA, garbage[:8])))
+        notes.append(attack_after_auth(port, "authenticated link, garbage",
+                                       hello(), h, garbage))
+    s = connect(port)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    notes.append("connect, then reset: sent")
+    # Left open on purpose while the run goes on: a half-sent HELLO and silent sockets.
+    held = []
+    s = connect(port)
+    send_ignoring_reset(s, frame(T_HELLO, good)[:20])
+    held.append(s)
+    for _ in range(3):
+        held.append(connect(port))
+    for _ in range(20):
+        connect(port).close()
+    return notes, held
+
+
+def scenario_bad_input(h):
+    n, iters = 3, h.args.iters
+    h.start_coordinator(n, extra=coord_args(h))
+    ports = [free_port() for _ in range(n)]
+    peers = start_stream(h, n, iters, listen_ports=ports)
+    target = h.rng.randrange(iters // 8, iters // 4)
+    log("seed %d: attacks start at iteration %d; peer data ports %s" % (h.seed, target, ports))
+    wait_progress(h, peers, target, "attack point")
+    rng = random.Random(h.seed ^ 0x5EED)
+    epoch = parse_iters(peers[0])[-1][2]
+    targets = [("coordinator", h.coord_port, ROLE_CONTROL)] + \
+        [("p%d data port" % i, ports[i], ROLE_DATA) for i in range(n)]
+    held = []
+    try:
+        for name, port, role in targets:
+            notes, more = attacks_for(h, port, role, rng, epoch)
+            held += more
+            for note in notes:
+                log("  %s: %s" % (name, note))
+            h.check_health()
+        # A real client with the wrong secret is refused cleanly by the coordinator while
+        # the half-open connections are still held: it still accepts and answers.
+        bad = h.start_peer("badauth", "badauth", ["--min-peers", str(n)],
+                           secret=secrets.token_hex(16), deadline_s=60)
+        h.wait_exit([bad], 60)
+        if "AUTH refused" not in "\n".join(bad.stdout_lines()):
+            raise ScenarioFailure("badauth peer did not report a refusal")
+        log("coordinator refused a real client with a wrong secret after the attacks")
+        if any(p.poll() is not None for p in peers):
+            raise ScenarioFailure("the stream ended before the attacks were over (raise --iters)")
+    finally:
+        for s in held:
+            s.close()
+    h.wait_exit(peers, h.args.timeout - 20)
+    check_equal_hashes(peers)
+    agreed = check_stream(peers, iters)
+    if any(s != n for s, _ in agreed.values()):
+        raise ScenarioFailure("bad input disturbed the membership: sizes %s"
+                              % sorted(set(s for s, _ in agreed.values())))
+    for p in peers:
+        if count_peer_lost(p):
+            raise ScenarioFailure("%s lost a peer during the attacks (%d times)"
+                                  % (p.name, count_peer_lost(p)))
+    # The coordinator still accepts connections and answers a handshake.
+    s = connect(h.coord_port)
+    try:
+        f = handshake(s, Hello(h.run.encode(), ROLE_CONTROL, rng), derive_key(
+            h.secret.encode(), h.run.encode()), "final handshake")
+        if f is None or f[0] != T_ACCEPT:
+            raise ScenarioFailure("after the run the coordinator did not ACCEPT a correct "
+                                  "handshake: %r" % (f,))
+    finally:
+        s.close()
+    log("coordinator accepted a correct handshake at the end")
+    h.stop_coordinator()
+
+
+SCENARIOS = {
+    "loopback-2": lambda h: scenario_loopback(h, 2),
+    "loopback-3": lambda h: scenario_loopback(h, 3),
+    "loopback-4": lambda h: scenario_loopback(h, 4),
+    "loopback-5": lambda h: scenario_loopback(h, 5),
+    "loopback-8": lambda h: scenario_loopback(h, 8),
+    "big": lambda h: scenario_big(h, 2),
+    "big-4": lambda h: scenario_big(h, 4),
+    "kill": lambda h: scenario_fault(h, "kill"),
+    "freeze": lambda h: scenario_fault(h, "freeze"),
+    "coord-restart": scenario_coord_restart,
+    "join": scenario_join,
+    "bad-input": scenario_bad_input,
+}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--build-dir", required=True)
+    ap.add_argument("--scenario", required=True, choices=sorted(SCENARIOS))
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--timeout", type=float, default=240,
+                    help="deadline of each process, seconds (keep below the ctest TIMEOUT)")
+    ap.add_argument("--iters", type=int, default=240, help="stream iterations")
+    ap.add_argument("--count", type=int, default=65536, help="floats per stream all-reduce")
+    ap.add_argument("--sleep-ms", type=int, default=5, help="pause between stream iterations")
+    ap.add_argument("--timeout-ms", type=int, default=0,
+                    help="failure-detection timeout of coordinator and stream peers "
+                    "(default: per scenario)")
+    ap.add_argument("--big-bytes", type=int, default=268435456)
+    ap.add_argument("--keep", action="store_true", help="keep the log directory on success")
+    args = ap.parse_args()
+
+    h = None
+    ok = False
+    try:
+        h = Harness(args)
+        log("scenario %s, seed %d, logs in %s" % (args.scenario, h.seed, h.tmpdir))
+        SCENARIOS[args.scenario](h)
+        ok = True
+        log("PASS %s (seed %d)" % (args.scenario, h.seed))
+    except ScenarioFailure as e:
+        if h is None:
+            print("run_scenario: %s" % e, flush=True)
+        else:
+            h.report(str(e))
+    except BaseException as e:  # KeyboardInterrupt, bugs in this driver
+        if h is not None:
+            h.report("%s: %s" % (e.__class__.__name__, e))
+        raise
+    finally:
+        if h is not None:
+            h.kill_all()
+            if ok and not args.keep:
+                shutil.rmtree(h.tmpdir, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,660 @@
+/* The coordinator, driven over real sockets by fake peers that speak raw frames.
+ *
+ * Each test runs its own coordinator (127.0.0.1:0, timeout 500 ms) on a thread. Fake peers
+ * authenticate with the real handshake client and then send and receive frames by hand,
+ * so every step of the protocol is visible here. Every wait is bounded (a few seconds) and
+ * nothing asserts on time: where the coordinator must notice a silence, the test waits
+ * for the consequence, answering the coordinator's heartbeats meanwhile.
+ *
+ * Set STARLING_TEST_LOG=1 to see the coordinator's log on stderr. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth/handshake.h"
+#include "platform/clock.h"
+#include "platform/net.h"
+#include "proto/msg.h"
+#include "starling.h"
+
+#define RUN "coord-test"
+#define SECRET "correct horse battery staple"
+#define TIMEOUT_MS 500
+#define WAIT_MS 5000 /* bound on any single wait; far above what each step needs */
+
+/* ---------------------------------------------------------------- log capture */
+
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static int log_refused; /* "refused connection" lines seen */
+static int log_echo;
+
+static void capture(void *user, starling_log_level level, const char *msg)
+{
+    (void)user;
+    pthread_mutex_lock(&log_lock);
+    if (strstr(msg, "refused connection"))
+        log_refused++;
+    if (log_echo)
+        fprintf(stderr, "  [coord %d] %s\n", (int)level, msg);
+    pthread_mutex_unlock(&log_lock);
+}
+
+static int refused_count(void)
+{
+    int n;
+    pthread_mutex_lock(&log_lock);
+    n = log_refused;
+    pthread_mutex_unlock(&log_lock);
+    return n;
+}
+
+/* ---------------------------------------------------------------- coordinator fixture */
+
+typedef struct fixture {
+    starling_coord *coord;
+    pthread_t thread;
+    int port;
+    int run_rc;
+} fixture;
+
+static void *coord_thread(void *arg)
+{
+    fixture *f = arg;
+    f->run_rc = starling_coord_run(f->coord);
+    return NULL;
+}
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    starling_config *cfg;
+    assert_non_null(f);
+    assert_int_equal(starling_config_create(&cfg), STARLING_OK);
+    assert_int_equal(starling_config_set_timeout_ms(cfg, TIMEOUT_MS), STARLING_OK);
+    assert_int_equal(starling_coord_create(&f->coord, "127.0.0.1:0", RUN, SECRET,
+                                           strlen(SECRET), cfg),
+                     STARLING_OK);
+    starling_config_destroy(cfg);
+    f->port = starling_coord_port(f->coord);
+    assert_true(f->port > 0);
+    f->run_rc = 1;
+    assert_int_equal(pthread_create(&f->thread, NULL, coord_thread, f), 0);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    starling_coord_stop(f->coord);
+    pthread_join(f->thread, NULL);
+    assert_int_equal(f->run_rc, STARLING_OK);
+    starling_coord_destroy(f->coord);
+    free(f);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- fake peers */
+
+typedef struct peer {
+    int fd;
+    uint64_t id;
+    char name[32];
+    uint16_t port; /* its (pretend) data-plane port */
+} peer;
+
+static uint8_t rx[STARLING_FRAME_HDR + STARLING_CTRL_MAX];
+
+static int64_t deadline(void) { return starling__now_ms() + WAIT_MS; }
+
+static int dial(const fixture *f, int *fd)
+{
+    return starling__tcp_connect("127.0.0.1", f->port, WAIT_MS, fd);
+}
+
+/* Connects and authenticates as `id`; returns the handshake's result. */
+static int handshake(const fixture *f, const char *run, const char *secret, uint64_t id,
+                     int *fd_out)
+{
+    starling__key key;
+    starling__msg_hello hello;
+    int fd, r;
+    assert_int_equal(starling__key_derive(&key, run, secret, strlen(secret)), STARLING_OK);
+    assert_int_equal(dial(f, &fd), STARLING_OK);
+    memset(&hello, 0, sizeof hello);
+    hello.role = ROLE_CONTROL;
+    hello.peer_id = id;
+    r = starling__handshake_client(fd, &key, &hello, deadline(), NULL, 0);
+    if (r) {
+        starling__sock_close(fd);
+        fd = -1;
+    }
+    *fd_out = fd;
+    return r;
+}
+
+static void send_raw(int fd, const void *buf, int n)
+{
+    assert_true(n > 0);
+    assert_int_equal(starling__sock_send_all(fd, buf, (size_t)n, deadline()), STARLING_OK);
+}
+
+static void send_epoch(const peer *p, uint8_t type, uint64_t epoch, uint64_t a, uint64_t b,
+                       int32_t code)
+{
+    uint8_t buf[64];
+    starling__msg_epoch m;
+    memset(&m, 0, sizeof m);
+    m.epoch = epoch;
+    m.a = a;
+    m.b = b;
+    m.code = code;
+    send_raw(p->fd, buf, starling__epoch_encode(buf, sizeof buf, type, &m));
+}
+
+/* Next frame that is not a heartbeat; heartbeats are answered, as a real peer would. */
+static void recv_frame(const peer *p, starling__frame_hdr *h)
+{
+    for (;;) {
+        int r = starling__frame_recv(p->fd, h, rx, sizeof rx, deadline());
+        if (r)
+            fail_msg("peer %s: no frame (%s)", p->name, starling_strerror(r));
+        if (h->type != MSG_HEARTBEAT)
+            return;
+        assert_int_equal(h->len, 0);
+        send_epoch(p, MSG_HEARTBEAT, 0, 0, 0, 0);
+    }
+}
+
+static void expect_epoch_msg(const peer *p, uint8_t type, uint64_t epoch, uint64_t a,
+                             int32_t code)
+{
+    starling__frame_hdr h;
+    starling__msg_epoch m;
+    recv_frame(p, &h);
+    if (h.type != type)
+        fail_msg("peer %s: expected frame type %u, got %u", p->name, type, h.type);
+    assert_int_equal(starling__epoch_decode(type, rx, h.len, &m), STARLING_OK);
+    assert_int_equal(m.epoch, epoch);
+    assert_int_equal(m.a, a);
+    assert_int_equal(m.code, code);
+}
+
+static void expect_topo(const peer *p, uint64_t epoch, uint32_t rank, uint32_t n,
+                        const peer *const *ring)
+{
+    static starling__msg_topo t;
+    starling__frame_hdr h;
+    recv_frame(p, &h);
+    if (h.type != MSG_TOPO)
+        fail_msg("peer %s: expected a topo, got frame type %u", p->name, h.type);
+    assert_int_equal(starling__topo_decode(rx, h.len, &t), STARLING_OK);
+    assert_int_equal(t.epoch, epoch);
+    assert_int_equal(t.rank, rank);
+    assert_int_equal(t.n, n);
+    for (uint32_t i = 0; i < n; i++) {
+        assert_int_equal(t.members[i].id, ring[i]->id);
+        assert_string_equal(t.members[i].host, "127.0.0.1");
+        assert_int_equal(t.members[i].port, ring[i]->port);
+    }
+}
+
+/* The coordinator closes this socket (frames sent before the close are skipped). */
+static void expect_closed(int fd)
+{
+    int64_t dl = deadline();
+    for (;;) {
+        uint8_t buf[256];
+        struct pollfd pfd = {fd, POLLIN, 0};
+        ssize_t r = starling__sock_recv(fd, buf, sizeof buf);
+        if (r < 0)
+            return; /* EOF or reset */
+        if (r > 0)
+            continue;
+        if (poll(&pfd, 1, starling__ms_until(dl)) == 0)
+            fail_msg("the coordinator did not close the connection");
+    }
+}
+
+/* Authenticates and registers; checks the WELCOME. `members` != NULL: re-registration. */
+static void join_as(const fixture *f, peer *p, uint64_t id, const char *name, uint16_t port,
+                    uint32_t min_peers, uint64_t epoch, const uint64_t *members, uint32_t n)
+{
+    static starling__msg_register reg;
+    starling__frame_hdr h;
+    starling__msg_welcome w;
+    uint8_t buf[STARLING_FRAME_HDR + 8192];
+
+    memset(p, 0, sizeof *p);
+    p->id = id;
+    p->port = port;
+    snprintf(p->name, sizeof p->name, "%s", name);
+    assert_int_equal(handshake(f, RUN, SECRET, id, &p->fd), STARLING_OK);
+    memset(&reg, 0, sizeof reg);
+    reg.peer_id = id;
+    snprintf(reg.name, sizeof reg.name, "%s", name);
+    strcpy(reg.host, "127.0.0.1");
+    reg.port = port;
+    reg.min_peers = min_peers;
+    reg.epoch = epoch;
+    reg.nmembers = n;
+    if (n)
+        memcpy(reg.members, members, n * sizeof *members);
+    send_raw(p->fd, buf, starling__register_encode(buf, sizeof buf, &reg));
+    recv_frame(p, &h);
+    assert_int_equal(h.type, MSG_WELCOME);
+    assert_int_equal(starling__welcome_decode(rx, h.len, &w), STARLING_OK);
+    assert_true(w.coord_id != 0);
+    assert_int_equal(w.timeout_ms, TIMEOUT_MS);
+}
+
+static void join(const fixture *f, peer *p, uint64_t id, const char *name, uint16_t port)
+{
+    join_as(f, p, id, name, port, 2, 0, NULL, 0);
+}
+
+static void hang_up(peer *p)
+{
+    starling__sock_close(p->fd);
+    p->fd = -1;
+}
+
+/* Two peers registered with min_peers 2 form epoch 1; ring order is by peer id. */
+static void form_two(const fixture *f, peer *a, peer *b)
+{
+    const peer *ring[2] = {b, a};
+    join(f, a, 0x2000, "alpha", 7001);
+    join(f, b, 0x1000, "beta", 7002);
+    send_epoch(a, MSG_TOPO_REQ, 0, 0, 0, 0);
+    send_epoch(b, MSG_TOPO_REQ, 0, 0, 0, 0);
+    expect_topo(a, 1, 1, 2, ring);
+    expect_topo(b, 1, 0, 2, ring);
+}
+
+/* ---------------------------------------------------------------- tests */
+
+static void test_first_epoch(void **state)
+{
+    fixture *f = *state;
+    peer a, b;
+    const peer *ring[2] = {&b, &a};
+    form_two(f, &a, &b);
+    /* Nobody died, nobody joined: the same epoch is confirmed. */
+    send_epoch(&b, MSG_TOPO_REQ, 1, 0, 0, 0);
+    send_epoch(&a, MSG_TOPO_REQ, 1, 0, 0, 0);
+    expect_topo(&a, 1, 1, 2, ring);
+    expect_topo(&b, 1, 0, 2, ring);
+    hang_up(&a);
+    hang_up(&b);
+}
+
+static void test_wrong_secret(void **state)
+{
+    fixture *f = *state;
+    int fd;
+    assert_int_equal(handshake(f, RUN, "not the secret", 0x42, &fd), STARLING_E_AUTH);
+}
+
+static void test_wrong_run(void **state)
+{
+    fixture *f = *state;
+    int fd;
+    assert_int_equal(handshake(f, "another-run", SECRET, 0x42, &fd), STARLING_E_AUTH);
+}
+
+static void test_bad_version(void **state)
+{
+    fixture *f = *state;
+    starling__msg_hello hello;
+    starling__msg_reject rj;
+    starling__frame_hdr h;
+    uint8_t buf[512];
+    int fd;
+
+    assert_int_equal(dial(f, &fd), STARLING_OK);
+    memset(&hello, 0, sizeof hello);
+    hello.magic = STARLING_MAGIC;
+    hello.version = 2;
+    hello.role = ROLE_CONTROL;
+    strcpy(hello.run, RUN);
+    hello.peer_id = 0x42;
+    send_raw(fd, buf, starling__hello_encode(buf, sizeof buf, &hello));
+    assert_int_equal(starling__frame_recv(fd, &h, buf, sizeof buf, deadline()), STARLING_OK);
+    assert_int_equal(h.type, MSG_REJECT);
+    assert_int_equal(starling__reject_decode(buf, h.len, &rj), STARLING_OK);
+    assert_int_equal(rj.code, STARLING_E_VERSION);
+    expect_closed(fd);
+    starling__sock_close(fd);
+}
+
+static void test_death_is_resolved(void **state)
+{
+    fixture *f = *state;
+    peer a, b;
+    const peer *ring[1] = {&b};
+    form_two(f, &a, &b);
+    hang_up(&a);
+    expect_epoch_msg(&b, MSG_QUERY, 1, 0, 0);
+    send_epoch(&b, MSG_STATUS, 1, 3, 3, 0);
+    expect_epoch_msg(&b, MSG_DECIDE, 1, 3, STARLING_E_PEER_LOST);
+    send_epoch(&b, MSG_TOPO_REQ, 1, 0, 0, 0);
+    expect_topo(&b, 2, 0, 1, ring);
+    hang_up(&b);
+}
+
+static void test_failure_report(void **state)
+{
+    fixture *f = *state;
+    peer a, b;
+    const peer *ring[2] = {&b, &a};
+    form_two(f, &a, &b);
+    send_epoch(&a, MSG_FAIL, 1, 5, 0, STARLING_E_MISMATCH);
+    expect_epoch_msg(&a, MSG_QUERY, 1, 0, 0);
+    expect_epoch_msg(&b, MSG_QUERY, 1, 0, 0);
+    send_epoch(&a, MSG_STATUS, 1, 4, 5, 0);
+    send_epoch(&b, MSG_STATUS, 1, 5, 5, 0);
+    expect_epoch_msg(&a, MSG_DECIDE, 1, 4, STARLING_E_MISMATCH);
+    expect_epoch_msg(&b, MSG_DECIDE, 1, 4, STARLING_E_MISMATCH);
+    /* A late report for the resolved epoch gets the same decision again. */
+    send_epoch(&b, MSG_FAIL, 1, 5, 0, STARLING_E_TIMEOUT);
+    expect_epoch_msg(&b, MSG_DECIDE, 1, 4, STARLING_E_MISMATCH);
+    /* A broken epoch is replaced even when the members stay the same. */
+    send_epoch(&a, MSG_TOPO_REQ, 1, 0, 0, 0);
+    send_epoch(&b, MSG_TOPO_REQ, 1, 0, 0, 0);
+    expect_topo(&a, 2, 1, 2, ring);
+    expect_topo(&b, 2, 0, 2, ring);
+    hang_up(&a);
+    hang_up(&b);
+}
+
+static void test_silent_peer_declared_dead(void **state)
+{
+    fixture *f = *state;
+    peer a, b;
+    form_two(f, &a, &b);
+    /* a stops talking (no heartbeats); b keeps answering the coordinator's. */
+    expect_epoch_msg(&b, MSG_QUERY, 1, 0, 0);
+    send_epoch(&b, MSG_STATUS, 1, 0, 1, 0);
+    expect_epoch_msg(&b, MSG_DECIDE, 1, 0, STARLING_E_PEER_LOST);
+    expect_closed(a.fd);
+    hang_up(&a);
+    hang_up(&b);
+}
+
+static void test_unanswered_query(void **state)
+{
+    fixture *f = *state;
+    peer a, b, c;
+    const peer *ring[2] = {&b, &a};
+    join(f, &a, 0x2000, "alpha", 7001);
+    join(f, &b, 0x1000, "beta", 7002);
+    join(f, &c, 0x3000, "gamma", 7003);
+    send_epoch(&a, MSG_TOPO_REQ, 0, 0, 0, 0);
+    send_epoch(&b, MSG_TOPO_REQ, 0, 0, 0, 0);
+    send_epoch(&c, MSG_TOPO_REQ, 0, 0, 0, 0);
+    {
+        const peer *three[3] = {&b, &a, &c};
+        expect_topo(&a, 1, 1, 3, three);
+        expect_topo(&b, 1, 0, 3, three);
+        expect_topo(&c, 1, 2, 3, three);
+    }
+    /* c reports a failure but then never answers the query (it still heartbeats through
+     * recv_frame only when read, so it is silent too): it is declared dead. */
+    send_epoch(&c, MSG_FAIL, 1, 2, 0, STARLING_E_TIMEOUT);
+    expect_epoch_msg(&a, MSG_QUERY, 1, 0, 0);
+    expect_epoch_msg(&b, MSG_QUERY, 1, 0, 0);
+    send_epoch(&a, MSG_STATUS, 1, 2, 2, 0);
+    send_epoch(&b, MSG_STATUS, 1, 1, 2, 0);
+    expect_epoch_msg(&a, MSG_DECIDE, 1, 1, STARLING_E_PEER_LOST);
+    expect_epoch_msg(&b, MSG_DECIDE, 1, 1, STARLING_E_PEER_LOST);
+    expect_closed(c.fd);
+    send_epoch(&a, MSG_TOPO_REQ, 1, 0, 0, 0);
+    send_epoch(&b, MSG_TOPO_REQ, 1, 0, 0, 0);
+    expect_topo(&a, 2, 1, 2, ring);
+    expect_topo(&b, 2, 0, 2, ring);
+    hang_up(&a);
+    hang_up(&b);
+    hang_up(&c);
+}
+
+static void test_leave_and_join(void **state)
+{
+    fixture *f = *state;
+    peer a, b, d;
+    form_two(f, &a, &b);
+    send_epoch(&b, MSG_LEAVE, 0, 0, 0, 0);
+    expect_closed(b.fd);
+    expect_epoch_msg(&a, MSG_QUERY, 1, 0, 0);
+    send_epoch(&a, MSG_STATUS, 1, 7, 7, 0);
+    expect_epoch_msg(&a, MSG_DECIDE, 1, 7, STARLING_E_PEER_LOST);
+    /* A newcomer waits for the members; then it is appended after them. */
+    join(f, &d, 0x10, "delta", 7004);
+    send_epoch(&d, MSG_TOPO_REQ, 0, 0, 0, 0);
+    send_epoch(&a, MSG_TOPO_REQ, 1, 0, 0, 0);
+    {
+        const peer *ring[2] = {&a, &d};
+        expect_topo(&a, 2, 0, 2, ring);
+        expect_topo(&d, 2, 1, 2, ring);
+    }
+    hang_up(&a);
+    hang_up(&b);
+    hang_up(&d);
+}
+
+static void test_garbage_refused(void **state)
+{
+    fixture *f = *state;
+    static const uint8_t garbage[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    uint8_t oversized[STARLING_FRAME_HDR];
+    int before = refused_count(), fd;
+    peer a, b;
+
+    assert_int_equal(dial(f, &fd), STARLING_OK);
+    send_raw(fd, garbage, (int)sizeof garbage);
+    expect_closed(fd);
+    starling__sock_close(fd);
+
+    assert_int_equal(dial(f, &fd), STARLING_OK);
+    starling__frame_hdr_encode(oversized, MSG_HELLO, 0x7fffffffu);
+    send_raw(fd, oversized, (int)sizeof oversized);
+    expect_closed(fd);
+    starling__sock_close(fd);
+
+    /* Still serving. */
+    form_two(f, &a, &b);
+    assert_true(refused_count() >= before + 2);
+    hang_up(&a);
+    hang_up(&b);
+}
+
+static void test_malformed_after_register(void **state)
+{
+    fixture *f = *state;
+    peer a, b, c, d;
+    uint8_t hdr[STARLING_FRAME_HDR];
+    form_two(f, &a, &b);
+
+    /* A frame only the coordinator may send is malformed from a peer: a member dies. */
+    send_epoch(&a, MSG_QUERY, 1, 0, 0, 0);
+    expect_closed(a.fd);
+    expect_epoch_msg(&b, MSG_QUERY, 1, 0, 0);
+    send_epoch(&b, MSG_STATUS, 1, 0, 0, 0);
+    expect_epoch_msg(&b, MSG_DECIDE, 1, 0, STARLING_E_PEER_LOST);
+
+    /* An oversized length from a registered newcomer. */
+    join(f, &c, 0x3000, "gamma", 7003);
+    starling__frame_hdr_encode(hdr, MSG_TOPO_REQ, STARLING_CTRL_MAX + 1);
+    send_raw(c.fd, hdr, (int)sizeof hdr);
+    expect_closed(c.fd);
+
+    /* A first frame that is not a register. */
+    {
+        int fd;
+        uint8_t buf[64];
+        starling__msg_epoch m;
+        memset(&m, 0, sizeof m);
+        assert_int_equal(handshake(f, RUN, SECRET, 0x4000, &fd), STARLING_OK);
+        send_raw(fd, buf, starling__epoch_encode(buf, sizeof buf, MSG_TOPO_REQ, &m));
+        expect_closed(fd);
+        starling__sock_close(fd);
+    }
+
+    /* A register naming another peer than the handshake did. */
+    {
+        static starling__msg_register reg;
+        uint8_t buf[512];
+        int fd;
+        assert_int_equal(handshake(f, RUN, SECRET, 0x5000, &fd), STARLING_OK);
+        memset(&reg, 0, sizeof reg);
+        reg.peer_id = 0x5001;
+        strcpy(reg.name, "liar");
+        strcpy(reg.host, "127.0.0.1");
+        reg.port = 9;
+        reg.min_peers = 1;
+        send_raw(fd, buf, starling__register_encode(buf, sizeof buf, &reg));
+        expect_closed(fd);
+        starling__sock_close(fd);
+    }
+
+    /* Still serving: b and a newcomer form epoch 2. */
+    join(f, &d, 0x10, "delta", 7004);
+    send_epoch(&b, MSG_TOPO_REQ, 1, 0, 0, 0);
+    send_epoch(&d, MSG_TOPO_REQ, 0, 0, 0, 0);
+    {
+        const peer *ring[2] = {&b, &d};
+        expect_topo(&b, 2, 0, 2, ring);
+        expect_topo(&d, 2, 1, 2, ring);
+    }
+    hang_up(&a);
+    hang_up(&b);
+    hang_up(&c);
+    hang_up(&d);
+}
+
+static void test_reregistration_adopts_epoch(void **state)
+{
+    fixture *f = *state;
+    peer a, b;
+    /* Ring order of the epoch is kept as the peers report it, not re-sorted. */
+    const uint64_t members[2] = {0x2000, 0x1000};
+    const peer *ring[2] = {&a, &b};
+    join_as(f, &a, 0x2000, "alpha", 7001, 2, 5, members, 2);
+    join_as(f, &b, 0x1000, "beta", 7002, 2, 5, members, 2);
+    send_epoch(&a, MSG_TOPO_REQ, 5, 0, 0, 0);
+    send_epoch(&b, MSG_TOPO_REQ, 5, 0, 0, 0);
+    expect_topo(&a, 5, 0, 2, ring);
+    expect_topo(&b, 5, 1, 2, ring);
+    hang_up(&a);
+    hang_up(&b);
+}
+
+static void test_missing_member_and_stale_peers(void **state)
+{
+    fixture *f = *state;
+    peer a, s, t;
+    const uint64_t members[2] = {0x3000, 0x2000}; /* 0x3000 never comes back */
+    const uint64_t old[2] = {0x4000, 0x9999};
+    const uint64_t same[1] = {0x5000};
+    join_as(f, &a, 0x2000, "alpha", 7001, 2, 7, members, 2);
+    expect_epoch_msg(&a, MSG_QUERY, 7, 0, 0);
+    send_epoch(&a, MSG_STATUS, 7, 2, 2, 0);
+    expect_epoch_msg(&a, MSG_DECIDE, 7, 2, STARLING_E_PEER_LOST);
+
+    /* A peer of an older epoch learns that it is over, and continues as a newcomer. */
+    join_as(f, &s, 0x4000, "stale", 7005, 1, 3, old, 2);
+    expect_epoch_msg(&s, MSG_DECIDE, 3, 0, STARLING_E_PEER_LOST);
+    /* One claiming the current epoch without being a member gets its decision. */
+    join_as(f, &t, 0x5000, "stray", 7006, 1, 7, same, 1);
+    expect_epoch_msg(&t, MSG_DECIDE, 7, 2, STARLING_E_PEER_LOST);
+
+    send_epoch(&s, MSG_TOPO_REQ, 3, 0, 0, 0);
+    send_epoch(&a, MSG_TOPO_REQ, 7, 0, 0, 0);
+    send_epoch(&t, MSG_TOPO_REQ, 7, 0, 0, 0);
+    {
+        const peer *ring[3] = {&a, &s, &t};
+        expect_topo(&a, 8, 0, 3, ring);
+        expect_topo(&s, 8, 1, 3, ring);
+        expect_topo(&t, 8, 2, 3, ring);
+    }
+    hang_up(&a);
+    hang_up(&s);
+    hang_up(&t);
+}
+
+static void test_reconnect_replaces(void **state)
+{
+    fixture *f = *state;
+    peer a, a2, b;
+    const peer *ring[2] = {&b, &a2};
+    join(f, &a, 0x2000, "alpha", 7001);
+    join(f, &a2, 0x2000, "alpha", 7011);
+    expect_closed(a.fd);
+    join(f, &b, 0x1000, "beta", 7002);
+    send_epoch(&a2, MSG_TOPO_REQ, 0, 0, 0, 0);
+    send_epoch(&b, MSG_TOPO_REQ, 0, 0, 0, 0);
+    expect_topo(&a2, 1, 1, 2, ring);
+    expect_topo(&b, 1, 0, 2, ring);
+    hang_up(&a);
+    hang_up(&a2);
+    hang_up(&b);
+}
+
+static void test_create_arguments(void **state)
+{
+    fixture *f = *state;
+    starling_coord *c = (starling_coord *)1;
+    char addr[32];
+    assert_int_equal(starling_coord_create(&c, "127.0.0.1:0", RUN, SECRET, 0, NULL),
+                     STARLING_E_INVALID);
+    assert_null(c);
+    assert_int_equal(starling_coord_create(&c, "nowhere", RUN, SECRET, 1, NULL),
+                     STARLING_E_INVALID);
+    assert_int_equal(starling_coord_create(&c, "127.0.0.1:0", "", SECRET, 1, NULL),
+                     STARLING_E_INVALID);
+    assert_int_equal(starling_coord_create(NULL, "127.0.0.1:0", RUN, SECRET, 1, NULL),
+                     STARLING_E_INVALID);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", f->port);
+    assert_int_equal(starling_coord_create(&c, addr, RUN, SECRET, 1, NULL), STARLING_E_OS);
+    assert_null(c);
+    /* A stop before run makes run return at once. */
+    assert_int_equal(starling_coord_create(&c, "127.0.0.1:0", RUN, SECRET, 1, NULL),
+                     STARLING_OK);
+    starling_coord_stop(c);
+    assert_int_equal(starling_coord_run(c), STARLING_OK);
+    starling_coord_destroy(c);
+    starling_coord_destroy(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_first_epoch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wrong_secret, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wrong_run, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_version, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_death_is_resolved, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failure_report, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_silent_peer_declared_dead, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unanswered_query, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_leave_and_join, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_garbage_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_after_register, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reregistration_adopts_epoch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_missing_member_and_stale_peers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reconnect_replaces, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_arguments, setup, teardown),
+    };
+    log_echo = getenv("STARLING_TEST_LOG") != NULL;
+    starling_log_set_handler(capture, NULL);
+    starling_log_set_level(STARLING_LOG_DEBUG);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,379 @@
+/*
+ * cmd_bench.c -- `starling bench allreduce|latency`: the parent side.
+ *
+ * The parent runs a coordinator on a thread, starts N `bench-peer` processes on
+ * loopback (cmd_bench_peer.c), collects what they report on their pipes and prints one
+ * row (or JSON object) per message size. The peers do all the timing; the parent only
+ * does arithmetic on their figures, so its own scheduling does not enter the numbers.
+ *
+ * Report lines from the peers:
+ *   ready RANK SIZE EPOCH            after the first topology update
+ *   t IDX SECONDS                    rank 0: one timed all-reduce of size IDX
+ *   p IDX RANK SENT_BYTES RSS_BYTES  every rank, after size IDX: payload bytes it sent
+ *                                    during the timed calls, its peak RSS so far
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+#define BENCH_MAX_SIZES 64
+#define BENCH_MAX_PEERS 64
+
+typedef struct bench_size {
+    uint64_t bytes;
+    double *times; /* rank 0's timed iterations */
+    int ntimes;
+    int nreports;     /* "p" lines received */
+    double sent_mean; /* payload bytes sent per timed call, averaged over peers */
+    uint64_t rss0;    /* rank 0's peak RSS */
+    int done;
+} bench_size;
+
+typedef struct bench_run {
+    int peers, iters, warmup, streams, json, verbose;
+    long timeout_ms; /* 0: library default */
+    starling_dtype dtype;
+    starling_op op;
+    bench_size sizes[BENCH_MAX_SIZES];
+    int nsizes;
+    int next_row; /* rows are printed in size order, as soon as complete */
+    int nready;
+} bench_run;
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double ring_bytes(int peers, uint64_t bytes)
+{
+    return 2.0 * (double)(peers - 1) / (double)peers * (double)bytes;
+}
+
+/* JSON numbers: integers without a fraction, others with enough digits. */
+static void json_number(char *buf, size_t cap, double v)
+{
+    if (v == (double)(long long)v && v < 9e15 && v > -9e15)
+        snprintf(buf, cap, "%lld", (long long)v);
+    else
+        snprintf(buf, cap, "%.9g", v);
+}
+
+static void print_header(const bench_run *b, const char *coord_addr)
+{
+    if (b->json)
+        return;
+    printf("# starling all-reduce: %d peers, %s %s, %d stream%s, %d iterations (+%d warm-up), "
+           "coordinator %s\n",
+           b->peers, starling_dtype_name(b->dtype), starling_op_name(b->op), b->streams,
+           b->streams == 1 ? "" : "s", b->iters, b->warmup, coord_addr);
+    printf("# busbw = bytes*2(n-1)/n / median; GB/s = 1e9 B/s; ring bound = 2(n-1)/n * bytes\n");
+    printf("%12s %12s %12s %11s %11s %12s %12s %12s\n", "size", "median", "min",
+           "algbw GB/s", "busbw GB/s", "sent/peer", "ring bound", "rss rank 0");
+    fflush(stdout);
+}
+
+static void print_row(const bench_run *b, bench_size *s)
+{
+    double *t = s->times, median, min, busbw, algbw;
+    char a[32], m[32], mi[32], se[32], rb[32], rs[32];
+    int k = s->ntimes;
+
+    qsort(t, (size_t)k, sizeof *t, cmp_double);
+    median = k % 2 ? t[k / 2] : 0.5 * (t[k / 2 - 1] + t[k / 2]);
+    min = t[0];
+    algbw = median > 0 ? (double)s->bytes / median / 1e9 : 0.0;
+    busbw = median > 0 ? ring_bytes(b->peers, s->bytes) / median / 1e9 : 0.0;
+    if (b->json) {
+        char rbj[40], sej[40];
+        json_number(rbj, sizeof rbj, ring_bytes(b->peers, s->bytes));
+        json_number(sej, sizeof sej, s->sent_mean);
+        printf("{\"impl\":\"starling\",\"peers\":%d,\"bytes\":%llu,\"dtype\":\"%s\","
+               "\"streams\":%d,\"iters\":%d,\"median_s\":%.9g,\"min_s\":%.9g,"
+               "\"busbw_GBps\":%.6g,\"bytes_sent_per_peer\":%s,\"ring_bytes_per_peer\":%s,"
+               "\"peak_rss_bytes\":%llu,\"op\":\"%s\",\"warmup\":%d,\"algbw_GBps\":%.6g}\n",
+               b->peers, (unsigned long long)s->bytes, starling_dtype_name(b->dtype),
+               b->streams, b->iters, median, min, busbw, sej, rbj,
+               (unsigned long long)s->rss0, starling_op_name(b->op), b->warmup, algbw);
+    } else {
+        printf("%12s %12s %12s %11.4f %11.4f %12s %12s %12s\n",
+               cli_format_bytes((double)s->bytes, a, sizeof a),
+               cli_format_seconds(median, m, sizeof m), cli_format_seconds(min, mi, sizeof mi),
+               algbw, busbw, cli_format_bytes(s->sent_mean, se, sizeof se),
+               cli_format_bytes(ring_bytes(b->peers, s->bytes), rb, sizeof rb),
+               cli_format_bytes((double)s->rss0, rs, sizeof rs));
+    }
+    fflush(stdout);
+}
+
+static int bench_on_line(void *user, cli_group *g, int child, const char *line)
+{
+    bench_run *b = user;
+    int idx, rank, size;
+    unsigned long long epoch, sent, rss;
+    double sec;
+    char tail;
+
+    if (sscanf(line, "t %d %lf %c", &idx, &sec, &tail) == 2) {
+        if (idx < 0 || idx >= b->nsizes || b->sizes[idx].ntimes >= b->iters || !(sec >= 0))
+            goto bad;
+        b->sizes[idx].times[b->sizes[idx].ntimes++] = sec;
+        return 0;
+    }
+    if (sscanf(line, "p %d %d %llu %llu %c", &idx, &rank, &sent, &rss, &tail) == 4) {
+        bench_size *s;
+        if (idx < 0 || idx >= b->nsizes || rank < 0 || rank >= b->peers)
+            goto bad;
+        s = &b->sizes[idx];
+        if (s->nreports >= b->peers)
+            goto bad;
+        s->sent_mean += (double)sent / (double)b->iters / (double)b->peers;
+        if (rank == 0)
+            s->rss0 = rss;
+        s->nreports++;
+        while (b->next_row < b->nsizes && b->sizes[b->next_row].nreports == b->peers) {
+            s = &b->sizes[b->next_row];
+            if (s->ntimes != b->iters) {
+                fprintf(stderr, "starling bench: rank 0 reported %d of %d timings for %llu "
+                                "bytes\n",
+                        s->ntimes, b->iters, (unsigned long long)s->bytes);
+                return 1;
+            }
+            print_row(b, s);
+            s->done = 1;
+            b->next_row++;
+        }
+        return 0;
+    }
+    if (sscanf(line, "ready %d %d %llu %c", &rank, &size, &epoch, &tail) == 3) {
+        b->nready++;
+        if (b->verbose)
+            fprintf(stderr, "starling bench: %s is rank %d of %d (epoch %llu)\n",
+                    g->kids[child].name, rank, size, epoch);
+        return 0;
+    }
+bad:
+    fprintf(stderr, "starling bench: unexpected report from %s: '%s'\n", g->kids[child].name,
+            line);
+    return 1;
+}
+
+/* A bound on the whole run, generous for a slow shared machine: start-up, then per call
+ * a fixed cost plus the ring's bytes at 100 MB/s, plus filling and checking buffers. */
+static double default_deadline_s(const bench_run *b)
+{
+    double t = 30.0;
+    int k;
+    for (k = 0; k < b->nsizes; k++) {
+        double bytes = (double)b->sizes[k].bytes;
+        t += 1.0 + bytes * 4.0 / 1e8 * (double)b->peers / 2.0;
+        t += (double)(b->warmup + b->iters) * (0.05 + 2.0 * bytes / 1e8);
+    }
+    return t;
+}
+
+static int run_bench(bench_run *b, double deadline_s)
+{
+    char secret[33], run[64], addr[64], bytes_list[BENCH_MAX_SIZES * 24];
+    char peers_s[16], iters_s[16], warmup_s[16], streams_s[16], timeout_s[24], index_s[16];
+    char name[32];
+    char *args[32];
+    cli_local_coord lc;
+    cli_group g;
+    size_t off = 0;
+    int k, rc = CLI_EXIT_FAIL, na;
+    double deadline;
+
+    if (cli_random_hex(secret, 16) != 0) {
+        fprintf(stderr, "starling bench: cannot read /dev/urandom\n");
+        return CLI_EXIT_FAIL;
+    }
+    snprintf(run, sizeof run, "bench-%ld", (long)getpid());
+    for (k = 0; k < b->nsizes; k++)
+        off += (size_t)snprintf(bytes_list + off, sizeof bytes_list - off, "%s%llu",
+                                k ? "," : "", (unsigned long long)b->sizes[k].bytes);
+    snprintf(peers_s, sizeof peers_s, "%d", b->peers);
+    snprintf(iters_s, sizeof iters_s, "%d", b->iters);
+    snprintf(warmup_s, sizeof warmup_s, "%d", b->warmup);
+    snprintf(streams_s, sizeof streams_s, "%d", b->streams);
+    snprintf(timeout_s, sizeof timeout_s, "%ld", b->timeout_ms);
+
+    cli_install_stop_handlers();
+    starling_log_set_handler(cli_log_prefixed, (void *)"bench-coordinator:");
+    starling_log_set_level(b->verbose ? STARLING_LOG_INFO : STARLING_LOG_WARN);
+    if (cli_local_coord_start(&lc, run, secret, (int)b->timeout_ms, b->peers) != 0)
+        return CLI_EXIT_FAIL;
+    snprintf(addr, sizeof addr, "%s", lc.addr);
+    if (cli_group_init(&g, secret) != 0) {
+        cli_local_coord_stop(&lc);
+        return CLI_EXIT_FAIL;
+    }
+    g.verbose = b->verbose;
+    print_header(b, addr);
+
+    for (k = 0; k < b->peers; k++) {
+        na = 0;
+        snprintf(index_s, sizeof index_s, "%d", k);
+        snprintf(name, sizeof name, "bench-peer-%d", k);
+        args[na++] = (char *)"bench-peer";
+        args[na++] = (char *)"--coord";
+        args[na++] = addr;
+        args[na++] = (char *)"--run";
+        args[na++] = run;
+        args[na++] = (char *)"--index";
+        args[na++] = index_s;
+        args[na++] = (char *)"--peers";
+        args[na++] = peers_s;
+        args[na++] = (char *)"--bytes";
+        args[na++] = bytes_list;
+        args[na++] = (char *)"--iters";
+        args[na++] = iters_s;
+        args[na++] = (char *)"--warmup";
+        args[na++] = warmup_s;
+        args[na++] = (char *)"--streams";
+        args[na++] = streams_s;
+        args[na++] = (char *)"--dtype";
+        args[na++] = (char *)starling_dtype_name(b->dtype);
+        args[na++] = (char *)"--op";
+        args[na++] = (char *)starling_op_name(b->op);
+        if (b->timeout_ms > 0) {
+            args[na++] = (char *)"--timeout-ms";
+            args[na++] = timeout_s;
+        }
+        if (b->verbose)
+            args[na++] = (char *)"--verbose";
+        args[na] = NULL;
+        if (cli_group_spawn(&g, name, args) < 0)
+            goto done;
+    }
+
+    deadline = cli_now() + deadline_s;
+    if (cli_group_wait(&g, deadline, bench_on_line, b) != 0)
+        goto done;
+    if (b->next_row != b->nsizes) {
+        fprintf(stderr, "starling bench: the peers exited without reporting every size\n");
+        goto done;
+    }
+    rc = CLI_EXIT_OK;
+done:
+    if (rc != CLI_EXIT_OK)
+        fprintf(stderr, "starling bench: failed%s\n",
+                b->next_row > 0 ? " (rows above are complete)" : "");
+    cli_group_kill_all(&g);
+    cli_group_free(&g);
+    cli_local_coord_stop(&lc);
+    memset(secret, 0, sizeof secret);
+    return rc;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    const char *kind, *peers_t = NULL, *bytes_t = NULL, *iters_t = NULL, *warmup_t = NULL;
+    const char *streams_t = NULL, *dtype_t = NULL, *op_t = NULL, *timeout_t = NULL;
+    const char *deadline_t = NULL;
+    char cmd[32];
+    uint64_t bytes[BENCH_MAX_SIZES];
+    long peers = 0, iters = 0, warmup = 1, streams = 1, timeout_ms = 0, deadline_s = 0;
+    int json = 0, verbose = 0, nbytes = 0, rc, k, latency;
+    size_t esize;
+    bench_run *b;
+    const cli_opt opts[] = {
+        {"--peers", &peers_t, NULL},     {"--bytes", &bytes_t, NULL},
+        {"--iters", &iters_t, NULL},     {"--warmup", &warmup_t, NULL},
+        {"--streams", &streams_t, NULL}, {"--dtype", &dtype_t, NULL},
+        {"--op", &op_t, NULL},           {"--timeout-ms", &timeout_t, NULL},
+        {"--deadline-s", &deadline_t, NULL},
+        {"--json", NULL, &json},         {"--verbose", NULL, &verbose},
+    };
+
+    if (argc < 3)
+        return cli_usage_error("bench", "which benchmark? 'allreduce' or 'latency'");
+    kind = argv[2];
+    if (strcmp(kind, "allreduce") != 0 && strcmp(kind, "latency") != 0)
+        return cli_usage_error("bench", "unknown benchmark '%s' ('allreduce' or 'latency')",
+                               kind);
+    latency = kind[0] == 'l';
+    snprintf(cmd, sizeof cmd, "bench %s", kind);
+    if ((rc = cli_parse_opts(cmd, argc, argv, 3, opts, sizeof opts / sizeof opts[0])))
+        return rc;
+
+    b = calloc(1, sizeof *b);
+    if (!b) {
+        fprintf(stderr, "starling: out of memory\n");
+        return CLI_EXIT_FAIL;
+    }
+    b->dtype = STARLING_F32;
+    b->op = STARLING_SUM;
+    if (latency) {
+        if (bytes_t) {
+            free(b);
+            return cli_usage_error(cmd, "--bytes is fixed at 4 (use 'bench allreduce')");
+        }
+        bytes_t = "4";
+        iters = 100;
+    }
+    rc = CLI_EXIT_USAGE;
+    if (!peers_t) {
+        cli_usage_error(cmd, "--peers N is required");
+        goto out;
+    }
+    if (!bytes_t) {
+        cli_usage_error(cmd, "--bytes SIZE[,SIZE...] is required");
+        goto out;
+    }
+    if (!iters_t && !latency) {
+        cli_usage_error(cmd, "--iters K is required");
+        goto out;
+    }
+    if (cli_get_long(cmd, "--peers", peers_t, 1, BENCH_MAX_PEERS, &peers) ||
+        cli_get_long(cmd, "--iters", iters_t, 1, 1000000, &iters) ||
+        cli_get_long(cmd, "--warmup", warmup_t, 0, 1000000, &warmup) ||
+        cli_get_long(cmd, "--streams", streams_t, 1, 16, &streams) ||
+        cli_get_long(cmd, "--timeout-ms", timeout_t, 100, 600000, &timeout_ms) ||
+        cli_get_long(cmd, "--deadline-s", deadline_t, 1, 7 * 24 * 3600, &deadline_s) ||
+        cli_get_dtype(cmd, "--dtype", dtype_t, &b->dtype) ||
+        cli_get_op(cmd, "--op", op_t, &b->op) ||
+        cli_get_size_list(cmd, "--bytes", bytes_t, bytes, BENCH_MAX_SIZES, &nbytes))
+        goto out;
+    if (!cli_pattern_supported(b->dtype, b->op)) {
+        cli_usage_error(cmd, "--op %s is not defined for --dtype %s", starling_op_name(b->op),
+                        starling_dtype_name(b->dtype));
+        goto out;
+    }
+    esize = starling_dtype_size(b->dtype);
+    for (k = 0; k < nbytes; k++) {
+        if (bytes[k] < esize || bytes[k] % esize != 0) {
+            cli_usage_error(cmd, "--bytes: %llu is not a whole number (>= 1) of %s elements "
+                                 "(%zu bytes each)",
+                            (unsigned long long)bytes[k], starling_dtype_name(b->dtype), esize);
+            goto out;
+        }
+    }
+
+    rc = CLI_EXIT_FAIL;
+    b->peers = (int)peers;
+    b->iters = (int)iters;
+    b->warmup = (int)warmup;
+    b->streams = (int)streams;
+    b->timeout_ms = timeout_ms;
+    b->json = json;
+    b->verbose = verbose;
+    b->nsizes = nbytes;
+    for (k = 0; k < nbytes; k++) {
+        b->sizes[k].bytes = bytes[k];
+        b->sizes[k].times = calloc((size_t)iters, sizeof(double));
+        if (!b->sizes[k].times) {
+            fprintf(stderr, "starling: out of memory\n");
+            goto out;
+        }
+    }
+    rc = run_bench(b, deadline_s > 0 ? (double)deadline_s : default_deadline_s(b));
+out:
+    for (k = 0; k < b->nsizes; k++)
+        free(b->sizes[k].times);
+    free(b);
+    return rc;
+}

@@ -1,0 +1,230 @@
+/*
+ * cmd_bench_peer.c -- `starling bench-peer` (hidden): one peer of `starling bench`.
+ *
+ * Started by the bench parent (cmd_bench.c) with the run's secret in STARLING_SECRET.
+ * For each size: buffers are allocated once and touched before any timing (a fresh
+ * buffer costs a page fault per 4 KiB, which would swamp the network figures), then
+ * W warm-up calls, then K timed calls, each preceded by a 4-byte all-reduce so that
+ * every member starts the timed call together. The first timed result is checked.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "cli.h"
+
+#define PEER_MAX_SIZES 64
+
+typedef struct bench_peer {
+    char who[48]; /* "bench-peer-2" or "bench-peer-2 (rank 1)" */
+    starling_comm *comm;
+    FILE *rep;
+    int peers, iters, warmup, rank, size;
+    starling_dtype dtype;
+    starling_op op;
+} bench_peer;
+
+static int peer_fail(const bench_peer *p, const char *what, int rc)
+{
+    const char *detail = p->comm ? starling_comm_errmsg(p->comm) : "";
+    fprintf(stderr, "%s: %s failed: %s%s%s\n", p->who, what, starling_strerror(rc),
+            detail && detail[0] ? ": " : "", detail ? detail : "");
+    return CLI_EXIT_FAIL;
+}
+
+static uint64_t peak_rss_bytes(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    return (uint64_t)ru.ru_maxrss * 1024u; /* Linux reports KiB */
+}
+
+static int bench_one_size(bench_peer *p, int idx, uint64_t nbytes)
+{
+    size_t esize = starling_dtype_size(p->dtype);
+    size_t count = (size_t)(nbytes / esize);
+    void *send = NULL, *recv = NULL;
+    double *times = NULL;
+    float bar_send = 1.0f, bar_recv = 0.0f;
+    uint64_t sent = 0;
+    int rc = CLI_EXIT_FAIL, k, err;
+    char why[256], what[64];
+
+    if (posix_memalign(&send, 4096, (size_t)nbytes) != 0 ||
+        posix_memalign(&recv, 4096, (size_t)nbytes) != 0) {
+        fprintf(stderr, "%s: cannot allocate 2 x %llu bytes\n", p->who,
+                (unsigned long long)nbytes);
+        goto out;
+    }
+    times = calloc((size_t)p->iters, sizeof *times);
+    if (!times) {
+        fprintf(stderr, "%s: out of memory\n", p->who);
+        goto out;
+    }
+    cli_pattern_fill(send, count, p->dtype, p->rank, 0);
+    memset(recv, 0, (size_t)nbytes);
+
+    for (k = 0; k < p->warmup; k++) {
+        err = starling_allreduce(p->comm, send, recv, count, p->dtype, p->op, NULL);
+        if (err != STARLING_OK) {
+            snprintf(what, sizeof what, "warm-up all-reduce of %llu bytes",
+                     (unsigned long long)nbytes);
+            rc = peer_fail(p, what, err);
+            goto out;
+        }
+    }
+    for (k = 0; k < p->iters; k++) {
+        struct timespec t0, t1;
+        uint64_t b0, b1;
+
+        /* Poison the output so a call that wrote nothing cannot pass the check. */
+        if (k == 0)
+            memset(recv, 0xff, (size_t)nbytes);
+        err = starling_allreduce(p->comm, &bar_send, &bar_recv, 1, STARLING_F32, STARLING_SUM,
+                                 NULL);
+        if (err != STARLING_OK) {
+            rc = peer_fail(p, "barrier all-reduce", err);
+            goto out;
+        }
+        b0 = starling_comm_bytes_sent(p->comm);
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        err = starling_allreduce(p->comm, send, recv, count, p->dtype, p->op, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        b1 = starling_comm_bytes_sent(p->comm);
+        if (err != STARLING_OK) {
+            snprintf(what, sizeof what, "all-reduce of %llu bytes", (unsigned long long)nbytes);
+            rc = peer_fail(p, what, err);
+            goto out;
+        }
+        times[k] = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+        sent += b1 - b0;
+        if (k == 0 && cli_pattern_check(recv, count, p->dtype, p->op, p->size, 0, why,
+                                        sizeof why) != 0) {
+            fprintf(stderr, "%s: WRONG RESULT of the all-reduce of %llu bytes: %s\n", p->who,
+                    (unsigned long long)nbytes, why);
+            goto out;
+        }
+    }
+    if (p->rank == 0)
+        for (k = 0; k < p->iters; k++)
+            cli_report(p->rep, "t %d %.9e", idx, times[k]);
+    cli_report(p->rep, "p %d %d %llu %llu", idx, p->rank, (unsigned long long)sent,
+               (unsigned long long)peak_rss_bytes());
+    rc = CLI_EXIT_OK;
+out:
+    free(times);
+    free(send);
+    free(recv);
+    return rc;
+}
+
+int cmd_bench_peer(int argc, char **argv)
+{
+    static const char cmd[] = "bench-peer";
+    static char log_prefix[40];
+    const char *coord = NULL, *run = NULL, *index_t = NULL, *peers_t = NULL, *bytes_t = NULL;
+    const char *iters_t = NULL, *warmup_t = NULL, *streams_t = NULL, *dtype_t = NULL;
+    const char *op_t = NULL, *timeout_t = NULL, *report_t = NULL, *secret;
+    uint64_t bytes[PEER_MAX_SIZES];
+    long index = 0, peers = 0, iters = 0, warmup = 0, streams = 1, timeout_ms = 0;
+    int verbose = 0, nbytes = 0, rc, err, k;
+    char name[32];
+    starling_config *cfg = NULL;
+    bench_peer p;
+    const cli_opt opts[] = {
+        {"--coord", &coord, NULL},       {"--run", &run, NULL},
+        {"--index", &index_t, NULL},     {"--peers", &peers_t, NULL},
+        {"--bytes", &bytes_t, NULL},     {"--iters", &iters_t, NULL},
+        {"--warmup", &warmup_t, NULL},   {"--streams", &streams_t, NULL},
+        {"--dtype", &dtype_t, NULL},     {"--op", &op_t, NULL},
+        {"--timeout-ms", &timeout_t, NULL}, {"--report-fd", &report_t, NULL},
+        {"--verbose", NULL, &verbose},
+    };
+
+    memset(&p, 0, sizeof p);
+    p.dtype = STARLING_F32;
+    p.op = STARLING_SUM;
+    cli_ignore_sigpipe();
+    if ((rc = cli_parse_opts(cmd, argc, argv, 2, opts, sizeof opts / sizeof opts[0])))
+        return rc;
+    if (!coord || !run || !index_t || !peers_t || !bytes_t || !iters_t)
+        return cli_usage_error(cmd, "--coord, --run, --index, --peers, --bytes and --iters "
+                                    "are required (started by 'starling bench')");
+    if ((rc = cli_get_host_port(cmd, "--coord", coord)) ||
+        (rc = cli_get_long(cmd, "--index", index_t, 0, 1 << 20, &index)) ||
+        (rc = cli_get_long(cmd, "--peers", peers_t, 1, 1 << 16, &peers)) ||
+        (rc = cli_get_long(cmd, "--iters", iters_t, 1, 1000000, &iters)) ||
+        (rc = cli_get_long(cmd, "--warmup", warmup_t, 0, 1000000, &warmup)) ||
+        (rc = cli_get_long(cmd, "--streams", streams_t, 1, 16, &streams)) ||
+        (rc = cli_get_long(cmd, "--timeout-ms", timeout_t, 100, 600000, &timeout_ms)) ||
+        (rc = cli_get_dtype(cmd, "--dtype", dtype_t, &p.dtype)) ||
+        (rc = cli_get_op(cmd, "--op", op_t, &p.op)) ||
+        (rc = cli_get_size_list(cmd, "--bytes", bytes_t, bytes, PEER_MAX_SIZES, &nbytes)))
+        return rc;
+    secret = getenv(CLI_SECRET_ENV);
+    if (!secret || !secret[0]) {
+        fprintf(stderr, "starling %s: %s is not set\n", cmd, CLI_SECRET_ENV);
+        return CLI_EXIT_USAGE;
+    }
+    p.rep = cli_report_open(cmd, report_t);
+    if (!p.rep)
+        return CLI_EXIT_USAGE;
+    p.peers = (int)peers;
+    p.iters = (int)iters;
+    p.warmup = (int)warmup;
+    snprintf(name, sizeof name, "bench-peer-%ld", index);
+    snprintf(p.who, sizeof p.who, "%s", name);
+    /* Static: engine threads may still log while the process exits after a failure. */
+    snprintf(log_prefix, sizeof log_prefix, "%s:", name);
+    starling_log_set_handler(cli_log_prefixed, log_prefix);
+    starling_log_set_level(verbose ? STARLING_LOG_INFO : STARLING_LOG_WARN);
+
+    rc = CLI_EXIT_FAIL;
+    err = starling_config_create(&cfg);
+    if (err == STARLING_OK)
+        err = starling_config_set_min_peers(cfg, p.peers);
+    if (err == STARLING_OK)
+        err = starling_config_set_streams(cfg, (int)streams);
+    if (err == STARLING_OK && timeout_t)
+        err = starling_config_set_timeout_ms(cfg, (int)timeout_ms);
+    if (err == STARLING_OK)
+        err = starling_config_set_name(cfg, name);
+    if (err != STARLING_OK) {
+        peer_fail(&p, "configuration", err);
+        goto out;
+    }
+    err = starling_comm_create(&p.comm, coord, run, secret, strlen(secret), cfg);
+    if (err != STARLING_OK) {
+        peer_fail(&p, "connecting to the coordinator", err);
+        goto out;
+    }
+    err = starling_update_topology(p.comm);
+    if (err != STARLING_OK) {
+        peer_fail(&p, "joining the run (first topology update)", err);
+        goto out;
+    }
+    p.rank = starling_comm_rank(p.comm);
+    p.size = starling_comm_size(p.comm);
+    snprintf(p.who, sizeof p.who, "%s (rank %d)", name, p.rank);
+    if (p.size != p.peers) {
+        fprintf(stderr, "%s: the first epoch has %d members, expected %d\n", p.who, p.size,
+                p.peers);
+        goto out;
+    }
+    cli_report(p.rep, "ready %d %d %llu", p.rank, p.size,
+               (unsigned long long)starling_comm_epoch(p.comm));
+    for (k = 0; k < nbytes; k++)
+        if (bench_one_size(&p, k, bytes[k]) != CLI_EXIT_OK)
+            goto out;
+    rc = CLI_EXIT_OK;
+out:
+    /* On failure, exit without the orderly leave: the parent kills the others anyway,
+     * and leaving could block on a broken run. */
+    if (rc == CLI_EXIT_OK)
+        starling_comm_destroy(p.comm);
+    starling_config_destroy(cfg);
+    fclose(p.rep);
+    return rc;
+}

@@ -13,7 +13,7 @@
 
 JOBS ?= 2
 BUILD_TYPE ?= RelWithDebInfo
-BUILD_DIR ?= build
+BUILD_DIR ?= ./build
 ASAN_BUILD_DIR ?= build-asan
 CMAKE_ARGS ?=
 CTEST_ARGS ?= --output-on-failure -j$(JOBS) --timeout 300
@@ -60,7 +60,7 @@ bench:
 demo:
 	bash $(DEPS) core demo
 	$(MAKE) --no-print-directory build
-	./$(BUILD_DIR)/tools/starling demo
+	$(BUILD_DIR)/tools/starling demo
 
 format:
 	@command -v clang-format >/dev/null || { echo "clang-format not found (apt-get install clang-format)" >&2; exit 1; }

@@ -202,7 +202,8 @@ STARLING_API void starling_comm_destroy(starling_comm *comm);
  * at the same point of its loop; it blocks until the coordinator has formed the next
  * epoch (or confirmed the current one) and the ring links are up. A newcomer's first
  * call waits until the members make theirs. Returns STARLING_OK, STARLING_E_TIMEOUT
- * (op_timeout), STARLING_E_CLOSED. */
+ * (op_timeout), STARLING_E_CLOSED, or STARLING_E_PEER_LOST when a member of the new
+ * epoch died while the ring was being linked (call it again). */
 STARLING_API int starling_update_topology(starling_comm *comm);
 
 /* Current epoch (0 before the first topology update), this peer's rank in the ring

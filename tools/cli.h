@@ -61,14 +61,13 @@ int cli_parse_opts(const char *cmd, int argc, char **argv, int first, const cli_
 
 /* Each converter leaves *out alone and returns 0 if `text` is NULL (option absent);
  * prints a usage error and returns CLI_EXIT_USAGE if `text` is invalid. */
-int cli_get_long(const char *cmd, const char *opt, const char *text, long min, long max,
-                 long *out);
+int cli_get_long(const char *cmd, const char *opt, const char *text, long min, long max, long *out);
 /* Byte size: digits with an optional K, M or G suffix (powers of 1024, "KiB" etc. also
  * accepted). At most 64 GiB. */
 int cli_get_size(const char *cmd, const char *opt, const char *text, uint64_t *out);
 /* Comma-separated sizes, 1..max entries. */
-int cli_get_size_list(const char *cmd, const char *opt, const char *text, uint64_t *out,
-                      int max, int *n);
+int cli_get_size_list(const char *cmd, const char *opt, const char *text, uint64_t *out, int max,
+                      int *n);
 int cli_get_dtype(const char *cmd, const char *opt, const char *text, starling_dtype *out);
 int cli_get_op(const char *cmd, const char *opt, const char *text, starling_op *out);
 /* "HOST:PORT" with a non-empty host ("[v6]" allowed) and port 0..65535. */
@@ -81,8 +80,7 @@ int cli_split_host_port(const char *text, char *host, size_t host_cap, int *port
 
 /* Reads a secret file whole, strips trailing "\n" / "\r\n". *out is malloc'd and
  * NUL-terminated. Returns 0, or -1 with a message in `err`. */
-int cli_read_secret_file(const char *path, char **out, size_t *len, char *err,
-                         size_t err_cap);
+int cli_read_secret_file(const char *path, char **out, size_t *len, char *err, size_t err_cap);
 /* Fills `out` with 2*nbytes random hex digits and a NUL (from /dev/urandom). */
 int cli_random_hex(char *out, size_t nbytes);
 
@@ -110,13 +108,13 @@ void cli_ignore_sigpipe(void);
 /* A child peer process, with a pipe on which it writes line-oriented reports. */
 typedef struct cli_child {
     char name[32];
-    pid_t pid;          /* > 0 until reaped */
-    int fd;             /* read end of its report pipe, -1 at EOF */
-    char *line;         /* partial line read so far */
+    pid_t pid;  /* > 0 until reaped */
+    int fd;     /* read end of its report pipe, -1 at EOF */
+    char *line; /* partial line read so far */
     size_t len, cap;
-    int reaped;         /* 1 once waitpid collected it */
-    int status;         /* wait status, valid once reaped */
-    int expect_death;   /* killed on purpose: a SIGKILL status is not a failure */
+    int reaped;       /* 1 once waitpid collected it */
+    int status;       /* wait status, valid once reaped */
+    int expect_death; /* killed on purpose: a SIGKILL status is not a failure */
 } cli_child;
 
 /* Called for every complete report line (without its newline). A non-zero return stops
@@ -158,8 +156,7 @@ void cli_report(FILE *rep, const char *fmt, ...) CLI_PRINTF(2, 3);
 /* Test data: element i of member `rank`'s buffer holds (rank+1) * ((i+shift) % 7 + 1),
  * converted to `dtype` (u8 wraps). Small integers, so f32/f64/int results of sum, min
  * and max are exact and can be checked bit for bit. */
-void cli_pattern_fill(void *buf, size_t count, starling_dtype dtype, int rank,
-                      unsigned shift);
+void cli_pattern_fill(void *buf, size_t count, starling_dtype dtype, int rank, unsigned shift);
 /* Checks `buf` against `op` over `nranks` members' pattern buffers. Exact for integer
  * types and for f32/f64 sum/min/max; f16/bf16 and float averages get a tolerance of a
  * few units in the last place. Returns 0, or -1 with the first difference in `why`. */
@@ -179,8 +176,8 @@ typedef struct cli_local_coord {
     void *thread;  /* pthread_t, kept opaque here */
 } cli_local_coord;
 
-int cli_local_coord_start(cli_local_coord *lc, const char *run, const char *secret,
-                          int timeout_ms, int min_peers);
+int cli_local_coord_start(cli_local_coord *lc, const char *run, const char *secret, int timeout_ms,
+                          int min_peers);
 void cli_local_coord_stop(cli_local_coord *lc);
 
 /* ------------------------------------------------------------ subcommands */

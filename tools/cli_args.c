@@ -18,8 +18,7 @@
 #define CLI_SIZE_MAX ((uint64_t)64 << 30)
 #define CLI_SECRET_MAX (64 * 1024)
 
-static const cli_opt *find_opt(const cli_opt *opts, size_t nopts, const char *name,
-                               size_t name_len)
+static const cli_opt *find_opt(const cli_opt *opts, size_t nopts, const char *name, size_t name_len)
 {
     size_t k;
     for (k = 0; k < nopts; k++)
@@ -70,8 +69,7 @@ int cli_parse_opts(const char *cmd, int argc, char **argv, int first, const cli_
     return 0;
 }
 
-int cli_get_long(const char *cmd, const char *opt, const char *text, long min, long max,
-                 long *out)
+int cli_get_long(const char *cmd, const char *opt, const char *text, long min, long max, long *out)
 {
     char *end;
     long v;
@@ -81,8 +79,8 @@ int cli_get_long(const char *cmd, const char *opt, const char *text, long min, l
     errno = 0;
     v = strtol(text, &end, 10);
     if (errno || end == text || *end != '\0' || v < min || v > max)
-        return cli_usage_error(cmd, "%s: expected an integer in %ld..%ld, got '%s'", opt, min,
-                               max, text);
+        return cli_usage_error(cmd, "%s: expected an integer in %ld..%ld, got '%s'", opt, min, max,
+                               text);
     *out = v;
     return 0;
 }
@@ -100,9 +98,21 @@ int cli_parse_size(const char *text, uint64_t *out)
         v = v * 10 + (uint64_t)(*p - '0');
     }
     switch (*p) {
-    case 'k': case 'K': mult = (uint64_t)1 << 10; p++; break;
-    case 'm': case 'M': mult = (uint64_t)1 << 20; p++; break;
-    case 'g': case 'G': mult = (uint64_t)1 << 30; p++; break;
+    case 'k':
+    case 'K':
+        mult = (uint64_t)1 << 10;
+        p++;
+        break;
+    case 'm':
+    case 'M':
+        mult = (uint64_t)1 << 20;
+        p++;
+        break;
+    case 'g':
+    case 'G':
+        mult = (uint64_t)1 << 30;
+        p++;
+        break;
     default: break;
     }
     /* "64MiB" and "64MB" read as "64M"; a bare "B" as bytes. */
@@ -130,8 +140,8 @@ int cli_get_size(const char *cmd, const char *opt, const char *text, uint64_t *o
     return 0;
 }
 
-int cli_get_size_list(const char *cmd, const char *opt, const char *text, uint64_t *out,
-                      int max, int *n)
+int cli_get_size_list(const char *cmd, const char *opt, const char *text, uint64_t *out, int max,
+                      int *n)
 {
     char item[64];
     const char *p = text;
@@ -169,8 +179,10 @@ int cli_get_dtype(const char *cmd, const char *opt, const char *text, starling_d
         return 0;
     v = starling_dtype_from_name(text);
     if (v < 0)
-        return cli_usage_error(cmd, "%s: unknown data type '%s' (f32, f64, f16, bf16, i32, "
-                               "i64, u8)", opt, text);
+        return cli_usage_error(cmd,
+                               "%s: unknown data type '%s' (f32, f64, f16, bf16, i32, "
+                               "i64, u8)",
+                               opt, text);
     *out = (starling_dtype)v;
     return 0;
 }
@@ -182,8 +194,7 @@ int cli_get_op(const char *cmd, const char *opt, const char *text, starling_op *
         return 0;
     v = starling_op_from_name(text);
     if (v < 0)
-        return cli_usage_error(cmd, "%s: unknown operation '%s' (sum, avg, min, max)", opt,
-                               text);
+        return cli_usage_error(cmd, "%s: unknown operation '%s' (sum, avg, min, max)", opt, text);
     *out = (starling_op)v;
     return 0;
 }
@@ -220,8 +231,7 @@ int cli_get_host_port(const char *cmd, const char *opt, const char *text)
     if (!text)
         return 0;
     if (cli_split_host_port(text, host, sizeof host, &port) != 0)
-        return cli_usage_error(cmd, "%s: expected HOST:PORT (port 0..65535), got '%s'", opt,
-                               text);
+        return cli_usage_error(cmd, "%s: expected HOST:PORT (port 0..65535), got '%s'", opt, text);
     return 0;
 }
 
@@ -247,8 +257,7 @@ int cli_read_secret_file(const char *path, char **out, size_t *len, char *err, s
         goto fail;
     }
     if (n > CLI_SECRET_MAX) {
-        snprintf(err, err_cap, "secret file '%s' is larger than %d bytes", path,
-                 CLI_SECRET_MAX);
+        snprintf(err, err_cap, "secret file '%s' is larger than %d bytes", path, CLI_SECRET_MAX);
         goto fail;
     }
     if (n > 0 && buf[n - 1] == '\n')

@@ -69,8 +69,7 @@ int main(int argc, char **argv)
     }
     cmd = argv[1];
     if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0)
-        return argc == 2 ? print_version()
-                         : cli_usage_error(NULL, "'%s' takes no arguments", cmd);
+        return argc == 2 ? print_version() : cli_usage_error(NULL, "'%s' takes no arguments", cmd);
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
         cli_usage(stdout);
         return CLI_EXIT_OK;
@@ -87,8 +86,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "demo-peer") == 0)
         return cmd_demo_peer(argc, argv);
 
-    fprintf(stderr, "starling: unknown %s '%s'\n\n", cmd[0] == '-' ? "option" : "command",
-            cmd);
+    fprintf(stderr, "starling: unknown %s '%s'\n\n", cmd[0] == '-' ? "option" : "command", cmd);
     cli_usage(stderr);
     return CLI_EXIT_USAGE;
 }

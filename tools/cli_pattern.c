@@ -122,8 +122,7 @@ static double member_value(starling_dtype dt, int rank, int k)
 
 static int is_float(starling_dtype dt)
 {
-    return dt == STARLING_F32 || dt == STARLING_F64 || dt == STARLING_F16 ||
-           dt == STARLING_BF16;
+    return dt == STARLING_F32 || dt == STARLING_F64 || dt == STARLING_F16 || dt == STARLING_BF16;
 }
 
 int cli_pattern_supported(starling_dtype dtype, starling_op op)
@@ -133,8 +132,7 @@ int cli_pattern_supported(starling_dtype dtype, starling_op op)
     return !(dtype == STARLING_U8 && op == STARLING_AVG); /* the library refuses it too */
 }
 
-void cli_pattern_fill(void *buf, size_t count, starling_dtype dtype, int rank,
-                      unsigned shift)
+void cli_pattern_fill(void *buf, size_t count, starling_dtype dtype, int rank, unsigned shift)
 {
     double val[7];
     size_t i;
@@ -177,10 +175,10 @@ static void expected_value(starling_dtype dt, starling_op op, int nranks, int k,
             mx = v;
     }
     switch (dt) {
-    case STARLING_F32: eps = 1.0 / 8388608.0; break;  /* 2^-23 */
+    case STARLING_F32: eps = 1.0 / 8388608.0; break;          /* 2^-23 */
     case STARLING_F64: eps = 1.0 / 4503599627370496.0; break; /* 2^-52 */
-    case STARLING_F16: eps = 1.0 / 1024.0; break;     /* 2^-10 */
-    case STARLING_BF16: eps = 1.0 / 128.0; break;     /* 2^-7 */
+    case STARLING_F16: eps = 1.0 / 1024.0; break;             /* 2^-10 */
+    case STARLING_BF16: eps = 1.0 / 128.0; break;             /* 2^-7 */
     default: eps = 0.0; break;
     }
     *tol = 0.0;
@@ -228,9 +226,8 @@ int cli_pattern_check(const void *buf, size_t count, starling_dtype dtype, starl
         /* Written so that a NaN result fails. */
         if (!(fabs(got - exp[k]) <= tol[k])) {
             snprintf(why, why_cap,
-                     "element %zu of %zu is %.9g, expected %.9g (%s %s over %d members)", i,
-                     count, got, exp[k], starling_dtype_name(dtype), starling_op_name(op),
-                     nranks);
+                     "element %zu of %zu is %.9g, expected %.9g (%s %s over %d members)", i, count,
+                     got, exp[k], starling_dtype_name(dtype), starling_op_name(op), nranks);
             return -1;
         }
         if (++k == 7)

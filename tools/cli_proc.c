@@ -32,10 +32,7 @@ extern char **environ;
 
 volatile sig_atomic_t cli_stop_signal = 0;
 
-static void on_stop_signal(int sig)
-{
-    cli_stop_signal = sig;
-}
+static void on_stop_signal(int sig) { cli_stop_signal = sig; }
 
 void cli_install_stop_handlers(void)
 {
@@ -226,8 +223,7 @@ static int reap_exited(cli_group *g)
 }
 
 /* Splits newly read bytes into lines and hands each to `fn`. */
-static int feed_lines(cli_group *g, int idx, const char *data, size_t n, cli_line_fn fn,
-                      void *user)
+static int feed_lines(cli_group *g, int idx, const char *data, size_t n, cli_line_fn fn, void *user)
 {
     size_t k;
     for (k = 0; k < n; k++) {
@@ -237,8 +233,8 @@ static int feed_lines(cli_group *g, int idx, const char *data, size_t n, cli_lin
                 size_t cap = c->cap ? 2 * c->cap : 256;
                 char *line;
                 if (cap > CLI_MAX_LINE) {
-                    fprintf(stderr, "starling: %s sent a report line over %u bytes\n",
-                            c->name, CLI_MAX_LINE);
+                    fprintf(stderr, "starling: %s sent a report line over %u bytes\n", c->name,
+                            CLI_MAX_LINE);
                     return 1;
                 }
                 line = realloc(c->line, cap);
@@ -392,8 +388,8 @@ void cli_group_kill_all(cli_group *g)
     } while (left && cli_now() < give_up);
     for (k = 0; k < g->n; k++)
         if (!g->kids[k].reaped)
-            fprintf(stderr, "starling: %s (pid %ld) did not die after SIGKILL\n",
-                    g->kids[k].name, (long)g->kids[k].pid);
+            fprintf(stderr, "starling: %s (pid %ld) did not die after SIGKILL\n", g->kids[k].name,
+                    (long)g->kids[k].pid);
 }
 
 void cli_group_free(cli_group *g)

@@ -66,13 +66,14 @@ static void print_header(const bench_run *b, const char *coord_addr)
 {
     if (b->json)
         return;
-    printf("# starling all-reduce: %d peers, %s %s, %d stream%s, %d iterations (+%d warm-up), "
+    printf("# starling all-reduce: %d peer%s, %s %s, %d stream%s, %d iterations (+%d warm-up), "
            "coordinator %s\n",
-           b->peers, starling_dtype_name(b->dtype), starling_op_name(b->op), b->streams,
-           b->streams == 1 ? "" : "s", b->iters, b->warmup, coord_addr);
+           b->peers, b->peers == 1 ? "" : "s", starling_dtype_name(b->dtype),
+           starling_op_name(b->op), b->streams, b->streams == 1 ? "" : "s", b->iters, b->warmup,
+           coord_addr);
     printf("# busbw = bytes*2(n-1)/n / median; GB/s = 1e9 B/s; ring bound = 2(n-1)/n * bytes\n");
-    printf("%12s %12s %12s %11s %11s %12s %12s %12s\n", "size", "median", "min",
-           "algbw GB/s", "busbw GB/s", "sent/peer", "ring bound", "rss rank 0");
+    printf("%12s %12s %12s %11s %11s %12s %12s %12s\n", "size", "median", "min", "algbw GB/s",
+           "busbw GB/s", "sent/peer", "ring bound", "rss rank 0");
     fflush(stdout);
 }
 
@@ -95,9 +96,9 @@ static void print_row(const bench_run *b, bench_size *s)
                "\"streams\":%d,\"iters\":%d,\"median_s\":%.9g,\"min_s\":%.9g,"
                "\"busbw_GBps\":%.6g,\"bytes_sent_per_peer\":%s,\"ring_bytes_per_peer\":%s,"
                "\"peak_rss_bytes\":%llu,\"op\":\"%s\",\"warmup\":%d,\"algbw_GBps\":%.6g}\n",
-               b->peers, (unsigned long long)s->bytes, starling_dtype_name(b->dtype),
-               b->streams, b->iters, median, min, busbw, sej, rbj,
-               (unsigned long long)s->rss0, starling_op_name(b->op), b->warmup, algbw);
+               b->peers, (unsigned long long)s->bytes, starling_dtype_name(b->dtype), b->streams,
+               b->iters, median, min, busbw, sej, rbj, (unsigned long long)s->rss0,
+               starling_op_name(b->op), b->warmup, algbw);
     } else {
         printf("%12s %12s %12s %11.4f %11.4f %12s %12s %12s\n",
                cli_format_bytes((double)s->bytes, a, sizeof a),
@@ -137,8 +138,9 @@ static int bench_on_line(void *user, cli_group *g, int child, const char *line)
         while (b->next_row < b->nsizes && b->sizes[b->next_row].nreports == b->peers) {
             s = &b->sizes[b->next_row];
             if (s->ntimes != b->iters) {
-                fprintf(stderr, "starling bench: rank 0 reported %d of %d timings for %llu "
-                                "bytes\n",
+                fprintf(stderr,
+                        "starling bench: rank 0 reported %d of %d timings for %llu "
+                        "bytes\n",
                         s->ntimes, b->iters, (unsigned long long)s->bytes);
                 return 1;
             }
@@ -156,8 +158,7 @@ static int bench_on_line(void *user, cli_group *g, int child, const char *line)
         return 0;
     }
 bad:
-    fprintf(stderr, "starling bench: unexpected report from %s: '%s'\n", g->kids[child].name,
-            line);
+    fprintf(stderr, "starling bench: unexpected report from %s: '%s'\n", g->kids[child].name, line);
     return 1;
 }
 
@@ -193,8 +194,8 @@ static int run_bench(bench_run *b, double deadline_s)
     }
     snprintf(run, sizeof run, "bench-%ld", (long)getpid());
     for (k = 0; k < b->nsizes; k++)
-        off += (size_t)snprintf(bytes_list + off, sizeof bytes_list - off, "%s%llu",
-                                k ? "," : "", (unsigned long long)b->sizes[k].bytes);
+        off += (size_t)snprintf(bytes_list + off, sizeof bytes_list - off, "%s%llu", k ? "," : "",
+                                (unsigned long long)b->sizes[k].bytes);
     snprintf(peers_s, sizeof peers_s, "%d", b->peers);
     snprintf(iters_s, sizeof iters_s, "%d", b->iters);
     snprintf(warmup_s, sizeof warmup_s, "%d", b->warmup);
@@ -281,20 +282,24 @@ int cmd_bench(int argc, char **argv)
     size_t esize;
     bench_run *b;
     const cli_opt opts[] = {
-        {"--peers", &peers_t, NULL},     {"--bytes", &bytes_t, NULL},
-        {"--iters", &iters_t, NULL},     {"--warmup", &warmup_t, NULL},
-        {"--streams", &streams_t, NULL}, {"--dtype", &dtype_t, NULL},
-        {"--op", &op_t, NULL},           {"--timeout-ms", &timeout_t, NULL},
+        {"--peers", &peers_t, NULL},
+        {"--bytes", &bytes_t, NULL},
+        {"--iters", &iters_t, NULL},
+        {"--warmup", &warmup_t, NULL},
+        {"--streams", &streams_t, NULL},
+        {"--dtype", &dtype_t, NULL},
+        {"--op", &op_t, NULL},
+        {"--timeout-ms", &timeout_t, NULL},
         {"--deadline-s", &deadline_t, NULL},
-        {"--json", NULL, &json},         {"--verbose", NULL, &verbose},
+        {"--json", NULL, &json},
+        {"--verbose", NULL, &verbose},
     };
 
     if (argc < 3)
         return cli_usage_error("bench", "which benchmark? 'allreduce' or 'latency'");
     kind = argv[2];
     if (strcmp(kind, "allreduce") != 0 && strcmp(kind, "latency") != 0)
-        return cli_usage_error("bench", "unknown benchmark '%s' ('allreduce' or 'latency')",
-                               kind);
+        return cli_usage_error("bench", "unknown benchmark '%s' ('allreduce' or 'latency')", kind);
     latency = kind[0] == 'l';
     snprintf(cmd, sizeof cmd, "bench %s", kind);
     if ((rc = cli_parse_opts(cmd, argc, argv, 3, opts, sizeof opts / sizeof opts[0])))
@@ -346,8 +351,9 @@ int cmd_bench(int argc, char **argv)
     esize = starling_dtype_size(b->dtype);
     for (k = 0; k < nbytes; k++) {
         if (bytes[k] < esize || bytes[k] % esize != 0) {
-            cli_usage_error(cmd, "--bytes: %llu is not a whole number (>= 1) of %s elements "
-                                 "(%zu bytes each)",
+            cli_usage_error(cmd,
+                            "--bytes: %llu is not a whole number (>= 1) of %s elements "
+                            "(%zu bytes each)",
                             (unsigned long long)bytes[k], starling_dtype_name(b->dtype), esize);
             goto out;
         }

@@ -54,8 +54,7 @@ static int bench_one_size(bench_peer *p, int idx, uint64_t nbytes)
 
     if (posix_memalign(&send, 4096, (size_t)nbytes) != 0 ||
         posix_memalign(&recv, 4096, (size_t)nbytes) != 0) {
-        fprintf(stderr, "%s: cannot allocate 2 x %llu bytes\n", p->who,
-                (unsigned long long)nbytes);
+        fprintf(stderr, "%s: cannot allocate 2 x %llu bytes\n", p->who, (unsigned long long)nbytes);
         goto out;
     }
     times = calloc((size_t)p->iters, sizeof *times);
@@ -82,8 +81,8 @@ static int bench_one_size(bench_peer *p, int idx, uint64_t nbytes)
         /* Poison the output so a call that wrote nothing cannot pass the check. */
         if (k == 0)
             memset(recv, 0xff, (size_t)nbytes);
-        err = starling_allreduce(p->comm, &bar_send, &bar_recv, 1, STARLING_F32, STARLING_SUM,
-                                 NULL);
+        err =
+            starling_allreduce(p->comm, &bar_send, &bar_recv, 1, STARLING_F32, STARLING_SUM, NULL);
         if (err != STARLING_OK) {
             rc = peer_fail(p, "barrier all-reduce", err);
             goto out;
@@ -100,8 +99,8 @@ static int bench_one_size(bench_peer *p, int idx, uint64_t nbytes)
         }
         times[k] = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
         sent += b1 - b0;
-        if (k == 0 && cli_pattern_check(recv, count, p->dtype, p->op, p->size, 0, why,
-                                        sizeof why) != 0) {
+        if (k == 0 &&
+            cli_pattern_check(recv, count, p->dtype, p->op, p->size, 0, why, sizeof why) != 0) {
             fprintf(stderr, "%s: WRONG RESULT of the all-reduce of %llu bytes: %s\n", p->who,
                     (unsigned long long)nbytes, why);
             goto out;
@@ -134,11 +133,11 @@ int cmd_bench_peer(int argc, char **argv)
     starling_config *cfg = NULL;
     bench_peer p;
     const cli_opt opts[] = {
-        {"--coord", &coord, NULL},       {"--run", &run, NULL},
-        {"--index", &index_t, NULL},     {"--peers", &peers_t, NULL},
-        {"--bytes", &bytes_t, NULL},     {"--iters", &iters_t, NULL},
-        {"--warmup", &warmup_t, NULL},   {"--streams", &streams_t, NULL},
-        {"--dtype", &dtype_t, NULL},     {"--op", &op_t, NULL},
+        {"--coord", &coord, NULL},          {"--run", &run, NULL},
+        {"--index", &index_t, NULL},        {"--peers", &peers_t, NULL},
+        {"--bytes", &bytes_t, NULL},        {"--iters", &iters_t, NULL},
+        {"--warmup", &warmup_t, NULL},      {"--streams", &streams_t, NULL},
+        {"--dtype", &dtype_t, NULL},        {"--op", &op_t, NULL},
         {"--timeout-ms", &timeout_t, NULL}, {"--report-fd", &report_t, NULL},
         {"--verbose", NULL, &verbose},
     };

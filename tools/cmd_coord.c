@@ -32,8 +32,7 @@ static void install_coord_signals(void)
 }
 
 /* The secret from --secret-file, or from the environment variable (given or default). */
-static int load_secret(const char *cmd, const char *file, const char *env, char **out,
-                       size_t *len)
+static int load_secret(const char *cmd, const char *file, const char *env, char **out, size_t *len)
 {
     char err[512];
     const char *val;
@@ -79,7 +78,7 @@ int cmd_coordinator(int argc, char **argv)
     starling_config *cfg = NULL;
     starling_coord *coord = NULL;
     const cli_opt opts[] = {
-        {"--listen", &listen, NULL},         {"--run", &run, NULL},
+        {"--listen", &listen, NULL},           {"--run", &run, NULL},
         {"--secret-file", &secret_file, NULL}, {"--secret-env", &secret_env, NULL},
         {"--timeout-ms", &timeout_text, NULL}, {"--min-peers", &min_peers_text, NULL},
         {"--verbose", NULL, &verbose},
@@ -147,8 +146,8 @@ static void *coord_thread_main(void *arg)
     return NULL;
 }
 
-int cli_local_coord_start(cli_local_coord *lc, const char *run, const char *secret,
-                          int timeout_ms, int min_peers)
+int cli_local_coord_start(cli_local_coord *lc, const char *run, const char *secret, int timeout_ms,
+                          int min_peers)
 {
     starling_config *cfg = NULL;
     pthread_t *th;
@@ -168,8 +167,7 @@ int cli_local_coord_start(cli_local_coord *lc, const char *run, const char *secr
     if (rc == STARLING_OK)
         rc = starling_config_set_min_peers(cfg, min_peers);
     if (rc == STARLING_OK)
-        rc = starling_coord_create(&lc->coord, "127.0.0.1:0", run, secret, strlen(secret),
-                                   cfg);
+        rc = starling_coord_create(&lc->coord, "127.0.0.1:0", run, secret, strlen(secret), cfg);
     starling_config_destroy(cfg);
     if (rc != STARLING_OK) {
         fprintf(stderr, "starling: cannot start the local coordinator: %s\n",

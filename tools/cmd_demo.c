@@ -4,8 +4,9 @@
  * Schedule (with the defaults: 4 peers, 20 steps):
  *   - a coordinator on a thread of this process, 4 `demo-peer` processes
  *     (cmd_demo_peer.c) that all-reduce 1M f32 per step and check every result;
- *   - once the last peer has finished step 8 it is killed with SIGKILL; the survivors'
- *     collective fails with STARLING_E_PEER_LOST, they update the topology and retry;
+ *   - after step 8 the last peer is killed with SIGKILL, just before the step-9
+ *     all-reduce; the survivors' collective fails with STARLING_E_PEER_LOST, they update
+ *     the topology and retry;
  *   - when the survivors report the smaller epoch, a newcomer is started; it is admitted
  *     at the next topology update and receives the shared state (by step 14 at the
  *     latest: the members wait for it there);
@@ -101,18 +102,23 @@ static int demo_on_line(void *user, cli_group *g, int child, const char *line)
         narrate(d, who, "%s", line + 4);
         return 0;
     }
-    if (sscanf(line, "step %llu %d", &step, &size) == 2) {
-        if (child == d->victim && !d->killed && step >= (unsigned long long)d->kill_step) {
-            narrate(d, "demo", "%s finished step %llu: killing it with SIGKILL", who, step);
+    if (sscanf(line, "pace %llu", &step) == 1) {
+        /* The victim has made this step's topology update and is pausing before the
+         * all-reduce: killed now, it leaves the others inside a collective. */
+        if (child == d->victim && !d->killed && step > (unsigned long long)d->kill_step) {
+            narrate(d, "demo", "%s is about to run step %llu: killing it with SIGKILL", who, step);
             cli_group_kill(g, child);
             d->killed = 1;
         }
         return 0;
     }
+    if (sscanf(line, "step %llu %d", &step, &size) == 2)
+        return 0;
     if (sscanf(line, "epoch %llu %d %d", &epoch, &size, &rank) == 3) {
         if (d->killed && d->joiner < 0 && size < d->peers) {
-            narrate(d, "demo", "the survivors formed epoch %llu with %d members; starting a "
-                               "newcomer to take the lost peer's place",
+            narrate(d, "demo",
+                    "the survivors formed epoch %llu with %d members; starting a "
+                    "newcomer to take the lost peer's place",
                     epoch, size);
             d->joiner = demo_spawn(d, g, d->peers, 1);
             if (d->joiner < 0)
@@ -193,8 +199,8 @@ int cmd_demo(int argc, char **argv)
     demo_run *d;
     double deadline;
     const cli_opt opts[] = {
-        {"--peers", &peers_t, NULL},       {"--steps", &steps_t, NULL},
-        {"--elements", &elements_t, NULL}, {"--step-ms", &step_ms_t, NULL},
+        {"--peers", &peers_t, NULL},        {"--steps", &steps_t, NULL},
+        {"--elements", &elements_t, NULL},  {"--step-ms", &step_ms_t, NULL},
         {"--timeout-ms", &timeout_t, NULL}, {"--verbose", NULL, &verbose},
     };
 
@@ -250,8 +256,9 @@ int cmd_demo(int argc, char **argv)
     g.verbose = 0;
     narrate(d, "demo", "coordinator listening on %s (run %s, failure timeout %d ms)", d->addr,
             d->run, d->timeout_ms);
-    narrate(d, "demo", "plan: %d peers, %d steps of %llu-float all-reduces; peer-%d is killed "
-                       "after step %d, a newcomer joins and receives the shared state",
+    narrate(d, "demo",
+            "plan: %d peers, %d steps of %llu-float all-reduces; peer-%d is killed "
+            "after step %d, a newcomer joins and receives the shared state",
             d->peers, d->steps, (unsigned long long)elements, d->victim, d->kill_step);
 
     rc = CLI_EXIT_FAIL;

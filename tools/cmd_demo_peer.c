@@ -10,6 +10,7 @@
  * Report lines to the demo parent:
  *   say TEXT                  narrative, printed by the parent
  *   epoch EPOCH SIZE RANK     a new epoch was formed
+ *   pace STEP                 about to run step STEP (topology updated, pacing)
  *   step STEP SIZE            step STEP completed (all-reduce checked)
  *   lost STEP                 a collective failed with STARLING_E_PEER_LOST
  *   synced CHANGED STEP       a state sync completed (CHANGED = 1: replaced)
@@ -81,7 +82,7 @@ static int demo_topology(demo_peer *p, int need_sync)
             if (p->rank == 0 || p->verbose)
                 say(p, "epoch %llu: %d members%s (I am rank %d)", (unsigned long long)epoch,
                     p->size,
-                    old_size == 0         ? ""
+                    old_size == 0        ? ""
                     : p->size < old_size ? ", a peer is gone"
                     : p->size > old_size ? ", a peer joined"
                                          : "",
@@ -116,15 +117,19 @@ static int demo_topology(demo_peer *p, int need_sync)
     }
 }
 
+/* Runs steps `step`..steps. The caller has just made the topology update of the first
+ * step (a newcomer's admission is the members' update at the top of some step), so the
+ * first iteration must not make another: every member must issue the same calls. */
 static int demo_steps(demo_peer *p, uint64_t step)
 {
     char why[256];
     size_t i;
-    int rc;
+    int rc, topology_done = 1;
 
     while (step <= (uint64_t)p->steps) {
-        if ((rc = demo_topology(p, 0)) != CLI_EXIT_OK)
+        if (!topology_done && (rc = demo_topology(p, 0)) != CLI_EXIT_OK)
             return rc;
+        topology_done = 0;
         /* The schedule wants the newcomer in before the end: wait for it here, all
          * members together (they agree on the size, so they leave the loop together). */
         if (!p->joiner && step == (uint64_t)p->join_step && p->size < p->join_size) {
@@ -142,15 +147,19 @@ static int demo_steps(demo_peer *p, uint64_t step)
                     return rc;
             }
         }
+        /* The demo parent kills its victim on this line: while it sleeps here, after
+         * the topology update, so the others' next all-reduce is the one that fails. */
+        cli_report(p->rep, "pace %llu", (unsigned long long)step);
         cli_sleep_ms(p->step_ms); /* pacing, so that a human can follow */
         cli_pattern_fill(p->send, p->elements, STARLING_F32, p->rank, (unsigned)step);
-        rc = starling_allreduce(p->comm, p->send, p->recv, p->elements, STARLING_F32,
-                                STARLING_SUM, NULL);
+        rc = starling_allreduce(p->comm, p->send, p->recv, p->elements, STARLING_F32, STARLING_SUM,
+                                NULL);
         if (rc == STARLING_E_PEER_LOST) {
             if (++p->losses > DEMO_MAX_LOSSES)
                 return demo_fail(p, "all-reduce (too many losses)", rc);
-            say(p, "step %llu: all-reduce failed with %s (%s); updating the topology and "
-                   "retrying",
+            say(p,
+                "step %llu: all-reduce failed: %s (%s); updating the topology and "
+                "retrying",
                 (unsigned long long)step, starling_strerror(rc), errmsg_or(p, "no detail"));
             cli_report(p->rep, "lost %llu", (unsigned long long)step);
             continue; /* the same step, after the next topology update */
@@ -159,8 +168,8 @@ static int demo_steps(demo_peer *p, uint64_t step)
             return demo_fail(p, "all-reduce", rc);
         if (cli_pattern_check(p->recv, p->elements, STARLING_F32, STARLING_SUM, p->size,
                               (unsigned)step, why, sizeof why) != 0) {
-            fprintf(stderr, "%s: WRONG RESULT at step %llu: %s\n", p->who,
-                    (unsigned long long)step, why);
+            fprintf(stderr, "%s: WRONG RESULT at step %llu: %s\n", p->who, (unsigned long long)step,
+                    why);
             return CLI_EXIT_FAIL;
         }
         /* The "training" update: identical inputs on every member, so identical weights. */
@@ -191,12 +200,12 @@ int cmd_demo_peer(int argc, char **argv)
     starling_config *cfg = NULL;
     demo_peer p;
     const cli_opt opts[] = {
-        {"--coord", &coord, NULL},         {"--run", &run, NULL},
-        {"--index", &index_t, NULL},       {"--peers", &peers_t, NULL},
-        {"--steps", &steps_t, NULL},       {"--elements", &elements_t, NULL},
-        {"--step-ms", &step_ms_t, NULL},   {"--timeout-ms", &timeout_t, NULL},
+        {"--coord", &coord, NULL},           {"--run", &run, NULL},
+        {"--index", &index_t, NULL},         {"--peers", &peers_t, NULL},
+        {"--steps", &steps_t, NULL},         {"--elements", &elements_t, NULL},
+        {"--step-ms", &step_ms_t, NULL},     {"--timeout-ms", &timeout_t, NULL},
         {"--join-step", &join_step_t, NULL}, {"--report-fd", &report_t, NULL},
-        {"--joiner", NULL, &joiner},       {"--verbose", NULL, &verbose},
+        {"--joiner", NULL, &joiner},         {"--verbose", NULL, &verbose},
     };
 
     memset(&p, 0, sizeof p);
@@ -257,7 +266,7 @@ int cmd_demo_peer(int argc, char **argv)
     if (err == STARLING_OK && timeout_t)
         err = starling_config_set_timeout_ms(cfg, (int)timeout_ms);
     if (err == STARLING_OK)
-        err = starling_config_set_op_timeout_ms(cfg, 30000);
+        err = starling_config_set_op_timeout_ms(cfg, 20000);
     if (err == STARLING_OK)
         err = starling_config_set_name(cfg, p.who);
     if (err != STARLING_OK) {

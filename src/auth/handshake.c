@@ -205,7 +205,8 @@ int starling__handshake_server(int fd, const starling__key *key, starling__msg_h
     if ((r = starling__sock_send_all(fd, buf, (size_t)n, deadline_ms)))
         return r;
     if ((r = starling__frame_recv(fd, &h, buf, sizeof buf, deadline_ms))) {
-        set_why(why, why_len, "no proof before the deadline");
+        set_why(why, why_len, r == STARLING_E_TIMEOUT ? "no proof before the deadline"
+                                                      : "connection closed before the proof");
         return r;
     }
     if (h.type != MSG_AUTH || starling__auth_decode(buf, h.len, &au)) {

@@ -121,8 +121,8 @@ int starling_coord_create(starling_coord **out, const char *host_port, const cha
     c->coord_id = starling__random_id();
     c->timeout_ms = cfg->timeout_ms;
     c->min_peers = cfg->min_peers;
-    SLOG_INFO("coordinator %016" PRIx64 " for run '%s' listening on %s:%d", c->coord_id, run,
-              host, c->port);
+    SLOG_INFO("coordinator %016" PRIx64 " for run '%s' listening on %s:%d", c->coord_id, run, host,
+              c->port);
     *out = c;
     return STARLING_OK;
 fail:
@@ -285,8 +285,8 @@ static void loop_once(starling_coord *c)
             if (ev & POLLOUT) {
                 int fr = starling__fconn_flush(&p->fc);
                 if (fr) {
-                    starling__coord_lost(c, p, fr == STARLING_E_CLOSED ? "connection closed"
-                                                                      : "send failed");
+                    starling__coord_lost(
+                        c, p, fr == STARLING_E_CLOSED ? "connection closed" : "send failed");
                     continue;
                 }
             }

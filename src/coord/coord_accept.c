@@ -1,8 +1,8 @@
-/* The acceptor thread: accept, handshake, hand over.
+/* The acceptor thread: accept, then hand the socket to the handshake pool.
  *
- * The handshake is blocking (auth/handshake.h), so it runs here and not in the main loop:
- * a slow or hostile client can delay other newcomers by at most the handshake deadline,
- * but never the heartbeats and failure resolution of the peers already admitted. */
+ * Handshakes are blocking (auth/handshake.h), so they run on the pool's threads and not in
+ * the main loop: a slow or hostile client delays neither other newcomers nor the
+ * heartbeats and failure resolution of the peers already admitted. */
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -41,12 +41,20 @@ static void push(starling_coord *c, int fd, uint64_t peer_id)
     starling__wake_signal(&c->wake);
 }
 
+/* On the handshake's own thread, for an authenticated connection. */
+static void on_handshake(void *user, int fd, const starling__msg_hello *hello)
+{
+    starling_coord *c = user;
+    if (hello->role != ROLE_CONTROL) {
+        SLOG_WARN("refused connection: role %u is not a control connection", (unsigned)hello->role);
+        starling__sock_close(fd);
+        return;
+    }
+    push(c, fd, hello->peer_id);
+}
+
 static void accept_one(starling_coord *c)
 {
-    starling__msg_hello hello;
-    char why[STARLING_REASON_MAX];
-    int64_t budget = c->timeout_ms < STARLING_COORD_HANDSHAKE_MS ? c->timeout_ms
-                                                                 : STARLING_COORD_HANDSHAKE_MS;
     int fd = -1, r;
 
     r = starling__tcp_accept(c->lfd, &fd);
@@ -57,22 +65,7 @@ static void accept_one(starling_coord *c)
         backoff(c, 100);
         return;
     }
-    why[0] = '\0';
-    memset(&hello, 0, sizeof hello);
-    r = starling__handshake_server(fd, &c->key, &hello, starling__now_ms() + budget, why,
-                                   sizeof why);
-    if (r) {
-        SLOG_WARN("refused connection: %s", why[0] ? why : starling_strerror(r));
-        starling__sock_close(fd);
-        return;
-    }
-    if (hello.role != ROLE_CONTROL) {
-        SLOG_WARN("refused connection: role %u is not a control connection",
-                  (unsigned)hello.role);
-        starling__sock_close(fd);
-        return;
-    }
-    push(c, fd, hello.peer_id);
+    starling__hspool_submit(&c->hs, fd);
 }
 
 static void *acceptor_main(void *arg)
@@ -100,8 +93,15 @@ static void *acceptor_main(void *arg)
 
 int starling__coord_acceptor_start(starling_coord *c)
 {
-    if (pthread_create(&c->acceptor, NULL, acceptor_main, c) != 0)
+    int budget =
+        c->timeout_ms < STARLING_COORD_HANDSHAKE_MS ? c->timeout_ms : STARLING_COORD_HANDSHAKE_MS;
+    if (starling__hspool_init(&c->hs, &c->key, STARLING_COORD_HANDSHAKES, budget, "coordinator",
+                              on_handshake, c) != STARLING_OK)
         return STARLING_E_OS;
+    if (pthread_create(&c->acceptor, NULL, acceptor_main, c) != 0) {
+        starling__hspool_destroy(&c->hs);
+        return STARLING_E_OS;
+    }
     return STARLING_OK;
 }
 
@@ -109,6 +109,7 @@ void starling__coord_acceptor_join(starling_coord *c)
 {
     starling__wake_signal(&c->accept_wake);
     pthread_join(c->acceptor, NULL);
+    starling__hspool_destroy(&c->hs); /* handshakes in flight end by their deadline */
 }
 
 int starling__coord_take_accepted(starling_coord *c, starling__coord_pending *out, int max)

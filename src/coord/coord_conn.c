@@ -25,8 +25,7 @@ starling__coord_conn *starling__coord_find(starling_coord *c, uint64_t peer_id)
     return NULL;
 }
 
-void starling__coord_send(starling_coord *c, starling__coord_conn *p, const uint8_t *frame,
-                          int n)
+void starling__coord_send(starling_coord *c, starling__coord_conn *p, const uint8_t *frame, int n)
 {
     int r;
     if (p->closing || p->send_failed)
@@ -64,8 +63,8 @@ void starling__coord_lost(starling_coord *c, starling__coord_conn *p, const char
     if (p->registered)
         SLOG_INFO("peer %s lost: %s", label, reason);
     else
-        SLOG_INFO("connection of peer %016" PRIx64 " closed before registering: %s",
-                  p->hello_id, reason);
+        SLOG_INFO("connection of peer %016" PRIx64 " closed before registering: %s", p->hello_id,
+                  reason);
     starling__fconn_close(&p->fc);
     p->closing = 1;
     p->waiting = 0;
@@ -75,6 +74,21 @@ void starling__coord_lost(starling_coord *c, starling__coord_conn *p, const char
         if (idx >= 0 && !c->members[idx].dead)
             starling__coord_member_lost(c, idx);
     }
+}
+
+void starling__coord_reject(starling_coord *c, starling__coord_conn *p, int32_t code,
+                            const char *reason)
+{
+    uint8_t frame[STARLING_FRAME_HDR + 5 + STARLING_REASON_MAX];
+    starling__msg_reject rj;
+    int n;
+    rj.code = code;
+    snprintf(rj.reason, sizeof rj.reason, "%s", reason);
+    n = starling__reject_encode(frame, sizeof frame, &rj);
+    /* Best effort and non-blocking: the connection is fresh, its send buffer empty. */
+    if (n > 0 && p->fc.out_off == p->fc.out_len)
+        starling__sock_send(p->fc.fd, frame, (size_t)n);
+    starling__coord_lost(c, p, reason);
 }
 
 static void malformed(starling_coord *c, starling__coord_conn *p, const char *why)

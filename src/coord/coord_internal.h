@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "auth/handshake.h"
+#include "auth/hspool.h"
 #include "net/fconn.h"
 #include "platform/net.h"
 #include "platform/wake.h"
@@ -25,6 +26,7 @@
 #define STARLING_COORD_MAX_CONNS (STARLING_MAX_PEERS + STARLING_COORD_ACCEPT_QUEUE)
 #define STARLING_COORD_DECISIONS 16 /* resolved epochs remembered for late askers */
 #define STARLING_COORD_HANDSHAKE_MS 2000
+#define STARLING_COORD_HANDSHAKES 64 /* concurrent handshakes; more are refused at once */
 
 /* One control connection (after the handshake), registered or not yet. Heap-allocated so
  * its address stays put while the connection table is compacted. */
@@ -47,8 +49,8 @@ typedef struct starling__coord_conn {
 
 typedef struct starling__coord_member {
     uint64_t id;
-    int dead;         /* died in this epoch: excluded from the next one */
-    int replied;      /* resolution: STATUS received */
+    int dead;    /* died in this epoch: excluded from the next one */
+    int replied; /* resolution: STATUS received */
     uint64_t done_seq;
 } starling__coord_member;
 
@@ -79,13 +81,14 @@ struct starling_coord {
     /* Hand-over from the acceptor, under qlock. */
     pthread_mutex_t qlock;
     pthread_t acceptor;
+    starling__hspool hs; /* handshakes in flight, each on its own thread */
     starling__coord_pending queue[STARLING_COORD_ACCEPT_QUEUE];
     int qlen;
 
     /* Main-loop state: touched by the main loop only. */
     starling__coord_conn **conns;
     int nconns;
-    struct pollfd *pfds;          /* 1 + STARLING_COORD_MAX_CONNS */
+    struct pollfd *pfds;           /* 1 + STARLING_COORD_MAX_CONNS */
     starling__coord_conn **polled; /* connection behind pfds[i + 1] */
     int64_t next_heartbeat_ms;
     int reap;  /* some connection has send_failed set */
@@ -95,14 +98,15 @@ struct starling_coord {
     uint64_t epoch;
     starling__coord_member *members; /* STARLING_MAX_PEERS, ring order */
     uint32_t nmembers;
-    int broken;          /* a member died or a collective failed in this epoch */
-    int had_death;       /* a member of this epoch died */
+    int broken;                /* a member died or a collective failed in this epoch */
+    int had_death;             /* a member of this epoch died */
     int64_t adopt_deadline_ms; /* adopted epoch: members must re-register by then (0: none) */
 
     /* Failure resolution of the current epoch. */
     int res_active;
     int64_t res_deadline_ms;
-    int32_t res_code; /* first FAIL code reported (0: none) */
+    int32_t res_code;        /* first FAIL code reported (0: none) */
+    uint64_t res_commit_cap; /* a MISMATCH reported for op S: commit_seq <= S - 1 */
     starling__coord_decision decisions[STARLING_COORD_DECISIONS];
     int ndecisions, decision_next;
 
@@ -110,8 +114,8 @@ struct starling_coord {
     uint8_t *buf; /* one encoded control frame */
     starling__msg_register *reg;
     starling__msg_topo *topo;
-    uint64_t *ids;                /* STARLING_MAX_PEERS */
-    starling__coord_conn **who;   /* STARLING_MAX_PEERS */
+    uint64_t *ids;              /* STARLING_MAX_PEERS */
+    starling__coord_conn **who; /* STARLING_MAX_PEERS */
 };
 
 /* Atomic flag access (the stop flag is written from other threads and signal handlers). */
@@ -128,13 +132,15 @@ int starling__coord_take_accepted(starling_coord *c, starling__coord_pending *ou
 void starling__coord_label(const starling__coord_conn *p, char out[96]);
 starling__coord_conn *starling__coord_find(starling_coord *c, uint64_t peer_id);
 /* Queues an encoded frame; a failure marks the connection for death (reaped later). */
-void starling__coord_send(starling_coord *c, starling__coord_conn *p, const uint8_t *frame,
-                          int n);
+void starling__coord_send(starling_coord *c, starling__coord_conn *p, const uint8_t *frame, int n);
 void starling__coord_send_epoch(starling_coord *c, starling__coord_conn *p, uint8_t type,
                                 uint64_t epoch, uint64_t a, int32_t code);
 /* Death of a connection: closes it, and if it was a member of the current epoch, breaks
  * the epoch. `reason` is logged. Idempotent. */
 void starling__coord_lost(starling_coord *c, starling__coord_conn *p, const char *reason);
+/* Refuses a registration: REJECT{code, reason} (best effort), then close. */
+void starling__coord_reject(starling_coord *c, starling__coord_conn *p, int32_t code,
+                            const char *reason);
 /* Reads and handles every complete frame; a malformed one kills the connection. */
 void starling__coord_on_readable(starling_coord *c, starling__coord_conn *p, int64_t now_ms);
 

@@ -78,8 +78,8 @@ static void adopt(starling_coord *c, starling__coord_conn *p, const starling__ms
     c->had_death = 0;
     c->adopt_deadline_ms = now + c->timeout_ms;
     c->dirty = 1;
-    SLOG_INFO("adopted epoch %" PRIu64 " (%u members) from re-registering peer %s",
-              c->epoch, (unsigned)c->nmembers, p->name);
+    SLOG_INFO("adopted epoch %" PRIu64 " (%u members) from re-registering peer %s", c->epoch,
+              (unsigned)c->nmembers, p->name);
     for (int i = 0; i < c->nconns; i++) {
         starling__coord_conn *q = c->conns[i];
         if (q == p || !q->registered || q->closing)
@@ -160,7 +160,7 @@ void starling__coord_on_register(starling_coord *c, starling__coord_conn *p,
     } else if (count_registered(c) >= STARLING_MAX_PEERS) {
         SLOG_WARN("refused peer %016" PRIx64 ": already %d peers registered", p->hello_id,
                   STARLING_MAX_PEERS);
-        starling__coord_lost(c, p, "too many peers");
+        starling__coord_reject(c, p, STARLING_E_LIMIT, "too many peers registered");
         return;
     }
     p->registered = 1;
@@ -189,8 +189,8 @@ void starling__coord_adopt_check(starling_coord *c, int64_t now_ms)
     for (uint32_t i = 0; i < c->nmembers; i++) {
         if (c->members[i].dead || starling__coord_find(c, c->members[i].id))
             continue;
-        SLOG_INFO("peer ?/%016" PRIx64 " lost: did not re-register within %d ms",
-                  c->members[i].id, c->timeout_ms);
+        SLOG_INFO("peer ?/%016" PRIx64 " lost: did not re-register within %d ms", c->members[i].id,
+                  c->timeout_ms);
         starling__coord_member_lost(c, (int)i);
     }
 }
@@ -242,9 +242,9 @@ static void form(starling_coord *c, uint32_t n)
         who[i]->waiting = 0;
         who[i]->epoch = c->epoch;
         who[i]->decide_epoch = 0;
-        starling__coord_send(c, who[i], c->buf,
-                             starling__topo_encode(c->buf, STARLING_FRAME_HDR + STARLING_CTRL_MAX,
-                                                   c->topo));
+        starling__coord_send(
+            c, who[i], c->buf,
+            starling__topo_encode(c->buf, STARLING_FRAME_HDR + STARLING_CTRL_MAX, c->topo));
     }
     log_epoch(c, who, n);
 }

@@ -3,7 +3,14 @@
  * decision is sent to all of them: the collectives up to commit_seq commit, the later ones
  * abort. commit_seq is the smallest done_seq reported, because a collective may only
  * commit where every survivor already holds its result; so all survivors agree.
- * Members that do not answer within timeout_ms are declared dead. */
+ * Members that do not answer within timeout_ms are declared dead.
+ *
+ * One exception lowers it further: a member that reports FAIL{seq S, MISMATCH} may have
+ * finished S's data phase (done_seq = S: a broadcast whose members disagree on the root
+ * moves data without noticing, the DONE barrier does), yet S must not commit. That is
+ * safe because under a mismatch no member can pass the barrier and commit S on its own.
+ * Other failures (a lost peer, a timeout) do not cap: there a member may already have
+ * committed S after its barrier, and commit_seq = min done_seq agrees with it. */
 #include <inttypes.h>
 #include <stdint.h>
 #include <string.h>
@@ -56,6 +63,7 @@ void starling__coord_resolve_start(starling_coord *c, int32_t code)
     c->res_active = 1;
     c->res_deadline_ms = starling__now_ms() + c->timeout_ms;
     c->res_code = code;
+    c->res_commit_cap = UINT64_MAX;
     for (uint32_t i = 0; i < c->nmembers; i++) {
         starling__coord_member *m = &c->members[i];
         starling__coord_conn *q;
@@ -91,16 +99,19 @@ void starling__coord_on_fail(starling_coord *c, starling__coord_conn *p,
     }
     SLOG_INFO("peer %s reports a failure in epoch %" PRIu64 " at seq %" PRIu64 ": %s", p->name,
               m->epoch, m->a, starling_strerror(m->code));
-    if (c->res_active) {
-        if (!c->res_code)
-            c->res_code = m->code;
-        return;
-    }
-    if (starling__coord_decision_find(c, m->epoch)) {
+    if (!c->res_active && starling__coord_decision_find(c, m->epoch)) {
         starling__coord_send_decision(c, p, m->epoch);
         return;
     }
-    starling__coord_resolve_start(c, m->code);
+    if (!c->res_active)
+        starling__coord_resolve_start(c, m->code);
+    else if (!c->res_code)
+        c->res_code = m->code;
+    if (m->code == STARLING_E_MISMATCH) {
+        uint64_t cap = m->a ? m->a - 1 : 0;
+        if (cap < c->res_commit_cap)
+            c->res_commit_cap = cap;
+    }
 }
 
 void starling__coord_on_status(starling_coord *c, starling__coord_conn *p,
@@ -154,6 +165,8 @@ void starling__coord_resolve_check(starling_coord *c, int64_t now_ms)
     }
     if (!any)
         commit = 0;
+    if (commit > c->res_commit_cap)
+        commit = c->res_commit_cap;
     if (c->had_death || c->res_code == 0 || c->res_code == STARLING_E_PROTOCOL)
         code = STARLING_E_PEER_LOST;
     else

@@ -1,6 +1,7 @@
 /* The communicator's public face: creation and teardown, the job queue, requests. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/internal.h"
@@ -249,6 +250,10 @@ int starling_comm_create(starling_comm **out, const char *coord_host_port, const
     else
         starling__config_defaults(&c->cfg);
     c->id = starling__random_id();
+    {
+        const char *sb = getenv("STARLING_SOCKBUF");
+        c->sockbuf = sb ? atoi(sb) : 0;
+    }
     if (c->cfg.name[0])
         snprintf(c->name, sizeof c->name, "%s", c->cfg.name);
     else

@@ -5,10 +5,12 @@
  * Why a separate acceptor thread: every member connects to its right neighbour while
  * its left neighbour connects to it. If the engine did both in turn with blocking
  * handshakes, the ring of "connect first" would deadlock; and a slow or hostile client
- * must never stall the engine's heartbeats. */
+ * must never stall the engine's heartbeats. Each handshake runs on its own thread
+ * (auth/hspool.h), so a silent client does not hold up the real neighbour either. */
 #include <poll.h>
 #include <string.h>
 
+#include "auth/hspool.h"
 #include "core/internal.h"
 #include "platform/clock.h"
 #include "util/alloc.h"
@@ -33,15 +35,33 @@ static void park(starling_comm *c, int fd, const starling__msg_hello *h)
     starling__wake_signal(&c->wake);
 }
 
+/* On the handshake's own thread, for an authenticated connection. */
+static void on_handshake(void *user, int fd, const starling__msg_hello *h)
+{
+    starling_comm *c = user;
+    if (h->role != ROLE_DATA) {
+        SLOG_WARN("%s: refused data connection: not a data-link hello", c->name);
+        starling__sock_close(fd);
+        return;
+    }
+    starling__sock_set_buffers(fd, c->sockbuf);
+    park(c, fd, h);
+}
+
 void *starling__acceptor_main(void *arg)
 {
     starling_comm *c = arg;
+    starling__hspool pool;
     int hs_ms = c->cfg.timeout_ms < 2000 ? c->cfg.timeout_ms : 2000;
+
+    if (starling__hspool_init(&pool, &c->key, 32, hs_ms, c->name, on_handshake, c) != STARLING_OK) {
+        SLOG_ERROR("%s: cannot start the handshake pool; no ring links can be accepted",
+                   c->name);
+        return NULL;
+    }
     for (;;) {
         struct pollfd p[2] = {{c->listen_fd, POLLIN, 0}, {c->acc_wake.rfd, POLLIN, 0}};
-        starling__msg_hello h;
-        char why[128];
-        int fd, rc, stop;
+        int fd, stop;
 
         pthread_mutex_lock(&c->mu);
         stop = c->stop;
@@ -52,20 +72,9 @@ void *starling__acceptor_main(void *arg)
             continue;
         if (starling__tcp_accept(c->listen_fd, &fd) != STARLING_OK)
             continue;
-        why[0] = '\0';
-        rc = starling__handshake_server(fd, &c->key, &h, starling__now_ms() + hs_ms, why,
-                                        sizeof why);
-        if (rc == STARLING_OK && h.role != ROLE_DATA) {
-            rc = STARLING_E_PROTOCOL;
-            strcpy(why, "not a data-link hello");
-        }
-        if (rc != STARLING_OK) {
-            SLOG_WARN("%s: refused data connection: %s", c->name, why[0] ? why : starling_strerror(rc));
-            starling__sock_close(fd);
-            continue;
-        }
-        park(c, fd, &h);
+        starling__hspool_submit(&pool, fd);
     }
+    starling__hspool_destroy(&pool); /* handshakes in flight end by their deadline */
     return NULL;
 }
 
@@ -115,6 +124,7 @@ int starling__links_setup(starling_comm *c, const starling__msg_topo *t)
             starling__links_close(c);
             return rc;
         }
+        starling__sock_set_buffers(fd, c->sockbuf);
         e->right[s] = fd;
         e->nright = s + 1;
     }

@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <xxhash.h>
 
@@ -366,6 +367,7 @@ static int tx_stream(starling_comm *c, ring_op *o, int s, int *want_out)
         const uint8_t *src = (st->send_from_input ? o->in : o->work) + o->seg_off[st->send_seg] +
                              (size_t)it->p * o->piece;
         struct iovec iov[2];
+        struct msghdr mh;
         int niov = 0;
         ssize_t r;
         if (!item_ready(o, it))
@@ -381,8 +383,13 @@ static int tx_stream(starling_comm *c, ring_op *o, int s, int *want_out)
             iov[niov].iov_base = (void *)(src + done);
             iov[niov++].iov_len = len - done;
         }
+        /* sendmsg, not writev: MSG_NOSIGNAL keeps a dead neighbour from raising SIGPIPE
+         * in the application's process. */
+        memset(&mh, 0, sizeof mh);
+        mh.msg_iov = iov;
+        mh.msg_iovlen = (size_t)niov;
         do {
-            r = writev(c->eng.right[s], iov, niov);
+            r = sendmsg(c->eng.right[s], &mh, MSG_NOSIGNAL);
         } while (r < 0 && errno == EINTR);
         if (r < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {

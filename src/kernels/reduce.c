@@ -30,8 +30,8 @@
  * disjoint from both. Element j is then read before it is written and no iteration
  * touches another's element: the loop carries no dependence, and the vectorizer may
  * assume so. (A partial overlap such as dst == a + 1 would break this; no caller does
- * that, and the result would be order-dependent even in scalar code.) */
-/* clang needs no hint: at -O2 it vectorizes behind a runtime alias check. Its
+ * that, and the result would be order-dependent even in scalar code.)
+ * clang needs no hint: at -O2 it vectorizes behind a runtime alias check. Its
  * "vectorize(assume_safety)" would also turn every loop it cannot vectorize (-O1,
  * sanitizer builds) into a -Wpass-failed warning, which -Werror makes fatal. */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -119,7 +119,8 @@ DEFINE_DTYPE_KERNELS(f64,  double,   double,   double,   CONVERT_SAME, CONVERT_S
                      COMBINE_ADD, COMBINE_MIN_FLOAT, COMBINE_MAX_FLOAT)
 DEFINE_DTYPE_KERNELS(f16,  uint16_t, uint16_t, float,    half_f16_to_f32, half_f32_to_f16,
                      COMBINE_ADD, COMBINE_MIN_FLOAT, COMBINE_MAX_FLOAT)
-DEFINE_DTYPE_KERNELS(bf16, uint16_t, uint16_t, float,    half_bf16_to_f32, half_f32_to_bf16,
+DEFINE_DTYPE_KERNELS(bf16, uint16_t, uint16_t, float,    half_bf16_to_f32_keep_nan,
+                     half_f32_to_bf16,
                      COMBINE_ADD, COMBINE_MIN_FLOAT, COMBINE_MAX_FLOAT)
 DEFINE_DTYPE_KERNELS(i32,  int32_t,  uint32_t, int32_t,  CONVERT_SAME, CONVERT_SAME,
                      COMBINE_ADD, COMBINE_MIN_INT, COMBINE_MAX_INT)

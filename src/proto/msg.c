@@ -24,6 +24,9 @@ int starling__frame_hdr_decode(const uint8_t in[STARLING_FRAME_HDR], uint32_t ma
     if (in[0] == MSG_DATA) {
         if (len < STARLING_DATA_HDR || len - STARLING_DATA_HDR > max_data_len)
             return STARLING_E_PROTOCOL;
+    } else if (in[0] == MSG_DONE || in[0] == MSG_ABORT) {
+        if (len != STARLING_DATA_HDR)
+            return STARLING_E_PROTOCOL;
     } else if (len > STARLING_CTRL_MAX) {
         return STARLING_E_PROTOCOL;
     }
@@ -153,7 +156,7 @@ int starling__reject_decode(const uint8_t *p, size_t len, starling__msg_reject *
     if (starling__r_finish(&r))
         return STARLING_E_PROTOCOL;
     /* Only codes of the stable list are accepted. */
-    if (m->code > 0 || m->code < STARLING_E_BUSY)
+    if (m->code >= 0 || m->code < STARLING_E_BUSY)
         return STARLING_E_PROTOCOL;
     return STARLING_OK;
 }
@@ -322,6 +325,8 @@ int starling__data_encode(uint8_t *out, size_t cap, uint8_t type, const starling
         return STARLING_E_INVALID;
     if (type != MSG_DATA && nbytes)
         return STARLING_E_INVALID;
+    if (nbytes > UINT32_MAX - STARLING_DATA_HDR)
+        return STARLING_E_LIMIT;
     if (begin(&w, out, cap))
         return STARLING_E_LIMIT;
     starling__w_u64(&w, m->seq);

@@ -10,8 +10,10 @@
  *                place), reduce-scatter, all-gather and broadcast, checked bit for bit
  *                against a reference computed here; async calls with tags; mismatches.
  *   big          one f32 sum all-reduce of --bytes bytes, checked.
- *   stream       --iters all-reduces; on STARLING_E_PEER_LOST update the topology and
- *                retry the same iteration. Prints "ITER i size epoch" per iteration.
+ *   stream       all-reduces until --iters or, at a topology point (every --topo-every
+ *                iterations), until the members vote to stop because --stop-file exists.
+ *                On STARLING_E_PEER_LOST: update the topology and retry the same
+ *                iteration. Prints "ITER i size epoch" per iteration.
  *   badauth      comm_create with the secret in STARLING_SECRET must fail with
  *                STARLING_E_AUTH.
  *
@@ -24,13 +26,22 @@
  * for integer averages. So every check is a bit-exact comparison.
  *
  * Output on stdout (line-buffered, parsed by the driver):
- *   SYNC changed=C rank=R size=S epoch=E hash=H    after the first state sync
+ *   SYNC changed=C rank=R size=S epoch=E hash=H wsum=F   after the first state sync
+ *                (F: FNV-1a of the tensors' bytes, computed here, independent of H)
  *   JOINED iter=I size=S epoch=E                    a --join peer, after receiving state
- *   TOPO iter=I size=S epoch=E                      a stream topology point
+ *   TOPO iter=I size=S epoch=E why=W stop=V         a stream topology point
  *   ITER i size epoch                               a completed stream iteration
- *   DONE hash=H                                     success, state hash at the end
+ *   DONE [iters=N] hash=H wsum=F                    success, state at the end
  * Exit status: 0 success, 1 a check failed, 2 usage, 3 a library call failed.
  * Every failed check is named on stderr ("FAIL ...").
+ *
+ * Flags: --coord HOST:PORT --run NAME --mode M (required; the secret comes from the
+ * environment variable STARLING_SECRET); --name, --listen HOST:PORT, --timeout-ms,
+ * --op-timeout-ms, --min-peers, --streams, --chunk-bytes (the config); --counts, --dtypes,
+ * --ops (collectives); --bytes (big); --iters, --count, --topo-every, --sleep-ms,
+ * --stop-file, --max-retries (stream); --seed, --state-count, --fresh, --join,
+ * --expect-seeded (shared state); --log-level none|error|warn|info|debug, --deadline-s
+ * (the process ends by SIGALRM after that long), --ignore-sigpipe (diagnosis only).
  */
 #include "starling.h"
 
@@ -77,8 +88,10 @@ typedef struct options {
     int max_retries;
     uint64_t seed;
     int fresh, join;
+    int expect_seeded; /* after the first sync "w" must hold the seeded values */
     size_t state_count;
-    int log_level; /* -1: no handler */
+    const char *stop_file; /* stream: stop at the next topology point once it exists */
+    int log_level;         /* -1: no handler */
     int deadline_s;
     int ignore_sigpipe;
 } options;
@@ -95,6 +108,18 @@ typedef struct peer {
 } peer;
 
 /* ---------------------------------------------------------------- reporting */
+
+#if defined(__GNUC__)
+#define PRINTF_LIKE(a, b) __attribute__((format(printf, a, b)))
+#define NORETURN __attribute__((noreturn))
+#else
+#define PRINTF_LIKE(a, b)
+#define NORETURN
+#endif
+
+static void fail(peer *p, const char *fmt, ...) PRINTF_LIKE(2, 3);
+static NORETURN void die_rc(peer *p, const char *what, int rc);
+static NORETURN void usage_error(const char *fmt, ...) PRINTF_LIKE(1, 2);
 
 static void fail(peer *p, const char *fmt, ...)
 {
@@ -148,15 +173,11 @@ static const char *const dtype_names[] = {"f32", "f64", "f16", "bf16", "i32", "i
 static const size_t dtype_sizes[] = {4, 8, 2, 2, 4, 8, 1};
 static const char *const op_names[] = {"sum", "avg", "min", "max"};
 
-static size_t esize(starling_dtype dt)
-{
-    return dtype_sizes[dt];
-}
+static size_t esize(starling_dtype dt) { return dtype_sizes[dt]; }
 
 static int is_float(starling_dtype dt)
 {
-    return dt == STARLING_F32 || dt == STARLING_F64 || dt == STARLING_F16 ||
-           dt == STARLING_BF16;
+    return dt == STARLING_F32 || dt == STARLING_F64 || dt == STARLING_F16 || dt == STARLING_BF16;
 }
 
 static uint64_t mix64(uint64_t x)
@@ -376,8 +397,8 @@ static void buf_check_guard(peer *p, const void *buf, size_t nbytes, const char 
     size_t i;
     for (i = 0; i < GUARD_BYTES; i++) {
         if (g[i] != GUARD_BYTE) {
-            fail(p, "%s: wrote past the end of a %zu-byte buffer (guard byte %zu)", what,
-                 nbytes, i);
+            fail(p, "%s: wrote past the end of a %zu-byte buffer (guard byte %zu)", what, nbytes,
+                 i);
             return;
         }
     }
@@ -397,8 +418,8 @@ static int compare(peer *p, const char *what, starling_dtype dt, const void *got
         uint64_t g = load_bits(dt, got, i), w = want(ctx, i);
         if (g != w) {
             if (bad < 3)
-                fail(p, "%s: element %zu of %zu is 0x%" PRIx64 ", want 0x%" PRIx64, what, i,
-                     count, g, w);
+                fail(p, "%s: element %zu of %zu is 0x%" PRIx64 ", want 0x%" PRIx64, what, i, count,
+                     g, w);
             bad++;
         }
     }
@@ -416,6 +437,20 @@ typedef struct want_ctx {
     size_t count;  /* elements per block */
     size_t offset; /* index offset of the input */
 } want_ctx;
+
+static want_ctx make_want(starling_dtype dt, starling_op op, int size, int rank, uint64_t call,
+                          size_t count, size_t offset)
+{
+    want_ctx w;
+    w.dt = dt;
+    w.op = op;
+    w.size = size;
+    w.rank = rank;
+    w.call = call;
+    w.count = count;
+    w.offset = offset;
+    return w;
+}
 
 static uint64_t want_input(const void *c, size_t idx)
 {
@@ -495,6 +530,26 @@ static void connect_and_join(peer *p)
              starling_comm_epoch(p->comm));
 }
 
+static float seeded_w(uint64_t seed, size_t i)
+{
+    return (float)(int32_t)(mix64(seed ^ (uint64_t)i) >> 40) * (1.0f / 1024);
+}
+
+/* FNV-1a over the bytes of the shared tensors: an independent check that members hold the
+ * same bytes, not relying on the library's own hash. */
+static uint64_t state_fnv(const peer *p)
+{
+    uint64_t h = 0xCBF29CE484222325ull;
+    const unsigned char *b = (const unsigned char *)p->w;
+    size_t i, n = p->opt.state_count * sizeof *p->w;
+    for (i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001B3ull;
+    b = (const unsigned char *)p->it;
+    for (i = 0; i < sizeof *p->it; i++)
+        h = (h ^ b[i]) * 0x100000001B3ull;
+    return h;
+}
+
 static void state_register(peer *p)
 {
     size_t i;
@@ -509,7 +564,7 @@ static void state_register(peer *p)
         if (p->opt.fresh || p->opt.join)
             p->w[i] = 0.0f;
         else
-            p->w[i] = (float)(int32_t)(mix64(p->opt.seed ^ (uint64_t)i) >> 40) * (1.0f / 1024);
+            p->w[i] = seeded_w(p->opt.seed, i);
     }
     *p->it = 0;
     if ((rc = starling_state_register(p->comm, "w", p->w, p->opt.state_count, STARLING_F32)))
@@ -546,6 +601,16 @@ static int topology_and_sync(peer *p, const char *when)
     int attempt, rc, changed = -1;
     for (attempt = 0; attempt < p->opt.max_retries; attempt++) {
         rc = starling_update_topology(p->comm);
+        if (rc == STARLING_E_PEER_LOST) {
+            /* Not a documented result of update_topology (OK, TIMEOUT, CLOSED): a failed
+             * check, but calling again is the obvious recovery, so the run goes on and
+             * shows what happens next. */
+            fail(p,
+                 "%s: starling_update_topology returned STARLING_E_PEER_LOST, which the "
+                 "header does not list (%s); retrying",
+                 when, starling_comm_errmsg(p->comm));
+            continue;
+        }
         if (rc != STARLING_OK)
             die_rc(p, "starling_update_topology", rc);
         check_membership(p, when);
@@ -555,8 +620,7 @@ static int topology_and_sync(peer *p, const char *when)
             break;
         if (rc != STARLING_E_PEER_LOST)
             die_rc(p, "starling_sync_state", rc);
-        fprintf(stderr, "itest_peer[%s] %s: sync_state: peer lost, retrying\n", p->opt.name,
-                when);
+        fprintf(stderr, "itest_peer[%s] %s: sync_state: peer lost, retrying\n", p->opt.name, when);
     }
     if (attempt == p->opt.max_retries) {
         fprintf(stderr, "itest_peer[%s] FAIL %s: state sync lost a peer %d times in a row\n",
@@ -573,9 +637,22 @@ static void first_sync(peer *p)
     char hash[33];
     int changed = topology_and_sync(p, "first sync");
     state_hash(p, hash);
-    printf("SYNC changed=%d rank=%d size=%d epoch=%" PRIu64 " hash=%s\n", changed,
-           starling_comm_rank(p->comm), starling_comm_size(p->comm),
-           starling_comm_epoch(p->comm), hash);
+    if (p->opt.expect_seeded) {
+        /* The driver made the seeded state the majority's: whatever this peer started
+         * with, it must now hold exactly those bytes. */
+        size_t i, bad = 0;
+        p->checks++;
+        for (i = 0; i < p->opt.state_count; i++)
+            bad += p->w[i] != seeded_w(p->opt.seed, i);
+        if (bad || *p->it != 0)
+            fail(p,
+                 "first sync (changed=%d): %zu of %zu elements of \"w\" differ from the "
+                 "majority's, \"it\" is %" PRId64,
+                 changed, bad, p->opt.state_count, *p->it);
+    }
+    printf("SYNC changed=%d rank=%d size=%d epoch=%" PRIu64 " hash=%s wsum=%016" PRIx64 "\n",
+           changed, starling_comm_rank(p->comm), starling_comm_size(p->comm),
+           starling_comm_epoch(p->comm), hash, state_fnv(p));
 }
 
 /* ---------------------------------------------------------------- collectives mode */
@@ -612,8 +689,7 @@ static void run_allreduce(peer *p, size_t count, starling_dtype dt, starling_op 
     if (rc == STARLING_E_UNSUPPORTED && dt == STARLING_U8 && op == STARLING_AVG) {
         /* The header lists min/max/sum for u8; refusing avg is allowed. */
     } else if (expect_ok(p, rc, what)) {
-        w.dt = dt, w.op = op, w.size = size, w.rank = rank, w.call = call, w.count = count;
-        w.offset = 0;
+        w = make_want(dt, op, size, rank, call, count, 0);
         compare(p, what, dt, recv, count, want_reduce, &w);
         if (!inplace) {
             char what2[160];
@@ -645,8 +721,7 @@ static void run_reduce_scatter(peer *p, size_t count, starling_dtype dt, starlin
     rc = starling_reduce_scatter(p->comm, send, recv, count, dt, op, NULL);
     if (rc == STARLING_E_UNSUPPORTED && dt == STARLING_U8 && op == STARLING_AVG) {
     } else if (expect_ok(p, rc, what)) {
-        w.dt = dt, w.op = op, w.size = size, w.rank = rank, w.call = call, w.count = count;
-        w.offset = (size_t)rank * count;
+        w = make_want(dt, op, size, rank, call, count, (size_t)rank * count);
         compare(p, what, dt, recv, count, want_reduce, &w);
         w.offset = 0;
         snprintf(what + strlen(what), sizeof what - strlen(what), " (sendbuf)");
@@ -673,8 +748,7 @@ static void run_allgather(peer *p, size_t count, starling_dtype dt)
     memset(recv, 0xEE, total * esize(dt));
     rc = starling_allgather(p->comm, send, recv, count, dt, NULL);
     if (expect_ok(p, rc, what)) {
-        w.dt = dt, w.op = STARLING_SUM, w.size = size, w.rank = rank, w.call = call;
-        w.count = count, w.offset = 0;
+        w = make_want(dt, STARLING_SUM, size, rank, call, count, 0);
         compare(p, what, dt, recv, total, want_gather, &w);
         snprintf(what + strlen(what), sizeof what - strlen(what), " (sendbuf)");
         compare(p, what, dt, send, count, want_input, &w);
@@ -700,8 +774,7 @@ static void run_broadcast(peer *p, size_t count, starling_dtype dt, int root)
     fill_input(buf, dt, STARLING_SUM, rank, call, count);
     rc = starling_broadcast(p->comm, buf, count, dt, root, NULL);
     if (expect_ok(p, rc, what)) {
-        w.dt = dt, w.op = STARLING_SUM, w.size = size, w.rank = root, w.call = call;
-        w.count = count, w.offset = 0;
+        w = make_want(dt, STARLING_SUM, size, root, call, count, 0);
         compare(p, what, dt, buf, count, want_input, &w);
     }
     buf_check_guard(p, buf, nbytes, what);
@@ -709,9 +782,10 @@ static void run_broadcast(peer *p, size_t count, starling_dtype dt, int root)
 }
 
 /* Mismatched calls: rank 0 differs from the others in one attribute; every member must
- * get STARLING_E_MISMATCH, and the next matched call must work without a topology update. */
-enum mismatch_kind { MM_COUNT, MM_DTYPE, MM_OP, MM_TAG, MM_KIND, MM_COUNT_OF };
-static const char *const mismatch_names[] = {"count", "dtype", "op", "tag", "kind"};
+ * get STARLING_E_MISMATCH. By the header the epoch is then aborted: the next collective
+ * fails at once, and after starling_update_topology() a matched call works again. */
+enum mismatch_kind { MM_COUNT, MM_DTYPE, MM_OP, MM_TAG, MM_KIND, MM_ROOT, MM_COUNT_OF };
+static const char *const mismatch_names[] = {"count", "dtype", "op", "tag", "kind", "root"};
 
 static void run_mismatch(peer *p, enum mismatch_kind kind)
 {
@@ -739,10 +813,11 @@ static void run_mismatch(peer *p, enum mismatch_kind kind)
     if ((rc = starling_callopts_set_tag(opts, kind == MM_TAG ? 7u + (rank == 0) : 7u)) != 0)
         die_rc(p, "starling_callopts_set_tag", rc);
     fill_input(send, dt, op, rank, call, mycount);
-    snprintf(what, sizeof what, "mismatch(%s) on rank 0 call=%" PRIu64, mismatch_names[kind],
-             call);
+    snprintf(what, sizeof what, "mismatch(%s) on rank 0 call=%" PRIu64, mismatch_names[kind], call);
     if (kind == MM_KIND && rank == 0)
         rc = starling_allgather(p->comm, send, recv, mycount, dt, opts);
+    else if (kind == MM_ROOT)
+        rc = starling_broadcast(p->comm, send, mycount, dt, rank == 0 ? 0 : 1, opts);
     else
         rc = starling_allreduce(p->comm, send, recv, mycount, dt, op, opts);
     p->checks++;
@@ -753,15 +828,32 @@ static void run_mismatch(peer *p, enum mismatch_kind kind)
             die_rc(p, what, rc);
     } else {
         want_ctx w;
-        w.dt = dt, w.op = op, w.size = size, w.rank = rank, w.call = call, w.count = mycount;
-        w.offset = 0;
-        snprintf(what + strlen(what), sizeof what - strlen(what), " (sendbuf)");
-        compare(p, what, dt, send, mycount, want_input, &w);
+        w = make_want(dt, op, size, rank, call, mycount, 0);
+        if (kind != MM_ROOT) { /* a broadcast's buffer is its output */
+            snprintf(what + strlen(what), sizeof what - strlen(what), " (sendbuf)");
+            compare(p, what, dt, send, mycount, want_input, &w);
+        }
+        /* The epoch is aborted: a matched call fails at once, without a topology update. */
+        p->checks++;
+        rc = starling_allreduce(p->comm, send, recv, count, STARLING_F32, STARLING_SUM, NULL);
+        if (rc == STARLING_OK)
+            fail(p,
+                 "mismatch(%s): the next collective succeeded without a topology update "
+                 "(the header says the epoch is aborted)",
+                 mismatch_names[kind]);
     }
+    /* Also after a failed check: the topology update recovers a broken epoch (and merely
+     * confirms a healthy one), so the checks after this one still run. */
+    if ((rc = starling_update_topology(p->comm)) != STARLING_OK)
+        die_rc(p, "starling_update_topology after a mismatch", rc);
+    check_membership(p, "topology update after a mismatch");
+    if (starling_comm_size(p->comm) != size)
+        fail(p, "mismatch(%s): the member count changed from %d to %d", mismatch_names[kind], size,
+             starling_comm_size(p->comm));
     starling_callopts_destroy(opts);
     free(send);
     free(recv);
-    /* The group must still work. */
+    /* The group must work again. */
     run_allreduce(p, count, STARLING_F32, STARLING_SUM, 0);
 }
 
@@ -792,8 +884,8 @@ static void run_async(peer *p)
             (rc = starling_callopts_set_tag(opts[i], 101u + (unsigned)i)) != 0)
             die_rc(p, "callopts", rc);
         req[i] = NULL;
-        rc = starling_allreduce_async(p->comm, send[i], recv[i], counts[i], dts[i], ops[i],
-                                      opts[i], &req[i]);
+        rc = starling_allreduce_async(p->comm, send[i], recv[i], counts[i], dts[i], ops[i], opts[i],
+                                      &req[i]);
         if (rc != STARLING_OK || !req[i])
             die_rc(p, "starling_allreduce_async", rc != STARLING_OK ? rc : STARLING_E_INVALID);
     }
@@ -809,8 +901,7 @@ static void run_async(peer *p)
                  counts[i], dtype_names[dts[i]], op_names[ops[i]]);
         rc = starling_request_wait(req[i]);
         if (expect_ok(p, rc, what)) {
-            w.dt = dts[i], w.op = ops[i], w.size = size, w.rank = rank, w.call = call[i];
-            w.count = counts[i], w.offset = 0;
+            w = make_want(dts[i], ops[i], size, rank, call[i], counts[i], 0);
             compare(p, what, dts[i], recv[i], counts[i], want_reduce, &w);
             compare(p, what, dts[i], send[i], counts[i], want_input, &w);
             if ((rc = starling_request_wait(req[i])) != STARLING_OK)
@@ -843,8 +934,8 @@ static void run_async(peer *p)
         send[0] = buf_alloc(n[0]);
         recv[0] = buf_alloc(c * esize(dt));
         fill_input(send[0], dt, STARLING_SUM, rank, call[0], c * (size_t)size);
-        rc = starling_reduce_scatter_async(p->comm, send[0], recv[0], c, dt, STARLING_SUM,
-                                           opts[0], &req[0]);
+        rc = starling_reduce_scatter_async(p->comm, send[0], recv[0], c, dt, STARLING_SUM, opts[0],
+                                           &req[0]);
         if (rc != STARLING_OK || !req[0])
             die_rc(p, "starling_reduce_scatter_async", rc ? rc : STARLING_E_INVALID);
         n[1] = c * (size_t)size * esize(dt); /* all-gather recv */
@@ -861,21 +952,19 @@ static void run_async(peer *p)
         if (rc != STARLING_OK || !req[2])
             die_rc(p, "starling_broadcast_async", rc ? rc : STARLING_E_INVALID);
 
-        w.dt = dt, w.op = STARLING_SUM, w.size = size, w.count = c;
         rc = starling_request_wait(req[2]);
         if (expect_ok(p, rc, "broadcast_async tag=203")) {
-            w.rank = root, w.call = call[2], w.offset = 0;
+            w = make_want(dt, STARLING_SUM, size, root, call[2], c, 0);
             compare(p, "broadcast_async tag=203", dt, send[2], c, want_input, &w);
         }
         rc = starling_request_wait(req[1]);
         if (expect_ok(p, rc, "allgather_async tag=202")) {
-            w.rank = rank, w.call = call[1], w.offset = 0;
-            compare(p, "allgather_async tag=202", dt, recv[1], c * (size_t)size, want_gather,
-                    &w);
+            w = make_want(dt, STARLING_SUM, size, rank, call[1], c, 0);
+            compare(p, "allgather_async tag=202", dt, recv[1], c * (size_t)size, want_gather, &w);
         }
         rc = starling_request_wait(req[0]);
         if (expect_ok(p, rc, "reduce_scatter_async tag=201")) {
-            w.rank = rank, w.call = call[0], w.offset = (size_t)rank * c;
+            w = make_want(dt, STARLING_SUM, size, rank, call[0], c, (size_t)rank * c);
             compare(p, "reduce_scatter_async tag=201", dt, recv[0], c, want_reduce, &w);
         }
         for (i = 0; i < 3; i++) {
@@ -903,8 +992,8 @@ static void mode_collectives(peer *p)
             run_broadcast(p, count, dt,
                           (int)((size_t)(ci * 7 + di) % (size_t)starling_comm_size(p->comm)));
         }
-        fprintf(stderr, "itest_peer[%s] count %zu done (%ld checks, %ld failures)\n",
-                p->opt.name, count, p->checks, p->failures);
+        fprintf(stderr, "itest_peer[%s] count %zu done (%ld checks, %ld failures)\n", p->opt.name,
+                count, p->checks, p->failures);
     }
     run_async(p);
     for (k = 0; k < MM_COUNT_OF; k++)
@@ -941,8 +1030,9 @@ static void mode_big(peer *p)
             want += big_input(r, i);
         if (recv[i] != want || send[i] != big_input(rank, i)) {
             if (bad < 3)
-                fail(p, "big allreduce (%zu bytes): element %zu is %g (input %g), want %g (input "
-                        "%g)",
+                fail(p,
+                     "big allreduce (%zu bytes): element %zu is %g (input %g), want %g (input "
+                     "%g)",
                      count * sizeof(float), i, (double)recv[i], (double)send[i], (double)want,
                      (double)big_input(rank, i));
             bad++;
@@ -961,25 +1051,56 @@ static void mode_big(peer *p)
 
 /* Every member contributes the same values, so the expected sum depends only on the
  * member count and the iteration. */
-static float stream_input(long iter, size_t j)
+static float stream_input(long iter, size_t j) { return (float)(iter % 100 + 1 + (long)(j % 7)); }
+
+/* The members agree whether to stop: each votes 1 if the driver's stop file exists, and
+ * a max all-reduce makes the decision common (peers see the file at different moments).
+ * Returns 0 or 1, or -1 if a member was lost (the caller redoes the topology point). */
+static int stream_vote(peer *p)
 {
-    return (float)(iter % 100 + 1 + (long)(j % 7));
+    int32_t mine = p->opt.stop_file && access(p->opt.stop_file, F_OK) == 0, all = -1;
+    int rc = starling_allreduce(p->comm, &mine, &all, 1, STARLING_I32, STARLING_MAX, NULL);
+    if (rc == STARLING_E_PEER_LOST)
+        return -1;
+    if (rc != STARLING_OK)
+        die_rc(p, "stop-vote allreduce", rc);
+    p->checks++;
+    if (all != 0 && all != 1) {
+        fail(p, "stop vote: max of 0/1 votes is %d", (int)all);
+        all = 1;
+    }
+    return (int)all;
 }
 
-/* A stream topology point: all members pass the same iteration number, so the late
- * joiner can learn where the group is from the synced state. */
-static void stream_topology_point(peer *p, long iter, const char *why)
+/* A stream topology point: topology update, state sync, stop vote. All members pass the
+ * same iteration number, so a late joiner learns where the group is from the synced
+ * state. Returns the vote. */
+static int stream_topology_point(peer *p, long iter, const char *why)
 {
-    int changed;
-    *p->it = iter;
-    if (starling_state_set_step(p->comm, (uint64_t)iter) != STARLING_OK)
-        fail(p, "starling_state_set_step failed");
-    changed = topology_and_sync(p, why);
-    if (changed == 1)
-        fail(p, "%s at iteration %ld: a member's state was replaced (members never differ)",
-             why, iter);
-    printf("TOPO iter=%ld size=%d epoch=%" PRIu64 " why=%s\n", iter,
-           starling_comm_size(p->comm), starling_comm_epoch(p->comm), why);
+    int attempt, changed, stop = -1;
+    for (attempt = 0; attempt < p->opt.max_retries && stop < 0; attempt++) {
+        *p->it = iter;
+        if (starling_state_set_step(p->comm, (uint64_t)iter) != STARLING_OK)
+            fail(p, "starling_state_set_step failed");
+        changed = topology_and_sync(p, why);
+        if (changed == 1)
+            fail(p, "%s at iteration %ld: a member's state was replaced (members never differ)",
+                 why, iter);
+        stop = stream_vote(p);
+        if (stop < 0) {
+            fprintf(stderr, "itest_peer[%s] iteration %ld: peer lost during the stop vote\n",
+                    p->opt.name, iter);
+            why = "peer-lost";
+        }
+    }
+    if (stop < 0) {
+        fprintf(stderr, "itest_peer[%s] FAIL iteration %ld: stop vote lost a peer %d times\n",
+                p->opt.name, iter, attempt);
+        exit(EXIT_LIBRARY);
+    }
+    printf("TOPO iter=%ld size=%d epoch=%" PRIu64 " why=%s stop=%d\n", iter,
+           starling_comm_size(p->comm), starling_comm_epoch(p->comm), why, stop);
+    return stop;
 }
 
 static void mode_stream(peer *p)
@@ -988,7 +1109,8 @@ static void mode_stream(peer *p)
     float *input = buf_alloc(count * sizeof(float));
     float *send = buf_alloc(count * sizeof(float));
     float *recv = buf_alloc(count * sizeof(float));
-    long iter = 0, topo_done_for = 0, retries = 0, lost = 0;
+    long iter = 0, topo_done_for, retries = 0, lost = 0;
+    int stop;
     char hash[33];
 
     if (p->opt.join) {
@@ -1003,19 +1125,24 @@ static void mode_stream(peer *p)
             fflush(stdout);
             exit(EXIT_CHECK);
         }
-        topo_done_for = iter;
         printf("JOINED iter=%ld size=%d epoch=%" PRIu64 "\n", iter, starling_comm_size(p->comm),
                starling_comm_epoch(p->comm));
     }
+    /* first_sync() was this iteration's topology update and sync; the vote completes it. */
+    stop = stream_vote(p);
+    if (stop < 0)
+        stop = stream_topology_point(p, iter, "peer-lost");
+    topo_done_for = iter;
 
     for (;;) {
         int size, rc, inplace;
         float *out;
-        if ((iter % p->opt.topo_every == 0 || iter == p->opt.iters) && topo_done_for != iter) {
-            stream_topology_point(p, iter, iter == p->opt.iters ? "final" : "periodic");
+        if (!stop && (iter % p->opt.topo_every == 0 || iter == p->opt.iters) &&
+            topo_done_for != iter) {
+            stop = stream_topology_point(p, iter, iter == p->opt.iters ? "final" : "periodic");
             topo_done_for = iter;
         }
-        if (iter >= p->opt.iters)
+        if (stop || iter >= p->opt.iters)
             break;
 
         for (j = 0; j < count; j++)
@@ -1031,8 +1158,9 @@ static void mode_stream(peer *p)
             lost++;
             p->checks++;
             if (memcmp(send, input, count * sizeof(float)) != 0)
-                fail(p, "iteration %ld: %s buffer changed by an all-reduce that failed with "
-                        "STARLING_E_PEER_LOST",
+                fail(p,
+                     "iteration %ld: %s buffer changed by an all-reduce that failed with "
+                     "STARLING_E_PEER_LOST",
                      iter, inplace ? "in-place" : "send");
             fprintf(stderr, "itest_peer[%s] iteration %ld: peer lost (%s), updating topology\n",
                     p->opt.name, iter, starling_comm_errmsg(p->comm));
@@ -1041,7 +1169,7 @@ static void mode_stream(peer *p)
                         iter, retries);
                 exit(EXIT_LIBRARY);
             }
-            stream_topology_point(p, iter, "peer-lost");
+            stop = stream_topology_point(p, iter, "peer-lost");
             topo_done_for = iter;
             continue;
         }
@@ -1074,7 +1202,7 @@ static void mode_stream(peer *p)
     free(input);
     free(send);
     free(recv);
-    printf("DONE hash=%s\n", hash);
+    printf("DONE iters=%ld hash=%s wsum=%016" PRIx64 "\n", iter, hash, state_fnv(p));
 }
 
 /* ---------------------------------------------------------------- options */
@@ -1155,11 +1283,11 @@ static void parse_options(options *o, int argc, char **argv)
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define TAKE()                                                                                 \
-    do {                                                                                       \
-        if (!v)                                                                                \
-            usage_error("%s needs a value", a);                                                \
-        i++;                                                                                   \
+#define TAKE()                                                                                     \
+    do {                                                                                           \
+        if (!v)                                                                                    \
+            usage_error("%s needs a value", a);                                                    \
+        i++;                                                                                       \
     } while (0)
         if (!strcmp(a, "--coord")) {
             TAKE();
@@ -1233,8 +1361,13 @@ static void parse_options(options *o, int argc, char **argv)
             o->log_level = strcmp(v, "none") ? name_index(v, levels, 4) : -1;
             if (o->log_level < 0 && strcmp(v, "none"))
                 usage_error("--log-level: none, error, warn, info or debug");
+        } else if (!strcmp(a, "--stop-file")) {
+            TAKE();
+            o->stop_file = v;
         } else if (!strcmp(a, "--fresh")) {
             o->fresh = 1;
+        } else if (!strcmp(a, "--expect-seeded")) {
+            o->expect_seeded = 1;
         } else if (!strcmp(a, "--join")) {
             o->join = 1;
         } else if (!strcmp(a, "--ignore-sigpipe")) {
@@ -1335,10 +1468,10 @@ int main(int argc, char **argv)
     }
     if (p.opt.mode != MODE_STREAM) {
         state_hash(&p, hash);
-        printf("DONE hash=%s\n", hash);
+        printf("DONE hash=%s wsum=%016" PRIx64 "\n", hash, state_fnv(&p));
     }
-    fprintf(stderr, "itest_peer[%s] %ld checks, %ld failures, %" PRIu64 " bytes sent\n",
-            p.opt.name, p.checks, p.failures, starling_comm_bytes_sent(p.comm));
+    fprintf(stderr, "itest_peer[%s] %ld checks, %ld failures, %" PRIu64 " bytes sent\n", p.opt.name,
+            p.checks, p.failures, starling_comm_bytes_sent(p.comm));
     starling_comm_destroy(p.comm);
     free(p.w);
     free(p.it);

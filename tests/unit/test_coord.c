@@ -19,12 +19,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "auth/handshake.h"
 #include "platform/clock.h"
 #include "platform/net.h"
 #include "proto/msg.h"
 #include "starling.h"
+#include "util/alloc.h"
 
 #define RUN "coord-test"
 #define SECRET "correct horse battery staple"
@@ -57,14 +59,33 @@ static int refused_count(void)
     return n;
 }
 
-/* ---------------------------------------------------------------- coordinator fixture */
+/* ---------------------------------------------------------------- fixture */
+
+#define MAX_FAKE 16
+
+/* A fake peer. Owned by the fixture, so the heartbeat thread never sees a dead object. */
+typedef struct peer {
+    int fd;
+    int beat; /* the heartbeat thread keeps it alive */
+    uint64_t id;
+    char name[32];
+    uint16_t port; /* its (pretend) data-plane port */
+} peer;
 
 typedef struct fixture {
     starling_coord *coord;
-    pthread_t thread;
+    pthread_t thread, beater;
     int port;
     int run_rc;
+    /* Peers and every write to their sockets, under `lock`: the test thread writes frames,
+     * the beater writes heartbeats (reads happen on the test thread only). */
+    pthread_mutex_t lock;
+    peer peers[MAX_FAKE];
+    int npeers;
+    int stop_beating;
 } fixture;
+
+static fixture *cur; /* the running test's fixture (tests run one at a time) */
 
 static void *coord_thread(void *arg)
 {
@@ -73,21 +94,45 @@ static void *coord_thread(void *arg)
     return NULL;
 }
 
+/* A real peer's engine heartbeats on its own; so does this thread for the fake ones, so
+ * that a test may block on one peer without the others being declared dead. */
+static void *beater_thread(void *arg)
+{
+    fixture *f = arg;
+    uint8_t hb[STARLING_FRAME_HDR];
+    starling__frame_hdr_encode(hb, MSG_HEARTBEAT, 0);
+    for (;;) {
+        pthread_mutex_lock(&f->lock);
+        if (f->stop_beating) {
+            pthread_mutex_unlock(&f->lock);
+            return NULL;
+        }
+        for (int i = 0; i < f->npeers; i++)
+            if (f->peers[i].beat && f->peers[i].fd >= 0)
+                starling__sock_send_all(f->peers[i].fd, hb, sizeof hb, starling__now_ms() + 100);
+        pthread_mutex_unlock(&f->lock);
+        starling__sleep_ms(TIMEOUT_MS / 10);
+    }
+}
+
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
     starling_config *cfg;
     assert_non_null(f);
+    pthread_mutex_init(&f->lock, NULL);
     assert_int_equal(starling_config_create(&cfg), STARLING_OK);
     assert_int_equal(starling_config_set_timeout_ms(cfg, TIMEOUT_MS), STARLING_OK);
-    assert_int_equal(starling_coord_create(&f->coord, "127.0.0.1:0", RUN, SECRET,
-                                           strlen(SECRET), cfg),
-                     STARLING_OK);
+    assert_int_equal(
+        starling_coord_create(&f->coord, "127.0.0.1:0", RUN, SECRET, strlen(SECRET), cfg),
+        STARLING_OK);
     starling_config_destroy(cfg);
     f->port = starling_coord_port(f->coord);
     assert_true(f->port > 0);
     f->run_rc = 1;
     assert_int_equal(pthread_create(&f->thread, NULL, coord_thread, f), 0);
+    assert_int_equal(pthread_create(&f->beater, NULL, beater_thread, f), 0);
+    cur = f;
     *state = f;
     return 0;
 }
@@ -95,22 +140,23 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
+    cur = NULL;
+    pthread_mutex_lock(&f->lock);
+    f->stop_beating = 1;
+    pthread_mutex_unlock(&f->lock);
+    pthread_join(f->beater, NULL);
     starling_coord_stop(f->coord);
     pthread_join(f->thread, NULL);
     assert_int_equal(f->run_rc, STARLING_OK);
     starling_coord_destroy(f->coord);
+    for (int i = 0; i < f->npeers; i++)
+        starling__sock_close(f->peers[i].fd);
+    pthread_mutex_destroy(&f->lock);
     free(f);
     return 0;
 }
 
 /* ---------------------------------------------------------------- fake peers */
-
-typedef struct peer {
-    int fd;
-    uint64_t id;
-    char name[32];
-    uint16_t port; /* its (pretend) data-plane port */
-} peer;
 
 static uint8_t rx[STARLING_FRAME_HDR + STARLING_CTRL_MAX];
 
@@ -144,8 +190,14 @@ static int handshake(const fixture *f, const char *run, const char *secret, uint
 
 static void send_raw(int fd, const void *buf, int n)
 {
+    int r;
     assert_true(n > 0);
-    assert_int_equal(starling__sock_send_all(fd, buf, (size_t)n, deadline()), STARLING_OK);
+    if (cur)
+        pthread_mutex_lock(&cur->lock);
+    r = starling__sock_send_all(fd, buf, (size_t)n, deadline());
+    if (cur)
+        pthread_mutex_unlock(&cur->lock);
+    assert_int_equal(r, STARLING_OK);
 }
 
 static void send_epoch(const peer *p, uint8_t type, uint64_t epoch, uint64_t a, uint64_t b,
@@ -161,7 +213,7 @@ static void send_epoch(const peer *p, uint8_t type, uint64_t epoch, uint64_t a, 
     send_raw(p->fd, buf, starling__epoch_encode(buf, sizeof buf, type, &m));
 }
 
-/* Next frame that is not a heartbeat; heartbeats are answered, as a real peer would. */
+/* Next frame that is not a heartbeat. */
 static void recv_frame(const peer *p, starling__frame_hdr *h)
 {
     for (;;) {
@@ -171,12 +223,10 @@ static void recv_frame(const peer *p, starling__frame_hdr *h)
         if (h->type != MSG_HEARTBEAT)
             return;
         assert_int_equal(h->len, 0);
-        send_epoch(p, MSG_HEARTBEAT, 0, 0, 0, 0);
     }
 }
 
-static void expect_epoch_msg(const peer *p, uint8_t type, uint64_t epoch, uint64_t a,
-                             int32_t code)
+static void expect_epoch_msg(const peer *p, uint8_t type, uint64_t epoch, uint64_t a, int32_t code)
 {
     starling__frame_hdr h;
     starling__msg_epoch m;
@@ -225,20 +275,28 @@ static void expect_closed(int fd)
     }
 }
 
-/* Authenticates and registers; checks the WELCOME. `members` != NULL: re-registration. */
-static void join_as(const fixture *f, peer *p, uint64_t id, const char *name, uint16_t port,
-                    uint32_t min_peers, uint64_t epoch, const uint64_t *members, uint32_t n)
+/* Authenticates and registers a new fake peer; checks the WELCOME. `members` != NULL:
+ * re-registration as a member of `epoch`. */
+static peer *join_as(fixture *f, uint64_t id, const char *name, uint16_t port, uint32_t min_peers,
+                     uint64_t epoch, const uint64_t *members, uint32_t n)
 {
     static starling__msg_register reg;
     starling__frame_hdr h;
     starling__msg_welcome w;
     uint8_t buf[STARLING_FRAME_HDR + 8192];
+    peer *p;
+    int fd;
 
-    memset(p, 0, sizeof *p);
+    assert_true(f->npeers < MAX_FAKE);
+    assert_int_equal(handshake(f, RUN, SECRET, id, &fd), STARLING_OK);
+    pthread_mutex_lock(&f->lock);
+    p = &f->peers[f->npeers++];
+    p->fd = fd;
     p->id = id;
     p->port = port;
     snprintf(p->name, sizeof p->name, "%s", name);
-    assert_int_equal(handshake(f, RUN, SECRET, id, &p->fd), STARLING_OK);
+    pthread_mutex_unlock(&f->lock);
+
     memset(&reg, 0, sizeof reg);
     reg.peer_id = id;
     snprintf(reg.name, sizeof reg.name, "%s", name);
@@ -255,29 +313,44 @@ static void join_as(const fixture *f, peer *p, uint64_t id, const char *name, ui
     assert_int_equal(starling__welcome_decode(rx, h.len, &w), STARLING_OK);
     assert_true(w.coord_id != 0);
     assert_int_equal(w.timeout_ms, TIMEOUT_MS);
+    pthread_mutex_lock(&f->lock);
+    p->beat = 1;
+    pthread_mutex_unlock(&f->lock);
+    return p;
 }
 
-static void join(const fixture *f, peer *p, uint64_t id, const char *name, uint16_t port)
+static peer *join(fixture *f, uint64_t id, const char *name, uint16_t port)
 {
-    join_as(f, p, id, name, port, 2, 0, NULL, 0);
+    return join_as(f, id, name, port, 2, 0, NULL, 0);
 }
 
-static void hang_up(peer *p)
+static void hang_up(fixture *f, peer *p)
 {
+    pthread_mutex_lock(&f->lock);
     starling__sock_close(p->fd);
     p->fd = -1;
+    pthread_mutex_unlock(&f->lock);
+}
+
+static void go_silent(fixture *f, peer *p)
+{
+    pthread_mutex_lock(&f->lock);
+    p->beat = 0;
+    pthread_mutex_unlock(&f->lock);
 }
 
 /* Two peers registered with min_peers 2 form epoch 1; ring order is by peer id. */
-static void form_two(const fixture *f, peer *a, peer *b)
+static void form_two(fixture *f, peer **a, peer **b)
 {
-    const peer *ring[2] = {b, a};
-    join(f, a, 0x2000, "alpha", 7001);
-    join(f, b, 0x1000, "beta", 7002);
-    send_epoch(a, MSG_TOPO_REQ, 0, 0, 0, 0);
-    send_epoch(b, MSG_TOPO_REQ, 0, 0, 0, 0);
-    expect_topo(a, 1, 1, 2, ring);
-    expect_topo(b, 1, 0, 2, ring);
+    const peer *ring[2];
+    *a = join(f, 0x2000, "alpha", 7001);
+    *b = join(f, 0x1000, "beta", 7002);
+    ring[0] = *b;
+    ring[1] = *a;
+    send_epoch(*a, MSG_TOPO_REQ, 0, 0, 0, 0);
+    send_epoch(*b, MSG_TOPO_REQ, 0, 0, 0, 0);
+    expect_topo(*a, 1, 1, 2, ring);
+    expect_topo(*b, 1, 0, 2, ring);
 }
 
 /* ---------------------------------------------------------------- tests */
@@ -285,16 +358,16 @@ static void form_two(const fixture *f, peer *a, peer *b)
 static void test_first_epoch(void **state)
 {
     fixture *f = *state;
-    peer a, b;
-    const peer *ring[2] = {&b, &a};
+    peer *a, *b;
     form_two(f, &a, &b);
     /* Nobody died, nobody joined: the same epoch is confirmed. */
-    send_epoch(&b, MSG_TOPO_REQ, 1, 0, 0, 0);
-    send_epoch(&a, MSG_TOPO_REQ, 1, 0, 0, 0);
-    expect_topo(&a, 1, 1, 2, ring);
-    expect_topo(&b, 1, 0, 2, ring);
-    hang_up(&a);
-    hang_up(&b);
+    {
+        const peer *ring[2] = {b, a};
+        send_epoch(b, MSG_TOPO_REQ, 1, 0, 0, 0);
+        send_epoch(a, MSG_TOPO_REQ, 1, 0, 0, 0);
+        expect_topo(a, 1, 1, 2, ring);
+        expect_topo(b, 1, 0, 2, ring);
+    }
 }
 
 static void test_wrong_secret(void **state)
@@ -339,115 +412,140 @@ static void test_bad_version(void **state)
 static void test_death_is_resolved(void **state)
 {
     fixture *f = *state;
-    peer a, b;
-    const peer *ring[1] = {&b};
+    peer *a, *b;
     form_two(f, &a, &b);
-    hang_up(&a);
-    expect_epoch_msg(&b, MSG_QUERY, 1, 0, 0);
-    send_epoch(&b, MSG_STATUS, 1, 3, 3, 0);
-    expect_epoch_msg(&b, MSG_DECIDE, 1, 3, STARLING_E_PEER_LOST);
-    send_epoch(&b, MSG_TOPO_REQ, 1, 0, 0, 0);
-    expect_topo(&b, 2, 0, 1, ring);
-    hang_up(&b);
+    hang_up(f, a);
+    expect_epoch_msg(b, MSG_QUERY, 1, 0, 0);
+    send_epoch(b, MSG_STATUS, 1, 3, 3, 0);
+    expect_epoch_msg(b, MSG_DECIDE, 1, 3, STARLING_E_PEER_LOST);
+    send_epoch(b, MSG_TOPO_REQ, 1, 0, 0, 0);
+    {
+        const peer *ring[1] = {b};
+        expect_topo(b, 2, 0, 1, ring);
+    }
 }
 
 static void test_failure_report(void **state)
 {
     fixture *f = *state;
-    peer a, b;
-    const peer *ring[2] = {&b, &a};
+    peer *a, *b;
     form_two(f, &a, &b);
-    send_epoch(&a, MSG_FAIL, 1, 5, 0, STARLING_E_MISMATCH);
-    expect_epoch_msg(&a, MSG_QUERY, 1, 0, 0);
-    expect_epoch_msg(&b, MSG_QUERY, 1, 0, 0);
-    send_epoch(&a, MSG_STATUS, 1, 4, 5, 0);
-    send_epoch(&b, MSG_STATUS, 1, 5, 5, 0);
-    expect_epoch_msg(&a, MSG_DECIDE, 1, 4, STARLING_E_MISMATCH);
-    expect_epoch_msg(&b, MSG_DECIDE, 1, 4, STARLING_E_MISMATCH);
+    send_epoch(a, MSG_FAIL, 1, 5, 0, STARLING_E_MISMATCH);
+    expect_epoch_msg(a, MSG_QUERY, 1, 0, 0);
+    expect_epoch_msg(b, MSG_QUERY, 1, 0, 0);
+    send_epoch(a, MSG_STATUS, 1, 4, 5, 0);
+    send_epoch(b, MSG_STATUS, 1, 5, 5, 0);
+    expect_epoch_msg(a, MSG_DECIDE, 1, 4, STARLING_E_MISMATCH);
+    expect_epoch_msg(b, MSG_DECIDE, 1, 4, STARLING_E_MISMATCH);
     /* A late report for the resolved epoch gets the same decision again. */
-    send_epoch(&b, MSG_FAIL, 1, 5, 0, STARLING_E_TIMEOUT);
-    expect_epoch_msg(&b, MSG_DECIDE, 1, 4, STARLING_E_MISMATCH);
+    send_epoch(b, MSG_FAIL, 1, 5, 0, STARLING_E_TIMEOUT);
+    expect_epoch_msg(b, MSG_DECIDE, 1, 4, STARLING_E_MISMATCH);
     /* A broken epoch is replaced even when the members stay the same. */
-    send_epoch(&a, MSG_TOPO_REQ, 1, 0, 0, 0);
-    send_epoch(&b, MSG_TOPO_REQ, 1, 0, 0, 0);
-    expect_topo(&a, 2, 1, 2, ring);
-    expect_topo(&b, 2, 0, 2, ring);
-    hang_up(&a);
-    hang_up(&b);
+    send_epoch(a, MSG_TOPO_REQ, 1, 0, 0, 0);
+    send_epoch(b, MSG_TOPO_REQ, 1, 0, 0, 0);
+    {
+        const peer *ring[2] = {b, a};
+        expect_topo(a, 2, 1, 2, ring);
+        expect_topo(b, 2, 0, 2, ring);
+    }
+}
+
+/* A mismatch reported for op S aborts S even where its data phase finished (a broadcast
+ * whose members disagree on the root); other failures leave finished ops committed. */
+static void test_mismatch_never_commits(void **state)
+{
+    fixture *f = *state;
+    peer *a, *b;
+    form_two(f, &a, &b);
+    send_epoch(a, MSG_FAIL, 1, 2, 0, STARLING_E_MISMATCH);
+    expect_epoch_msg(a, MSG_QUERY, 1, 0, 0);
+    expect_epoch_msg(b, MSG_QUERY, 1, 0, 0);
+    send_epoch(a, MSG_STATUS, 1, 2, 2, 0);
+    send_epoch(b, MSG_STATUS, 1, 2, 2, 0);
+    expect_epoch_msg(a, MSG_DECIDE, 1, 1, STARLING_E_MISMATCH);
+    expect_epoch_msg(b, MSG_DECIDE, 1, 1, STARLING_E_MISMATCH);
+
+    send_epoch(a, MSG_TOPO_REQ, 1, 0, 0, 0);
+    send_epoch(b, MSG_TOPO_REQ, 1, 0, 0, 0);
+    {
+        const peer *ring[2] = {b, a};
+        expect_topo(a, 2, 1, 2, ring);
+        expect_topo(b, 2, 0, 2, ring);
+    }
+    send_epoch(b, MSG_FAIL, 2, 3, 0, STARLING_E_TIMEOUT);
+    expect_epoch_msg(a, MSG_QUERY, 2, 0, 0);
+    expect_epoch_msg(b, MSG_QUERY, 2, 0, 0);
+    send_epoch(a, MSG_STATUS, 2, 3, 3, 0);
+    send_epoch(b, MSG_STATUS, 2, 3, 3, 0);
+    expect_epoch_msg(a, MSG_DECIDE, 2, 3, STARLING_E_TIMEOUT);
+    expect_epoch_msg(b, MSG_DECIDE, 2, 3, STARLING_E_TIMEOUT);
 }
 
 static void test_silent_peer_declared_dead(void **state)
 {
     fixture *f = *state;
-    peer a, b;
+    peer *a, *b;
     form_two(f, &a, &b);
-    /* a stops talking (no heartbeats); b keeps answering the coordinator's. */
-    expect_epoch_msg(&b, MSG_QUERY, 1, 0, 0);
-    send_epoch(&b, MSG_STATUS, 1, 0, 1, 0);
-    expect_epoch_msg(&b, MSG_DECIDE, 1, 0, STARLING_E_PEER_LOST);
-    expect_closed(a.fd);
-    hang_up(&a);
-    hang_up(&b);
+    go_silent(f, a);
+    expect_epoch_msg(b, MSG_QUERY, 1, 0, 0);
+    send_epoch(b, MSG_STATUS, 1, 0, 1, 0);
+    expect_epoch_msg(b, MSG_DECIDE, 1, 0, STARLING_E_PEER_LOST);
+    expect_closed(a->fd);
 }
 
 static void test_unanswered_query(void **state)
 {
     fixture *f = *state;
-    peer a, b, c;
-    const peer *ring[2] = {&b, &a};
-    join(f, &a, 0x2000, "alpha", 7001);
-    join(f, &b, 0x1000, "beta", 7002);
-    join(f, &c, 0x3000, "gamma", 7003);
-    send_epoch(&a, MSG_TOPO_REQ, 0, 0, 0, 0);
-    send_epoch(&b, MSG_TOPO_REQ, 0, 0, 0, 0);
-    send_epoch(&c, MSG_TOPO_REQ, 0, 0, 0, 0);
+    peer *a = join_as(f, 0x2000, "alpha", 7001, 3, 0, NULL, 0);
+    peer *b = join_as(f, 0x1000, "beta", 7002, 3, 0, NULL, 0);
+    peer *c = join_as(f, 0x3000, "gamma", 7003, 3, 0, NULL, 0);
+    send_epoch(a, MSG_TOPO_REQ, 0, 0, 0, 0);
+    send_epoch(b, MSG_TOPO_REQ, 0, 0, 0, 0);
+    send_epoch(c, MSG_TOPO_REQ, 0, 0, 0, 0);
     {
-        const peer *three[3] = {&b, &a, &c};
-        expect_topo(&a, 1, 1, 3, three);
-        expect_topo(&b, 1, 0, 3, three);
-        expect_topo(&c, 1, 2, 3, three);
+        const peer *ring[3] = {b, a, c};
+        expect_topo(a, 1, 1, 3, ring);
+        expect_topo(b, 1, 0, 3, ring);
+        expect_topo(c, 1, 2, 3, ring);
     }
-    /* c reports a failure but then never answers the query (it still heartbeats through
-     * recv_frame only when read, so it is silent too): it is declared dead. */
-    send_epoch(&c, MSG_FAIL, 1, 2, 0, STARLING_E_TIMEOUT);
-    expect_epoch_msg(&a, MSG_QUERY, 1, 0, 0);
-    expect_epoch_msg(&b, MSG_QUERY, 1, 0, 0);
-    send_epoch(&a, MSG_STATUS, 1, 2, 2, 0);
-    send_epoch(&b, MSG_STATUS, 1, 1, 2, 0);
-    expect_epoch_msg(&a, MSG_DECIDE, 1, 1, STARLING_E_PEER_LOST);
-    expect_epoch_msg(&b, MSG_DECIDE, 1, 1, STARLING_E_PEER_LOST);
-    expect_closed(c.fd);
-    send_epoch(&a, MSG_TOPO_REQ, 1, 0, 0, 0);
-    send_epoch(&b, MSG_TOPO_REQ, 1, 0, 0, 0);
-    expect_topo(&a, 2, 1, 2, ring);
-    expect_topo(&b, 2, 0, 2, ring);
-    hang_up(&a);
-    hang_up(&b);
-    hang_up(&c);
+    /* c reports a failure, keeps heartbeating, but never answers the query. */
+    send_epoch(c, MSG_FAIL, 1, 2, 0, STARLING_E_TIMEOUT);
+    expect_epoch_msg(a, MSG_QUERY, 1, 0, 0);
+    expect_epoch_msg(b, MSG_QUERY, 1, 0, 0);
+    send_epoch(a, MSG_STATUS, 1, 2, 2, 0);
+    send_epoch(b, MSG_STATUS, 1, 1, 2, 0);
+    expect_epoch_msg(a, MSG_DECIDE, 1, 1, STARLING_E_PEER_LOST);
+    expect_epoch_msg(b, MSG_DECIDE, 1, 1, STARLING_E_PEER_LOST);
+    expect_closed(c->fd);
+    send_epoch(a, MSG_TOPO_REQ, 1, 0, 0, 0);
+    send_epoch(b, MSG_TOPO_REQ, 1, 0, 0, 0);
+    {
+        const peer *ring[2] = {b, a};
+        expect_topo(a, 2, 1, 2, ring);
+        expect_topo(b, 2, 0, 2, ring);
+    }
 }
 
 static void test_leave_and_join(void **state)
 {
     fixture *f = *state;
-    peer a, b, d;
+    peer *a, *b, *d;
     form_two(f, &a, &b);
-    send_epoch(&b, MSG_LEAVE, 0, 0, 0, 0);
-    expect_closed(b.fd);
-    expect_epoch_msg(&a, MSG_QUERY, 1, 0, 0);
-    send_epoch(&a, MSG_STATUS, 1, 7, 7, 0);
-    expect_epoch_msg(&a, MSG_DECIDE, 1, 7, STARLING_E_PEER_LOST);
-    /* A newcomer waits for the members; then it is appended after them. */
-    join(f, &d, 0x10, "delta", 7004);
-    send_epoch(&d, MSG_TOPO_REQ, 0, 0, 0, 0);
-    send_epoch(&a, MSG_TOPO_REQ, 1, 0, 0, 0);
+    send_epoch(b, MSG_LEAVE, 0, 0, 0, 0);
+    expect_closed(b->fd);
+    expect_epoch_msg(a, MSG_QUERY, 1, 0, 0);
+    send_epoch(a, MSG_STATUS, 1, 7, 7, 0);
+    expect_epoch_msg(a, MSG_DECIDE, 1, 7, STARLING_E_PEER_LOST);
+    /* A newcomer waits for the members; then it is appended after them. (Joiners ask
+     * first: the epoch forms as soon as every live member waits.) */
+    d = join(f, 0x10, "delta", 7004);
+    send_epoch(d, MSG_TOPO_REQ, 0, 0, 0, 0);
+    send_epoch(a, MSG_TOPO_REQ, 1, 0, 0, 0);
     {
-        const peer *ring[2] = {&a, &d};
-        expect_topo(&a, 2, 0, 2, ring);
-        expect_topo(&d, 2, 1, 2, ring);
+        const peer *ring[2] = {a, d};
+        expect_topo(a, 2, 0, 2, ring);
+        expect_topo(d, 2, 1, 2, ring);
     }
-    hang_up(&a);
-    hang_up(&b);
-    hang_up(&d);
 }
 
 static void test_garbage_refused(void **state)
@@ -456,7 +554,7 @@ static void test_garbage_refused(void **state)
     static const uint8_t garbage[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     uint8_t oversized[STARLING_FRAME_HDR];
     int before = refused_count(), fd;
-    peer a, b;
+    peer *a, *b;
 
     assert_int_equal(dial(f, &fd), STARLING_OK);
     send_raw(fd, garbage, (int)sizeof garbage);
@@ -472,29 +570,27 @@ static void test_garbage_refused(void **state)
     /* Still serving. */
     form_two(f, &a, &b);
     assert_true(refused_count() >= before + 2);
-    hang_up(&a);
-    hang_up(&b);
 }
 
 static void test_malformed_after_register(void **state)
 {
     fixture *f = *state;
-    peer a, b, c, d;
+    peer *a, *b, *c, *d;
     uint8_t hdr[STARLING_FRAME_HDR];
     form_two(f, &a, &b);
 
     /* A frame only the coordinator may send is malformed from a peer: a member dies. */
-    send_epoch(&a, MSG_QUERY, 1, 0, 0, 0);
-    expect_closed(a.fd);
-    expect_epoch_msg(&b, MSG_QUERY, 1, 0, 0);
-    send_epoch(&b, MSG_STATUS, 1, 0, 0, 0);
-    expect_epoch_msg(&b, MSG_DECIDE, 1, 0, STARLING_E_PEER_LOST);
+    send_epoch(a, MSG_QUERY, 1, 0, 0, 0);
+    expect_closed(a->fd);
+    expect_epoch_msg(b, MSG_QUERY, 1, 0, 0);
+    send_epoch(b, MSG_STATUS, 1, 0, 0, 0);
+    expect_epoch_msg(b, MSG_DECIDE, 1, 0, STARLING_E_PEER_LOST);
 
     /* An oversized length from a registered newcomer. */
-    join(f, &c, 0x3000, "gamma", 7003);
+    c = join(f, 0x3000, "gamma", 7003);
     starling__frame_hdr_encode(hdr, MSG_TOPO_REQ, STARLING_CTRL_MAX + 1);
-    send_raw(c.fd, hdr, (int)sizeof hdr);
-    expect_closed(c.fd);
+    send_raw(c->fd, hdr, (int)sizeof hdr);
+    expect_closed(c->fd);
 
     /* A first frame that is not a register. */
     {
@@ -526,86 +622,156 @@ static void test_malformed_after_register(void **state)
     }
 
     /* Still serving: b and a newcomer form epoch 2. */
-    join(f, &d, 0x10, "delta", 7004);
-    send_epoch(&b, MSG_TOPO_REQ, 1, 0, 0, 0);
-    send_epoch(&d, MSG_TOPO_REQ, 0, 0, 0, 0);
+    d = join(f, 0x10, "delta", 7004);
+    send_epoch(d, MSG_TOPO_REQ, 0, 0, 0, 0);
+    send_epoch(b, MSG_TOPO_REQ, 1, 0, 0, 0);
     {
-        const peer *ring[2] = {&b, &d};
-        expect_topo(&b, 2, 0, 2, ring);
-        expect_topo(&d, 2, 1, 2, ring);
+        const peer *ring[2] = {b, d};
+        expect_topo(b, 2, 0, 2, ring);
+        expect_topo(d, 2, 1, 2, ring);
     }
-    hang_up(&a);
-    hang_up(&b);
-    hang_up(&c);
-    hang_up(&d);
 }
 
 static void test_reregistration_adopts_epoch(void **state)
 {
     fixture *f = *state;
-    peer a, b;
     /* Ring order of the epoch is kept as the peers report it, not re-sorted. */
     const uint64_t members[2] = {0x2000, 0x1000};
-    const peer *ring[2] = {&a, &b};
-    join_as(f, &a, 0x2000, "alpha", 7001, 2, 5, members, 2);
-    join_as(f, &b, 0x1000, "beta", 7002, 2, 5, members, 2);
-    send_epoch(&a, MSG_TOPO_REQ, 5, 0, 0, 0);
-    send_epoch(&b, MSG_TOPO_REQ, 5, 0, 0, 0);
-    expect_topo(&a, 5, 0, 2, ring);
-    expect_topo(&b, 5, 1, 2, ring);
-    hang_up(&a);
-    hang_up(&b);
+    peer *a = join_as(f, 0x2000, "alpha", 7001, 2, 5, members, 2);
+    peer *b = join_as(f, 0x1000, "beta", 7002, 2, 5, members, 2);
+    const peer *ring[2] = {a, b};
+    send_epoch(a, MSG_TOPO_REQ, 5, 0, 0, 0);
+    send_epoch(b, MSG_TOPO_REQ, 5, 0, 0, 0);
+    expect_topo(a, 5, 0, 2, ring);
+    expect_topo(b, 5, 1, 2, ring);
 }
 
 static void test_missing_member_and_stale_peers(void **state)
 {
     fixture *f = *state;
-    peer a, s, t;
     const uint64_t members[2] = {0x3000, 0x2000}; /* 0x3000 never comes back */
     const uint64_t old[2] = {0x4000, 0x9999};
     const uint64_t same[1] = {0x5000};
-    join_as(f, &a, 0x2000, "alpha", 7001, 2, 7, members, 2);
-    expect_epoch_msg(&a, MSG_QUERY, 7, 0, 0);
-    send_epoch(&a, MSG_STATUS, 7, 2, 2, 0);
-    expect_epoch_msg(&a, MSG_DECIDE, 7, 2, STARLING_E_PEER_LOST);
+    peer *a, *s, *t;
+    a = join_as(f, 0x2000, "alpha", 7001, 2, 7, members, 2);
+    expect_epoch_msg(a, MSG_QUERY, 7, 0, 0);
+    send_epoch(a, MSG_STATUS, 7, 2, 2, 0);
+    expect_epoch_msg(a, MSG_DECIDE, 7, 2, STARLING_E_PEER_LOST);
 
     /* A peer of an older epoch learns that it is over, and continues as a newcomer. */
-    join_as(f, &s, 0x4000, "stale", 7005, 1, 3, old, 2);
-    expect_epoch_msg(&s, MSG_DECIDE, 3, 0, STARLING_E_PEER_LOST);
+    s = join_as(f, 0x4000, "stale", 7005, 1, 3, old, 2);
+    expect_epoch_msg(s, MSG_DECIDE, 3, 0, STARLING_E_PEER_LOST);
     /* One claiming the current epoch without being a member gets its decision. */
-    join_as(f, &t, 0x5000, "stray", 7006, 1, 7, same, 1);
-    expect_epoch_msg(&t, MSG_DECIDE, 7, 2, STARLING_E_PEER_LOST);
+    t = join_as(f, 0x5000, "stray", 7006, 1, 7, same, 1);
+    expect_epoch_msg(t, MSG_DECIDE, 7, 2, STARLING_E_PEER_LOST);
 
-    send_epoch(&s, MSG_TOPO_REQ, 3, 0, 0, 0);
-    send_epoch(&a, MSG_TOPO_REQ, 7, 0, 0, 0);
-    send_epoch(&t, MSG_TOPO_REQ, 7, 0, 0, 0);
+    /* Joiners first: the epoch forms as soon as every live member waits. */
+    send_epoch(s, MSG_TOPO_REQ, 3, 0, 0, 0);
+    send_epoch(t, MSG_TOPO_REQ, 7, 0, 0, 0);
+    send_epoch(a, MSG_TOPO_REQ, 7, 0, 0, 0);
     {
-        const peer *ring[3] = {&a, &s, &t};
-        expect_topo(&a, 8, 0, 3, ring);
-        expect_topo(&s, 8, 1, 3, ring);
-        expect_topo(&t, 8, 2, 3, ring);
+        const peer *ring[3] = {a, s, t};
+        expect_topo(a, 8, 0, 3, ring);
+        expect_topo(s, 8, 1, 3, ring);
+        expect_topo(t, 8, 2, 3, ring);
     }
-    hang_up(&a);
-    hang_up(&s);
-    hang_up(&t);
 }
 
 static void test_reconnect_replaces(void **state)
 {
     fixture *f = *state;
-    peer a, a2, b;
-    const peer *ring[2] = {&b, &a2};
-    join(f, &a, 0x2000, "alpha", 7001);
-    join(f, &a2, 0x2000, "alpha", 7011);
-    expect_closed(a.fd);
-    join(f, &b, 0x1000, "beta", 7002);
-    send_epoch(&a2, MSG_TOPO_REQ, 0, 0, 0, 0);
-    send_epoch(&b, MSG_TOPO_REQ, 0, 0, 0, 0);
-    expect_topo(&a2, 1, 1, 2, ring);
-    expect_topo(&b, 1, 0, 2, ring);
-    hang_up(&a);
-    hang_up(&a2);
-    hang_up(&b);
+    peer *a = join(f, 0x2000, "alpha", 7001);
+    peer *a2 = join(f, 0x2000, "alpha", 7011);
+    peer *b;
+    expect_closed(a->fd);
+    b = join(f, 0x1000, "beta", 7002);
+    send_epoch(a2, MSG_TOPO_REQ, 0, 0, 0, 0);
+    send_epoch(b, MSG_TOPO_REQ, 0, 0, 0, 0);
+    {
+        const peer *ring[2] = {b, a2};
+        expect_topo(a2, 1, 1, 2, ring);
+        expect_topo(b, 1, 0, 2, ring);
+    }
+}
+
+/* Registers `fd` as peer `id` and returns the type of the answer (WELCOME or REJECT). */
+static int register_raw(int fd, uint64_t id, starling__msg_reject *rj)
+{
+    static starling__msg_register reg;
+    starling__frame_hdr h;
+    uint8_t buf[512];
+    memset(&reg, 0, sizeof reg);
+    reg.peer_id = id;
+    snprintf(reg.name, sizeof reg.name, "p%llu", (unsigned long long)id);
+    strcpy(reg.host, "127.0.0.1");
+    reg.port = 9;
+    reg.min_peers = 1;
+    send_raw(fd, buf, starling__register_encode(buf, sizeof buf, &reg));
+    assert_int_equal(starling__frame_recv(fd, &h, rx, sizeof rx, deadline()), STARLING_OK);
+    if (h.type == MSG_REJECT)
+        assert_int_equal(starling__reject_decode(rx, h.len, rj), STARLING_OK);
+    return h.type;
+}
+
+/* STARLING_MAX_PEERS registered peers, and the next one is refused with E_LIMIT. Its own
+ * coordinator with a long timeout, so that 512 silent peers stay alive. */
+static void test_peer_limit(void **state)
+{
+    enum { N = STARLING_MAX_PEERS };
+    static int fds[N + 1];
+    fixture lim;
+    starling_config *cfg;
+    starling__msg_reject rj;
+    struct rlimit rl;
+    (void)state;
+
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < 2 * N + 64) {
+        rl.rlim_cur = rl.rlim_max;
+        if (rl.rlim_cur < 2 * N + 64 || setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            skip(); /* the coordinator and its peers share this process's descriptors */
+    }
+    memset(&lim, 0, sizeof lim);
+    assert_int_equal(starling_config_create(&cfg), STARLING_OK);
+    assert_int_equal(starling_config_set_timeout_ms(cfg, 60000), STARLING_OK);
+    assert_int_equal(
+        starling_coord_create(&lim.coord, "127.0.0.1:0", RUN, SECRET, strlen(SECRET), cfg),
+        STARLING_OK);
+    starling_config_destroy(cfg);
+    lim.port = starling_coord_port(lim.coord);
+    assert_int_equal(pthread_create(&lim.thread, NULL, coord_thread, &lim), 0);
+
+    for (int i = 0; i <= N; i++) {
+        assert_int_equal(handshake(&lim, RUN, SECRET, 0x100000u + (uint64_t)i, &fds[i]),
+                         STARLING_OK);
+        if (i < N)
+            assert_int_equal(register_raw(fds[i], 0x100000u + (uint64_t)i, &rj), MSG_WELCOME);
+    }
+    assert_int_equal(register_raw(fds[N], 0x100000u + N, &rj), MSG_REJECT);
+    assert_int_equal(rj.code, STARLING_E_LIMIT);
+    expect_closed(fds[N]);
+    /* A place freed is a place taken. */
+    starling__sock_close(fds[0]);
+    starling__sock_close(fds[N]);
+    assert_int_equal(handshake(&lim, RUN, SECRET, 0x900000u, &fds[N]), STARLING_OK);
+    for (int tries = 0;; tries++) {
+        int t = register_raw(fds[N], 0x900000u, &rj);
+        if (t == MSG_WELCOME)
+            break;
+        /* The coordinator may not have seen fds[0] close yet: try again. */
+        assert_int_equal(t, MSG_REJECT);
+        assert_true(tries < 100);
+        starling__sock_close(fds[N]);
+        starling__sleep_ms(10);
+        assert_int_equal(handshake(&lim, RUN, SECRET, 0x900000u, &fds[N]), STARLING_OK);
+    }
+
+    starling_coord_stop(lim.coord);
+    pthread_join(lim.thread, NULL);
+    assert_int_equal(lim.run_rc, STARLING_OK);
+    starling_coord_destroy(lim.coord);
+    for (int i = 1; i <= N; i++)
+        starling__sock_close(fds[i]);
 }
 
 static void test_create_arguments(void **state)
@@ -626,12 +792,35 @@ static void test_create_arguments(void **state)
     assert_int_equal(starling_coord_create(&c, addr, RUN, SECRET, 1, NULL), STARLING_E_OS);
     assert_null(c);
     /* A stop before run makes run return at once. */
-    assert_int_equal(starling_coord_create(&c, "127.0.0.1:0", RUN, SECRET, 1, NULL),
-                     STARLING_OK);
+    assert_int_equal(starling_coord_create(&c, "127.0.0.1:0", RUN, SECRET, 1, NULL), STARLING_OK);
     starling_coord_stop(c);
     assert_int_equal(starling_coord_run(c), STARLING_OK);
     starling_coord_destroy(c);
     starling_coord_destroy(NULL);
+}
+
+/* Every allocation of create may fail: NOMEM, nothing leaked (ASan checks), and the
+ * handle works once allocations succeed again. */
+static void test_create_out_of_memory(void **state)
+{
+    int failed = 0;
+    (void)state;
+    for (long n = 1; n < 64; n++) {
+        starling_coord *c = NULL;
+        int r;
+        starling__alloc_fail_after(n);
+        r = starling_coord_create(&c, "127.0.0.1:0", RUN, SECRET, 1, NULL);
+        starling__alloc_fail_after(0);
+        if (r == STARLING_OK) {
+            assert_non_null(c);
+            starling_coord_destroy(c);
+            break;
+        }
+        assert_int_equal(r, STARLING_E_NOMEM);
+        assert_null(c);
+        failed++;
+    }
+    assert_true(failed > 0);
 }
 
 int main(void)
@@ -643,6 +832,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_death_is_resolved, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failure_report, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mismatch_never_commits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_silent_peer_declared_dead, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unanswered_query, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leave_and_join, setup, teardown),
@@ -652,6 +842,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_missing_member_and_stale_peers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect_replaces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_arguments, setup, teardown),
+        cmocka_unit_test(test_peer_limit),
+        cmocka_unit_test(test_create_out_of_memory),
     };
     log_echo = getenv("STARLING_TEST_LOG") != NULL;
     starling_log_set_handler(capture, NULL);

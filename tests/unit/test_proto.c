@@ -191,27 +191,52 @@ static int build_sample(int idx, uint8_t *out, size_t cap, uint8_t *type)
     static starling__msg_epoch epoch;
     const int nfixed = 11;
     switch (idx) {
-    case 0: sample_hello(&hello, ROLE_CONTROL); *type = MSG_HELLO;
+    case 0:
+        sample_hello(&hello, ROLE_CONTROL);
+        *type = MSG_HELLO;
         return starling__hello_encode(out, cap, &hello);
-    case 1: sample_hello(&hello, ROLE_DATA); *type = MSG_HELLO;
+    case 1:
+        sample_hello(&hello, ROLE_DATA);
+        *type = MSG_HELLO;
         return starling__hello_encode(out, cap, &hello);
-    case 2: memset(&challenge, 0x3c, sizeof challenge); *type = MSG_CHALLENGE;
+    case 2:
+        memset(&challenge, 0x3c, sizeof challenge);
+        *type = MSG_CHALLENGE;
         return starling__challenge_encode(out, cap, &challenge);
-    case 3: memset(&auth, 0x4d, sizeof auth); *type = MSG_AUTH;
+    case 3:
+        memset(&auth, 0x4d, sizeof auth);
+        *type = MSG_AUTH;
         return starling__auth_encode(out, cap, &auth);
-    case 4: reject.code = STARLING_E_AUTH; strcpy(reject.reason, "bad proof"); *type = MSG_REJECT;
+    case 4:
+        reject.code = STARLING_E_AUTH;
+        strcpy(reject.reason, "bad proof");
+        *type = MSG_REJECT;
         return starling__reject_encode(out, cap, &reject);
-    case 5: sample_register(&reg_a, 0); *type = MSG_REGISTER;
+    case 5:
+        sample_register(&reg_a, 0);
+        *type = MSG_REGISTER;
         return starling__register_encode(out, cap, &reg_a);
-    case 6: sample_register(&reg_a, 3); *type = MSG_REGISTER;
+    case 6:
+        sample_register(&reg_a, 3);
+        *type = MSG_REGISTER;
         return starling__register_encode(out, cap, &reg_a);
-    case 7: welcome.coord_id = 99; welcome.timeout_ms = 3000; *type = MSG_WELCOME;
+    case 7:
+        welcome.coord_id = 99;
+        welcome.timeout_ms = 3000;
+        *type = MSG_WELCOME;
         return starling__welcome_encode(out, cap, &welcome);
-    case 8: sample_topo(&topo_a, 1); *type = MSG_TOPO;
+    case 8:
+        sample_topo(&topo_a, 1);
+        *type = MSG_TOPO;
         return starling__topo_encode(out, cap, &topo_a);
-    case 9: sample_topo(&topo_a, 3); *type = MSG_TOPO;
+    case 9:
+        sample_topo(&topo_a, 3);
+        *type = MSG_TOPO;
         return starling__topo_encode(out, cap, &topo_a);
-    case 10: strcpy(reject.reason, ""); reject.code = STARLING_E_VERSION; *type = MSG_REJECT;
+    case 10:
+        strcpy(reject.reason, "");
+        reject.code = STARLING_E_VERSION;
+        *type = MSG_REJECT;
         return starling__reject_encode(out, cap, &reject);
     default:
         if (idx - nfixed >= (int)sizeof epoch_types)
@@ -325,8 +350,7 @@ static void test_reject_round_trip(void **state)
     assert_string_equal(out.reason, in.reason);
 }
 
-static void assert_register_equal(const starling__msg_register *a,
-                                  const starling__msg_register *b)
+static void assert_register_equal(const starling__msg_register *a, const starling__msg_register *b)
 {
     assert_true(a->peer_id == b->peer_id);
     assert_string_equal(a->name, b->name);
@@ -347,8 +371,8 @@ static void test_register_round_trip(void **state)
         sample_register(&reg_a, counts[i]);
         int n = starling__register_encode(frame, sizeof frame, &reg_a);
         size_t plen = frame_check(frame, n, MSG_REGISTER);
-        assert_int_equal(plen, 8 + 1 + strlen(reg_a.name) + 1 + strlen(reg_a.host) + 2 + 4 + 8 +
-                                   4 + 8 * (size_t)counts[i]);
+        assert_int_equal(plen, 8 + 1 + strlen(reg_a.name) + 1 + strlen(reg_a.host) + 2 + 4 + 8 + 4 +
+                                   8 * (size_t)counts[i]);
         memset(&reg_b, 0xee, sizeof reg_b);
         assert_int_equal(starling__register_decode(frame + 8, plen, &reg_b), STARLING_OK);
         assert_register_equal(&reg_a, &reg_b);
@@ -472,9 +496,7 @@ static void test_epoch_round_trip_every_type(void **state)
             assert_true(out.epoch == in.epoch && out.a == in.a && out.b == in.b);
             assert_int_equal(out.code, 0);
             break;
-        default:
-            assert_true(out.epoch == 0 && out.a == 0 && out.b == 0 && out.code == 0);
-            break;
+        default: assert_true(out.epoch == 0 && out.a == 0 && out.b == 0 && out.code == 0); break;
         }
     }
 }
@@ -522,10 +544,9 @@ static void test_epoch_status_order(void **state)
 /* The epoch codec only handles the small control messages. */
 static void test_epoch_refuses_other_types(void **state)
 {
-    static const uint8_t others[] = {0,           MSG_HELLO, MSG_CHALLENGE, MSG_AUTH,
-                                     MSG_REJECT,  MSG_REGISTER, MSG_WELCOME, MSG_TOPO,
-                                     MSG_DATA,    MSG_DONE,  MSG_ABORT,     MSG_TYPE_MAX + 1,
-                                     255};
+    static const uint8_t others[] = {
+        0,        MSG_HELLO, MSG_CHALLENGE, MSG_AUTH,  MSG_REJECT,       MSG_REGISTER, MSG_WELCOME,
+        MSG_TOPO, MSG_DATA,  MSG_DONE,      MSG_ABORT, MSG_TYPE_MAX + 1, 255};
     starling__msg_epoch m;
     (void)state;
     sample_epoch(&m);
@@ -585,10 +606,9 @@ static void test_data_encode_length_wrap(void **state)
     starling__msg_data m = {1, 2, 3, 4};
     int rc;
     (void)state;
-    /* KNOWN BUG (src/proto/msg.c, starling__data_encode): the header length is computed as
+    /* Regression (fixed: src/proto/msg.c, starling__data_encode): the header length is computed as
      * STARLING_DATA_HDR + nbytes in uint32_t, so nbytes > UINT32_MAX - 24 wraps to a small
-     * length. Remove this skip when the encoder refuses it with STARLING_E_LIMIT. */
-    skip();
+     * length. */
     rc = starling__data_encode(frame, sizeof frame, MSG_DATA, &m, UINT32_MAX - 10);
     assert_int_equal(rc, STARLING_E_LIMIT);
 }
@@ -636,7 +656,9 @@ static void test_frame_hdr_round_trip(void **state)
     starling__frame_hdr h;
     (void)state;
     for (uint8_t type = 1; type <= MSG_TYPE_MAX; type++) {
-        uint32_t len = type == MSG_DATA ? STARLING_DATA_HDR + CHUNK : STARLING_CTRL_MAX;
+        uint32_t len = type == MSG_DATA                        ? STARLING_DATA_HDR + CHUNK
+                       : type == MSG_DONE || type == MSG_ABORT ? STARLING_DATA_HDR
+                                                               : STARLING_CTRL_MAX;
         starling__frame_hdr_encode(hdr, type, len);
         assert_int_equal(hdr[0], type);
         assert_int_equal(hdr[1] | hdr[2] | hdr[3], 0);
@@ -685,8 +707,8 @@ static void test_frame_hdr_control_len(void **state)
     starling__frame_hdr h;
     (void)state;
     for (uint8_t type = 1; type <= MSG_TYPE_MAX; type++) {
-        if (type == MSG_DATA)
-            continue;
+        if (type == MSG_DATA || type == MSG_DONE || type == MSG_ABORT)
+            continue; /* data-plane frames: see the tests below */
         starling__frame_hdr_encode(hdr, type, STARLING_CTRL_MAX);
         assert_int_equal(starling__frame_hdr_decode(hdr, CHUNK, &h), STARLING_OK);
         starling__frame_hdr_encode(hdr, type, STARLING_CTRL_MAX + 1);
@@ -737,11 +759,10 @@ static void test_frame_hdr_done_abort_len(void **state)
         starling__frame_hdr_encode(hdr, types[i], STARLING_DATA_HDR);
         assert_int_equal(starling__frame_hdr_decode(hdr, CHUNK, &h), STARLING_OK);
     }
-    /* KNOWN BUG (src/proto/msg.c, starling__frame_hdr_decode): DONE and ABORT are checked
+    /* Regression (fixed: src/proto/msg.c, starling__frame_hdr_decode): DONE and ABORT are checked
      * as control frames (len <= STARLING_CTRL_MAX), so len 0..23 passes and the caller's
      * starling__data_decode, which always reads 24 bytes, would read past the payload.
-     * Remove this skip when the header decoder requires len == STARLING_DATA_HDR. */
-    skip();
+     */
     for (size_t i = 0; i < 2; i++) {
         static const uint32_t bad[] = {0, 1, STARLING_DATA_HDR - 1, STARLING_DATA_HDR + 1, 4096};
         for (size_t j = 0; j < sizeof bad / sizeof bad[0]; j++) {
@@ -782,8 +803,7 @@ static void test_trailing_bytes(void **state)
         size_t plen = frame_check(frame, n, type);
         for (size_t e = 0; e < sizeof extra / sizeof extra[0]; e++) {
             memset(frame + n, 0, extra[e]);
-            assert_int_equal(decode_exact(type, frame + 8, plen + extra[e]),
-                             STARLING_E_PROTOCOL);
+            assert_int_equal(decode_exact(type, frame + 8, plen + extra[e]), STARLING_E_PROTOCOL);
         }
     }
 }
@@ -972,10 +992,9 @@ static void test_reject_code_ok_refused(void **state)
 {
     starling__msg_reject m = {STARLING_OK, "ok?"}, out;
     (void)state;
-    /* KNOWN BUG (src/proto/msg.c, starling__reject_decode): the range check is
-     * `code > 0 || code < STARLING_E_BUSY`, which lets 0 through. Remove this skip when it
-     * reads `code >= 0 || ...`. */
-    skip();
+    /* Regression (fixed: src/proto/msg.c, starling__reject_decode): the range check is
+     * `code > 0 || code < STARLING_E_BUSY`, which let 0 through; it now reads
+     * `code >= 0 || ...`. */
     int n = starling__reject_encode(frame, sizeof frame, &m);
     assert_int_equal(starling__reject_decode(frame + 8, (size_t)n - 8, &out), STARLING_E_PROTOCOL);
 }
@@ -1043,8 +1062,7 @@ static void test_register_count_over_limit(void **state)
         /* ... even if the payload really holds that many members */
         if (counts[i] == STARLING_MAX_PEERS + 1) {
             memset(frame + n, 0x11, 8);
-            assert_int_equal(decode_exact(MSG_REGISTER, frame + 8, plen + 8),
-                             STARLING_E_PROTOCOL);
+            assert_int_equal(decode_exact(MSG_REGISTER, frame + 8, plen + 8), STARLING_E_PROTOCOL);
         }
     }
 }
@@ -1077,10 +1095,8 @@ static void test_register_name_too_long(void **state)
     assert_int_equal(decode_exact(MSG_REGISTER, p, register_bytes(p, 63, 63)), STARLING_OK);
     assert_int_equal(decode_exact(MSG_REGISTER, p, register_bytes(p, 64, 8)), STARLING_E_PROTOCOL);
     assert_int_equal(decode_exact(MSG_REGISTER, p, register_bytes(p, 8, 64)), STARLING_E_PROTOCOL);
-    assert_int_equal(decode_exact(MSG_REGISTER, p, register_bytes(p, 255, 8)),
-                     STARLING_E_PROTOCOL);
-    assert_int_equal(decode_exact(MSG_REGISTER, p, register_bytes(p, 8, 255)),
-                     STARLING_E_PROTOCOL);
+    assert_int_equal(decode_exact(MSG_REGISTER, p, register_bytes(p, 255, 8)), STARLING_E_PROTOCOL);
+    assert_int_equal(decode_exact(MSG_REGISTER, p, register_bytes(p, 8, 255)), STARLING_E_PROTOCOL);
 }
 
 static void test_welcome_refusals(void **state)

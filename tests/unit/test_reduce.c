@@ -26,7 +26,7 @@ static const starling_op all_ops[] = {STARLING_SUM, STARLING_AVG, STARLING_MIN, 
 
 /* ---------------------------------------------------------------- reference */
 
-/* NaN-propagating min/max as kernels.h's reduce.c documents it: a NaN input gives NaN
+/* NaN-propagating min/max as documented in reduce.c: a NaN input gives NaN
  * (a's when both are); ties keep a. */
 static double ref_min_max(double x, double y, starling_op op)
 {
@@ -393,6 +393,42 @@ static void test_float_min_max_propagate_nan(void **state)
     }
 }
 
+/* A signalling NaN in f16/bf16 comes out as the same NaN made quiet, through every op
+ * (the kernels may skip quieting on the way in; the narrowing must still do it). */
+static void test_half_nan_comes_out_quiet(void **state)
+{
+    (void)state;
+    static const struct {
+        starling_dtype dtype;
+        uint16_t snan, qnan, other_qnan, one;
+    } cases[] = {{STARLING_BF16, 0xff81, 0xffc1, 0x7fc5, 0x3f80},
+                 {STARLING_F16, 0xfc01, 0xfe01, 0x7e05, 0x3c00}};
+    enum { N = 70 }; /* one block and a tail */
+    uint16_t a[N], b[N], d[N];
+    for (size_t c = 0; c < COUNT_OF(cases); c++) {
+        for (size_t o = 0; o < COUNT_OF(all_ops); o++) {
+            for (size_t i = 0; i < N; i++) {
+                /* NaN in a, NaN in b, NaN in both (a's wins for min/max). */
+                a[i] = i % 3 == 1 ? cases[c].one : cases[c].snan;
+                b[i] = i % 3 == 0 ? cases[c].one : i % 3 == 1 ? cases[c].snan : cases[c].other_qnan;
+            }
+            starling__reduce(d, a, b, N, cases[c].dtype, all_ops[o]);
+            for (size_t i = 0; i < N; i++) {
+                int both = i % 3 == 2;
+                if (both && (all_ops[o] == STARLING_SUM || all_ops[o] == STARLING_AVG))
+                    continue; /* NaN + NaN: either payload is IEEE-conforming */
+                if (d[i] != cases[c].qnan)
+                    fail_msg("%s %s element %zu: 0x%04x, want 0x%04x",
+                             starling_dtype_name(cases[c].dtype), starling_op_name(all_ops[o]),
+                             i, (unsigned)d[i], (unsigned)cases[c].qnan);
+            }
+            starling__reduce_finish(d, N, cases[c].dtype, all_ops[o], 2);
+            for (size_t i = 0; i < N; i += 3)
+                assert_int_equal(d[i], cases[c].qnan);
+        }
+    }
+}
+
 static void test_float_ties_keep_a(void **state)
 {
     (void)state;
@@ -614,6 +650,7 @@ int main(void)
         cmocka_unit_test(test_integer_sums_wrap),
         cmocka_unit_test(test_integer_min_max),
         cmocka_unit_test(test_float_min_max_propagate_nan),
+        cmocka_unit_test(test_half_nan_comes_out_quiet),
         cmocka_unit_test(test_float_ties_keep_a),
         cmocka_unit_test(test_finish_avg_floats),
         cmocka_unit_test(test_finish_avg_integers_truncate),

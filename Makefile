@@ -4,6 +4,7 @@
 #   make deps           check (and as root install) the Debian packages the core needs
 #   make test           deps, build, then the whole ctest suite
 #   make test-asan      the same suite built with ASan+UBSan in build-asan/
+#   make fuzz           libFuzzer targets (clang) run for a short bounded time, in build-fuzz/
 #   make bench          starling vs gloo vs OpenMPI all-reduce, side by side (bench/run_bench.sh)
 #   make demo           deps, build, then a short demonstration run
 #   make format         clang-format -i over the C sources
@@ -15,13 +16,14 @@ JOBS ?= 2
 BUILD_TYPE ?= RelWithDebInfo
 BUILD_DIR ?= ./build
 ASAN_BUILD_DIR ?= build-asan
+FUZZ_BUILD_DIR ?= build-fuzz
 CMAKE_ARGS ?=
 CTEST_ARGS ?= --output-on-failure -j$(JOBS) --timeout 300
 
 DEPS := tools/install-deps.sh
 FORMAT_DIRS := src include tools tests bench
 
-.PHONY: all build deps test test-asan bench demo clean format help
+.PHONY: all build deps test test-asan fuzz bench demo clean format help
 
 all: build
 
@@ -49,6 +51,15 @@ test-asan:
 	ASAN_OPTIONS=$${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1:strict_string_checks=1} \
 	UBSAN_OPTIONS=$${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
 	    ctest --test-dir $(ASAN_BUILD_DIR) $(CTEST_ARGS)
+
+# Each decoder of network input has a libFuzzer target; this runs them for a bounded time
+# (the corpus replay runs in `make test` without clang).
+fuzz:
+	bash $(DEPS) core fuzz
+	CC=clang cmake -S . -B $(FUZZ_BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DSTARLING_FUZZ=ON \
+	    $(CMAKE_ARGS)
+	cmake --build $(FUZZ_BUILD_DIR) -j$(JOBS) --target fuzz_frames fuzz_frames_replay
+	ctest --test-dir $(FUZZ_BUILD_DIR) -R '^fuzz\.' $(CTEST_ARGS)
 
 bench:
 	bash $(DEPS) core bench

@@ -19,7 +19,7 @@ pkgs_bench=(python3-torch openmpi-bin libopenmpi-dev)
 pkgs_demo=(gnuplot-nox dataset-fashion-mnist)
 
 usage() {
-    echo "usage: $0 GROUP...   (groups: core bench demo)" >&2
+    echo "usage: $0 GROUP...   (groups: core bench demo fuzz)" >&2
     exit 2
 }
 
@@ -30,6 +30,7 @@ for group in "$@"; do
     case "$group" in
     core) wanted+=("${pkgs_core[@]}") ;;
     bench) wanted+=("${pkgs_bench[@]}") ;;
+    fuzz) wanted+=(clang libclang-rt-14-dev) ;;
     demo) wanted+=("${pkgs_demo[@]}") ;;
     *) echo "install-deps: unknown group '$group'" >&2; usage ;;
     esac

@@ -477,6 +477,13 @@ def scenario_fault(h, kind):
     at = last_iter(v)
     log("%s sent to %s at its iteration %d" % (kind, v.name, at))
     survivors = [p for p in peers if p is not v]
+    # Failover time, reported for bench/failover.sh (a figure, never asserted on).
+    t0, end = time.monotonic(), time.monotonic() + h.args.timeout / 2
+    while time.monotonic() < end and not any(
+            any(size == n - 1 for _, size, _ in parse_iters(p)) for p in survivors):
+        time.sleep(0.005)
+    log("FAILOVER %s: first iteration with %d members done %.0f ms after the fault "
+        "(timeout %d ms)" % (kind, n - 1, (time.monotonic() - t0) * 1000, detect_ms(h)))
     # Go on until the survivors have run a while as a group of 3.
     wait_progress(h, survivors, at + 40, "progress after the fault",
                   lambda p: parse_iters(p)[-1][1] == n - 1)

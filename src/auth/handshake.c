@@ -106,6 +106,16 @@ static void send_reject(int fd, int code, const char *reason, int64_t deadline_m
         starling__sock_send_all(fd, buf, (size_t)n, deadline_ms);
 }
 
+/* The server's refusal: its code (never STARLING_OK: the decoder refuses 0) and reason. */
+static int rejected(const uint8_t *payload, size_t len, char *why, size_t why_len)
+{
+    starling__msg_reject rj;
+    if (starling__reject_decode(payload, len, &rj))
+        return STARLING_E_PROTOCOL;
+    set_why(why, why_len, rj.reason);
+    return rj.code;
+}
+
 int starling__handshake_client(int fd, const starling__key *key, starling__msg_hello *hello,
                                int64_t deadline_ms, char *why, size_t why_len)
 {
@@ -128,13 +138,8 @@ int starling__handshake_client(int fd, const starling__key *key, starling__msg_h
         return r;
     if ((r = starling__frame_recv(fd, &h, buf, sizeof buf, deadline_ms)))
         return r;
-    if (h.type == MSG_REJECT) {
-        starling__msg_reject rj;
-        if (starling__reject_decode(buf, h.len, &rj))
-            return STARLING_E_PROTOCOL;
-        set_why(why, why_len, rj.reason);
-        return rj.code ? rj.code : STARLING_E_PROTOCOL;
-    }
+    if (h.type == MSG_REJECT)
+        return rejected(buf, h.len, why, why_len);
     if (h.type != MSG_CHALLENGE || starling__challenge_decode(buf, h.len, &ch))
         return STARLING_E_PROTOCOL;
     proof(key, 'S', hello->nonce, ch.nonce, hello, expect);
@@ -148,13 +153,8 @@ int starling__handshake_client(int fd, const starling__key *key, starling__msg_h
         return r;
     if ((r = starling__frame_recv(fd, &h, buf, sizeof buf, deadline_ms)))
         return r;
-    if (h.type == MSG_REJECT) {
-        starling__msg_reject rj;
-        if (starling__reject_decode(buf, h.len, &rj))
-            return STARLING_E_PROTOCOL;
-        set_why(why, why_len, rj.reason);
-        return rj.code ? rj.code : STARLING_E_PROTOCOL;
-    }
+    if (h.type == MSG_REJECT)
+        return rejected(buf, h.len, why, why_len);
     if (h.type != MSG_ACCEPT || h.len != 0)
         return STARLING_E_PROTOCOL;
     return STARLING_OK;

@@ -1,7 +1,6 @@
 /* The communicator's public face: creation and teardown, the job queue, requests. */
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "core/internal.h"
@@ -14,7 +13,6 @@ void starling__comm_set_err(starling_comm *c, int code, const char *fmt, ...)
 {
     va_list ap;
     char detail[200];
-    (void)c;
     va_start(ap, fmt);
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
@@ -250,10 +248,6 @@ int starling_comm_create(starling_comm **out, const char *coord_host_port, const
     else
         starling__config_defaults(&c->cfg);
     c->id = starling__random_id();
-    {
-        const char *sb = getenv("STARLING_SOCKBUF");
-        c->sockbuf = sb ? atoi(sb) : 0;
-    }
     if (c->cfg.name[0])
         snprintf(c->name, sizeof c->name, "%s", c->cfg.name);
     else

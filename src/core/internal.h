@@ -114,7 +114,6 @@ struct starling_comm {
     char data_host[STARLING_HOST_MAX];
     int data_port;
     int listen_fd;
-    int sockbuf; /* SO_SNDBUF/SO_RCVBUF of ring links, 0: kernel autotuning */
 
     pthread_t engine_thr, acceptor_thr;
     int threads_started;

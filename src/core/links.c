@@ -44,7 +44,6 @@ static void on_handshake(void *user, int fd, const starling__msg_hello *h)
         starling__sock_close(fd);
         return;
     }
-    starling__sock_set_buffers(fd, c->sockbuf);
     park(c, fd, h);
 }
 
@@ -124,7 +123,6 @@ int starling__links_setup(starling_comm *c, const starling__msg_topo *t)
             starling__links_close(c);
             return rc;
         }
-        starling__sock_set_buffers(fd, c->sockbuf);
         e->right[s] = fd;
         e->nright = s + 1;
     }

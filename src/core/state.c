@@ -113,11 +113,14 @@ static uint64_t layout_hash(const starling_comm *c)
     return h;
 }
 
-/* XXH3-128 over names, layout, bytes and the step. */
-static int state_hash(const starling_comm *c, XXH128_hash_t *out)
+/* XXH3-128 over names, layout, bytes and the step. The bytes come from the registered
+ * tensors, or, when `blob` is given, from a serialized state (tensors in name order,
+ * then the step): so received bytes are checked before they replace anything. */
+static int state_hash(const starling_comm *c, const uint8_t *blob, XXH128_hash_t *out)
 {
     XXH3_state_t *st = XXH3_createState();
     uint8_t meta[16];
+    size_t off = 0;
     if (!st)
         return STARLING_E_NOMEM;
     XXH3_128bits_reset(st);
@@ -127,10 +130,15 @@ static int state_hash(const starling_comm *c, XXH128_hash_t *out)
         put_u64(meta + 8, (uint64_t)t->count);
         XXH3_128bits_update(st, t->name, strlen(t->name) + 1);
         XXH3_128bits_update(st, meta, sizeof meta);
-        XXH3_128bits_update(st, t->data, tensor_bytes(t));
+        XXH3_128bits_update(st, blob ? blob + off : (const uint8_t *)t->data, tensor_bytes(t));
+        off += tensor_bytes(t);
     }
-    put_u64(meta, c->step);
-    XXH3_128bits_update(st, meta, 8);
+    if (blob) {
+        XXH3_128bits_update(st, blob + off, 8);
+    } else {
+        put_u64(meta, c->step);
+        XXH3_128bits_update(st, meta, 8);
+    }
     *out = XXH3_128bits_digest(st);
     XXH3_freeState(st);
     return STARLING_OK;
@@ -142,7 +150,7 @@ int starling_state_hash_hex(const starling_comm *c, char out[33])
     int rc;
     if (!c || !out)
         return STARLING_E_INVALID;
-    if ((rc = state_hash(c, &h)))
+    if ((rc = state_hash(c, NULL, &h)))
         return rc;
     snprintf(out, 33, "%016llx%016llx", (unsigned long long)h.high64,
              (unsigned long long)h.low64);
@@ -209,7 +217,7 @@ int starling_sync_state(starling_comm *c, int *changed)
         snprintf(c->errmsg, sizeof c->errmsg, "not a member yet: call starling_update_topology first");
         return STARLING_E_STATE;
     }
-    if ((rc = state_hash(c, &h)))
+    if ((rc = state_hash(c, NULL, &h)))
         return rc;
     put_u64(mine, layout_hash(c));
     put_u64(mine + 8, h.high64);
@@ -266,27 +274,8 @@ int starling_sync_state(starling_comm *c, int *changed)
         goto out;
     if (!me_holder) {
         XXH128_hash_t got;
-        XXH3_state_t *st = XXH3_createState();
-        uint8_t meta[16];
-        /* Hash the received bytes before they replace anything here. */
-        if (!st) {
-            rc = STARLING_E_NOMEM;
+        if ((rc = state_hash(c, blob, &got)))
             goto out;
-        }
-        XXH3_128bits_reset(st);
-        off = 0;
-        for (int i = 0; i < c->ntensors; i++) {
-            const state_tensor *t = &c->tensors[i];
-            put_u64(meta, (uint64_t)t->dtype);
-            put_u64(meta + 8, (uint64_t)t->count);
-            XXH3_128bits_update(st, t->name, strlen(t->name) + 1);
-            XXH3_128bits_update(st, meta, sizeof meta);
-            XXH3_128bits_update(st, blob + off, tensor_bytes(t));
-            off += tensor_bytes(t);
-        }
-        XXH3_128bits_update(st, blob + off, 8);
-        got = XXH3_128bits_digest(st);
-        XXH3_freeState(st);
         if (got.high64 != get_u64(rec + RECORD_BYTES * truth + 8) ||
             got.low64 != get_u64(rec + RECORD_BYTES * truth + 16)) {
             snprintf(c->errmsg, sizeof c->errmsg, "shared state failed its hash after transfer");

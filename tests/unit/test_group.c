@@ -17,6 +17,7 @@
 
 #define MAXP 8
 static const char secret[] = "test-secret";
+static int g_streams = 1; /* streams per ring link for the next group */
 
 typedef struct group {
     starling_coord *coord;
@@ -80,6 +81,7 @@ static void *peer_main(void *arg)
     starling_config_set_min_peers(cfg, pa->g->n);
     starling_config_set_timeout_ms(cfg, 2000);
     starling_config_set_chunk_bytes(cfg, 4096); /* many pieces even for small buffers */
+    starling_config_set_streams(cfg, g_streams);
     rc = starling_comm_create(&c, pa->g->addr, "grp", secret, sizeof secret - 1, cfg);
     starling_config_destroy(cfg);
     CHECK(pa, rc == STARLING_OK, "comm_create: %s", starling_strerror(rc));
@@ -233,6 +235,14 @@ static void body_state(peer_arg *pa, starling_comm *c)
 static void test_allreduce_2(void **s) { (void)s; run_group(2, body_allreduce, NULL); }
 static void test_allreduce_3(void **s) { (void)s; run_group(3, body_allreduce, NULL); }
 static void test_allreduce_5(void **s) { (void)s; run_group(5, body_allreduce, NULL); }
+static void test_allreduce_3_streams(void **s)
+{
+    (void)s;
+    g_streams = 3; /* pieces round-robin over 3 sockets per link, arriving out of order */
+    run_group(3, body_allreduce, NULL);
+    run_group(4, body_others, NULL);
+    g_streams = 1;
+}
 static void test_others_1(void **s) { (void)s; run_group(1, body_others, NULL); }
 static void test_others_4(void **s) { (void)s; run_group(4, body_others, NULL); }
 static void test_state_3(void **s)
@@ -248,7 +258,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_allreduce_2), cmocka_unit_test(test_allreduce_3),
-        cmocka_unit_test(test_allreduce_5), cmocka_unit_test(test_others_1),
+        cmocka_unit_test(test_allreduce_5), cmocka_unit_test(test_allreduce_3_streams),
+        cmocka_unit_test(test_others_1),
         cmocka_unit_test(test_others_4),    cmocka_unit_test(test_state_3),
     };
     if (getenv("STARLING_TEST_LOG")) {

@@ -33,6 +33,15 @@ int starling__hspool_init(starling__hspool *p, const starling__key *key, int max
     return STARLING_OK;
 }
 
+/* Gives back a handshake slot; the last one wakes starling__hspool_destroy. */
+static void release(starling__hspool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    if (--p->active == 0)
+        pthread_cond_broadcast(&p->idle);
+    pthread_mutex_unlock(&p->mu);
+}
+
 static void *hs_main(void *arg)
 {
     hs_job *j = arg;
@@ -51,10 +60,7 @@ static void *hs_main(void *arg)
         starling__sock_close(j->fd);
     }
     starling__free(j);
-    pthread_mutex_lock(&p->mu);
-    if (--p->active == 0)
-        pthread_cond_broadcast(&p->idle);
-    pthread_mutex_unlock(&p->mu);
+    release(p);
     return NULL;
 }
 
@@ -90,10 +96,7 @@ void starling__hspool_submit(starling__hspool *p, int fd)
     if (!ok) {
         starling__free(j);
         starling__sock_close(fd);
-        pthread_mutex_lock(&p->mu);
-        if (--p->active == 0)
-            pthread_cond_broadcast(&p->idle);
-        pthread_mutex_unlock(&p->mu);
+        release(p);
     }
 }
 

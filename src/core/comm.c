@@ -9,7 +9,9 @@
 #include "util/alloc.h"
 #include "util/log.h"
 
-void starling__comm_set_err(starling_comm *c, int code, const char *fmt, ...)
+/* Engine-side failures are logged here; their detail reaches the application through
+ * the request's errmsg, copied into the communicator by the owner thread. */
+void starling__comm_log_failure(starling_comm *c, int code, const char *fmt, ...)
 {
     va_list ap;
     char detail[200];

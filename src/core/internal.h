@@ -138,7 +138,7 @@ struct starling_comm {
 };
 
 /* comm.c */
-void starling__comm_set_err(starling_comm *c, int code, const char *fmt, ...);
+void starling__comm_log_failure(starling_comm *c, int code, const char *fmt, ...);
 int starling__submit(starling_comm *c, struct starling_request *r, starling_request **out);
 struct starling_request *starling__request_new(job_kind job);
 void starling__request_complete(struct starling_request *r, int result, const char *msg);

@@ -118,7 +118,7 @@ int starling__links_setup(starling_comm *c, const starling__msg_topo *t)
                 starling__sock_close(fd);
         }
         if (rc != STARLING_OK) {
-            starling__comm_set_err(c, rc, "cannot open ring link to %s:%d: %s", right->host,
+            starling__comm_log_failure(c, rc, "cannot open ring link to %s:%d: %s", right->host,
                                    right->port, starling_strerror(rc));
             starling__links_close(c);
             return rc;

@@ -576,7 +576,7 @@ int starling__ring_progress(starling_comm *c, struct pollfd *fds, int *nfds)
             return 1;
     }
     if (rc) {
-        starling__comm_set_err(c, rc, "%s", why[0] ? why : "a ring link closed");
+        starling__comm_log_failure(c, rc, "%s", why[0] ? why : "a ring link closed");
         snprintf(o->req->errmsg, sizeof o->req->errmsg, "%s",
                  why[0] ? why : "a ring link closed");
         return rc;

@@ -227,6 +227,60 @@ STARLING_API void starling_callopts_destroy(starling_callopts *opts);
  * a difference is reported as STARLING_E_MISMATCH. */
 STARLING_API int starling_callopts_set_tag(starling_callopts *opts, uint64_t tag);
 
+/* ---------------------------------------------------------------- codecs */
+
+/* A compression codec for collectives, parsed once from a short spec (the grammar and
+ * every wire format are in docs/codecs.md):
+ *   none | f16[:stochastic] | bf16[:stochastic] | int8[:block=N] | int4[:block=N]
+ *   | topk:FRAC | randk:FRAC, then optionally "+ef" (error feedback) and "+zstd[:LEVEL]".
+ * Lossy codecs apply to f32 data only. Immutable once made: one codec may be used by
+ * several threads and calls at once. */
+typedef struct starling_codec starling_codec;
+
+/* Parses `spec`. On a bad spec returns STARLING_E_INVALID and, if err != NULL, writes a
+ * message naming the problem (at most errlen bytes, NUL-terminated). */
+STARLING_API int starling_codec_create(starling_codec **out, const char *spec, char *err,
+                                       size_t errlen);
+STARLING_API void starling_codec_destroy(starling_codec *codec);
+/* The canonical spec (defaults spelled out), e.g. "int8:block=256+zstd:3". Valid while
+ * the codec lives. */
+STARLING_API const char *starling_codec_spec(const starling_codec *codec);
+/* Upper bound of the bytes starling_codec_encode writes for `count` elements. */
+STARLING_API size_t starling_codec_max_encoded(const starling_codec *codec, size_t count);
+/* Encodes `count` f32 values into `out` (out_cap bytes), *out_len = bytes written.
+ * `seed` drives stochastic rounding and random-k (use the same seed to decode randk).
+ * With a zstd stage the output starts with one byte: 0 raw, 1 compressed.
+ * Errors: STARLING_E_INVALID (NULL, out_cap too small), STARLING_E_NOMEM. */
+STARLING_API int starling_codec_encode(const starling_codec *codec, const float *in,
+                                       size_t count, uint64_t seed, void *out,
+                                       size_t out_cap, size_t *out_len);
+/* Decodes `len` bytes made by starling_codec_encode for `count` elements into out
+ * (sparse codecs: out is set to zero, then the kept values are written).
+ * Errors: STARLING_E_INVALID (NULL), STARLING_E_PROTOCOL (malformed or wrong length). */
+STARLING_API int starling_codec_decode(const starling_codec *codec, const void *in, size_t len,
+                                       size_t count, uint64_t seed, float *out);
+
+/* Compress this collective's payload with `codec` (copied; NULL = none). Applies to f32
+ * all-reduce, reduce-scatter, all-gather and broadcast; other dtypes fail with
+ * STARLING_E_UNSUPPORTED. Every member must use the same codec (else
+ * STARLING_E_MISMATCH). See docs/codecs.md for what each collective does with it. */
+STARLING_API int starling_callopts_set_codec(starling_callopts *opts,
+                                             const starling_codec *codec);
+
+/* Error feedback ("+ef"): for each tag, the library keeps what this member's compressed
+ * calls dropped and adds it to the next input of that tag; the new residual replaces the
+ * old one only when a call commits. Residuals are this member's own (not shared state:
+ * they differ between members by design) and are set to zero when a new epoch forms, since
+ * a dead member's residual is lost with it. These two calls copy a residual out and in,
+ * e.g. for checkpoints; call them only when no collective is in flight on `comm`.
+ * Errors: STARLING_E_NOT_FOUND (no residual for the tag yet), STARLING_E_MISMATCH (count
+ * differs from the residual's), STARLING_E_INVALID. */
+STARLING_API int starling_residual_get(starling_comm *comm, uint64_t tag, float *out,
+                                       size_t count);
+/* Sets the residual of `tag` (created when absent). */
+STARLING_API int starling_residual_set(starling_comm *comm, uint64_t tag, const float *in,
+                                       size_t count);
+
 /* An asynchronous collective in flight. Made by a *_async call, released by
  * starling_request_free (which waits for it first if it is still running). */
 typedef struct starling_request starling_request;

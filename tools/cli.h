@@ -9,6 +9,7 @@
  *   cmd_coord.c    `starling coordinator`, and the in-process coordinator thread that
  *                  `bench` and `demo` run for their local peers
  *   cmd_bench.c    `starling bench` (parent) and cmd_bench_peer.c (`bench-peer`, a child)
+ *   cmd_bench_codec.c  `starling bench codec`: one codec's size, error and speed, no network
  *   cmd_demo.c     `starling demo` (parent) and cmd_demo_peer.c (`demo-peer`, a child)
  *
  * Exit status everywhere: 0 success, 1 failure at run time, 2 bad usage.
@@ -184,6 +185,8 @@ void cli_local_coord_stop(cli_local_coord *lc);
 
 int cmd_coordinator(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+/* `bench codec SPEC [...]`, called by cmd_bench: SPEC is argv[3], options from argv[4]. */
+int cmd_bench_codec(int argc, char **argv);
 int cmd_bench_peer(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_demo_peer(int argc, char **argv);

@@ -11,6 +11,8 @@
  *   t IDX SECONDS                    rank 0: one timed all-reduce of size IDX
  *   p IDX RANK SENT_BYTES RSS_BYTES  every rank, after size IDX: payload bytes it sent
  *                                    during the timed calls, its peak RSS so far
+ *   e IDX MAXERR RMSERR REFRMS       rank 0, with --compress: error of the first timed
+ *                                    result against an uncompressed all-reduce
  */
 #include <stdlib.h>
 #include <string.h>
@@ -28,12 +30,15 @@ typedef struct bench_size {
     int nreports;     /* "p" lines received */
     double sent_mean; /* payload bytes sent per timed call, averaged over peers */
     uint64_t rss0;    /* rank 0's peak RSS */
+    double maxerr, rmserr, refrms; /* --compress: rank 0's "e" line */
+    int have_err;
     int done;
 } bench_size;
 
 typedef struct bench_run {
     int peers, iters, warmup, streams, json, verbose;
     long timeout_ms; /* 0: library default */
+    const char *compress; /* codec spec, or NULL */
     starling_dtype dtype;
     starling_op op;
     bench_size sizes[BENCH_MAX_SIZES];
@@ -72,8 +77,15 @@ static void print_header(const bench_run *b, const char *coord_addr)
            starling_op_name(b->op), b->streams, b->streams == 1 ? "" : "s", b->iters, b->warmup,
            coord_addr);
     printf("# busbw = bytes*2(n-1)/n / median; GB/s = 1e9 B/s; ring bound = 2(n-1)/n * bytes\n");
-    printf("%12s %12s %12s %11s %11s %12s %12s %12s\n", "size", "median", "min", "algbw GB/s",
+    if (b->compress)
+        printf("# codec %s: ratio = ring bound / sent; errors of the first timed result against "
+               "an uncompressed all-reduce (rel = rms err / rms of the exact sum)\n",
+               b->compress);
+    printf("%12s %12s %12s %11s %11s %12s %12s %12s", "size", "median", "min", "algbw GB/s",
            "busbw GB/s", "sent/peer", "ring bound", "rss rank 0");
+    if (b->compress)
+        printf(" %8s %11s %11s %11s", "ratio", "max err", "rms err", "rel rms");
+    printf("\n");
     fflush(stdout);
 }
 
@@ -95,17 +107,26 @@ static void print_row(const bench_run *b, bench_size *s)
         printf("{\"impl\":\"starling\",\"peers\":%d,\"bytes\":%llu,\"dtype\":\"%s\","
                "\"streams\":%d,\"iters\":%d,\"median_s\":%.9g,\"min_s\":%.9g,"
                "\"busbw_GBps\":%.6g,\"bytes_sent_per_peer\":%s,\"ring_bytes_per_peer\":%s,"
-               "\"peak_rss_bytes\":%llu,\"op\":\"%s\",\"warmup\":%d,\"algbw_GBps\":%.6g}\n",
+               "\"peak_rss_bytes\":%llu,\"op\":\"%s\",\"warmup\":%d,\"algbw_GBps\":%.6g",
                b->peers, (unsigned long long)s->bytes, starling_dtype_name(b->dtype), b->streams,
                b->iters, median, min, busbw, sej, rbj, (unsigned long long)s->rss0,
                starling_op_name(b->op), b->warmup, algbw);
+        if (b->compress)
+            printf(",\"codec\":\"%s\",\"max_err\":%.9g,\"rms_err\":%.9g,\"ref_rms\":%.9g",
+                   b->compress, s->maxerr, s->rmserr, s->refrms);
+        printf("}\n");
     } else {
-        printf("%12s %12s %12s %11.4f %11.4f %12s %12s %12s\n",
+        printf("%12s %12s %12s %11.4f %11.4f %12s %12s %12s",
                cli_format_bytes((double)s->bytes, a, sizeof a),
                cli_format_seconds(median, m, sizeof m), cli_format_seconds(min, mi, sizeof mi),
                algbw, busbw, cli_format_bytes(s->sent_mean, se, sizeof se),
                cli_format_bytes(ring_bytes(b->peers, s->bytes), rb, sizeof rb),
                cli_format_bytes((double)s->rss0, rs, sizeof rs));
+        if (b->compress)
+            printf(" %8.2f %11.3e %11.3e %11.3e",
+                   s->sent_mean > 0 ? ring_bytes(b->peers, s->bytes) / s->sent_mean : 0.0,
+                   s->maxerr, s->rmserr, s->refrms > 0 ? s->rmserr / s->refrms : 0.0);
+        printf("\n");
     }
     fflush(stdout);
 }
@@ -115,9 +136,18 @@ static int bench_on_line(void *user, cli_group *g, int child, const char *line)
     bench_run *b = user;
     int idx, rank, size;
     unsigned long long epoch, sent, rss;
-    double sec;
+    double sec, e1, e2, e3;
     char tail;
 
+    if (sscanf(line, "e %d %lf %lf %lf %c", &idx, &e1, &e2, &e3, &tail) == 4) {
+        if (idx < 0 || idx >= b->nsizes || !b->compress || b->sizes[idx].have_err)
+            goto bad;
+        b->sizes[idx].maxerr = e1;
+        b->sizes[idx].rmserr = e2;
+        b->sizes[idx].refrms = e3;
+        b->sizes[idx].have_err = 1;
+        return 0;
+    }
     if (sscanf(line, "t %d %lf %c", &idx, &sec, &tail) == 2) {
         if (idx < 0 || idx >= b->nsizes || b->sizes[idx].ntimes >= b->iters || !(sec >= 0))
             goto bad;
@@ -244,6 +274,10 @@ static int run_bench(bench_run *b, double deadline_s)
             args[na++] = (char *)"--timeout-ms";
             args[na++] = timeout_s;
         }
+        if (b->compress) {
+            args[na++] = (char *)"--compress";
+            args[na++] = (char *)b->compress;
+        }
         if (b->verbose)
             args[na++] = (char *)"--verbose";
         args[na] = NULL;
@@ -274,8 +308,8 @@ int cmd_bench(int argc, char **argv)
 {
     const char *kind, *peers_t = NULL, *bytes_t = NULL, *iters_t = NULL, *warmup_t = NULL;
     const char *streams_t = NULL, *dtype_t = NULL, *op_t = NULL, *timeout_t = NULL;
-    const char *deadline_t = NULL;
-    char cmd[32];
+    const char *deadline_t = NULL, *compress_t = NULL;
+    char cmd[32], cerr[160];
     uint64_t bytes[BENCH_MAX_SIZES];
     long peers = 0, iters = 0, warmup = 1, streams = 1, timeout_ms = 0, deadline_s = 0;
     int json = 0, verbose = 0, nbytes = 0, rc, k, latency;
@@ -291,15 +325,19 @@ int cmd_bench(int argc, char **argv)
         {"--op", &op_t, NULL},
         {"--timeout-ms", &timeout_t, NULL},
         {"--deadline-s", &deadline_t, NULL},
+        {"--compress", &compress_t, NULL},
         {"--json", NULL, &json},
         {"--verbose", NULL, &verbose},
     };
 
     if (argc < 3)
-        return cli_usage_error("bench", "which benchmark? 'allreduce' or 'latency'");
+        return cli_usage_error("bench", "which benchmark? 'allreduce', 'latency' or 'codec'");
     kind = argv[2];
+    if (strcmp(kind, "codec") == 0)
+        return cmd_bench_codec(argc, argv);
     if (strcmp(kind, "allreduce") != 0 && strcmp(kind, "latency") != 0)
-        return cli_usage_error("bench", "unknown benchmark '%s' ('allreduce' or 'latency')", kind);
+        return cli_usage_error("bench", "unknown benchmark '%s' ('allreduce', 'latency' or 'codec')",
+                               kind);
     latency = kind[0] == 'l';
     snprintf(cmd, sizeof cmd, "bench %s", kind);
     if ((rc = cli_parse_opts(cmd, argc, argv, 3, opts, sizeof opts / sizeof opts[0])))
@@ -343,6 +381,18 @@ int cmd_bench(int argc, char **argv)
         cli_get_op(cmd, "--op", op_t, &b->op) ||
         cli_get_size_list(cmd, "--bytes", bytes_t, bytes, BENCH_MAX_SIZES, &nbytes))
         goto out;
+    if (compress_t) {
+        starling_codec *codec = NULL;
+        if (starling_codec_create(&codec, compress_t, cerr, sizeof cerr) != STARLING_OK) {
+            cli_usage_error(cmd, "--compress: %s", cerr);
+            goto out;
+        }
+        starling_codec_destroy(codec);
+        if (b->dtype != STARLING_F32 || (b->op != STARLING_SUM && b->op != STARLING_AVG)) {
+            cli_usage_error(cmd, "--compress needs --dtype f32 and --op sum or avg");
+            goto out;
+        }
+    }
     if (!cli_pattern_supported(b->dtype, b->op)) {
         cli_usage_error(cmd, "--op %s is not defined for --dtype %s", starling_op_name(b->op),
                         starling_dtype_name(b->dtype));
@@ -365,6 +415,7 @@ int cmd_bench(int argc, char **argv)
     b->warmup = (int)warmup;
     b->streams = (int)streams;
     b->timeout_ms = timeout_ms;
+    b->compress = compress_t;
     b->json = json;
     b->verbose = verbose;
     b->nsizes = nbytes;

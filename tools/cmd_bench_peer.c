@@ -6,7 +6,13 @@
  * buffer costs a page fault per 4 KiB, which would swamp the network figures), then
  * W warm-up calls, then K timed calls, each preceded by a 4-byte all-reduce so that
  * every member starts the timed call together. The first timed result is checked.
+ *
+ * With --compress SPEC the input is random (a compressed sum of the integer test pattern
+ * would say little about real data); the first timed result is compared with an
+ * uncompressed all-reduce of the same input ("e" report line: max and RMS error, RMS of
+ * the exact result) and its hash with every other member's (bit parity).
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -23,6 +29,8 @@ typedef struct bench_peer {
     int peers, iters, warmup, rank, size;
     starling_dtype dtype;
     starling_op op;
+    starling_callopts *opts; /* carries the codec; NULL without --compress */
+    int compressed;
 } bench_peer;
 
 static int peer_fail(const bench_peer *p, const char *what, int rc)
@@ -41,11 +49,76 @@ static uint64_t peak_rss_bytes(void)
     return (uint64_t)ru.ru_maxrss * 1024u; /* Linux reports KiB */
 }
 
+/* Roughly normal values (sum of four uniforms), different on every rank. */
+static void fill_random(float *x, size_t n, int rank)
+{
+    uint64_t s = 0x9e3779b97f4a7c15ull * (uint64_t)(rank + 1);
+    for (size_t i = 0; i < n; i++) {
+        float v = 0.0f;
+        for (int k = 0; k < 4; k++) {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            v += (float)(s >> 40) / (float)(1 << 24);
+        }
+        x[i] = v - 2.0f;
+    }
+}
+
+static uint64_t fnv1a(const void *buf, size_t n)
+{
+    const unsigned char *b = buf;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* Error of the compressed result against the exact one, and parity across members. */
+static int check_compressed(bench_peer *p, int idx, const float *got, const float *ref,
+                            size_t count)
+{
+    double maxerr = 0.0, se = 0.0, sr = 0.0;
+    int64_t mine, *all;
+    int err, ok = 1;
+    for (size_t i = 0; i < count; i++) {
+        double d = fabs((double)got[i] - (double)ref[i]);
+        if (!(d <= maxerr))
+            maxerr = d; /* NaN propagates */
+        se += d * d;
+        sr += (double)ref[i] * (double)ref[i];
+    }
+    all = calloc((size_t)p->size, sizeof *all);
+    if (!all) {
+        fprintf(stderr, "%s: out of memory\n", p->who);
+        return CLI_EXIT_FAIL;
+    }
+    mine = (int64_t)fnv1a(got, count * sizeof *got);
+    err = starling_allgather(p->comm, &mine, all, 1, STARLING_I64, NULL);
+    if (err != STARLING_OK) {
+        free(all);
+        return peer_fail(p, "parity all-gather", err);
+    }
+    for (int r = 0; r < p->size; r++)
+        ok &= all[r] == mine;
+    free(all);
+    if (!ok) {
+        fprintf(stderr, "%s: PARITY VIOLATION: members hold different compressed results\n",
+                p->who);
+        return CLI_EXIT_FAIL;
+    }
+    if (p->rank == 0)
+        cli_report(p->rep, "e %d %.9e %.9e %.9e", idx, maxerr,
+                   count ? sqrt(se / (double)count) : 0.0,
+                   count ? sqrt(sr / (double)count) : 0.0);
+    return CLI_EXIT_OK;
+}
+
 static int bench_one_size(bench_peer *p, int idx, uint64_t nbytes)
 {
     size_t esize = starling_dtype_size(p->dtype);
     size_t count = (size_t)(nbytes / esize);
-    void *send = NULL, *recv = NULL;
+    void *send = NULL, *recv = NULL, *ref = NULL;
     double *times = NULL;
     float bar_send = 1.0f, bar_recv = 0.0f;
     uint64_t sent = 0;
@@ -62,11 +135,25 @@ static int bench_one_size(bench_peer *p, int idx, uint64_t nbytes)
         fprintf(stderr, "%s: out of memory\n", p->who);
         goto out;
     }
-    cli_pattern_fill(send, count, p->dtype, p->rank, 0);
+    if (p->compressed) {
+        fill_random(send, count, p->rank);
+        ref = malloc((size_t)nbytes);
+        if (!ref) {
+            fprintf(stderr, "%s: out of memory\n", p->who);
+            goto out;
+        }
+        err = starling_allreduce(p->comm, send, ref, count, p->dtype, p->op, NULL);
+        if (err != STARLING_OK) {
+            rc = peer_fail(p, "uncompressed reference all-reduce", err);
+            goto out;
+        }
+    } else {
+        cli_pattern_fill(send, count, p->dtype, p->rank, 0);
+    }
     memset(recv, 0, (size_t)nbytes);
 
     for (k = 0; k < p->warmup; k++) {
-        err = starling_allreduce(p->comm, send, recv, count, p->dtype, p->op, NULL);
+        err = starling_allreduce(p->comm, send, recv, count, p->dtype, p->op, p->opts);
         if (err != STARLING_OK) {
             snprintf(what, sizeof what, "warm-up all-reduce of %llu bytes",
                      (unsigned long long)nbytes);
@@ -89,7 +176,7 @@ static int bench_one_size(bench_peer *p, int idx, uint64_t nbytes)
         }
         b0 = starling_comm_bytes_sent(p->comm);
         clock_gettime(CLOCK_MONOTONIC, &t0);
-        err = starling_allreduce(p->comm, send, recv, count, p->dtype, p->op, NULL);
+        err = starling_allreduce(p->comm, send, recv, count, p->dtype, p->op, p->opts);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         b1 = starling_comm_bytes_sent(p->comm);
         if (err != STARLING_OK) {
@@ -99,8 +186,11 @@ static int bench_one_size(bench_peer *p, int idx, uint64_t nbytes)
         }
         times[k] = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
         sent += b1 - b0;
-        if (k == 0 &&
-            cli_pattern_check(recv, count, p->dtype, p->op, p->size, 0, why, sizeof why) != 0) {
+        if (k == 0 && p->compressed) {
+            if (check_compressed(p, idx, recv, ref, count) != CLI_EXIT_OK)
+                goto out;
+        } else if (k == 0 && cli_pattern_check(recv, count, p->dtype, p->op, p->size, 0, why,
+                                               sizeof why) != 0) {
             fprintf(stderr, "%s: WRONG RESULT of the all-reduce of %llu bytes: %s\n", p->who,
                     (unsigned long long)nbytes, why);
             goto out;
@@ -116,6 +206,7 @@ out:
     free(times);
     free(send);
     free(recv);
+    free(ref);
     return rc;
 }
 
@@ -126,6 +217,10 @@ int cmd_bench_peer(int argc, char **argv)
     const char *coord = NULL, *run = NULL, *index_t = NULL, *peers_t = NULL, *bytes_t = NULL;
     const char *iters_t = NULL, *warmup_t = NULL, *streams_t = NULL, *dtype_t = NULL;
     const char *op_t = NULL, *timeout_t = NULL, *report_t = NULL, *secret;
+    const char *listen_t = NULL; /* data plane address; the library's default is loopback */
+    const char *compress_t = NULL;
+    starling_codec *codec = NULL;
+    char cerr[160];
     uint64_t bytes[PEER_MAX_SIZES];
     long index = 0, peers = 0, iters = 0, warmup = 0, streams = 1, timeout_ms = 0;
     int verbose = 0, nbytes = 0, rc, err, k;
@@ -139,6 +234,7 @@ int cmd_bench_peer(int argc, char **argv)
         {"--warmup", &warmup_t, NULL},      {"--streams", &streams_t, NULL},
         {"--dtype", &dtype_t, NULL},        {"--op", &op_t, NULL},
         {"--timeout-ms", &timeout_t, NULL}, {"--report-fd", &report_t, NULL},
+        {"--listen", &listen_t, NULL},      {"--compress", &compress_t, NULL},
         {"--verbose", NULL, &verbose},
     };
 
@@ -152,6 +248,7 @@ int cmd_bench_peer(int argc, char **argv)
         return cli_usage_error(cmd, "--coord, --run, --index, --peers, --bytes and --iters "
                                     "are required (started by 'starling bench')");
     if ((rc = cli_get_host_port(cmd, "--coord", coord)) ||
+        (rc = cli_get_host_port(cmd, "--listen", listen_t)) ||
         (rc = cli_get_long(cmd, "--index", index_t, 0, 1 << 20, &index)) ||
         (rc = cli_get_long(cmd, "--peers", peers_t, 1, 1 << 16, &peers)) ||
         (rc = cli_get_long(cmd, "--iters", iters_t, 1, 1000000, &iters)) ||
@@ -162,14 +259,23 @@ int cmd_bench_peer(int argc, char **argv)
         (rc = cli_get_op(cmd, "--op", op_t, &p.op)) ||
         (rc = cli_get_size_list(cmd, "--bytes", bytes_t, bytes, PEER_MAX_SIZES, &nbytes)))
         return rc;
+    if (compress_t && starling_codec_create(&codec, compress_t, cerr, sizeof cerr) != STARLING_OK)
+        return cli_usage_error(cmd, "--compress: %s", cerr);
+    if (codec && p.dtype != STARLING_F32) {
+        starling_codec_destroy(codec);
+        return cli_usage_error(cmd, "--compress needs --dtype f32");
+    }
     secret = getenv(CLI_SECRET_ENV);
     if (!secret || !secret[0]) {
         fprintf(stderr, "starling %s: %s is not set\n", cmd, CLI_SECRET_ENV);
+        starling_codec_destroy(codec);
         return CLI_EXIT_USAGE;
     }
     p.rep = cli_report_open(cmd, report_t);
-    if (!p.rep)
+    if (!p.rep) {
+        starling_codec_destroy(codec);
         return CLI_EXIT_USAGE;
+    }
     p.peers = (int)peers;
     p.iters = (int)iters;
     p.warmup = (int)warmup;
@@ -190,6 +296,14 @@ int cmd_bench_peer(int argc, char **argv)
         err = starling_config_set_timeout_ms(cfg, (int)timeout_ms);
     if (err == STARLING_OK)
         err = starling_config_set_name(cfg, name);
+    if (err == STARLING_OK && listen_t)
+        err = starling_config_set_listen(cfg, listen_t);
+    if (err == STARLING_OK && codec) {
+        p.compressed = 1;
+        err = starling_callopts_create(&p.opts);
+        if (err == STARLING_OK)
+            err = starling_callopts_set_codec(p.opts, codec);
+    }
     if (err != STARLING_OK) {
         peer_fail(&p, "configuration", err);
         goto out;
@@ -224,6 +338,8 @@ out:
     if (rc == CLI_EXIT_OK)
         starling_comm_destroy(p.comm);
     starling_config_destroy(cfg);
+    starling_callopts_destroy(p.opts);
+    starling_codec_destroy(codec);
     fclose(p.rep);
     return rc;
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/internal.h"
+#include "core/ring.h"
 #include "kernels/kernels.h"
 #include "platform/clock.h"
 #include "util/alloc.h"
@@ -167,6 +168,78 @@ int starling_callopts_set_tag(starling_callopts *opts, uint64_t tag)
     return STARLING_OK;
 }
 
+int starling_callopts_set_codec(starling_callopts *opts, const starling_codec *codec)
+{
+    if (!opts)
+        return STARLING_E_INVALID;
+    opts->has_codec = codec != NULL;
+    if (codec)
+        opts->codec = *starling__codec_of(codec);
+    return STARLING_OK;
+}
+
+/* The engine touches residuals only while it runs a collective; the header requires that
+ * none is in flight here, and the request's completion (under its mutex) orders the
+ * engine's last writes before these reads. */
+static ef_entry *residual_find(starling_comm *c, uint64_t tag)
+{
+    for (int i = 0; i < c->eng.nef; i++)
+        if (c->eng.ef[i].tag == tag)
+            return &c->eng.ef[i];
+    return NULL;
+}
+
+int starling_residual_get(starling_comm *c, uint64_t tag, float *out, size_t count)
+{
+    ef_entry *ent;
+    if (!c || (count && !out))
+        return STARLING_E_INVALID;
+    if (!(ent = residual_find(c, tag)))
+        return app_err(c, STARLING_E_NOT_FOUND, "no residual for tag %llu",
+                       (unsigned long long)tag);
+    if (ent->count != count)
+        return app_err(c, STARLING_E_MISMATCH, "the residual of tag %llu has %zu elements, not %zu",
+                       (unsigned long long)tag, ent->count, count);
+    if (count)
+        memcpy(out, ent->resid, count * sizeof(float));
+    return STARLING_OK;
+}
+
+int starling_residual_set(starling_comm *c, uint64_t tag, const float *in, size_t count)
+{
+    ef_entry *ent;
+    if (!c || (count && !in))
+        return STARLING_E_INVALID;
+    if (!(ent = starling__ef_get(&c->eng, tag, count)))
+        return app_err(c, STARLING_E_NOMEM, "out of memory for a residual of %zu elements",
+                       count);
+    if (count)
+        memcpy(ent->resid, in, count * sizeof(float));
+    return STARLING_OK;
+}
+
+/* What a codec can do with a collective; a message for the caller when it cannot. */
+static int codec_check(starling_comm *c, coll_kind kind, starling_dtype dtype, starling_op op,
+                       const starling__codec *k)
+{
+    char spec[STARLING_CODEC_SPEC_MAX];
+    int lossy = k->kind != CODEC_NONE;
+    starling__codec_format(k, spec, sizeof spec);
+    if (lossy && dtype != STARLING_F32)
+        return app_err(c, STARLING_E_UNSUPPORTED, "codec %s compresses f32 data, not %s", spec,
+                       starling_dtype_name(dtype));
+    if (lossy && (kind == COLL_ALLREDUCE || kind == COLL_REDUCE_SCATTER) &&
+        op != STARLING_SUM && op != STARLING_AVG)
+        return app_err(c, STARLING_E_UNSUPPORTED, "codec %s supports sum and avg, not %s", spec,
+                       starling_op_name(op));
+    if (starling__codec_is_sparse(k) && kind != COLL_ALLREDUCE)
+        return app_err(c, STARLING_E_UNSUPPORTED, "codec %s applies to all-reduce only", spec);
+    if (k->ef && kind != COLL_ALLREDUCE && kind != COLL_REDUCE_SCATTER)
+        return app_err(c, STARLING_E_UNSUPPORTED,
+                       "error feedback (+ef) applies to all-reduce and reduce-scatter only");
+    return STARLING_OK;
+}
+
 /* ---------------------------------------------------------------- lifecycle */
 
 static int connect_coordinator(starling_comm *c, int64_t deadline)
@@ -212,6 +285,7 @@ static void comm_free(starling_comm *c)
     starling__wake_close(&c->wake);
     starling__wake_close(&c->acc_wake);
     starling__ring_free(c);
+    starling__codec_engine_free(e);
     starling__free(e->scratch);
     for (int s = 0; s < STARLING_MAX_STREAMS; s++)
         starling__free(e->tmp[s]);
@@ -429,6 +503,9 @@ static int coll_submit(starling_comm *c, coll_kind kind, const void *sendbuf, vo
                                                  count * esize * (size_t)size))
         return app_err(c, STARLING_E_INVALID, "all-gather buffers overlap");
 
+    if (opts && opts->has_codec && (rc = codec_check(c, kind, dtype, op, &opts->codec)))
+        return rc;
+
     r = starling__request_new(JOB_COLL);
     if (!r)
         return app_err(c, STARLING_E_NOMEM, "out of memory");
@@ -440,6 +517,10 @@ static int coll_submit(starling_comm *c, coll_kind kind, const void *sendbuf, vo
     r->op = op;
     r->root = root;
     r->tag = opts ? opts->tag : 0;
+    if (opts && opts->has_codec) {
+        r->has_codec = 1;
+        r->codec = opts->codec;
+    }
     if ((rc = starling__submit(c, r, &h))) {
         starling__request_unref(r);
         return app_err(c, rc, "communicator closed");

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "core/internal.h"
+#include "core/ring.h"
 #include "platform/clock.h"
 #include "util/alloc.h"
 #include "util/log.h"
@@ -241,6 +242,9 @@ static void on_topo(starling_comm *c, const starling__msg_topo *t)
     e->n = (int)t->n;
     e->seq = e->done_seq = 0;
     e->broken = e->frozen = e->fail_sent = 0;
+    /* Residuals belong to a membership: a dead member's share is gone and a newcomer has
+     * none, so every member starts the new epoch from zero (docs/codecs.md). */
+    starling__ef_reset_all(e);
     publish(c);
     SLOG_INFO("%s: epoch %llu, rank %d of %d", c->name, (unsigned long long)t->epoch, e->rank,
               e->n);

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "auth/handshake.h"
+#include "codec/codec.h"
 #include "net/fconn.h"
 #include "platform/net.h"
 #include "platform/wake.h"
@@ -49,11 +50,15 @@ struct starling_request {
     uint64_t tag;
     size_t *vcounts; /* ALLGATHERV: bytes per rank (owned), dtype is u8 */
     int vn;
+    int has_codec; /* compress with `codec` (docs/codecs.md) */
+    starling__codec codec;
     struct starling_request *next;
 };
 
 struct starling_callopts {
     uint64_t tag;
+    int has_codec;
+    starling__codec codec;
 };
 
 typedef struct pending_link {
@@ -69,7 +74,28 @@ typedef struct state_tensor {
     starling_dtype dtype;
 } state_tensor;
 
-struct ring_op; /* ring.c */
+struct ring_op; /* ring.h */
+
+/* A thread that prepares compressed collectives (error-feedback sums, sparse selection,
+ * sealing whole buffers) so the engine keeps servicing heartbeats and control messages
+ * meanwhile: a long computation on the engine thread would look like a dead peer.
+ * Made on first use by the engine (ring_codec.c); `mu` guards busy/rc/job/stop. */
+typedef struct codec_worker {
+    pthread_t thr;
+    int started, stop, busy, rc;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct ring_op *job;
+} codec_worker;
+
+/* Error feedback: per tag, what compression dropped from this member's input. The engine
+ * adds it to the next input and, at commit, replaces it by what that call dropped
+ * (ring_codec.c). `next` is the working copy, so a failed call leaves `resid` alone. */
+typedef struct ef_entry {
+    uint64_t tag;
+    size_t count;
+    float *resid, *next;
+} ef_entry;
 
 /* Engine-thread-only state. */
 typedef struct engine {
@@ -102,6 +128,16 @@ typedef struct engine {
     size_t scratch_cap;
     uint8_t *tmp[STARLING_MAX_STREAMS];
     size_t tmp_cap;
+
+    /* Codecs (ring_codec.c): the encoded tensor or the gathered sparse blobs, and per
+     * stream an encode buffer and the lossless stage's two buffers (tmp_cap bytes each). */
+    uint8_t *enc;
+    size_t enc_cap;
+    uint8_t *cbuf[STARLING_MAX_STREAMS], *ztx[STARLING_MAX_STREAMS], *zrx[STARLING_MAX_STREAMS];
+    starling__zstd *zstd;
+    ef_entry *ef;
+    int nef;
+    codec_worker worker;
 } engine;
 
 struct starling_comm {

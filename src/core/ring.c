@@ -20,53 +20,11 @@
 #include <xxhash.h>
 
 #include "core/internal.h"
+#include "core/ring.h"
 #include "kernels/kernels.h"
 #include "platform/net.h"
 #include "util/alloc.h"
 #include "util/log.h"
-
-typedef struct ring_step {
-    int send_seg, recv_seg; /* -1: nothing this step */
-    int send_dep;           /* step whose receipt of the same piece enables the send */
-    uint8_t send_from_input, recv_reduce, recv_finish;
-} ring_step;
-
-typedef struct ring_item {
-    uint32_t g, p;
-} ring_item;
-
-typedef struct ring_tx {
-    size_t k, off; /* item index (== stream mod S), bytes of it sent incl. header */
-    uint8_t hdr[STARLING_FRAME_HDR + STARLING_DATA_HDR];
-} ring_tx;
-
-typedef struct ring_rx {
-    size_t k, off;
-    uint8_t hdr[STARLING_FRAME_HDR + STARLING_DATA_HDR];
-} ring_rx;
-
-typedef struct ring_op {
-    struct starling_request *req;
-    uint64_t seq, desc;
-    int n, rank, nseg;
-    size_t esize, piece;
-    const uint8_t *in;
-    uint8_t *work;
-    size_t *seg_off, *seg_len; /* bytes */
-    ring_step *steps;
-    int nsteps;
-    ring_item *send_items, *recv_items;
-    size_t nsend, nrecv;
-    size_t *recv_base; /* per step: index of its first recv item */
-    uint8_t *recv_done;
-    size_t recv_left, send_left;
-    ring_tx tx[STARLING_MAX_STREAMS];
-    ring_rx rx[STARLING_MAX_STREAMS];
-    int nsout, nsin;
-    int data_done;
-    int done_sent, done_recv; /* commit barrier tokens */
-    uint64_t bytes;
-} ring_op;
 
 static size_t pieces_of(const ring_op *o, int seg)
 {
@@ -74,7 +32,7 @@ static size_t pieces_of(const ring_op *o, int seg)
     return len == 0 ? 1 : (len + o->piece - 1) / o->piece;
 }
 
-static size_t piece_len(const ring_op *o, int seg, uint32_t p)
+size_t starling__ring_piece_len(const ring_op *o, int seg, uint32_t p)
 {
     size_t off = (size_t)p * o->piece, len = o->seg_len[seg];
     return off >= len ? 0 : (len - off < o->piece ? len - off : o->piece);
@@ -82,7 +40,7 @@ static size_t piece_len(const ring_op *o, int seg, uint32_t p)
 
 static uint64_t op_desc(const struct starling_request *r, int n)
 {
-    uint64_t f[8];
+    uint64_t f[9];
     f[0] = (uint64_t)r->coll;
     f[1] = (uint64_t)r->count;
     f[2] = (uint64_t)r->dtype;
@@ -91,7 +49,14 @@ static uint64_t op_desc(const struct starling_request *r, int n)
     f[5] = r->tag;
     f[6] = (uint64_t)n;
     f[7] = r->vcounts ? XXH3_64bits(r->vcounts, sizeof(size_t) * (size_t)r->vn) : 0;
-    return XXH3_64bits(f, sizeof f);
+    f[8] = 0;
+    if (r->has_codec) {
+        char spec[STARLING_CODEC_SPEC_MAX];
+        starling__codec_format(&r->codec, spec, sizeof spec);
+        f[8] = XXH3_64bits(spec, strlen(spec));
+    }
+    /* Uncompressed calls hash as they did before codecs existed. */
+    return XXH3_64bits(f, r->has_codec ? sizeof f : sizeof f - sizeof f[8]);
 }
 
 static int mod(int a, int n) { return ((a % n) + n) % n; }
@@ -100,9 +65,9 @@ static int mod(int a, int n) { return ((a % n) + n) % n; }
 static void plan_steps(ring_op *o, const struct starling_request *r)
 {
     int n = o->n, rank = o->rank;
-    if (r->coll == COLL_ALLREDUCE || r->coll == COLL_REDUCE_SCATTER) {
+    if (o->coll == COLL_ALLREDUCE || o->coll == COLL_REDUCE_SCATTER) {
         /* Reduce-scatter leaves segment rank+1+shift fully reduced here. */
-        int shift = r->coll == COLL_REDUCE_SCATTER ? -1 : 0;
+        int shift = o->coll == COLL_REDUCE_SCATTER ? -1 : 0;
         for (int g = 0; g < n - 1; g++) {
             ring_step *s = &o->steps[o->nsteps++];
             s->send_seg = mod(rank - g + shift, n);
@@ -111,11 +76,12 @@ static void plan_steps(ring_op *o, const struct starling_request *r)
             s->send_from_input = g == 0;
             s->recv_reduce = 1;
             s->recv_finish = g == n - 2 && r->op == STARLING_AVG;
+            s->recv_seal = g == n - 2 && o->coll == COLL_ALLREDUCE;
         }
     }
-    if (r->coll == COLL_ALLREDUCE || r->coll == COLL_ALLGATHER || r->coll == COLL_ALLGATHERV) {
+    if (o->coll == COLL_ALLREDUCE || o->coll == COLL_ALLGATHER || o->coll == COLL_ALLGATHERV) {
         /* All-gather starting from the segment this member holds complete. */
-        int own = r->coll == COLL_ALLREDUCE ? rank + 1 : rank;
+        int own = o->coll == COLL_ALLREDUCE ? rank + 1 : rank;
         for (int s = 0; s < n - 1; s++) {
             ring_step *st = &o->steps[o->nsteps];
             st->send_seg = mod(own - s, n);
@@ -124,10 +90,11 @@ static void plan_steps(ring_op *o, const struct starling_request *r)
             st->send_from_input = 0;
             st->recv_reduce = 0;
             st->recv_finish = 0;
+            st->recv_seal = 0;
             o->nsteps++;
         }
     }
-    if (r->coll == COLL_BROADCAST) {
+    if (o->coll == COLL_BROADCAST) {
         int d = mod(rank - r->root, n);
         ring_step *s = &o->steps[o->nsteps++];
         s->send_seg = d < n - 1 ? 0 : -1;
@@ -136,16 +103,17 @@ static void plan_steps(ring_op *o, const struct starling_request *r)
         s->send_from_input = d == 0;
         s->recv_reduce = 0;
         s->recv_finish = 0;
+        s->recv_seal = 0;
     }
 }
 
-static void plan_segments(ring_op *o, const struct starling_request *r)
+static void plan_segments(ring_op *o)
 {
     size_t base, rem, off = 0;
-    switch (r->coll) {
+    switch (o->coll) {
     case COLL_ALLREDUCE:
-        base = r->count / (size_t)o->n;
-        rem = r->count % (size_t)o->n;
+        base = o->count / (size_t)o->n;
+        rem = o->count % (size_t)o->n;
         for (int i = 0; i < o->n; i++) {
             o->seg_off[i] = off;
             o->seg_len[i] = (base + ((size_t)i < rem)) * o->esize;
@@ -155,25 +123,25 @@ static void plan_segments(ring_op *o, const struct starling_request *r)
     case COLL_REDUCE_SCATTER:
     case COLL_ALLGATHER:
         for (int i = 0; i < o->n; i++) {
-            o->seg_off[i] = (size_t)i * r->count * o->esize;
-            o->seg_len[i] = r->count * o->esize;
+            o->seg_off[i] = (size_t)i * o->count * o->esize;
+            o->seg_len[i] = o->count * o->esize;
         }
         break;
     case COLL_ALLGATHERV:
         for (int i = 0; i < o->n; i++) {
             o->seg_off[i] = off;
-            o->seg_len[i] = r->vcounts[i];
-            off += r->vcounts[i];
+            o->seg_len[i] = o->req->vcounts[i];
+            off += o->req->vcounts[i];
         }
         break;
     case COLL_BROADCAST:
         o->seg_off[0] = 0;
-        o->seg_len[0] = r->count * o->esize;
+        o->seg_len[0] = o->count * o->esize;
         break;
     }
 }
 
-static int ensure(uint8_t **buf, size_t *cap, size_t need)
+int starling__ring_ensure(uint8_t **buf, size_t *cap, size_t need)
 {
     uint8_t *nb;
     if (*cap >= need)
@@ -187,20 +155,12 @@ static int ensure(uint8_t **buf, size_t *cap, size_t need)
     return STARLING_OK;
 }
 
-static size_t total_bytes(const struct starling_request *r, int n, size_t esize)
+static size_t total_bytes(const ring_op *o)
 {
     size_t t = 0;
-    switch (r->coll) {
-    case COLL_ALLREDUCE:
-    case COLL_BROADCAST: return r->count * esize;
-    case COLL_REDUCE_SCATTER:
-    case COLL_ALLGATHER: return r->count * esize * (size_t)n;
-    case COLL_ALLGATHERV:
-        for (int i = 0; i < n; i++)
-            t += r->vcounts[i];
-        return t;
-    }
-    return 0;
+    for (int i = 0; i < o->nseg; i++)
+        t += o->seg_len[i];
+    return t;
 }
 
 /* Where results accumulate. The caller's buffer is used directly whenever writing it
@@ -208,8 +168,15 @@ static size_t total_bytes(const struct starling_request *r, int n, size_t esize)
 static int choose_work(starling_comm *c, ring_op *o, const struct starling_request *r)
 {
     engine *e = &c->eng;
-    size_t total = total_bytes(r, o->n, o->esize);
-    switch (r->coll) {
+    size_t total = total_bytes(o);
+    if (o->sparse) {
+        /* The ring gathers every member's blob; the sum is built at the end. */
+        if (starling__ring_ensure(&e->enc, &e->enc_cap, total))
+            return STARLING_E_NOMEM;
+        o->work = e->enc;
+        return STARLING_OK;
+    }
+    switch (o->coll) {
     case COLL_ALLREDUCE:
         if (r->sendbuf != r->recvbuf) {
             o->work = r->recvbuf;
@@ -221,7 +188,7 @@ static int choose_work(starling_comm *c, ring_op *o, const struct starling_reque
     case COLL_BROADCAST: o->work = r->recvbuf; return STARLING_OK;
     case COLL_REDUCE_SCATTER: break;
     }
-    if (ensure(&e->scratch, &e->scratch_cap, total ? total : 1))
+    if (starling__ring_ensure(&e->scratch, &e->scratch_cap, total ? total : 1))
         return STARLING_E_NOMEM;
     o->work = e->scratch;
     return STARLING_OK;
@@ -232,6 +199,7 @@ void starling__ring_free(starling_comm *c)
     ring_op *o = c->eng.op;
     if (!o)
         return;
+    starling__codec_prep_wait(c, o);
     starling__free(o->seg_off);
     starling__free(o->steps);
     starling__free(o->send_items);
@@ -271,6 +239,40 @@ static int build_items(ring_op *o)
     return STARLING_OK;
 }
 
+/* Per-stream buffers of tmp_cap bytes, kept across ops; all are dropped when a larger
+ * piece size needs a larger capacity. */
+static int stream_bufs(engine *e, uint8_t **bufs, int n)
+{
+    for (int s = 0; s < n; s++)
+        if (!bufs[s] && !(bufs[s] = starling__alloc_aligned(e->tmp_cap)))
+            return STARLING_E_NOMEM;
+    return STARLING_OK;
+}
+
+static int ensure_stream_bufs(engine *e, const ring_op *o)
+{
+    uint8_t **all[] = {e->tmp, e->cbuf, e->ztx, e->zrx};
+    if (o->piece > e->tmp_cap) {
+        for (size_t a = 0; a < sizeof all / sizeof all[0]; a++)
+            for (int s = 0; s < STARLING_MAX_STREAMS; s++) {
+                starling__free(all[a][s]);
+                all[a][s] = NULL;
+            }
+        e->tmp_cap = o->piece;
+    }
+    if (stream_bufs(e, e->tmp, o->nsin))
+        return STARLING_E_NOMEM;
+    if (o->dense && stream_bufs(e, e->cbuf, o->nsout))
+        return STARLING_E_NOMEM;
+    if (o->zlevel) {
+        if (stream_bufs(e, e->ztx, o->nsout) || stream_bufs(e, e->zrx, o->nsin))
+            return STARLING_E_NOMEM;
+        if (!e->zstd && !(e->zstd = starling__zstd_new()))
+            return STARLING_E_NOMEM;
+    }
+    return STARLING_OK;
+}
+
 int starling__ring_start(starling_comm *c, struct starling_request *r)
 {
     engine *e = &c->eng;
@@ -285,31 +287,46 @@ int starling__ring_start(starling_comm *c, struct starling_request *r)
     o->seq = e->seq;
     o->n = e->n;
     o->rank = e->rank;
+    o->coll = r->coll;
+    o->count = r->count;
     o->esize = starling_dtype_size(r->dtype);
     o->piece = c->cfg.chunk_bytes / 8 * 8;
     o->desc = op_desc(r, e->n);
-    o->nseg = r->coll == COLL_BROADCAST ? 1 : e->n;
-    o->seg_off = starling__malloc(sizeof(size_t) * 2 * (size_t)o->nseg);
+    if (r->has_codec) {
+        o->codec = &r->codec;
+        o->zlevel = e->n > 1 ? r->codec.zstd_level : 0;
+        o->dense = e->n > 1 && starling__codec_is_dense(&r->codec);
+        o->sparse = e->n > 1 && starling__codec_is_sparse(&r->codec);
+        if (o->sparse) {
+            /* A sparse all-reduce is an all-gather of every member's fixed-size blob. */
+            o->coll = COLL_ALLGATHER;
+            o->count = starling__sparse_size(&r->codec, r->count);
+            o->esize = 1;
+        }
+    }
+    o->nseg = o->coll == COLL_BROADCAST ? 1 : e->n;
+    o->seg_off = starling__malloc(sizeof(size_t) * 3 * (size_t)o->nseg);
     o->steps = starling__calloc((size_t)(2 * e->n), sizeof(ring_step));
     if (!o->seg_off || !o->steps)
         return STARLING_E_NOMEM;
     o->seg_len = o->seg_off + o->nseg;
+    o->enc_off = o->seg_len + o->nseg;
     o->in = r->sendbuf;
-    plan_segments(o, r);
+    plan_segments(o);
     if ((rc = choose_work(c, o, r)))
         return rc;
-    if (r->coll == COLL_ALLGATHER || r->coll == COLL_ALLGATHERV) {
+    if ((o->coll == COLL_ALLGATHER || o->coll == COLL_ALLGATHERV) && !o->sparse) {
         uint8_t *own = o->work + o->seg_off[o->rank];
         if (own != (const uint8_t *)r->sendbuf && o->seg_len[o->rank])
             memmove(own, r->sendbuf, o->seg_len[o->rank]);
     }
-    if (r->coll == COLL_BROADCAST)
+    if (o->coll == COLL_BROADCAST)
         o->in = r->recvbuf;
     if (e->n > 1) {
         plan_steps(o, r);
         if ((rc = build_items(o)))
             return rc;
-    } else if (r->coll == COLL_ALLREDUCE || r->coll == COLL_REDUCE_SCATTER) {
+    } else if (o->coll == COLL_ALLREDUCE || o->coll == COLL_REDUCE_SCATTER) {
         /* Alone: the result is the input (avg over one member is the identity). */
         if (o->work != r->sendbuf && o->seg_len[0])
             memmove(o->work, r->sendbuf, o->seg_len[0]);
@@ -320,19 +337,10 @@ int starling__ring_start(starling_comm *c, struct starling_request *r)
         o->tx[s].k = (size_t)s;
         o->rx[s].k = (size_t)s;
     }
-    if (e->n > 1) {
-        /* One receive buffer per incoming stream, kept across ops. */
-        if (o->piece > e->tmp_cap) {
-            for (int s = 0; s < STARLING_MAX_STREAMS; s++) {
-                starling__free(e->tmp[s]);
-                e->tmp[s] = NULL;
-            }
-            e->tmp_cap = o->piece;
-        }
-        for (int s = 0; s < o->nsin; s++)
-            if (!e->tmp[s] && !(e->tmp[s] = starling__alloc_aligned(e->tmp_cap)))
-                return STARLING_E_NOMEM;
-    }
+    if (e->n > 1 && (rc = ensure_stream_bufs(e, o)))
+        return rc;
+    if (o->codec)
+        return starling__codec_op_start(c, o);
     return STARLING_OK;
 }
 
@@ -345,14 +353,39 @@ static int item_ready(const ring_op *o, const ring_item *it)
 }
 
 static void encode_hdr(const ring_op *o, uint8_t type, uint32_t step, uint32_t piece,
-                       uint32_t nbytes, uint8_t *out)
+                       uint32_t nbytes, uint8_t flags, uint8_t *out)
 {
     starling__msg_data m;
     m.seq = o->seq;
     m.desc = o->desc;
     m.step = step;
     m.piece = piece;
-    starling__data_encode(out, STARLING_FRAME_HDR + STARLING_DATA_HDR, type, &m, nbytes);
+    starling__data_encode(out, STARLING_FRAME_HDR + STARLING_DATA_HDR, type, flags, &m, nbytes);
+}
+
+/* The bytes of item `it`: straight from the input or the result, or what the codec
+ * made of them; then through the lossless stage when it shrinks them. */
+static void tx_payload(starling_comm *c, ring_op *o, int s, const ring_item *it, ring_tx *t)
+{
+    const ring_step *st = &o->steps[it->g];
+    t->flags = 0;
+    if (o->dense) {
+        starling__codec_tx_payload(c, o, s, it, &t->src, &t->len);
+    } else {
+        t->len = starling__ring_piece_len(o, st->send_seg, it->p);
+        t->src = (st->send_from_input ? o->in : o->work) + o->seg_off[st->send_seg] +
+                 (size_t)it->p * o->piece;
+    }
+    if (o->zlevel && t->len) {
+        engine *e = &c->eng;
+        size_t z = starling__zstd_pack(e->zstd, o->zlevel, t->src, t->len, e->ztx[s], e->tmp_cap);
+        if (z) {
+            t->src = e->ztx[s];
+            t->len = z;
+            t->flags = STARLING_DATA_F_ZSTD;
+        }
+    }
+    t->ready = 1;
 }
 
 /* Sends as many ready items on stream s as the socket takes. <0 on a dead link. */
@@ -362,26 +395,24 @@ static int tx_stream(starling_comm *c, ring_op *o, int s, int *want_out)
     const size_t H = STARLING_FRAME_HDR + STARLING_DATA_HDR;
     while (t->k < o->nsend) {
         const ring_item *it = &o->send_items[t->k];
-        const ring_step *st = &o->steps[it->g];
-        size_t len = piece_len(o, st->send_seg, it->p);
-        const uint8_t *src = (st->send_from_input ? o->in : o->work) + o->seg_off[st->send_seg] +
-                             (size_t)it->p * o->piece;
         struct iovec iov[2];
         struct msghdr mh;
         int niov = 0;
         ssize_t r;
         if (!item_ready(o, it))
             return STARLING_OK;
-        if (t->off == 0)
-            encode_hdr(o, MSG_DATA, it->g, it->p, (uint32_t)len, t->hdr);
+        if (!t->ready) {
+            tx_payload(c, o, s, it, t);
+            encode_hdr(o, MSG_DATA, it->g, it->p, (uint32_t)t->len, t->flags, t->hdr);
+        }
         if (t->off < H) {
             iov[niov].iov_base = t->hdr + t->off;
             iov[niov++].iov_len = H - t->off;
         }
-        if (len) {
+        if (t->len) {
             size_t done = t->off > H ? t->off - H : 0;
-            iov[niov].iov_base = (void *)(src + done);
-            iov[niov++].iov_len = len - done;
+            iov[niov].iov_base = (void *)(t->src + done);
+            iov[niov++].iov_len = t->len - done;
         }
         /* sendmsg, not writev: MSG_NOSIGNAL keeps a dead neighbour from raising SIGPIPE
          * in the application's process. */
@@ -399,20 +430,24 @@ static int tx_stream(starling_comm *c, ring_op *o, int s, int *want_out)
             return STARLING_E_PEER_LOST;
         }
         t->off += (size_t)r;
-        if (t->off < H + len) {
+        if (t->off < H + t->len) {
             *want_out = 1;
             return STARLING_OK;
         }
-        o->bytes += len;
+        o->bytes += t->len;
         t->off = 0;
+        t->ready = 0;
         t->k += (size_t)o->nsout;
         o->send_left--;
     }
     return STARLING_OK;
 }
 
+/* Checks a data-plane header against the item expected next; `len` is the item's raw
+ * size. *plen receives the payload size: len, or less when the lossless stage packed it. */
 static int check_hdr(const ring_op *o, const uint8_t *hdr, uint8_t want_type, uint32_t step,
-                     uint32_t piece, size_t len, char *why, size_t wl)
+                     uint32_t piece, size_t len, size_t *plen, uint8_t *flags, char *why,
+                     size_t wl)
 {
     starling__frame_hdr h;
     starling__msg_data m;
@@ -424,7 +459,7 @@ static int check_hdr(const ring_op *o, const uint8_t *hdr, uint8_t want_type, ui
     if (m.seq != o->seq || m.desc != o->desc || (h.type != want_type && h.type != MSG_ABORT)) {
         snprintf(why, wl,
                  "left neighbour is in a different collective (seq %llu vs %llu, or "
-                 "different count/dtype/op/tag)",
+                 "different count/dtype/op/tag/codec)",
                  (unsigned long long)m.seq, (unsigned long long)o->seq);
         return STARLING_E_MISMATCH;
     }
@@ -432,9 +467,18 @@ static int check_hdr(const ring_op *o, const uint8_t *hdr, uint8_t want_type, ui
         snprintf(why, wl, "left neighbour aborted the collective");
         return STARLING_E_MISMATCH;
     }
-    if (m.step != step || m.piece != piece || h.len != STARLING_DATA_HDR + len) {
-        snprintf(why, wl, "unexpected piece %u/%u (%u bytes) from the left neighbour",
-                 m.step, m.piece, h.len);
+    *plen = h.len - STARLING_DATA_HDR;
+    *flags = h.flags;
+    if (m.step != step || m.piece != piece) {
+        snprintf(why, wl, "unexpected piece %u/%u from the left neighbour", m.step, m.piece);
+        return STARLING_E_PROTOCOL;
+    }
+    /* A packed payload must be strictly smaller than the raw one: the sender only packs
+     * when it shrinks, and anything else would let a frame claim more than it holds. */
+    if ((h.flags & STARLING_DATA_F_ZSTD) ? !o->zlevel || *plen == 0 || *plen >= len
+                                         : *plen != len) {
+        snprintf(why, wl, "piece %u/%u from the left neighbour has %zu bytes (flags %u), "
+                 "expected %zu", m.step, m.piece, *plen, (unsigned)h.flags, len);
         return STARLING_E_PROTOCOL;
     }
     return STARLING_OK;
@@ -449,19 +493,47 @@ static int rx_read(int fd, void *dst, size_t n, size_t *got)
     return STARLING_OK;
 }
 
+/* Where item `it`'s raw bytes go: a reduction buffer, the result, or (codecs) the
+ * encoded tensor. */
+static uint8_t *rx_dest(starling_comm *c, ring_op *o, int s, const ring_item *it,
+                        size_t *rawlen)
+{
+    const ring_step *st = &o->steps[it->g];
+    if (o->dense)
+        return starling__codec_rx_dest(c, o, s, it, rawlen);
+    *rawlen = starling__ring_piece_len(o, st->recv_seg, it->p);
+    return st->recv_reduce ? c->eng.tmp[s]
+                           : o->work + o->seg_off[st->recv_seg] + (size_t)it->p * o->piece;
+}
+
+static void rx_post(starling_comm *c, ring_op *o, int s, const ring_item *it, uint8_t *dst)
+{
+    const ring_step *st = &o->steps[it->g];
+    size_t at, nel;
+    if (o->dense) {
+        starling__codec_rx_post(c, o, s, it, dst);
+        return;
+    }
+    if (!st->recv_reduce)
+        return;
+    at = o->seg_off[st->recv_seg] + (size_t)it->p * o->piece;
+    nel = starling__ring_piece_len(o, st->recv_seg, it->p) / o->esize;
+    starling__reduce(o->work + at, o->in + at, dst, nel, o->req->dtype, o->req->op);
+    if (st->recv_finish)
+        starling__reduce_finish(o->work + at, nel, o->req->dtype, o->req->op, o->n);
+}
+
 /* Receives what has arrived on stream s; reduces finished pieces. */
 static int rx_stream(starling_comm *c, ring_op *o, int s, char *why, size_t wl)
 {
     ring_rx *x = &o->rx[s];
     const size_t H = STARLING_FRAME_HDR + STARLING_DATA_HDR;
-    int fd = c->eng.left[s];
+    engine *e = &c->eng;
+    int fd = e->left[s];
     while (x->k < o->nrecv) {
         const ring_item *it = &o->recv_items[x->k];
-        const ring_step *st = &o->steps[it->g];
-        size_t len = piece_len(o, st->recv_seg, it->p);
-        size_t at = o->seg_off[st->recv_seg] + (size_t)it->p * o->piece;
-        uint8_t *dst = st->recv_reduce ? c->eng.tmp[s] : o->work + at;
-        size_t got;
+        size_t rawlen, got;
+        uint8_t *dst = rx_dest(c, o, s, it, &rawlen), *land;
         int rc;
         if (x->off < H) {
             if ((rc = rx_read(fd, x->hdr + x->off, H - x->off, &got)))
@@ -471,24 +543,27 @@ static int rx_stream(starling_comm *c, ring_op *o, int s, char *why, size_t wl)
             x->off += got;
             if (x->off < H)
                 return STARLING_OK;
-            if ((rc = check_hdr(o, x->hdr, MSG_DATA, it->g, it->p, len, why, wl)))
+            if ((rc = check_hdr(o, x->hdr, MSG_DATA, it->g, it->p, rawlen, &x->plen, &x->flags,
+                                why, wl)))
                 return rc;
         }
-        if (x->off < H + len) {
-            if ((rc = rx_read(fd, dst + (x->off - H), H + len - x->off, &got)))
+        land = (x->flags & STARLING_DATA_F_ZSTD) ? e->zrx[s] : dst;
+        if (x->off < H + x->plen) {
+            if ((rc = rx_read(fd, land + (x->off - H), H + x->plen - x->off, &got)))
                 return rc;
             if (got == 0)
                 return STARLING_OK;
             x->off += got;
-            if (x->off < H + len)
+            if (x->off < H + x->plen)
                 return STARLING_OK;
         }
-        if (st->recv_reduce) {
-            size_t nel = len / o->esize;
-            starling__reduce(o->work + at, o->in + at, dst, nel, o->req->dtype, o->req->op);
-            if (st->recv_finish)
-                starling__reduce_finish(o->work + at, nel, o->req->dtype, o->req->op, o->n);
+        if ((x->flags & STARLING_DATA_F_ZSTD) &&
+            starling__zstd_unpack(e->zstd, land, x->plen, dst, rawlen)) {
+            snprintf(why, wl, "piece %u/%u from the left neighbour: bad zstd frame", it->g,
+                     it->p);
+            return STARLING_E_PROTOCOL;
         }
+        rx_post(c, o, s, it, dst);
         o->recv_done[x->k] = 1;
         o->recv_left--;
         x->off = 0;
@@ -505,7 +580,7 @@ static int barrier_tx(starling_comm *c, ring_op *o, int *want_out)
     uint8_t hdr[STARLING_FRAME_HDR + STARLING_DATA_HDR];
     while (o->done_sent < target) {
         ssize_t r;
-        encode_hdr(o, MSG_DONE, (uint32_t)(o->done_sent + 1), 0, 0, hdr);
+        encode_hdr(o, MSG_DONE, (uint32_t)(o->done_sent + 1), 0, 0, 0, hdr);
         r = starling__sock_send(c->eng.right[0], hdr, sizeof hdr);
         if (r < 0)
             return STARLING_E_PEER_LOST;
@@ -527,7 +602,8 @@ static int barrier_rx(starling_comm *c, ring_op *o, char *why, size_t wl)
     ring_rx *x = &o->rx[0];
     const size_t H = STARLING_FRAME_HDR + STARLING_DATA_HDR;
     while (o->done_recv < o->n - 1) {
-        size_t got;
+        size_t got, plen;
+        uint8_t flags;
         int rc = rx_read(c->eng.left[0], x->hdr + x->off, H - x->off, &got);
         if (rc)
             return rc;
@@ -537,7 +613,8 @@ static int barrier_rx(starling_comm *c, ring_op *o, char *why, size_t wl)
         if (x->off < H)
             return STARLING_OK;
         x->off = 0;
-        if ((rc = check_hdr(o, x->hdr, MSG_DONE, (uint32_t)(o->done_recv + 1), 0, 0, why, wl)))
+        if ((rc = check_hdr(o, x->hdr, MSG_DONE, (uint32_t)(o->done_recv + 1), 0, 0, &plen,
+                            &flags, why, wl)))
             return rc;
         o->done_recv++;
     }
@@ -555,6 +632,16 @@ int starling__ring_progress(starling_comm *c, struct pollfd *fds, int *nfds)
 
     *nfds = 0;
     why[0] = '\0';
+    if (o->prep) {
+        rc = starling__codec_prep_poll(c, o);
+        if (rc < 0) {
+            snprintf(o->req->errmsg, sizeof o->req->errmsg, "%s",
+                     rc == STARLING_E_NOMEM ? "out of memory for the codec" : "codec failed");
+            return rc;
+        }
+        if (o->prep)
+            return 0; /* the engine's loop keeps heartbeats going meanwhile */
+    }
     if (o->n == 1) {
         o->data_done = 1;
         return 1;
@@ -564,6 +651,8 @@ int starling__ring_progress(starling_comm *c, struct pollfd *fds, int *nfds)
             rc = rx_stream(c, o, s, why, sizeof why);
     for (int s = 0; s < o->nsout && !rc; s++)
         rc = tx_stream(c, o, s, &want_out[s]);
+    if (!rc && !o->data_done && o->recv_left == 0 && o->send_left == 0 && o->sparse)
+        rc = starling__codec_data_done(c, o, why, sizeof why);
     if (!rc && !o->data_done && o->recv_left == 0 && o->send_left == 0) {
         o->data_done = 1;
         c->eng.done_seq = o->seq;
@@ -602,6 +691,10 @@ void starling__ring_commit(starling_comm *c)
 {
     ring_op *o = c->eng.op;
     const struct starling_request *r = o->req;
+    if (o->codec) {
+        starling__codec_commit(c, o);
+        return;
+    }
     switch (r->coll) {
     case COLL_ALLREDUCE:
         if (o->work != r->recvbuf)

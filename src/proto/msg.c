@@ -21,6 +21,8 @@ int starling__frame_hdr_decode(const uint8_t in[STARLING_FRAME_HDR], uint32_t ma
                    (uint32_t)in[7] << 24;
     if (in[0] < 1 || in[0] > MSG_TYPE_MAX || in[2] || in[3])
         return STARLING_E_PROTOCOL;
+    if (in[1] & ~(in[0] == MSG_DATA ? STARLING_DATA_F_ZSTD : 0))
+        return STARLING_E_PROTOCOL;
     if (in[0] == MSG_DATA) {
         if (len < STARLING_DATA_HDR || len - STARLING_DATA_HDR > max_data_len)
             return STARLING_E_PROTOCOL;
@@ -317,13 +319,15 @@ int starling__epoch_decode(uint8_t type, const uint8_t *p, size_t len, starling_
     return STARLING_OK;
 }
 
-int starling__data_encode(uint8_t *out, size_t cap, uint8_t type, const starling__msg_data *m,
-                          uint32_t nbytes)
+int starling__data_encode(uint8_t *out, size_t cap, uint8_t type, uint8_t flags,
+                          const starling__msg_data *m, uint32_t nbytes)
 {
     starling__wbuf w;
     if (type != MSG_DATA && type != MSG_DONE && type != MSG_ABORT)
         return STARLING_E_INVALID;
-    if (type != MSG_DATA && nbytes)
+    if (type != MSG_DATA && (nbytes || flags))
+        return STARLING_E_INVALID;
+    if (flags & ~STARLING_DATA_F_ZSTD)
         return STARLING_E_INVALID;
     if (nbytes > UINT32_MAX - STARLING_DATA_HDR)
         return STARLING_E_LIMIT;
@@ -336,6 +340,7 @@ int starling__data_encode(uint8_t *out, size_t cap, uint8_t type, const starling
     if (w.err)
         return STARLING_E_LIMIT;
     starling__frame_hdr_encode(out, type, STARLING_DATA_HDR + nbytes);
+    out[1] = flags;
     return (int)w.len;
 }
 

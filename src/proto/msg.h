@@ -16,6 +16,7 @@
 #define STARLING_MAX_PEERS 512
 #define STARLING_CTRL_MAX 65536 /* largest control frame payload */
 #define STARLING_DATA_HDR 24    /* seq, desc, step, piece after the frame header */
+#define STARLING_DATA_F_ZSTD 0x01 /* MSG_DATA flag: the payload is one zstd frame */
 
 typedef enum starling__msg_type {
     MSG_HELLO = 1,     /* client -> server, first frame of every connection */
@@ -50,8 +51,9 @@ typedef struct starling__frame_hdr {
     uint32_t len; /* payload bytes after the 8-byte header */
 } starling__frame_hdr;
 
-/* Header: u8 type, u8 flags, u16 zero, u32 len. Decode refuses unknown types, nonzero
- * reserved bits, and len > max_len (or > STARLING_CTRL_MAX for non-data types). */
+/* Header: u8 type, u8 flags, u16 zero, u32 len. Decode refuses unknown types, flags other
+ * than STARLING_DATA_F_ZSTD on MSG_DATA (none elsewhere), nonzero reserved bits, and
+ * len > max_len (or > STARLING_CTRL_MAX for non-data types). */
 void starling__frame_hdr_encode(uint8_t out[STARLING_FRAME_HDR], uint8_t type, uint32_t len);
 int starling__frame_hdr_decode(const uint8_t in[STARLING_FRAME_HDR], uint32_t max_data_len,
                                starling__frame_hdr *out);
@@ -149,8 +151,8 @@ int starling__topo_decode(const uint8_t *p, size_t len, starling__msg_topo *m);
 int starling__epoch_encode(uint8_t *out, size_t cap, uint8_t type, const starling__msg_epoch *m);
 int starling__epoch_decode(uint8_t type, const uint8_t *p, size_t len, starling__msg_epoch *m);
 /* MSG_DATA header (the payload bytes follow, nbytes of them), MSG_DONE, MSG_ABORT. */
-int starling__data_encode(uint8_t *out, size_t cap, uint8_t type, const starling__msg_data *m,
-                          uint32_t nbytes);
+int starling__data_encode(uint8_t *out, size_t cap, uint8_t type, uint8_t flags,
+                          const starling__msg_data *m, uint32_t nbytes);
 /* Decodes the 24 fixed bytes that follow the frame header of a data-plane frame. */
 int starling__data_decode(const uint8_t p[STARLING_DATA_HDR], starling__msg_data *m);
 #endif

@@ -207,7 +207,7 @@ static void fuzz_data(uint8_t type, const uint8_t *p, size_t len)
         return;
     CHECK(a.seq != 0);
     nbytes = type == MSG_DATA ? (uint32_t)(len - STARLING_DATA_HDR) : 0;
-    n = starling__data_encode(enc, sizeof enc, type, &a, nbytes);
+    n = starling__data_encode(enc, sizeof enc, type, 0, &a, nbytes);
     CHECK(n == STARLING_FRAME_HDR + STARLING_DATA_HDR);
     CHECK(enc[0] == type && le32(enc + 4) == STARLING_DATA_HDR + nbytes);
     CHECK(memcmp(enc + STARLING_FRAME_HDR, p, STARLING_DATA_HDR) == 0);
@@ -253,7 +253,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memset(&e, 0, sizeof e);
         CHECK(starling__epoch_decode(type, p, len, &e) == STARLING_E_PROTOCOL);
         CHECK(starling__epoch_encode(enc, sizeof enc, type, &e) == STARLING_E_INVALID);
-        CHECK(starling__data_encode(enc, sizeof enc, type, &d, 0) == STARLING_E_INVALID);
+        CHECK(starling__data_encode(enc, sizeof enc, type, 0, &d, 0) == STARLING_E_INVALID);
         break;
     }
     }

@@ -1,8 +1,5 @@
-/* A whole group in one process: a coordinator thread and N peer threads on loopback,
- * each peer with its own communicator (and so its own engine and sockets). Checks the
- * collectives against references computed here, and state sync. Fast enough to run
- * under ThreadSanitizer. */
-#include <pthread.h>
+/* The collectives of a whole group in one process (group_harness.h), against references
+ * computed here, and state sync. Fast enough to run under ThreadSanitizer. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,113 +10,8 @@
 
 #include <cmocka.h>
 
+#include "group_harness.h"
 #include "starling.h"
-
-#define MAXP 8
-static const char secret[] = "test-secret";
-static int g_streams = 1; /* streams per ring link for the next group */
-
-typedef struct group {
-    starling_coord *coord;
-    pthread_t coord_thr;
-    char addr[64];
-    int n;
-} group;
-
-typedef struct peer_arg {
-    group *g;
-    int idx;
-    int fail; /* set by the peer thread on a failed check */
-    char why[256];
-    void (*body)(struct peer_arg *, starling_comm *);
-    char hash[33];
-} peer_arg;
-
-static void *coord_main(void *arg)
-{
-    starling_coord_run(arg);
-    return NULL;
-}
-
-static void group_start(group *g, int n)
-{
-    starling_config *cfg;
-    memset(g, 0, sizeof *g);
-    g->n = n;
-    assert_int_equal(starling_config_create(&cfg), STARLING_OK);
-    starling_config_set_timeout_ms(cfg, 2000);
-    assert_int_equal(starling_coord_create(&g->coord, "127.0.0.1:0", "grp", secret,
-                                           sizeof secret - 1, cfg),
-                     STARLING_OK);
-    starling_config_destroy(cfg);
-    snprintf(g->addr, sizeof g->addr, "127.0.0.1:%d", starling_coord_port(g->coord));
-    assert_int_equal(pthread_create(&g->coord_thr, NULL, coord_main, g->coord), 0);
-}
-
-static void group_stop(group *g)
-{
-    starling_coord_stop(g->coord);
-    pthread_join(g->coord_thr, NULL);
-    starling_coord_destroy(g->coord);
-}
-
-#define CHECK(pa, cond, ...)                                                               \
-    do {                                                                                   \
-        if (!(cond) && !(pa)->fail) {                                                      \
-            (pa)->fail = 1;                                                                \
-            snprintf((pa)->why, sizeof (pa)->why, __VA_ARGS__);                            \
-        }                                                                                  \
-    } while (0)
-
-static void *peer_main(void *arg)
-{
-    peer_arg *pa = arg;
-    starling_config *cfg;
-    starling_comm *c = NULL;
-    int rc;
-    starling_config_create(&cfg);
-    starling_config_set_min_peers(cfg, pa->g->n);
-    starling_config_set_timeout_ms(cfg, 2000);
-    starling_config_set_chunk_bytes(cfg, 4096); /* many pieces even for small buffers */
-    starling_config_set_streams(cfg, g_streams);
-    rc = starling_comm_create(&c, pa->g->addr, "grp", secret, sizeof secret - 1, cfg);
-    starling_config_destroy(cfg);
-    CHECK(pa, rc == STARLING_OK, "comm_create: %s", starling_strerror(rc));
-    if (rc)
-        return NULL;
-    rc = starling_update_topology(c);
-    CHECK(pa, rc == STARLING_OK, "update_topology: %s", starling_strerror(rc));
-    if (rc == STARLING_OK) {
-        CHECK(pa, starling_comm_size(c) == pa->g->n, "size %d", starling_comm_size(c));
-        pa->body(pa, c);
-    }
-    starling_comm_destroy(c);
-    return NULL;
-}
-
-static void run_group(int n, void (*body)(peer_arg *, starling_comm *), peer_arg *out)
-{
-    group g;
-    pthread_t t[MAXP];
-    peer_arg pa[MAXP];
-    group_start(&g, n);
-    for (int i = 0; i < n; i++) {
-        memset(&pa[i], 0, sizeof pa[i]);
-        pa[i].g = &g;
-        pa[i].idx = i;
-        pa[i].body = body;
-        assert_int_equal(pthread_create(&t[i], NULL, peer_main, &pa[i]), 0);
-    }
-    for (int i = 0; i < n; i++)
-        pthread_join(t[i], NULL);
-    group_stop(&g);
-    for (int i = 0; i < n; i++) {
-        if (pa[i].fail)
-            fail_msg("peer %d: %s", i, pa[i].why);
-        if (out)
-            out[i] = pa[i];
-    }
-}
 
 /* Inputs are small integers so every order of summation is exact. */
 static void body_allreduce(peer_arg *pa, starling_comm *c)

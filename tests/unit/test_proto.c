@@ -568,7 +568,7 @@ static void test_data_round_trip(void **state)
                            out;
         uint32_t nbytes = types[i] == MSG_DATA ? 4096 : 0;
         starling__frame_hdr h;
-        int n = starling__data_encode(frame, sizeof frame, types[i], &in, nbytes);
+        int n = starling__data_encode(frame, sizeof frame, types[i], 0, &in, nbytes);
         /* The encoder writes the header only; the caller sends the bytes after it. */
         assert_int_equal(n, STARLING_FRAME_HDR + STARLING_DATA_HDR);
         assert_int_equal(starling__frame_hdr_decode(frame, CHUNK, &h), STARLING_OK);
@@ -588,16 +588,43 @@ static void test_data_encode_refusals(void **state)
     starling__msg_data m = {1, 2, 3, 4};
     (void)state;
     /* Only the data-plane types, and only DATA carries bytes. */
-    assert_int_equal(starling__data_encode(frame, sizeof frame, MSG_HELLO, &m, 0),
+    assert_int_equal(starling__data_encode(frame, sizeof frame, MSG_HELLO, 0, &m, 0),
                      STARLING_E_INVALID);
-    assert_int_equal(starling__data_encode(frame, sizeof frame, 0, &m, 0), STARLING_E_INVALID);
-    assert_int_equal(starling__data_encode(frame, sizeof frame, MSG_DONE, &m, 1),
+    assert_int_equal(starling__data_encode(frame, sizeof frame, 0, 0, &m, 0), STARLING_E_INVALID);
+    assert_int_equal(starling__data_encode(frame, sizeof frame, MSG_DONE, 0, &m, 1),
                      STARLING_E_INVALID);
-    assert_int_equal(starling__data_encode(frame, sizeof frame, MSG_ABORT, &m, 1),
+    assert_int_equal(starling__data_encode(frame, sizeof frame, MSG_ABORT, 0, &m, 1),
                      STARLING_E_INVALID);
     for (size_t cap = 0; cap < STARLING_FRAME_HDR + STARLING_DATA_HDR; cap++)
-        assert_int_equal(starling__data_encode(frame, cap, MSG_DATA, &m, 0), STARLING_E_LIMIT);
-    assert_int_equal(starling__data_encode(frame, 32, MSG_DATA, &m, 0), 32);
+        assert_int_equal(starling__data_encode(frame, cap, MSG_DATA, 0, &m, 0), STARLING_E_LIMIT);
+    assert_int_equal(starling__data_encode(frame, 32, MSG_DATA, 0, &m, 0), 32);
+}
+
+/* Only MSG_DATA may carry a flag, and only the zstd one. */
+static void test_data_flags(void **state)
+{
+    starling__msg_data m = {1, 2, 3, 4};
+    starling__frame_hdr h;
+    (void)state;
+    assert_int_equal(starling__data_encode(frame, sizeof frame, MSG_DATA, STARLING_DATA_F_ZSTD,
+                                           &m, 16),
+                     STARLING_FRAME_HDR + STARLING_DATA_HDR);
+    assert_int_equal(starling__frame_hdr_decode(frame, CHUNK, &h), STARLING_OK);
+    assert_int_equal(h.flags, STARLING_DATA_F_ZSTD);
+    frame[1] = 0x02; /* an unknown flag */
+    assert_int_equal(starling__frame_hdr_decode(frame, CHUNK, &h), STARLING_E_PROTOCOL);
+    assert_int_equal(starling__data_encode(frame, sizeof frame, MSG_DATA, 0x02, &m, 16),
+                     STARLING_E_INVALID);
+    assert_int_equal(starling__data_encode(frame, sizeof frame, MSG_DONE, STARLING_DATA_F_ZSTD,
+                                           &m, 0),
+                     STARLING_E_INVALID);
+    assert_int_equal(starling__data_encode(frame, sizeof frame, MSG_DONE, 0, &m, 0),
+                     STARLING_FRAME_HDR + STARLING_DATA_HDR);
+    frame[1] = STARLING_DATA_F_ZSTD; /* a flag on a frame type that has none */
+    assert_int_equal(starling__frame_hdr_decode(frame, CHUNK, &h), STARLING_E_PROTOCOL);
+    starling__frame_hdr_encode(frame, MSG_HEARTBEAT, 0);
+    frame[1] = STARLING_DATA_F_ZSTD;
+    assert_int_equal(starling__frame_hdr_decode(frame, CHUNK, &h), STARLING_E_PROTOCOL);
 }
 
 /* DATA: nbytes so large that 24 + nbytes would wrap the u32 length must be refused. */
@@ -609,7 +636,7 @@ static void test_data_encode_length_wrap(void **state)
     /* Regression (fixed: src/proto/msg.c, starling__data_encode): the header length is computed as
      * STARLING_DATA_HDR + nbytes in uint32_t, so nbytes > UINT32_MAX - 24 wraps to a small
      * length. */
-    rc = starling__data_encode(frame, sizeof frame, MSG_DATA, &m, UINT32_MAX - 10);
+    rc = starling__data_encode(frame, sizeof frame, MSG_DATA, 0, &m, UINT32_MAX - 10);
     assert_int_equal(rc, STARLING_E_LIMIT);
 }
 
@@ -693,12 +720,11 @@ static void test_frame_hdr_reserved_bytes(void **state)
             hdr[at] = (uint8_t)(1u << bit);
             assert_int_equal(starling__frame_hdr_decode(hdr, CHUNK, &h), STARLING_E_PROTOCOL);
         }
-    /* Byte 1 is the flags byte: version 1 defines no flag and sends 0; the decoder passes
-     * it through to the caller. */
+    /* Byte 1 is the flags byte: only MSG_DATA defines one (test_data_flags); any other bit
+     * is refused rather than ignored. */
     starling__frame_hdr_encode(hdr, MSG_HEARTBEAT, 0);
     hdr[1] = 0x80;
-    assert_int_equal(starling__frame_hdr_decode(hdr, CHUNK, &h), STARLING_OK);
-    assert_int_equal(h.flags, 0x80);
+    assert_int_equal(starling__frame_hdr_decode(hdr, CHUNK, &h), STARLING_E_PROTOCOL);
 }
 
 static void test_frame_hdr_control_len(void **state)
@@ -813,7 +839,7 @@ static void test_data_decode_refusals(void **state)
     starling__msg_data in = {1, 2, 3, 4}, out;
     uint8_t *hdr;
     (void)state;
-    starling__data_encode(frame, sizeof frame, MSG_DATA, &in, 0);
+    starling__data_encode(frame, sizeof frame, MSG_DATA, 0, &in, 0);
     hdr = exact_copy(frame + 8, STARLING_DATA_HDR);
     assert_int_equal(starling__data_decode(hdr, &out), STARLING_OK);
     /* seq counts from 1. */
@@ -1366,7 +1392,7 @@ static void test_golden_data(void **state)
     size_t n = unhex(golden_data, want, sizeof want);
     (void)state;
     assert_int_equal(n, 8 + 24);
-    assert_int_equal(starling__data_encode(frame, sizeof frame, MSG_DATA, &m, 16), (int)n);
+    assert_int_equal(starling__data_encode(frame, sizeof frame, MSG_DATA, 0, &m, 16), (int)n);
     assert_memory_equal(frame, want, n);
     assert_int_equal(starling__frame_hdr_decode(want, CHUNK, &h), STARLING_OK);
     assert_int_equal(h.type, MSG_DATA);
@@ -1398,6 +1424,7 @@ int main(void)
         cmocka_unit_test(test_data_round_trip),
         cmocka_unit_test(test_data_encode_refusals),
         cmocka_unit_test(test_data_encode_length_wrap),
+        cmocka_unit_test(test_data_flags),
         cmocka_unit_test(test_encoders_limit),
         cmocka_unit_test(test_encoders_refuse_over_limit),
         /* frame header */

@@ -58,7 +58,8 @@ fuzz:
 	bash $(DEPS) core fuzz
 	CC=clang cmake -S . -B $(FUZZ_BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DSTARLING_FUZZ=ON \
 	    $(CMAKE_ARGS)
-	cmake --build $(FUZZ_BUILD_DIR) -j$(JOBS) --target fuzz_frames fuzz_frames_replay
+	cmake --build $(FUZZ_BUILD_DIR) -j$(JOBS) \
+	    --target fuzz_frames fuzz_frames_replay fuzz_codec fuzz_codec_replay
 	ctest --test-dir $(FUZZ_BUILD_DIR) -R '^fuzz\.' $(CTEST_ARGS)
 
 bench:

@@ -368,6 +368,72 @@ STARLING_API int starling_sync_state(starling_comm *comm, int *changed);
 /* The 128-bit content hash of this member's shared state, as 32 hex digits + NUL. */
 STARLING_API int starling_state_hash_hex(const starling_comm *comm, char out[33]);
 
+/* ---------------------------------------------------------------- training */
+
+/* The training engine: the built-in model (a multi-layer perceptron on Fashion-MNIST, or
+ * a synthetic set when the Debian package is absent), trained across the members of a
+ * communicator with data-parallel SGD, DiLoCo or Streaming DiLoCo, surviving peer loss
+ * and joins. docs/training.md describes every algorithm and option. */
+typedef struct starling_train_config starling_train_config;
+
+/* Defaults are listed with the keys in docs/training.md. */
+STARLING_API int starling_train_config_create(starling_train_config **out);
+STARLING_API void starling_train_config_destroy(starling_train_config *cfg);
+/* Sets option `key` from its text form, e.g. ("algo", "diloco"), ("inner_steps", "50"),
+ * ("compress", "int8"), ("hidden", "256,128"). Keys: algo, steps, inner_steps, fragments,
+ * tau, alpha, compress, hidden, batch, optimizer, lr, warmup, weight_decay, clip,
+ * outer_lr, outer_momentum, seed, noniid, data, eval_every, eval_limit, checkpoint_dir,
+ * checkpoint_every, resume, sync_every. STARLING_E_INVALID with a message in err (errlen
+ * bytes) naming the key and the problem for an unknown key or a bad value; the config is
+ * unchanged then. */
+STARLING_API int starling_train_config_set(starling_train_config *cfg, const char *key,
+                                           const char *value, char *err, size_t errlen);
+
+typedef struct starling_trainer starling_trainer;
+
+/* What a trainer reports after each step. Fields are only ever appended; pass
+ * sizeof(starling_train_stats) as `size`. */
+typedef struct starling_train_stats {
+    uint64_t step;         /* inner steps completed by the run (shared, equal on members) */
+    double loss;           /* this member's last mini-batch loss */
+    double test_accuracy;  /* last evaluation on the test set, -1 before the first */
+    double test_loss;      /* last evaluation's mean cross-entropy, -1 before the first */
+    uint64_t bytes_sent;   /* this member's data-plane payload bytes so far */
+    uint64_t epoch;        /* current membership epoch */
+    int peers;             /* members of the current epoch */
+    int recoveries;        /* topology updates forced by a failed collective */
+    int synced;            /* 1 if the last step ended with a synchronisation */
+} starling_train_stats;
+
+/* Builds the model and optimizer state, loads this member's shard of the data and
+ * registers the shared state on `comm`, which must already be a member (after
+ * starling_update_topology). A newcomer receives the run's state from the others at its
+ * first synchronisation. With the config's `resume`, starts from that checkpoint (every
+ * member must resume from the same one). Errors: STARLING_E_INVALID, STARLING_E_NOMEM,
+ * STARLING_E_NOT_FOUND / STARLING_E_CORRUPT (data or checkpoint files), with a message
+ * in err. */
+STARLING_API int starling_trainer_create(starling_trainer **out, starling_comm *comm,
+                                         const starling_train_config *cfg, char *err,
+                                         size_t errlen);
+/* Does one inner step, and the synchronisation it is due for (every step for ddp; every
+ * inner_steps for diloco; a fragment at a time for streaming). A collective that fails
+ * with STARLING_E_PEER_LOST leads to starling_update_topology, a state sync and a retry,
+ * inside this call: faults the run can survive never reach the caller. Sets *done = 1
+ * when the configured steps are complete. Errors: what the run cannot survive
+ * (STARLING_E_TIMEOUT, STARLING_E_CLOSED, ...); details in starling_comm_errmsg. */
+STARLING_API int starling_trainer_step(starling_trainer *t, int *done);
+STARLING_API int starling_trainer_stats(const starling_trainer *t, starling_train_stats *out,
+                                        size_t size);
+/* Accuracy and mean loss of the current shared parameters on the test set (eval_limit
+ * samples, 0 = all). Local computation, no communication. */
+STARLING_API int starling_trainer_evaluate(starling_trainer *t, double *accuracy,
+                                           double *loss);
+/* Writes the shared state to dir/checkpoint.bin atomically (temporary file, fsync,
+ * rename; checksummed). */
+STARLING_API int starling_trainer_checkpoint(starling_trainer *t, const char *dir);
+/* Accepts NULL. Unregisters the shared state; the communicator stays usable. */
+STARLING_API void starling_trainer_destroy(starling_trainer *t);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,52 @@
+/* The training configuration behind the public starling_train_config handle, shared by
+ * train_config.c (parsing and validation) and trainer.c. */
+#ifndef STARLING_TRAIN_TRAIN_CONFIG_H
+#define STARLING_TRAIN_TRAIN_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/mlp.h"
+#include "starling.h"
+
+typedef enum starling__algo {
+    STARLING__ALGO_DDP = 0,
+    STARLING__ALGO_DILOCO = 1,
+    STARLING__ALGO_STREAMING = 2,
+} starling__algo;
+
+#define STARLING__TRAIN_PATH_MAX 1024
+
+struct starling_train_config {
+    starling__algo algo;
+    uint64_t steps;       /* inner steps of the run in total */
+    uint64_t inner_steps; /* H */
+    uint64_t fragments;   /* P */
+    uint64_t tau;
+    double alpha;
+    char compress[128];
+    size_t hidden[STARLING__MLP_MAX_LAYERS - 1];
+    size_t nhidden;
+    size_t batch;
+    int optimizer; /* starling__optim_kind */
+    double lr;
+    int lr_set;
+    uint64_t warmup;
+    double weight_decay;
+    int wd_set;
+    double clip;
+    double outer_lr, outer_momentum;
+    uint64_t seed;
+    double noniid;
+    char data[STARLING__TRAIN_PATH_MAX];
+    uint64_t eval_every, eval_limit;
+    char checkpoint_dir[STARLING__TRAIN_PATH_MAX];
+    uint64_t checkpoint_every;
+    char resume[STARLING__TRAIN_PATH_MAX];
+    uint64_t sync_every;
+};
+
+/* The effective learning rate: lr if set, else 1e-3 (adamw) or 0.05 (sgd). */
+double starling__train_config_lr(const starling_train_config *cfg);
+
+#endif

@@ -1,0 +1,909 @@
+/* starling_trainer: the built-in model trained across a communicator's members with
+ * data-parallel SGD or DiLoCo, surviving peer loss and joins (docs/training.md,
+ * "Distributed training"). Only the public comm API is used for communication. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "data/dataset.h"
+#include "data/prng.h"
+#include "model/mlp.h"
+#include "train/checkpoint.h"
+#include "train/optim.h"
+#include "train/train_config.h"
+#include "util/alloc.h"
+#include "util/log.h"
+
+#define TAG_SYNC 0x5354524e00000001ull  /* gradients (ddp) or pseudo-gradients (diloco) */
+#define TAG_COUNT 0x5354524e00000002ull /* contributors of a DiLoCo round after a recovery */
+#define RECOVER_ATTEMPTS 100
+#define SYNTHETIC_DEFAULT_N 20000
+#define DATA_STREAM_IID 0x11d0ull
+#define DATA_STREAM_NONIID 0x2a1dull
+
+/* Streaming DiLoCo: one fragment of the flat parameter vector and its sync in flight. */
+typedef struct stream_frag {
+    size_t off, len;         /* floats */
+    uint64_t offset_step;    /* issued when step % H == offset_step */
+    starling_callopts *opts; /* the codec, tag per fragment (error feedback is per tag) */
+    starling_request *req;
+    int in_flight;
+    int issue_rc; /* an all-reduce refused at issue is reported at its completion */
+    uint64_t issue_step;
+} stream_frag;
+
+struct starling_trainer {
+    starling_comm *comm;
+    starling_train_config cfg;
+    starling__mlp *m;
+    size_t n; /* parameters */
+    starling__dataset train, test;
+
+    /* Shared state. ddp: m->params and opt_state. diloco: global and outer_mom (+phase);
+     * m->params is then the member's working copy, opt_state its inner optimizer state. */
+    float *global;
+    float *outer_mom;
+    int32_t phase[1]; /* diloco: 1 while a round's pseudo-gradient all-reduce is under way */
+    float *opt_state;
+    size_t opt_floats;
+    float *red; /* reduced gradient / pseudo-gradient */
+    float *delta;
+    starling__optim opt;
+    starling__lr_schedule sched;
+    starling_callopts *opts_sync, *opts_count;
+    stream_frag *frags;
+    size_t nfrags;
+
+    float *x;
+    uint8_t *y;
+
+    /* data order: a permutation per data epoch, recomputed when the epoch changes */
+    uint32_t *perm;
+    size_t perm_n;
+    uint64_t perm_epoch;
+    int perm_valid;
+    starling__shard shard; /* non-IID only */
+    int shard_rank, shard_size;
+
+    uint64_t step; /* inner steps done by the run */
+    uint64_t last_ckpt_step;
+    int started;
+    double loss;
+    double test_acc, test_loss;
+    int recoveries;
+    int synced;
+};
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    if (!err || !errlen)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static int is_diloco(const starling_trainer *t) { return t->cfg.algo != STARLING__ALGO_DDP; }
+
+/* ---------------------------------------------------------------- data */
+
+/* 1 if dir holds any of the Fashion-MNIST files: then a missing one is an error, not a
+ * reason to fall back to the synthetic set. */
+static int any_fashion_file(const char *dir)
+{
+    static const char *const names[] = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"};
+    char path[STARLING__TRAIN_PATH_MAX + 64];
+    for (size_t i = 0; i < 8; i++) {
+        snprintf(path, sizeof path, "%s/%s%s", dir, names[i / 2], i % 2 ? ".gz" : "");
+        if (access(path, F_OK) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int load_data(starling_trainer *t, char *err, size_t errlen)
+{
+    const char *d = t->cfg.data;
+    char why[512];
+    size_t nsyn = 0;
+    int rc;
+    if (!strncmp(d, "synthetic", 9) && (d[9] == '\0' || d[9] == ':')) {
+        nsyn = SYNTHETIC_DEFAULT_N;
+        if (d[9] == ':') {
+            char *end;
+            unsigned long v = strtoul(d + 10, &end, 10);
+            if (*end || v < 20 || v > 1000000) {
+                set_err(err, errlen, "data: \"synthetic:N\" needs N in 20..1000000, got \"%s\"", d);
+                return STARLING_E_INVALID;
+            }
+            nsyn = v;
+        }
+    } else {
+        rc = starling__dataset_load_fashion(&t->train, d, STARLING__SPLIT_TRAIN, why, sizeof why);
+        if (rc == STARLING_OK)
+            rc = starling__dataset_load_fashion(&t->test, d, STARLING__SPLIT_TEST, why, sizeof why);
+        if (rc == STARLING_E_NOT_FOUND && any_fashion_file(d)) {
+            set_err(err, errlen, "data: %s (the directory holds only part of Fashion-MNIST)", why);
+            return rc;
+        }
+        if (rc == STARLING_E_NOT_FOUND) {
+            starling__dataset_free(&t->train);
+            SLOG_INFO("Fashion-MNIST not found in %s (%s): using the synthetic data set", d, why);
+            nsyn = SYNTHETIC_DEFAULT_N;
+        } else if (rc != STARLING_OK) {
+            set_err(err, errlen, "data: %s", why);
+            return rc;
+        }
+    }
+    if (nsyn) {
+        size_t ntest = nsyn / 2 < 10000 ? nsyn / 2 : 10000;
+        rc = starling__dataset_synthetic(&t->train, nsyn, t->cfg.seed, STARLING__SPLIT_TRAIN, why,
+                                         sizeof why);
+        if (rc == STARLING_OK)
+            rc = starling__dataset_synthetic(&t->test, ntest, t->cfg.seed, STARLING__SPLIT_TEST,
+                                             why, sizeof why);
+        if (rc != STARLING_OK) {
+            set_err(err, errlen, "data: %s", why);
+            return rc;
+        }
+    }
+    return STARLING_OK;
+}
+
+static void make_perm(starling_trainer *t, size_t n, uint64_t stream, uint64_t epoch)
+{
+    starling__prng r;
+    if (t->perm_valid && t->perm_n == n && t->perm_epoch == epoch)
+        return;
+    starling__prng_seed(&r,
+                        starling__prng_derive(starling__prng_derive(t->cfg.seed, stream), epoch));
+    for (size_t i = 0; i < n; i++)
+        t->perm[i] = (uint32_t)i;
+    for (size_t i = n - 1; i > 0; i--) { /* Fisher-Yates */
+        size_t j = (size_t)starling__prng_below(&r, (uint64_t)i + 1);
+        uint32_t tmp = t->perm[i];
+        t->perm[i] = t->perm[j];
+        t->perm[j] = tmp;
+    }
+    t->perm_n = n;
+    t->perm_epoch = epoch;
+    t->perm_valid = 1;
+}
+
+/* Recomputes the non-IID shard when (rank, size) changed. */
+static int ensure_shard(starling_trainer *t, int rank, int size)
+{
+    char why[256];
+    int rc;
+    if (t->cfg.noniid <= 0.0 || (t->shard.idx && t->shard_rank == rank && t->shard_size == size))
+        return STARLING_OK;
+    starling__shard_free(&t->shard);
+    t->perm_valid = 0;
+    rc = starling__shard_dirichlet(&t->shard, &t->train, (size_t)rank, (size_t)size, t->cfg.noniid,
+                                   1, t->cfg.seed, why, sizeof why);
+    if (rc != STARLING_OK) {
+        SLOG_ERROR("trainer: non-IID shard for rank %d of %d: %s", rank, size, why);
+        return rc;
+    }
+    t->shard_rank = rank;
+    t->shard_size = size;
+    SLOG_DEBUG("trainer: rank %d of %d: non-IID shard of %zu samples", rank, size, t->shard.n);
+    return STARLING_OK;
+}
+
+/* The mini-batch of (step, rank, size), a pure function of them and the seed.
+ * IID: the data epochs are permutations of the whole set laid end to end; step s of a
+ * group of R members consumes positions [s R B, (s + 1) R B), rank r the r-th block of B.
+ * So a group's step sees exactly the batch of R B that one process would see with batch
+ * R B, which is what makes DDP match the single process. Non-IID: the same over the
+ * member's Dirichlet shard, B positions per step. */
+static int fill_batch(starling_trainer *t, uint64_t step, int rank, int size, size_t b)
+{
+    size_t d = t->train.d;
+    int rc = ensure_shard(t, rank, size);
+    if (rc != STARLING_OK)
+        return rc;
+    for (size_t j = 0; j < b; j++) {
+        uint32_t idx;
+        if (t->cfg.noniid > 0.0) {
+            uint64_t p = step * b + j, m = t->shard.n;
+            make_perm(t, (size_t)m, DATA_STREAM_NONIID, p / m);
+            idx = t->shard.idx[t->perm[p % m]];
+        } else {
+            uint64_t p = (step * (uint64_t)size + (uint64_t)rank) * b + j, m = t->train.n;
+            make_perm(t, (size_t)m, DATA_STREAM_IID, p / m);
+            idx = t->perm[p % m];
+        }
+        starling__dataset_gather(&t->train, &idx, 1, t->x + j * d, t->y + j);
+    }
+    return STARLING_OK;
+}
+
+/* ---------------------------------------------------------------- config */
+
+static int prepare(starling_trainer *t, char *err, size_t errlen)
+{
+    const starling_train_config *c = &t->cfg;
+    char why[256];
+    starling_codec *codec = NULL;
+    int rc;
+    if (c->algo == STARLING__ALGO_STREAMING) {
+        if (c->fragments > c->inner_steps) {
+            set_err(err, errlen, "fragments: %llu fragments need inner_steps >= fragments (%llu)",
+                    (unsigned long long)c->fragments, (unsigned long long)c->inner_steps);
+            return STARLING_E_INVALID;
+        }
+        if (c->tau * c->fragments > c->inner_steps) {
+            set_err(err, errlen,
+                    "tau: %llu overlapped steps exceed inner_steps / fragments (%llu / %llu): a "
+                    "fragment's sync must finish before the next fragment's starts",
+                    (unsigned long long)c->tau, (unsigned long long)c->inner_steps,
+                    (unsigned long long)c->fragments);
+            return STARLING_E_INVALID;
+        }
+    }
+    if (c->warmup >= c->steps) {
+        set_err(err, errlen, "warmup: %llu steps must be fewer than steps (%llu)",
+                (unsigned long long)c->warmup, (unsigned long long)c->steps);
+        return STARLING_E_INVALID;
+    }
+    starling__optim_defaults(&t->opt, (starling__optim_kind)c->optimizer);
+    if (c->wd_set)
+        t->opt.weight_decay = (float)c->weight_decay;
+    if (starling__optim_check(&t->opt, why, sizeof why) != STARLING_OK) {
+        set_err(err, errlen, "optimizer: %s", why);
+        return STARLING_E_INVALID;
+    }
+    t->sched.kind = c->warmup ? STARLING__LR_WARMUP_COSINE : STARLING__LR_COSINE;
+    t->sched.base_lr = (float)starling__train_config_lr(c);
+    t->sched.min_lr = t->sched.base_lr * 0.1f;
+    t->sched.warmup_steps = c->warmup;
+    t->sched.total_steps = c->steps;
+    if (starling__lr_check(&t->sched, why, sizeof why) != STARLING_OK) {
+        set_err(err, errlen, "lr: %s", why);
+        return STARLING_E_INVALID;
+    }
+    rc = starling_codec_create(&codec, c->compress, why, sizeof why);
+    if (rc != STARLING_OK) {
+        set_err(err, errlen, "compress: %s", why);
+        return rc;
+    }
+    if ((rc = starling_callopts_create(&t->opts_sync)) != STARLING_OK ||
+        (rc = starling_callopts_set_codec(t->opts_sync, codec)) != STARLING_OK ||
+        (rc = starling_callopts_set_tag(t->opts_sync, TAG_SYNC)) != STARLING_OK ||
+        (rc = starling_callopts_create(&t->opts_count)) != STARLING_OK ||
+        (rc = starling_callopts_set_tag(t->opts_count, TAG_COUNT)) != STARLING_OK)
+        set_err(err, errlen, "trainer: call options: %s", starling_strerror(rc));
+    if (rc == STARLING_OK && c->algo == STARLING__ALGO_STREAMING) {
+        t->nfrags = (size_t)c->fragments;
+        t->frags = starling__calloc(t->nfrags, sizeof *t->frags);
+        if (!t->frags)
+            rc = STARLING_E_NOMEM;
+        for (size_t p = 0; p < t->nfrags && rc == STARLING_OK; p++) {
+            t->frags[p].offset_step = p * c->inner_steps / c->fragments;
+            if ((rc = starling_callopts_create(&t->frags[p].opts)) != STARLING_OK ||
+                (rc = starling_callopts_set_codec(t->frags[p].opts, codec)) != STARLING_OK ||
+                (rc = starling_callopts_set_tag(t->frags[p].opts, TAG_SYNC + 16 + p)) !=
+                    STARLING_OK)
+                break;
+        }
+        if (rc != STARLING_OK)
+            set_err(err, errlen, "trainer: fragments: %s", starling_strerror(rc));
+    }
+    starling_codec_destroy(codec);
+    return rc;
+}
+
+/* The shared tensors, in registration (and checkpoint) order. */
+static size_t shared_tensors(starling_trainer *t, starling__ckpt_tensor *out)
+{
+    if (is_diloco(t)) {
+        out[0] = (starling__ckpt_tensor){"params", t->global, t->n, STARLING_F32};
+        out[1] = (starling__ckpt_tensor){"outer_momentum", t->outer_mom, t->n, STARLING_F32};
+        out[2] = (starling__ckpt_tensor){"phase", t->phase, 1, STARLING_I32};
+        return 3;
+    }
+    out[0] = (starling__ckpt_tensor){"params", t->m->params, t->n, STARLING_F32};
+    out[1] = (starling__ckpt_tensor){"optimizer", t->opt_state, t->opt_floats, STARLING_F32};
+    return 2;
+}
+
+/* ---------------------------------------------------------------- create / destroy */
+
+STARLING_API int starling_trainer_create(starling_trainer **out, starling_comm *comm,
+                                         const starling_train_config *cfg, char *err, size_t errlen)
+{
+    starling_trainer *t;
+    size_t widths[STARLING__MLP_MAX_LAYERS + 1], nw = 0;
+    starling__ckpt_tensor ts[4];
+    size_t nts;
+    char why[512];
+    int rc;
+
+    if (err && errlen)
+        err[0] = '\0';
+    if (!out || !comm || !cfg) {
+        set_err(err, errlen, "trainer: NULL argument");
+        return STARLING_E_INVALID;
+    }
+    *out = NULL;
+    t = starling__calloc(1, sizeof *t);
+    if (!t) {
+        set_err(err, errlen, "trainer: out of memory");
+        return STARLING_E_NOMEM;
+    }
+    t->comm = comm;
+    t->cfg = *cfg;
+    t->test_acc = -1.0;
+    t->test_loss = -1.0;
+    t->shard_rank = t->shard_size = -1;
+    if ((rc = prepare(t, err, errlen)) != STARLING_OK)
+        goto fail;
+    if ((rc = load_data(t, err, errlen)) != STARLING_OK)
+        goto fail;
+    if (t->train.synthetic)
+        SLOG_INFO("trainer: synthetic data set (%zu train, %zu test samples)", t->train.n,
+                  t->test.n);
+    widths[nw++] = t->train.d;
+    for (size_t i = 0; i < cfg->nhidden; i++)
+        widths[nw++] = cfg->hidden[i];
+    widths[nw++] = t->train.classes;
+    rc = starling__mlp_create(&t->m, widths, nw, cfg->batch, why, sizeof why);
+    if (rc != STARLING_OK) {
+        set_err(err, errlen, "model: %s", why);
+        goto fail;
+    }
+    t->n = t->m->nparams;
+    starling__mlp_init_params(t->m, cfg->seed);
+    t->opt_floats = starling__optim_state_floats(&t->opt, t->n);
+    t->opt_state = starling__calloc(t->opt_floats ? t->opt_floats : 1, sizeof(float));
+    t->red = starling__alloc_aligned(t->n * sizeof(float));
+    t->x = starling__malloc(cfg->batch * t->train.d * sizeof(float));
+    t->y = starling__malloc(cfg->batch);
+    t->perm = starling__malloc(t->train.n * sizeof(uint32_t));
+    rc = STARLING_E_NOMEM;
+    if (!t->opt_state || !t->red || !t->x || !t->y || !t->perm)
+        goto nomem;
+    if (is_diloco(t)) {
+        t->global = starling__alloc_aligned(t->n * sizeof(float));
+        t->outer_mom = starling__calloc(t->n, sizeof(float));
+        t->delta = starling__alloc_aligned(t->n * sizeof(float));
+        if (!t->global || !t->outer_mom || !t->delta)
+            goto nomem;
+        memcpy(t->global, t->m->params, t->n * sizeof(float));
+    }
+    for (size_t p = 0; p < t->nfrags; p++) { /* contiguous, sizes differ by at most one */
+        t->frags[p].off = p * t->n / t->nfrags;
+        t->frags[p].len = (p + 1) * t->n / t->nfrags - t->frags[p].off;
+    }
+    nts = shared_tensors(t, ts);
+    if (cfg->resume[0]) {
+        char path[STARLING__TRAIN_PATH_MAX + 32];
+        uint64_t step = 0;
+        snprintf(path, sizeof path, "%s/%s", cfg->resume, STARLING__CKPT_FILE);
+        rc = starling__ckpt_read(path, (uint32_t)cfg->algo, &step, ts, nts, why, sizeof why);
+        if (rc != STARLING_OK) {
+            set_err(err, errlen, "resume: %s", why);
+            goto fail;
+        }
+        t->step = step;
+        t->phase[0] = 0;
+        SLOG_INFO("trainer: resumed from %s at step %llu", path, (unsigned long long)step);
+    }
+    for (size_t i = 0; i < nts; i++) {
+        rc = starling_state_register(comm, ts[i].name, ts[i].data, ts[i].count, ts[i].dtype);
+        if (rc != STARLING_OK) {
+            set_err(err, errlen, "trainer: registering shared tensor \"%s\": %s (%s)", ts[i].name,
+                    starling_strerror(rc), starling_comm_errmsg(comm));
+            for (size_t j = 0; j < i; j++)
+                starling_state_unregister(comm, ts[j].name);
+            goto fail;
+        }
+    }
+    starling_state_set_step(comm, t->step);
+    *out = t;
+    return STARLING_OK;
+nomem:
+    set_err(err, errlen, "trainer: out of memory");
+fail:
+    t->comm = NULL; /* nothing registered */
+    starling_trainer_destroy(t);
+    return rc;
+}
+
+STARLING_API void starling_trainer_destroy(starling_trainer *t)
+{
+    if (!t)
+        return;
+    if (t->comm) {
+        starling__ckpt_tensor ts[4];
+        size_t nts = shared_tensors(t, ts);
+        for (size_t i = 0; i < nts; i++)
+            starling_state_unregister(t->comm, ts[i].name);
+    }
+    for (size_t p = 0; p < t->nfrags; p++) {
+        starling_request_free(t->frags[p].req);
+        starling_callopts_destroy(t->frags[p].opts);
+    }
+    starling__free(t->frags);
+    starling_callopts_destroy(t->opts_sync);
+    starling_callopts_destroy(t->opts_count);
+    starling__mlp_destroy(t->m);
+    starling__dataset_free(&t->train);
+    starling__dataset_free(&t->test);
+    starling__shard_free(&t->shard);
+    starling__free(t->global);
+    starling__free(t->outer_mom);
+    starling__free(t->delta);
+    starling__free(t->opt_state);
+    starling__free(t->red);
+    starling__free(t->x);
+    starling__free(t->y);
+    starling__free(t->perm);
+    starling__free(t);
+}
+
+/* ---------------------------------------------------------------- membership */
+
+static int is_fault(int rc) { return rc == STARLING_E_PEER_LOST || rc == STARLING_E_MISMATCH; }
+
+/* A state sync without a topology update: a member's first step (it became a member
+ * just before, at the others' sync point) or after one. */
+static int sync_state_only(starling_trainer *t)
+{
+    int changed = 0, rc = starling_sync_state(t->comm, &changed);
+    if (rc == STARLING_OK) {
+        t->step = starling_state_step(t->comm);
+        if (changed)
+            SLOG_INFO("trainer: rank %d received the shared state (step %llu)",
+                      starling_comm_rank(t->comm), (unsigned long long)t->step);
+    }
+    return rc;
+}
+
+/* starling_update_topology (retried while a member of the forming epoch dies), then
+ * starling_sync_state; the pair again if the sync itself loses a member. */
+static int topology_and_sync(starling_trainer *t)
+{
+    int rc = STARLING_E_PEER_LOST;
+    for (int attempt = 0; attempt < RECOVER_ATTEMPTS; attempt++) {
+        uint64_t before = starling_comm_epoch(t->comm);
+        rc = starling_update_topology(t->comm);
+        if (rc == STARLING_E_PEER_LOST)
+            continue;
+        if (rc != STARLING_OK)
+            return rc;
+        if (starling_comm_epoch(t->comm) != before)
+            SLOG_INFO("trainer: epoch %llu, %d members, rank %d",
+                      (unsigned long long)starling_comm_epoch(t->comm), starling_comm_size(t->comm),
+                      starling_comm_rank(t->comm));
+        rc = sync_state_only(t);
+        if (!is_fault(rc))
+            return rc;
+    }
+    return rc;
+}
+
+static int recover(starling_trainer *t, int rc_fault)
+{
+    t->recoveries++;
+    SLOG_INFO("trainer: collective failed at step %llu (%s: %s); updating the topology",
+              (unsigned long long)t->step, starling_strerror(rc_fault),
+              starling_comm_errmsg(t->comm));
+    return topology_and_sync(t);
+}
+
+/* ---------------------------------------------------------------- checkpoints, eval */
+
+STARLING_API int starling_trainer_checkpoint(starling_trainer *t, const char *dir)
+{
+    starling__ckpt_tensor ts[4];
+    size_t nts;
+    char why[512];
+    int rc;
+    if (!t || !dir || !*dir)
+        return STARLING_E_INVALID;
+    nts = shared_tensors(t, ts);
+    rc = starling__ckpt_write(dir, (uint32_t)t->cfg.algo, starling_state_step(t->comm), ts, nts,
+                              why, sizeof why);
+    if (rc != STARLING_OK)
+        SLOG_ERROR("trainer: %s", why);
+    return rc;
+}
+
+static void maybe_checkpoint(starling_trainer *t, uint64_t prev_step)
+{
+    uint64_t k = t->cfg.checkpoint_every;
+    if (!k || !t->cfg.checkpoint_dir[0] || starling_comm_rank(t->comm) != 0)
+        return;
+    if (prev_step / k == t->step / k)
+        return;
+    /* A failed write is logged; training goes on with the previous checkpoint on disk. */
+    starling_trainer_checkpoint(t, t->cfg.checkpoint_dir);
+}
+
+STARLING_API int starling_trainer_evaluate(starling_trainer *t, double *accuracy, double *loss)
+{
+    double acc = 0.0, l = 0.0;
+    float *own;
+    int rc;
+    if (!t)
+        return STARLING_E_INVALID;
+    own = t->m->params;
+    if (is_diloco(t))
+        t->m->params = t->global; /* forward only reads params */
+    rc = starling__mlp_evaluate(t->m, &t->test, (size_t)t->cfg.eval_limit, t->x, t->y, &acc, &l);
+    t->m->params = own;
+    if (rc != STARLING_OK)
+        return rc;
+    t->test_acc = acc;
+    t->test_loss = l;
+    if (accuracy)
+        *accuracy = acc;
+    if (loss)
+        *loss = l;
+    return STARLING_OK;
+}
+
+/* ---------------------------------------------------------------- ddp */
+
+static int step_ddp(starling_trainer *t)
+{
+    int rc;
+    float loss = 0.0f;
+    if (!t->started) {
+        rc = sync_state_only(t);
+        if (is_fault(rc))
+            rc = recover(t, rc);
+        if (rc != STARLING_OK)
+            return rc;
+        t->started = 1;
+    } else if (t->step % t->cfg.sync_every == 0) {
+        if ((rc = topology_and_sync(t)) != STARLING_OK)
+            return rc;
+    }
+    /* The whole step is the unit of retry: after a recovery the batch is recomputed for the
+     * new (rank, size), so every member of the new epoch, newcomers included, does the same
+     * step. */
+    for (;;) {
+        rc = fill_batch(t, t->step, starling_comm_rank(t->comm), starling_comm_size(t->comm),
+                        t->cfg.batch);
+        if (rc == STARLING_OK)
+            rc = starling__mlp_forward_backward(t->m, t->x, t->y, t->cfg.batch, &loss);
+        if (rc != STARLING_OK)
+            return rc;
+        rc = starling_allreduce(t->comm, t->m->grads, t->red, t->n, STARLING_F32, STARLING_AVG,
+                                t->opts_sync);
+        if (rc == STARLING_OK)
+            break;
+        if (!is_fault(rc) || (rc = recover(t, rc)) != STARLING_OK)
+            return rc;
+    }
+    t->loss = loss;
+    if (t->cfg.clip > 0.0) {
+        double norm = starling__clip_grad_norm(t->red, t->n, t->cfg.clip);
+        if (!isfinite(norm)) {
+            SLOG_WARN("trainer: non-finite gradient norm at step %llu, step skipped",
+                      (unsigned long long)t->step);
+            goto advance;
+        }
+    }
+    t->opt.step = t->step; /* AdamW bias correction follows the shared step counter */
+    rc = starling__optim_step(&t->opt, t->m->params, t->red, t->opt_state, t->n,
+                              starling__lr_at(&t->sched, t->step));
+    if (rc != STARLING_OK)
+        return rc;
+advance:
+    t->step++;
+    starling_state_set_step(t->comm, t->step);
+    t->synced = 1;
+    maybe_checkpoint(t, t->step - 1);
+    return STARLING_OK;
+}
+
+/* ---------------------------------------------------------------- diloco */
+
+/* The round's synchronisation: Delta = theta_global - theta_local all-reduced (AVG, the
+ * run's codec), outer Nesterov step on the global parameters, local := global. The
+ * global parameters do not change until the all-reduce commits, so after a recovery the
+ * same pseudo-gradient is simply sent again. `contributor` is 0 for a member that
+ * joined during the recovery of this very round: it sends zeros and is not counted.
+ * `counted` starts at 1 for such a member, which enters straight after its state sync. */
+static int diloco_round_end(starling_trainer *t, int contributor, int counted)
+{
+    uint64_t prev = starling_state_step(t->comm);
+    int32_t k = 0;
+    int rc;
+    if (contributor)
+        starling__outer_pseudo_grad(t->delta, t->global, t->m->params, t->n);
+    else
+        memset(t->delta, 0, t->n * sizeof(float));
+    /* Marks the shared state "inside the round's all-reduce", with the round's end step,
+     * so a member admitted by a recovery of this all-reduce knows to take part in it. */
+    t->phase[0] = 1;
+    starling_state_set_step(t->comm, t->step);
+    for (;;) {
+        if (counted) {
+            int32_t mine = contributor ? 1 : 0;
+            rc = starling_allreduce(t->comm, &mine, &k, 1, STARLING_I32, STARLING_SUM,
+                                    t->opts_count);
+            if (rc == STARLING_OK && k < 1)
+                rc = STARLING_E_STATE; /* nobody holds a pseudo-gradient: cannot happen */
+        } else {
+            rc = STARLING_OK;
+        }
+        if (rc == STARLING_OK)
+            rc = starling_allreduce(t->comm, t->delta, t->red, t->n, STARLING_F32, STARLING_AVG,
+                                    t->opts_sync);
+        if (rc == STARLING_OK)
+            break;
+        if (!is_fault(rc) || (rc = recover(t, rc)) != STARLING_OK)
+            return rc;
+        counted = 1; /* the membership may have grown: count who holds a pseudo-gradient */
+    }
+    if (counted && k != starling_comm_size(t->comm)) {
+        /* AVG divided by every member; the newcomers' zeros must not dilute the mean. */
+        float s = (float)starling_comm_size(t->comm) / (float)k;
+        for (size_t i = 0; i < t->n; i++)
+            t->red[i] *= s;
+    }
+    starling__outer_nesterov_step(t->global, t->red, t->outer_mom, t->n, (float)t->cfg.outer_lr,
+                                  (float)t->cfg.outer_momentum);
+    memcpy(t->m->params, t->global, t->n * sizeof(float));
+    t->phase[0] = 0;
+    starling_state_set_step(t->comm, t->step);
+    t->synced = 1;
+    maybe_checkpoint(t, prev);
+    return STARLING_OK;
+}
+
+static void diloco_round_start(starling_trainer *t)
+{
+    memcpy(t->m->params, t->global, t->n * sizeof(float));
+    memset(t->opt_state, 0, t->opt_floats * sizeof(float));
+    t->opt.step = 0;
+}
+
+static int step_diloco(starling_trainer *t)
+{
+    uint64_t h = t->cfg.inner_steps;
+    float loss = 0.0f;
+    int rc;
+    if (!t->started) {
+        rc = sync_state_only(t);
+        if (is_fault(rc))
+            rc = recover(t, rc);
+        if (rc != STARLING_OK)
+            return rc;
+        t->started = 1;
+        if (t->phase[0]) {
+            /* Admitted by a recovery of a round's all-reduce: take part with nothing. */
+            rc = diloco_round_end(t, 0, 1);
+            t->loss = 0.0;
+            return rc;
+        }
+        diloco_round_start(t);
+    } else if (t->step % h == 0) {
+        if ((rc = topology_and_sync(t)) != STARLING_OK)
+            return rc;
+        diloco_round_start(t);
+    }
+    rc = fill_batch(t, t->step, starling_comm_rank(t->comm), starling_comm_size(t->comm),
+                    t->cfg.batch);
+    if (rc == STARLING_OK)
+        rc = starling__mlp_forward_backward(t->m, t->x, t->y, t->cfg.batch, &loss);
+    if (rc != STARLING_OK)
+        return rc;
+    t->loss = loss;
+    if (t->cfg.clip > 0.0 && !isfinite(starling__clip_grad_norm(t->m->grads, t->n, t->cfg.clip)))
+        SLOG_WARN("trainer: non-finite gradient norm at step %llu, inner step skipped",
+                  (unsigned long long)t->step);
+    else if ((rc = starling__optim_step(&t->opt, t->m->params, t->m->grads, t->opt_state, t->n,
+                                        starling__lr_at(&t->sched, t->step))) != STARLING_OK)
+        return rc;
+    t->step++;
+    t->synced = 0;
+    if (t->step % h == 0 || t->step >= t->cfg.steps)
+        return diloco_round_end(t, 1, 0);
+    return STARLING_OK;
+}
+
+/* ---------------------------------------------------------------- streaming diloco */
+
+/* Applies fragment p's averaged pseudo-gradient: outer Nesterov step on its slice of the
+ * global parameters, then the mixing local = alpha local + (1 - alpha) global. */
+static int stream_complete(starling_trainer *t, stream_frag *f)
+{
+    int rc = f->issue_rc;
+    float a = (float)t->cfg.alpha, b = 1.0f - (float)t->cfg.alpha;
+    float *g = t->global + f->off, *l = t->m->params + f->off;
+    if (f->req) {
+        rc = starling_request_wait(f->req);
+        starling_request_free(f->req);
+        f->req = NULL;
+    }
+    f->in_flight = 0;
+    if (rc != STARLING_OK)
+        return rc;
+    starling__outer_nesterov_step(g, t->red + f->off, t->outer_mom + f->off, f->len,
+                                  (float)t->cfg.outer_lr, (float)t->cfg.outer_momentum);
+    for (size_t i = 0; i < f->len; i++)
+        l[i] = a * l[i] + b * g[i];
+    t->synced = 1;
+    return STARLING_OK;
+}
+
+/* A failed fragment sync: every sync still in flight failed with it (they were issued
+ * later on the same broken epoch) and is dropped; their progress stays in the local
+ * parameters and enters those fragments' next sync. Then the usual recovery. */
+static int stream_fault(starling_trainer *t, int rc)
+{
+    if (!is_fault(rc))
+        return rc;
+    for (size_t p = 0; p < t->nfrags; p++) {
+        starling_request_free(t->frags[p].req);
+        t->frags[p].req = NULL;
+        t->frags[p].in_flight = 0;
+    }
+    return recover(t, rc);
+}
+
+static void stream_issue(starling_trainer *t, stream_frag *f)
+{
+    starling__outer_pseudo_grad(t->delta + f->off, t->global + f->off, t->m->params + f->off,
+                                f->len);
+    f->in_flight = 1;
+    f->issue_step = t->step;
+    f->req = NULL;
+    f->issue_rc = starling_allreduce_async(t->comm, t->delta + f->off, t->red + f->off, f->len,
+                                           STARLING_F32, STARLING_AVG, f->opts, &f->req);
+    if (f->issue_rc != STARLING_OK)
+        f->req = NULL;
+}
+
+/* Completes, in issue order, the syncs due (all of them when `all`). */
+static int stream_complete_due(starling_trainer *t, int all, int *recovered)
+{
+    for (;;) {
+        stream_frag *first = NULL;
+        int rc;
+        for (size_t p = 0; p < t->nfrags; p++) {
+            stream_frag *f = &t->frags[p];
+            if (f->in_flight && (all || f->issue_step + t->cfg.tau <= t->step) &&
+                (!first || f->issue_step < first->issue_step))
+                first = f;
+        }
+        if (!first)
+            return STARLING_OK;
+        rc = stream_complete(t, first);
+        if (rc != STARLING_OK) {
+            if ((rc = stream_fault(t, rc)) != STARLING_OK)
+                return rc;
+            *recovered = 1;
+        }
+    }
+}
+
+static int step_streaming(starling_trainer *t)
+{
+    uint64_t h = t->cfg.inner_steps;
+    float loss = 0.0f;
+    int rc, recovered = 0;
+    if (!t->started) {
+        rc = sync_state_only(t);
+        if (is_fault(rc))
+            rc = recover(t, rc);
+        if (rc != STARLING_OK)
+            return rc;
+        t->started = 1;
+        /* A newcomer (or a fresh start) begins from the global parameters. */
+        memcpy(t->m->params, t->global, t->n * sizeof(float));
+        memset(t->opt_state, 0, t->opt_floats * sizeof(float));
+        t->opt.step = 0;
+        recovered = 1;
+    }
+    if ((rc = stream_complete_due(t, 0, &recovered)) != STARLING_OK)
+        return rc;
+    /* With tau <= H / P nothing is in flight here: the round start is a clean sync point. */
+    if (!recovered && t->step % h == 0) {
+        if ((rc = topology_and_sync(t)) != STARLING_OK)
+            return rc;
+        maybe_checkpoint(t, t->last_ckpt_step);
+        t->last_ckpt_step = t->step;
+    }
+    for (size_t p = 0; p < t->nfrags; p++) {
+        stream_frag *f = &t->frags[p];
+        if (t->step % h == f->offset_step && !f->in_flight) {
+            stream_issue(t, f);
+            if (t->cfg.tau == 0 && (rc = stream_complete_due(t, 0, &recovered)) != STARLING_OK)
+                return rc;
+        }
+    }
+    rc = fill_batch(t, t->step, starling_comm_rank(t->comm), starling_comm_size(t->comm),
+                    t->cfg.batch);
+    if (rc == STARLING_OK)
+        rc = starling__mlp_forward_backward(t->m, t->x, t->y, t->cfg.batch, &loss);
+    if (rc != STARLING_OK)
+        return rc;
+    t->loss = loss;
+    if (t->cfg.clip > 0.0 && !isfinite(starling__clip_grad_norm(t->m->grads, t->n, t->cfg.clip)))
+        SLOG_WARN("trainer: non-finite gradient norm at step %llu, inner step skipped",
+                  (unsigned long long)t->step);
+    else if ((rc = starling__optim_step(&t->opt, t->m->params, t->m->grads, t->opt_state, t->n,
+                                        starling__lr_at(&t->sched, t->step))) != STARLING_OK)
+        return rc;
+    t->step++;
+    starling_state_set_step(t->comm, t->step);
+    if (t->step >= t->cfg.steps) {
+        /* The end: finish every sync in flight, so all members hold the same state. */
+        if ((rc = stream_complete_due(t, 1, &recovered)) != STARLING_OK)
+            return rc;
+        maybe_checkpoint(t, t->last_ckpt_step);
+    }
+    return STARLING_OK;
+}
+
+/* ---------------------------------------------------------------- step, stats */
+
+STARLING_API int starling_trainer_step(starling_trainer *t, int *done)
+{
+    int rc;
+    if (!t)
+        return STARLING_E_INVALID;
+    if (done)
+        *done = 0;
+    if (t->step >= t->cfg.steps) {
+        if (done)
+            *done = 1;
+        return STARLING_OK;
+    }
+    if (starling_comm_epoch(t->comm) == 0) {
+        /* Created before joining: join now, at the members' next synchronisation point. */
+        rc = STARLING_E_PEER_LOST;
+        for (int a = 0; a < RECOVER_ATTEMPTS && rc == STARLING_E_PEER_LOST; a++)
+            rc = starling_update_topology(t->comm);
+        if (rc != STARLING_OK)
+            return rc;
+    }
+    t->synced = 0;
+    if (t->cfg.algo == STARLING__ALGO_STREAMING)
+        rc = step_streaming(t);
+    else
+        rc = is_diloco(t) ? step_diloco(t) : step_ddp(t);
+    if (rc != STARLING_OK) {
+        SLOG_ERROR("trainer: step %llu failed: %s (%s)", (unsigned long long)t->step,
+                   starling_strerror(rc), starling_comm_errmsg(t->comm));
+        return rc;
+    }
+    if (t->cfg.eval_every && (t->step % t->cfg.eval_every == 0 || t->step >= t->cfg.steps))
+        if ((rc = starling_trainer_evaluate(t, NULL, NULL)) != STARLING_OK)
+            return rc;
+    if (done)
+        *done = t->step >= t->cfg.steps;
+    return STARLING_OK;
+}
+
+STARLING_API int starling_trainer_stats(const starling_trainer *t, starling_train_stats *out,
+                                        size_t size)
+{
+    starling_train_stats s;
+    if (!t || !out || size == 0)
+        return STARLING_E_INVALID;
+    memset(&s, 0, sizeof s);
+    s.step = t->step;
+    s.loss = t->loss;
+    s.test_accuracy = t->test_acc;
+    s.test_loss = t->test_loss;
+    s.bytes_sent = starling_comm_bytes_sent(t->comm);
+    s.epoch = starling_comm_epoch(t->comm);
+    s.peers = starling_comm_size(t->comm);
+    s.recoveries = t->recoveries;
+    s.synced = t->synced;
+    memcpy(out, &s, size < sizeof s ? size : sizeof s);
+    return STARLING_OK;
+}

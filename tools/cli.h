@@ -11,6 +11,8 @@
  *   cmd_bench.c    `starling bench` (parent) and cmd_bench_peer.c (`bench-peer`, a child)
  *   cmd_bench_codec.c  `starling bench codec`: one codec's size, error and speed, no network
  *   cmd_demo.c     `starling demo` (parent) and cmd_demo_peer.c (`demo-peer`, a child)
+ *   cmd_run.c      `starling run`, the main job (parent), and cmd_run_peer.c (`run-peer`,
+ *                  a child that trains through the public trainer API)
  *
  * Exit status everywhere: 0 success, 1 failure at run time, 2 bad usage.
  */
@@ -190,5 +192,25 @@ int cmd_bench_codec(int argc, char **argv);
 int cmd_bench_peer(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_demo_peer(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_run_peer(int argc, char **argv);
+
+/* ------------------------------------------------------------ cmd_run.c */
+
+/* An option of `run` and `run-peer`, which may repeat: like cli_opt, plus `list`: each
+ * occurrence appends its value there (at most `max`). Exactly one of value, seen, list
+ * is set. */
+typedef struct cli_multi_opt {
+    const char *name;
+    const char **value;
+    int *seen;
+    const char **list;
+    int *nlist, max;
+} cli_multi_opt;
+
+/* cli_parse_opts for cli_multi_opt: a single-valued option or flag given twice is a
+ * usage error, a list option is not. Returns 0 or CLI_EXIT_USAGE (message printed). */
+int cli_parse_multi_opts(const char *cmd, int argc, char **argv, int first,
+                         const cli_multi_opt *opts, size_t nopts);
 
 #endif /* STARLING_TOOLS_CLI_H */

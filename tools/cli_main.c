@@ -12,6 +12,29 @@ void cli_usage(FILE *out)
     fputs("usage: starling <command> [options]\n"
           "\n"
           "commands:\n"
+          "  run [--peers N] [--algo ddp|diloco|streaming] [--steps S] [--inner-steps H]\n"
+          "      [--fragments P] [--compress SPEC] [--kill RANK@STEP]...\n"
+          "      [--freeze RANK@STEP:SECONDS]... [--join @STEP]... [--no-faults] [--seed N]\n"
+          "      [--noniid ALPHA] [--checkpoint-every K] [--resume DIR] [--out DIR] [--json]\n"
+          "      [--hidden W,W] [--batch B] [--lr X] [--data DIR] [--set KEY=VALUE]...\n"
+          "      [--eval-every K] [--timeout-ms N] [--deadline-s N] [--verbose]\n"
+          "      The main job: start a coordinator and N peer processes on loopback and\n"
+          "      train the built-in model (an MLP on Fashion-MNIST, or a synthetic stand-in\n"
+          "      when /usr/share/datasets/fashion-mnist is absent, announced on stdout).\n"
+          "      Defaults (= `make demo`): 4 peers, diloco, 2000 steps, H=50, batch 128,\n"
+          "      --compress int8 (diloco only), evaluation every 5% of the steps, and a\n"
+          "      fault schedule: peer 1 killed at 40% of the steps, a newcomer joining at\n"
+          "      60%. Any --kill/--freeze/--join replaces that schedule;\n"
+          "      --no-faults drops it. RANK is the peer's index at start (0..N-1), not its\n"
+          "      ring rank; STEP < S. --kill sends SIGKILL when that peer reports STEP,\n"
+          "      --freeze SIGSTOP then SIGCONT after SECONDS, --join starts a new peer once\n"
+          "      the run passes STEP. --set passes any trainer key (docs/training.md).\n"
+          "      --checkpoint-every K: the rank-0 peer writes OUT/checkpoint every K steps\n"
+          "      (resume with --resume OUT/checkpoint). Writes OUT/metrics.csv,\n"
+          "      OUT/summary.json and OUT/plot.png (gnuplot), default OUT ./starling-run;\n"
+          "      a progress line on a terminal; --json: the summary is the last line of\n"
+          "      stdout. Exit 0 if the run completed and all survivors' state hashes agree.\n"
+          "\n"
           "  coordinator --listen HOST:PORT --run NAME [--secret-file PATH | --secret-env VAR]\n"
           "              [--timeout-ms N] [--min-peers N] [--verbose]\n"
           "      Run the control plane of a run. The secret comes from PATH (trailing newline\n"
@@ -90,11 +113,16 @@ int main(int argc, char **argv)
         return cmd_bench(argc, argv);
     if (strcmp(cmd, "demo") == 0)
         return cmd_demo(argc, argv);
-    /* Hidden: the children that bench and demo start (same binary, via /proc/self/exe). */
+    if (strcmp(cmd, "run") == 0)
+        return cmd_run(argc, argv);
+    /* Hidden: the children that bench, demo and run start (same binary, via
+     * /proc/self/exe). */
     if (strcmp(cmd, "bench-peer") == 0)
         return cmd_bench_peer(argc, argv);
     if (strcmp(cmd, "demo-peer") == 0)
         return cmd_demo_peer(argc, argv);
+    if (strcmp(cmd, "run-peer") == 0)
+        return cmd_run_peer(argc, argv);
 
     fprintf(stderr, "starling: unknown %s '%s'\n\n", cmd[0] == '-' ? "option" : "command", cmd);
     cli_usage(stderr);

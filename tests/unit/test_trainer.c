@@ -608,8 +608,11 @@ static void *jpeer_main(void *arg)
                 pthread_cond_wait(&sh->cv, &sh->mu);
             pthread_mutex_unlock(&sh->mu);
             {
-                struct timespec ts = {0, 300 * 1000 * 1000};
-                nanosleep(&ts, NULL); /* the newcomer is now blocked in its topology update */
+                /* By then the newcomer is blocked in its topology update: its request
+                 * needs one send on an idle engine; a second is generous even for a
+                 * sanitizer build on a loaded machine. */
+                struct timespec ts = {1, 0};
+                nanosleep(&ts, NULL);
             }
             if (sh->leave_rank == rank) {
                 jp->left = 1;

@@ -10,6 +10,7 @@
 #include "starling.h"
 #include "util/alloc.h"
 #include "util/log.h"
+#include "util/why.h"
 
 #define DIRICHLET_MAX_ATTEMPTS 1000
 
@@ -21,17 +22,6 @@ enum {
     STREAM_IID = 0x3000,
     STREAM_DIRICHLET = 0x4000, /* then attempt, then class */
 };
-
-static void set_why(char *why, size_t wl, const char *fmt, ...) STARLING_PRINTF(3, 4);
-static void set_why(char *why, size_t wl, const char *fmt, ...)
-{
-    va_list ap;
-    if (!why || wl == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(why, wl, fmt, ap);
-    va_end(ap);
-}
 
 void starling__dataset_free(starling__dataset *ds)
 {
@@ -53,7 +43,7 @@ static int read_idx_file(const char *dir, const char *name, int images, uint8_t 
     for (int gz = 1; gz >= 0 && rc == STARLING_E_NOT_FOUND; gz--) {
         int n = snprintf(path, path_cap, "%s/%s%s", dir, name, gz ? ".gz" : "");
         if (n < 0 || (size_t)n >= path_cap) {
-            set_why(why, wl, "%s: directory name too long", dir);
+            starling__why(why, wl, "%s: directory name too long", dir);
             return STARLING_E_INVALID;
         }
         rc = images ? starling__idx_read_images(path, data, count, why, wl)
@@ -61,7 +51,7 @@ static int read_idx_file(const char *dir, const char *name, int images, uint8_t 
     }
     if (rc == STARLING_E_NOT_FOUND) {
         snprintf(path, path_cap, "%s/%s.gz", dir, name);
-        set_why(why, wl, "%s: not found (nor without .gz); is dataset-fashion-mnist installed?",
+        starling__why(why, wl, "%s: not found (nor without .gz); is dataset-fashion-mnist installed?",
                 path);
     }
     return rc;
@@ -77,7 +67,7 @@ int starling__dataset_load_fashion(starling__dataset *out, const char *dir, star
     size_t n_img = 0, n_lab = 0;
     int rc;
     if (!out || !dir || (split != STARLING__SPLIT_TRAIN && split != STARLING__SPLIT_TEST)) {
-        set_why(why, wl, "dataset: bad argument");
+        starling__why(why, wl, "dataset: bad argument");
         return STARLING_E_INVALID;
     }
     memset(out, 0, sizeof *out);
@@ -91,7 +81,7 @@ int starling__dataset_load_fashion(starling__dataset *out, const char *dir, star
     if (rc != STARLING_OK)
         goto fail;
     if (n_img != n_lab) {
-        set_why(why, wl, "%s has %zu images but %s has %zu labels", img_path, n_img, lab_path,
+        starling__why(why, wl, "%s has %zu images but %s has %zu labels", img_path, n_img, lab_path,
                 n_lab);
         rc = STARLING_E_CORRUPT;
         goto fail;
@@ -154,7 +144,7 @@ int starling__dataset_synthetic(starling__dataset *out, size_t n, uint64_t seed,
     starling__prng r;
     if (!out || n == 0 || n > STARLING__IDX_MAX_COUNT ||
         (split != STARLING__SPLIT_TRAIN && split != STARLING__SPLIT_TEST)) {
-        set_why(why, wl, "synthetic dataset: n must be 1..%d and split TRAIN or TEST",
+        starling__why(why, wl, "synthetic dataset: n must be 1..%d and split TRAIN or TEST",
                 STARLING__IDX_MAX_COUNT);
         return STARLING_E_INVALID;
     }
@@ -165,7 +155,7 @@ int starling__dataset_synthetic(starling__dataset *out, size_t n, uint64_t seed,
     if (!protos || !out->pixels || !out->labels) {
         starling__free(protos);
         starling__dataset_free(out);
-        set_why(why, wl, "synthetic dataset: out of memory");
+        starling__why(why, wl, "synthetic dataset: out of memory");
         return STARLING_E_NOMEM;
     }
     common = protos + classes * d;
@@ -265,11 +255,11 @@ static int check_shard_args(starling__shard *out, const starling__dataset *ds, s
                             size_t nranks, char *why, size_t wl)
 {
     if (!out || !ds || !ds->labels || ds->n == 0 || ds->n > UINT32_MAX) {
-        set_why(why, wl, "shard: bad dataset");
+        starling__why(why, wl, "shard: bad dataset");
         return STARLING_E_INVALID;
     }
     if (nranks == 0 || nranks > ds->n || rank >= nranks) {
-        set_why(why, wl, "shard: rank %zu of %zu is invalid for %zu samples", rank, nranks, ds->n);
+        starling__why(why, wl, "shard: rank %zu of %zu is invalid for %zu samples", rank, nranks, ds->n);
         return STARLING_E_INVALID;
     }
     return STARLING_OK;
@@ -285,7 +275,7 @@ int starling__shard_iid(starling__shard *out, const starling__dataset *ds, size_
         return rc;
     perm = starling__malloc(ds->n * sizeof *perm);
     if (!perm) {
-        set_why(why, wl, "shard: out of memory");
+        starling__why(why, wl, "shard: out of memory");
         return STARLING_E_NOMEM;
     }
     for (size_t i = 0; i < ds->n; i++)
@@ -298,7 +288,7 @@ int starling__shard_iid(starling__shard *out, const starling__dataset *ds, size_
     out->idx = starling__malloc((hi - lo) * sizeof *out->idx);
     if (!out->idx) {
         starling__free(perm);
-        set_why(why, wl, "shard: out of memory");
+        starling__why(why, wl, "shard: out of memory");
         return STARLING_E_NOMEM;
     }
     memcpy(out->idx, perm + lo, (hi - lo) * sizeof *out->idx);
@@ -377,11 +367,11 @@ int starling__shard_dirichlet(starling__shard *out, const starling__dataset *ds,
     if (rc != STARLING_OK)
         return rc;
     if (!(alpha > 0.0) || !isfinite(alpha)) {
-        set_why(why, wl, "shard: Dirichlet alpha must be positive and finite");
+        starling__why(why, wl, "shard: Dirichlet alpha must be positive and finite");
         return STARLING_E_INVALID;
     }
     if (min_size > ds->n / nranks) {
-        set_why(why, wl, "shard: min_size %zu x %zu ranks exceeds the %zu samples", min_size,
+        starling__why(why, wl, "shard: min_size %zu x %zu ranks exceeds the %zu samples", min_size,
                 nranks, ds->n);
         return STARLING_E_INVALID;
     }
@@ -390,7 +380,7 @@ int starling__shard_dirichlet(starling__shard *out, const starling__dataset *ds,
     counts = starling__malloc(nranks * sizeof *counts);
     logq = starling__malloc(nranks * sizeof *logq);
     if (!owner || !byclass || !counts || !logq) {
-        set_why(why, wl, "shard: out of memory");
+        starling__why(why, wl, "shard: out of memory");
         rc = STARLING_E_NOMEM;
         goto done;
     }
@@ -408,7 +398,7 @@ int starling__shard_dirichlet(starling__shard *out, const starling__dataset *ds,
         }
     }
     if (rc != STARLING_OK) {
-        set_why(why, wl,
+        starling__why(why, wl,
                 "shard: no Dirichlet(%g) draw in %d gave every one of %zu ranks >= %zu samples",
                 alpha, DIRICHLET_MAX_ATTEMPTS, nranks, min_size);
         goto done;

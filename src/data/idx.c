@@ -12,23 +12,13 @@
 #include "starling.h"
 #include "util/alloc.h"
 #include "util/log.h"
+#include "util/why.h"
 
 #define IN_BUF_BYTES ((size_t)64 << 10)
 #define GROW_START_BYTES ((size_t)1 << 20)
 /* Trailing bytes are counted up to this many, so a decompression bomb appended to a
  * valid file costs bounded time; past it the message says "at least". */
 #define TRAILING_COUNT_MAX ((size_t)16 << 20)
-
-static void set_why(char *why, size_t wl, const char *fmt, ...) STARLING_PRINTF(3, 4);
-static void set_why(char *why, size_t wl, const char *fmt, ...)
-{
-    va_list ap;
-    if (!why || wl == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(why, wl, fmt, ap);
-    va_end(ap);
-}
 
 /* ---------------------------------------------------------------- byte source */
 
@@ -70,7 +60,7 @@ static int src_fill(src *s, unsigned char *at, size_t cap, size_t *got, char *wh
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
-            set_why(why, wl, "%s: read failed: %s", s->path, strerror(errno));
+            starling__why(why, wl, "%s: read failed: %s", s->path, strerror(errno));
             return STARLING_E_OS;
         }
         if (r == 0)
@@ -98,12 +88,12 @@ static int src_open(src *s, const char *path, char *why, size_t wl)
     s->fd = open(path, O_RDONLY);
     if (s->fd < 0) {
         int e = errno;
-        set_why(why, wl, "%s: cannot open: %s", path, strerror(e));
+        starling__why(why, wl, "%s: cannot open: %s", path, strerror(e));
         return (e == ENOENT || e == ENOTDIR) ? STARLING_E_NOT_FOUND : STARLING_E_OS;
     }
     s->buf = starling__malloc(IN_BUF_BYTES);
     if (!s->buf) {
-        set_why(why, wl, "%s: out of memory", path);
+        starling__why(why, wl, "%s: out of memory", path);
         rc = STARLING_E_NOMEM;
         goto fail;
     }
@@ -122,7 +112,7 @@ static int src_open(src *s, const char *path, char *why, size_t wl)
         s->zs.avail_in = (uInt)s->len;
         rc = inflateInit2(&s->zs, 16 + MAX_WBITS); /* 16: gzip wrapper only */
         if (rc != Z_OK) {
-            set_why(why, wl, "%s: inflateInit2 failed (%d)", path, rc);
+            starling__why(why, wl, "%s: inflateInit2 failed (%d)", path, rc);
             rc = rc == Z_MEM_ERROR ? STARLING_E_NOMEM : STARLING_E_INVALID;
             goto fail;
         }
@@ -154,7 +144,7 @@ static int src_read_gzip(src *s, unsigned char *dst, size_t n, size_t *got, char
             /* More bytes after a member: a further member starts with 1f (inflate
              * checks the rest of its header); anything else is junk after the stream. */
             if (s->zs.next_in[0] != 0x1f) {
-                set_why(why, wl, "%s: trailing bytes after the end of the gzip stream", s->path);
+                starling__why(why, wl, "%s: trailing bytes after the end of the gzip stream", s->path);
                 return STARLING_E_CORRUPT;
             }
             inflateReset(&s->zs);
@@ -168,17 +158,17 @@ static int src_read_gzip(src *s, unsigned char *dst, size_t n, size_t *got, char
         if (z == Z_OK)
             continue;
         if (z == Z_BUF_ERROR && s->zs.avail_in == 0 && s->file_eof) {
-            set_why(why, wl, "%s: truncated gzip stream (file ends inside compressed data)",
+            starling__why(why, wl, "%s: truncated gzip stream (file ends inside compressed data)",
                     s->path);
             return STARLING_E_CORRUPT;
         }
         if (z == Z_BUF_ERROR)
             continue; /* needs input we are about to read */
         if (z == Z_MEM_ERROR) {
-            set_why(why, wl, "%s: out of memory in inflate", s->path);
+            starling__why(why, wl, "%s: out of memory in inflate", s->path);
             return STARLING_E_NOMEM;
         }
-        set_why(why, wl, "%s: corrupt gzip data: %s", s->path,
+        starling__why(why, wl, "%s: corrupt gzip data: %s", s->path,
                 s->zs.msg ? s->zs.msg : "inflate error");
         return STARLING_E_CORRUPT;
     }
@@ -260,12 +250,12 @@ static int read_header(src *s, uint32_t expect_magic, uint32_t ndims, uint32_t *
     if (rc != STARLING_OK)
         return rc;
     if (got < 4) {
-        set_why(why, wl, "%s: truncated: %zu of 4 magic bytes", s->path, got);
+        starling__why(why, wl, "%s: truncated: %zu of 4 magic bytes", s->path, got);
         return STARLING_E_CORRUPT;
     }
     uint32_t magic = be32(hdr);
     if (magic != expect_magic) {
-        set_why(why, wl, "%s: bad magic 0x%08x%s, expected 0x%08x (%s)", s->path, (unsigned)magic,
+        starling__why(why, wl, "%s: bad magic 0x%08x%s, expected 0x%08x (%s)", s->path, (unsigned)magic,
                 kind_of_magic(magic), (unsigned)expect_magic,
                 expect_magic == STARLING__IDX_MAGIC_IMAGES ? "ubyte images, 3 dimensions"
                                                            : "ubyte labels, 1 dimension");
@@ -275,17 +265,17 @@ static int read_header(src *s, uint32_t expect_magic, uint32_t ndims, uint32_t *
     if (rc != STARLING_OK)
         return rc;
     if (got < need - 4) {
-        set_why(why, wl, "%s: truncated header: %zu of %zu bytes", s->path, 4 + got, need);
+        starling__why(why, wl, "%s: truncated header: %zu of %zu bytes", s->path, 4 + got, need);
         return STARLING_E_CORRUPT;
     }
     for (uint32_t i = 0; i < ndims; i++)
         dims[i] = be32(hdr + 4 + 4 * i);
     if (dims[0] == 0) {
-        set_why(why, wl, "%s: item count is 0", s->path);
+        starling__why(why, wl, "%s: item count is 0", s->path);
         return STARLING_E_CORRUPT;
     }
     if (dims[0] > STARLING__IDX_MAX_COUNT) {
-        set_why(why, wl, "%s: item count %u exceeds the limit of %u", s->path, (unsigned)dims[0],
+        starling__why(why, wl, "%s: item count %u exceeds the limit of %u", s->path, (unsigned)dims[0],
                 (unsigned)STARLING__IDX_MAX_COUNT);
         return STARLING_E_CORRUPT;
     }
@@ -301,7 +291,7 @@ static int read_payload(src *s, size_t need, const char *what, uint8_t **out, ch
     uint8_t *buf = starling__malloc(cap);
     int rc;
     if (!buf) {
-        set_why(why, wl, "%s: out of memory", s->path);
+        starling__why(why, wl, "%s: out of memory", s->path);
         return STARLING_E_NOMEM;
     }
     for (;;) {
@@ -316,7 +306,7 @@ static int read_payload(src *s, size_t need, const char *what, uint8_t **out, ch
         size_t ncap = cap * 2 < need ? cap * 2 : need;
         uint8_t *nb = starling__realloc(buf, ncap);
         if (!nb) {
-            set_why(why, wl, "%s: out of memory", s->path);
+            starling__why(why, wl, "%s: out of memory", s->path);
             rc = STARLING_E_NOMEM;
             goto fail;
         }
@@ -324,7 +314,7 @@ static int read_payload(src *s, size_t need, const char *what, uint8_t **out, ch
         cap = ncap;
     }
     if (have < need) {
-        set_why(why, wl, "%s: truncated: %zu of %zu bytes of %s", s->path, have, need, what);
+        starling__why(why, wl, "%s: truncated: %zu of %zu bytes of %s", s->path, have, need, what);
         rc = STARLING_E_CORRUPT;
         goto fail;
     }
@@ -339,7 +329,7 @@ static int read_payload(src *s, size_t need, const char *what, uint8_t **out, ch
             extra += got;
         } while (got == sizeof junk && extra < TRAILING_COUNT_MAX);
         if (extra > 0) {
-            set_why(why, wl, "%s: %s%zu trailing bytes after the %zu bytes of %s", s->path,
+            starling__why(why, wl, "%s: %s%zu trailing bytes after the %zu bytes of %s", s->path,
                     extra >= TRAILING_COUNT_MAX ? "at least " : "", extra, need, what);
             rc = STARLING_E_CORRUPT;
             goto fail;
@@ -360,7 +350,7 @@ int starling__idx_read_images(const char *path, uint8_t **pixels, size_t *count,
     uint8_t *data = NULL;
     int rc;
     if (!path || !pixels || !count) {
-        set_why(why, wl, "idx: NULL argument");
+        starling__why(why, wl, "idx: NULL argument");
         return STARLING_E_INVALID;
     }
     rc = src_open(&s, path, why, wl);
@@ -370,7 +360,7 @@ int starling__idx_read_images(const char *path, uint8_t **pixels, size_t *count,
     if (rc != STARLING_OK)
         goto done;
     if (dims[1] != STARLING__IDX_SIDE || dims[2] != STARLING__IDX_SIDE) {
-        set_why(why, wl, "%s: images are %ux%u, expected %dx%d", path, (unsigned)dims[1],
+        starling__why(why, wl, "%s: images are %ux%u, expected %dx%d", path, (unsigned)dims[1],
                 (unsigned)dims[2], STARLING__IDX_SIDE, STARLING__IDX_SIDE);
         rc = STARLING_E_CORRUPT;
         goto done;
@@ -394,7 +384,7 @@ int starling__idx_read_labels(const char *path, uint8_t **labels, size_t *count,
     uint8_t *data = NULL;
     int rc;
     if (!path || !labels || !count) {
-        set_why(why, wl, "idx: NULL argument");
+        starling__why(why, wl, "idx: NULL argument");
         return STARLING_E_INVALID;
     }
     rc = src_open(&s, path, why, wl);
@@ -408,7 +398,7 @@ int starling__idx_read_labels(const char *path, uint8_t **labels, size_t *count,
         goto done;
     for (size_t i = 0; i < dims[0]; i++) {
         if (data[i] >= STARLING__IDX_CLASSES) {
-            set_why(why, wl, "%s: label %u at index %zu is out of range (expected 0..%d)", path,
+            starling__why(why, wl, "%s: label %u at index %zu is out of range (expected 0..%d)", path,
                     (unsigned)data[i], i, STARLING__IDX_CLASSES - 1);
             starling__free(data);
             rc = STARLING_E_CORRUPT;

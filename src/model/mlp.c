@@ -11,19 +11,9 @@
 #include "starling.h"
 #include "util/alloc.h"
 #include "util/log.h"
+#include "util/why.h"
 
 #define MAX_BATCH_CAP ((size_t)1 << 20) /* keeps every BLAS dimension within int */
-
-static void set_why(char *why, size_t wl, const char *fmt, ...) STARLING_PRINTF(3, 4);
-static void set_why(char *why, size_t wl, const char *fmt, ...)
-{
-    va_list ap;
-    if (!why || wl == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(why, wl, fmt, ap);
-    va_end(ap);
-}
 
 int starling__mlp_create(starling__mlp **out, const size_t *widths, size_t nwidths,
                          size_t batch_cap, char *why, size_t wl)
@@ -31,32 +21,32 @@ int starling__mlp_create(starling__mlp **out, const size_t *widths, size_t nwidt
     starling__mlp *m;
     size_t off = 0, act = 0, widest = 0;
     if (!out) {
-        set_why(why, wl, "mlp: NULL out");
+        starling__why(why, wl, "mlp: NULL out");
         return STARLING_E_INVALID;
     }
     *out = NULL;
     if (!widths || nwidths < 2 || nwidths > STARLING__MLP_MAX_LAYERS + 1) {
-        set_why(why, wl, "mlp: need 2..%d widths, got %zu", STARLING__MLP_MAX_LAYERS + 1, nwidths);
+        starling__why(why, wl, "mlp: need 2..%d widths, got %zu", STARLING__MLP_MAX_LAYERS + 1, nwidths);
         return STARLING_E_INVALID;
     }
     for (size_t i = 0; i < nwidths; i++) {
         if (widths[i] < 1 || widths[i] > STARLING__MLP_MAX_WIDTH) {
-            set_why(why, wl, "mlp: width %zu of layer %zu is outside 1..%d", widths[i], i,
+            starling__why(why, wl, "mlp: width %zu of layer %zu is outside 1..%d", widths[i], i,
                     STARLING__MLP_MAX_WIDTH);
             return STARLING_E_INVALID;
         }
     }
     if (widths[nwidths - 1] > 256) {
-        set_why(why, wl, "mlp: %zu classes; labels are bytes, so at most 256", widths[nwidths - 1]);
+        starling__why(why, wl, "mlp: %zu classes; labels are bytes, so at most 256", widths[nwidths - 1]);
         return STARLING_E_INVALID;
     }
     if (batch_cap < 1 || batch_cap > MAX_BATCH_CAP) {
-        set_why(why, wl, "mlp: batch_cap %zu is outside 1..%zu", batch_cap, MAX_BATCH_CAP);
+        starling__why(why, wl, "mlp: batch_cap %zu is outside 1..%zu", batch_cap, MAX_BATCH_CAP);
         return STARLING_E_INVALID;
     }
     m = starling__calloc(1, sizeof *m);
     if (!m) {
-        set_why(why, wl, "mlp: out of memory");
+        starling__why(why, wl, "mlp: out of memory");
         return STARLING_E_NOMEM;
     }
     m->nlayers = nwidths - 1;
@@ -84,7 +74,7 @@ int starling__mlp_create(starling__mlp **out, const size_t *widths, size_t nwidt
     m->scratch = starling__alloc_aligned(2 * m->scratch_half * sizeof(float));
     if (!m->params || !m->grads || !m->act || !m->scratch) {
         starling__mlp_destroy(m);
-        set_why(why, wl, "mlp: out of memory for %zu parameters", off);
+        starling__why(why, wl, "mlp: out of memory for %zu parameters", off);
         return STARLING_E_NOMEM;
     }
     memset(m->params, 0, off * sizeof(float));

@@ -12,19 +12,10 @@
 #include <xxhash.h>
 
 #include "util/alloc.h"
+#include "util/why.h"
 
 #define CKPT_MAGIC "STRLCKPT"
 #define CKPT_MAX_FILE ((uint64_t)1 << 36) /* 64 GiB: far above any model here */
-
-static void set_why(char *why, size_t wl, const char *fmt, ...)
-{
-    va_list ap;
-    if (!why || !wl)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(why, wl, fmt, ap);
-    va_end(ap);
-}
 
 static void put_u32(uint8_t *p, uint32_t v)
 {
@@ -79,29 +70,29 @@ int starling__ckpt_write(const char *dir, uint32_t algo, uint64_t step,
     XXH128_hash_t h;
 
     if (!dir || !*dir || (nt && !t)) {
-        set_why(why, wl, "checkpoint: no directory given");
+        starling__why(why, wl, "checkpoint: no directory given");
         return STARLING_E_INVALID;
     }
     for (size_t i = 0; i < nt; i++) {
         size_t nl = strlen(t[i].name), es = starling_dtype_size(t[i].dtype);
         if (nl < 1 || nl > 63 || !es) {
-            set_why(why, wl, "checkpoint: bad tensor %zu", i);
+            starling__why(why, wl, "checkpoint: bad tensor %zu", i);
             return STARLING_E_INVALID;
         }
         total += 4 + nl + 4 + 8 + 8 + t[i].count * es;
     }
     if (snprintf(final, sizeof final, "%s/%s", dir, STARLING__CKPT_FILE) >= (int)sizeof final ||
         snprintf(tmp, sizeof tmp, "%s/.%s.XXXXXX", dir, STARLING__CKPT_FILE) >= (int)sizeof tmp) {
-        set_why(why, wl, "checkpoint: directory name too long");
+        starling__why(why, wl, "checkpoint: directory name too long");
         return STARLING_E_INVALID;
     }
     if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
-        set_why(why, wl, "checkpoint: mkdir %s: %s", dir, strerror(errno));
+        starling__why(why, wl, "checkpoint: mkdir %s: %s", dir, strerror(errno));
         return STARLING_E_OS;
     }
     buf = starling__malloc(total);
     if (!buf) {
-        set_why(why, wl, "checkpoint: out of memory (%zu bytes)", total);
+        starling__why(why, wl, "checkpoint: out of memory (%zu bytes)", total);
         return STARLING_E_NOMEM;
     }
     memcpy(buf, CKPT_MAGIC, 8);
@@ -130,20 +121,20 @@ int starling__ckpt_write(const char *dir, uint32_t algo, uint64_t step,
 
     fd = mkstemp(tmp);
     if (fd < 0) {
-        set_why(why, wl, "checkpoint: create %s: %s", tmp, strerror(errno));
+        starling__why(why, wl, "checkpoint: create %s: %s", tmp, strerror(errno));
         starling__free(buf);
         return STARLING_E_OS;
     }
     if (write_all(fd, buf, off) != 0 || fsync(fd) != 0) {
-        set_why(why, wl, "checkpoint: write %s: %s", tmp, strerror(errno));
+        starling__why(why, wl, "checkpoint: write %s: %s", tmp, strerror(errno));
         rc = STARLING_E_OS;
     }
     if (close(fd) != 0 && rc == STARLING_OK) {
-        set_why(why, wl, "checkpoint: close %s: %s", tmp, strerror(errno));
+        starling__why(why, wl, "checkpoint: close %s: %s", tmp, strerror(errno));
         rc = STARLING_E_OS;
     }
     if (rc == STARLING_OK && rename(tmp, final) != 0) {
-        set_why(why, wl, "checkpoint: rename to %s: %s", final, strerror(errno));
+        starling__why(why, wl, "checkpoint: rename to %s: %s", final, strerror(errno));
         rc = STARLING_E_OS;
     }
     if (rc != STARLING_OK)
@@ -154,7 +145,7 @@ int starling__ckpt_write(const char *dir, uint32_t algo, uint64_t step,
     /* The rename is durable only once the directory entry is. */
     dfd = open(dir, O_RDONLY);
     if (dfd < 0 || fsync(dfd) != 0) {
-        set_why(why, wl, "checkpoint: fsync directory %s: %s", dir, strerror(errno));
+        starling__why(why, wl, "checkpoint: fsync directory %s: %s", dir, strerror(errno));
         rc = STARLING_E_OS;
     }
     if (dfd >= 0)
@@ -169,7 +160,7 @@ static int read_file(const char *path, uint8_t **out, size_t *len, char *why, si
     size_t cap = 0, n = 0;
     if (!f) {
         int e = errno;
-        set_why(why, wl, "%s: %s", path, strerror(e));
+        starling__why(why, wl, "%s: %s", path, strerror(e));
         return e == ENOENT ? STARLING_E_NOT_FOUND : STARLING_E_OS;
     }
     for (;;) {
@@ -177,7 +168,7 @@ static int read_file(const char *path, uint8_t **out, size_t *len, char *why, si
         if (n == cap) {
             uint8_t *nb;
             if ((uint64_t)cap >= CKPT_MAX_FILE) {
-                set_why(why, wl, "%s: larger than %llu bytes", path,
+                starling__why(why, wl, "%s: larger than %llu bytes", path,
                         (unsigned long long)CKPT_MAX_FILE);
                 starling__free(buf);
                 fclose(f);
@@ -186,7 +177,7 @@ static int read_file(const char *path, uint8_t **out, size_t *len, char *why, si
             cap = cap ? cap * 2 : (1u << 20);
             nb = starling__realloc(buf, cap);
             if (!nb) {
-                set_why(why, wl, "%s: out of memory", path);
+                starling__why(why, wl, "%s: out of memory", path);
                 starling__free(buf);
                 fclose(f);
                 return STARLING_E_NOMEM;
@@ -197,7 +188,7 @@ static int read_file(const char *path, uint8_t **out, size_t *len, char *why, si
         n += r;
         if (r == 0) {
             if (ferror(f)) {
-                set_why(why, wl, "%s: read: %s", path, strerror(errno));
+                starling__why(why, wl, "%s: read: %s", path, strerror(errno));
                 starling__free(buf);
                 fclose(f);
                 return STARLING_E_OS;
@@ -227,33 +218,33 @@ int starling__ckpt_read(const char *path, uint32_t algo, uint64_t *step,
         return rc;
     rc = STARLING_E_CORRUPT;
     if (len < 8 || memcmp(buf, CKPT_MAGIC, 8) != 0) {
-        set_why(why, wl, "%s: not a starling checkpoint (bad magic)", path);
+        starling__why(why, wl, "%s: not a starling checkpoint (bad magic)", path);
         goto out;
     }
     if (len < 28 + 16) {
-        set_why(why, wl, "%s: truncated (%zu bytes)", path, len);
+        starling__why(why, wl, "%s: truncated (%zu bytes)", path, len);
         goto out;
     }
     ver = get_u32(buf + 8);
     if (ver != STARLING__CKPT_VERSION) {
-        set_why(why, wl, "%s: checkpoint version %u, this library reads version %u", path, ver,
+        starling__why(why, wl, "%s: checkpoint version %u, this library reads version %u", path, ver,
                 STARLING__CKPT_VERSION);
         goto out;
     }
     body = len - 16;
     h = XXH3_128bits(buf, body);
     if (get_u64(buf + body) != h.high64 || get_u64(buf + body + 8) != h.low64) {
-        set_why(why, wl, "%s: checksum mismatch (file damaged or truncated)", path);
+        starling__why(why, wl, "%s: checksum mismatch (file damaged or truncated)", path);
         goto out;
     }
     falgo = get_u32(buf + 12);
     if (falgo != algo) {
-        set_why(why, wl, "%s: written by algorithm %u, this run uses %u", path, falgo, algo);
+        starling__why(why, wl, "%s: written by algorithm %u, this run uses %u", path, falgo, algo);
         goto out;
     }
     fnt = get_u32(buf + 24);
     if (fnt != nt) {
-        set_why(why, wl, "%s: holds %u tensors, the model has %zu", path, fnt, nt);
+        starling__why(why, wl, "%s: holds %u tensors, the model has %zu", path, fnt, nt);
         goto out;
     }
     /* Pass 1 validates the layout, pass 2 copies: a refused file changes nothing. */
@@ -265,11 +256,11 @@ int starling__ckpt_read(const char *path, uint32_t algo, uint64_t *step,
             size_t es = starling_dtype_size(t[i].dtype);
             if (body - off < 4 || (nl = get_u32(buf + off)) < 1 || nl > 63 ||
                 body - off - 4 < (uint64_t)nl + 20) {
-                set_why(why, wl, "%s: tensor %zu: bad header", path, i);
+                starling__why(why, wl, "%s: tensor %zu: bad header", path, i);
                 goto out;
             }
             if (nl != strlen(t[i].name) || memcmp(buf + off + 4, t[i].name, nl) != 0) {
-                set_why(why, wl, "%s: tensor %zu is \"%.*s\", expected \"%s\"", path, i, (int)nl,
+                starling__why(why, wl, "%s: tensor %zu is \"%.*s\", expected \"%s\"", path, i, (int)nl,
                         (const char *)buf + off + 4, t[i].name);
                 goto out;
             }
@@ -279,14 +270,14 @@ int starling__ckpt_read(const char *path, uint32_t algo, uint64_t *step,
             nb = get_u64(buf + off + 12);
             off += 20;
             if (dt != (uint32_t)t[i].dtype || cnt != t[i].count) {
-                set_why(why, wl,
+                starling__why(why, wl,
                         "%s: tensor \"%s\" has %llu elements of dtype %u, the model needs %zu "
                         "of dtype %d (different model size?)",
                         path, t[i].name, (unsigned long long)cnt, dt, t[i].count, (int)t[i].dtype);
                 goto out;
             }
             if (nb != cnt * es || nb > body - off) {
-                set_why(why, wl, "%s: tensor \"%s\": %llu data bytes, bad or truncated", path,
+                starling__why(why, wl, "%s: tensor \"%s\": %llu data bytes, bad or truncated", path,
                         t[i].name, (unsigned long long)nb);
                 goto out;
             }
@@ -295,7 +286,7 @@ int starling__ckpt_read(const char *path, uint32_t algo, uint64_t *step,
             off += nb;
         }
         if (off != body) {
-            set_why(why, wl, "%s: %zu unexpected bytes after the tensors", path, body - off);
+            starling__why(why, wl, "%s: %zu unexpected bytes after the tensors", path, body - off);
             goto out;
         }
     }

@@ -6,17 +6,7 @@
 
 #include "starling.h"
 #include "util/log.h"
-
-static void set_why(char *why, size_t wl, const char *fmt, ...) STARLING_PRINTF(3, 4);
-static void set_why(char *why, size_t wl, const char *fmt, ...)
-{
-    va_list ap;
-    if (!why || wl == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(why, wl, fmt, ap);
-    va_end(ap);
-}
+#include "util/why.h"
 
 /* ---------------------------------------------------------------- optimizers */
 
@@ -38,37 +28,37 @@ static int unit_interval(float x) { return x >= 0.0f && x < 1.0f; }
 int starling__optim_check(const starling__optim *o, char *why, size_t wl)
 {
     if (!o) {
-        set_why(why, wl, "optim: NULL");
+        starling__why(why, wl, "optim: NULL");
         return STARLING_E_INVALID;
     }
     if (!(o->weight_decay >= 0.0f) || !isfinite(o->weight_decay)) {
-        set_why(why, wl, "optim: weight_decay %g must be >= 0", (double)o->weight_decay);
+        starling__why(why, wl, "optim: weight_decay %g must be >= 0", (double)o->weight_decay);
         return STARLING_E_INVALID;
     }
     switch (o->kind) {
     case STARLING__OPTIM_SGD:
         if (!unit_interval(o->momentum)) {
-            set_why(why, wl, "optim: momentum %g must be in [0, 1)", (double)o->momentum);
+            starling__why(why, wl, "optim: momentum %g must be in [0, 1)", (double)o->momentum);
             return STARLING_E_INVALID;
         }
         if (o->nesterov && o->momentum == 0.0f) {
-            set_why(why, wl, "optim: Nesterov needs momentum > 0");
+            starling__why(why, wl, "optim: Nesterov needs momentum > 0");
             return STARLING_E_INVALID;
         }
         return STARLING_OK;
     case STARLING__OPTIM_ADAMW:
         if (!unit_interval(o->beta1) || !unit_interval(o->beta2)) {
-            set_why(why, wl, "optim: betas (%g, %g) must be in [0, 1)", (double)o->beta1,
+            starling__why(why, wl, "optim: betas (%g, %g) must be in [0, 1)", (double)o->beta1,
                     (double)o->beta2);
             return STARLING_E_INVALID;
         }
         if (!(o->eps > 0.0f) || !isfinite(o->eps)) {
-            set_why(why, wl, "optim: eps %g must be > 0", (double)o->eps);
+            starling__why(why, wl, "optim: eps %g must be > 0", (double)o->eps);
             return STARLING_E_INVALID;
         }
         return STARLING_OK;
     }
-    set_why(why, wl, "optim: unknown kind %d", (int)o->kind);
+    starling__why(why, wl, "optim: unknown kind %d", (int)o->kind);
     return STARLING_E_INVALID;
 }
 
@@ -155,43 +145,43 @@ double starling__clip_grad_norm(float *g, size_t n, double max_norm)
 int starling__lr_check(const starling__lr_schedule *s, char *why, size_t wl)
 {
     if (!s) {
-        set_why(why, wl, "lr schedule: NULL");
+        starling__why(why, wl, "lr schedule: NULL");
         return STARLING_E_INVALID;
     }
     if (!(s->base_lr >= 0.0f) || !isfinite(s->base_lr)) {
-        set_why(why, wl, "lr schedule: base_lr %g must be >= 0", (double)s->base_lr);
+        starling__why(why, wl, "lr schedule: base_lr %g must be >= 0", (double)s->base_lr);
         return STARLING_E_INVALID;
     }
     switch (s->kind) {
     case STARLING__LR_CONSTANT: return STARLING_OK;
     case STARLING__LR_WARMUP:
         if (s->warmup_steps < 1) {
-            set_why(why, wl, "lr schedule: warm-up needs warmup_steps >= 1");
+            starling__why(why, wl, "lr schedule: warm-up needs warmup_steps >= 1");
             return STARLING_E_INVALID;
         }
         return STARLING_OK;
     case STARLING__LR_COSINE:
     case STARLING__LR_WARMUP_COSINE:
         if (!(s->min_lr >= 0.0f) || !(s->min_lr <= s->base_lr)) {
-            set_why(why, wl, "lr schedule: min_lr %g must be in [0, base_lr %g]", (double)s->min_lr,
+            starling__why(why, wl, "lr schedule: min_lr %g must be in [0, base_lr %g]", (double)s->min_lr,
                     (double)s->base_lr);
             return STARLING_E_INVALID;
         }
         if (s->kind == STARLING__LR_WARMUP_COSINE && s->warmup_steps < 1) {
-            set_why(why, wl, "lr schedule: warm-up needs warmup_steps >= 1");
+            starling__why(why, wl, "lr schedule: warm-up needs warmup_steps >= 1");
             return STARLING_E_INVALID;
         }
         {
             uint64_t w = s->kind == STARLING__LR_COSINE ? 0 : s->warmup_steps;
             if (s->total_steps <= w) {
-                set_why(why, wl, "lr schedule: total_steps %llu must exceed warmup_steps %llu",
+                starling__why(why, wl, "lr schedule: total_steps %llu must exceed warmup_steps %llu",
                         (unsigned long long)s->total_steps, (unsigned long long)w);
                 return STARLING_E_INVALID;
             }
         }
         return STARLING_OK;
     }
-    set_why(why, wl, "lr schedule: unknown kind %d", (int)s->kind);
+    starling__why(why, wl, "lr schedule: unknown kind %d", (int)s->kind);
     return STARLING_E_INVALID;
 }
 

@@ -10,16 +10,7 @@
 #include "train/optim.h"
 #include "train/train_config.h"
 #include "util/alloc.h"
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (!err || !errlen)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+#include "util/why.h"
 
 STARLING_API int starling_train_config_create(starling_train_config **out)
 {
@@ -78,7 +69,7 @@ static int parse_u64(const char *key, const char *v, uint64_t lo, uint64_t hi, u
     *out = x;
     return STARLING_OK;
 bad:
-    set_err(err, errlen, "%s: expected an integer in %llu..%llu, got \"%s\"", key,
+    starling__why(err, errlen, "%s: expected an integer in %llu..%llu, got \"%s\"", key,
             (unsigned long long)lo, (unsigned long long)hi, v);
     return STARLING_E_INVALID;
 }
@@ -98,7 +89,7 @@ static int parse_double(const char *key, const char *v, double lo, int lo_open, 
     *out = x;
     return STARLING_OK;
 bad:
-    set_err(err, errlen, "%s: expected a number in %s%g, %g], got \"%s\"", key, lo_open ? "(" : "[",
+    starling__why(err, errlen, "%s: expected a number in %s%g, %g], got \"%s\"", key, lo_open ? "(" : "[",
             lo, hi, v);
     return STARLING_E_INVALID;
 }
@@ -131,7 +122,7 @@ static int parse_hidden(const char *v, starling_train_config *c, char *err, size
     c->nhidden = n;
     return STARLING_OK;
 bad:
-    set_err(err, errlen,
+    starling__why(err, errlen,
             "hidden: expected up to %d comma-separated widths in 1..%d (e.g. \"256,128\") or "
             "\"none\", got \"%s\"",
             STARLING__MLP_MAX_LAYERS - 1, STARLING__MLP_MAX_WIDTH, v);
@@ -143,7 +134,7 @@ static int set_path(const char *key, const char *v, char *dst, size_t cap, int a
 {
     size_t n = strlen(v);
     if ((!allow_empty && n == 0) || n >= cap) {
-        set_err(err, errlen, "%s: expected a path of %s%zu bytes, got %zu bytes", key,
+        starling__why(err, errlen, "%s: expected a path of %s%zu bytes, got %zu bytes", key,
                 allow_empty ? "0.." : "1..", cap - 1, n);
         return STARLING_E_INVALID;
     }
@@ -160,7 +151,7 @@ STARLING_API int starling_train_config_set(starling_train_config *cfg, const cha
     if (err && errlen)
         err[0] = '\0';
     if (!cfg || !key || !value) {
-        set_err(err, errlen, "train config: NULL argument");
+        starling__why(err, errlen, "train config: NULL argument");
         return STARLING_E_INVALID;
     }
     c = *cfg; /* work on a copy: a refused value leaves the config unchanged */
@@ -173,7 +164,7 @@ STARLING_API int starling_train_config_set(starling_train_config *cfg, const cha
         else if (!strcmp(value, "streaming"))
             c.algo = STARLING__ALGO_STREAMING;
         else {
-            set_err(err, errlen, "algo: expected ddp, diloco or streaming, got \"%s\"", value);
+            starling__why(err, errlen, "algo: expected ddp, diloco or streaming, got \"%s\"", value);
             rc = STARLING_E_INVALID;
         }
     } else if (!strcmp(key, "steps")) {
@@ -190,10 +181,10 @@ STARLING_API int starling_train_config_set(starling_train_config *cfg, const cha
         starling_codec *codec = NULL;
         char why[160];
         if (strlen(value) >= sizeof c.compress) {
-            set_err(err, errlen, "compress: spec longer than %zu bytes", sizeof c.compress - 1);
+            starling__why(err, errlen, "compress: spec longer than %zu bytes", sizeof c.compress - 1);
             rc = STARLING_E_INVALID;
         } else if (starling_codec_create(&codec, value, why, sizeof why) != STARLING_OK) {
-            set_err(err, errlen, "compress: %s", why);
+            starling__why(err, errlen, "compress: %s", why);
             rc = STARLING_E_INVALID;
         } else {
             snprintf(c.compress, sizeof c.compress, "%s", value);
@@ -211,7 +202,7 @@ STARLING_API int starling_train_config_set(starling_train_config *cfg, const cha
         else if (!strcmp(value, "sgd"))
             c.optimizer = STARLING__OPTIM_SGD;
         else {
-            set_err(err, errlen, "optimizer: expected adamw or sgd, got \"%s\"", value);
+            starling__why(err, errlen, "optimizer: expected adamw or sgd, got \"%s\"", value);
             rc = STARLING_E_INVALID;
         }
     } else if (!strcmp(key, "lr")) {
@@ -248,7 +239,7 @@ STARLING_API int starling_train_config_set(starling_train_config *cfg, const cha
     } else if (!strcmp(key, "sync_every")) {
         rc = U64(sync_every, 1, 1000000);
     } else {
-        set_err(err, errlen,
+        starling__why(err, errlen,
                 "unknown option \"%s\" (known: algo, steps, inner_steps, fragments, tau, alpha, "
                 "compress, hidden, batch, optimizer, lr, warmup, weight_decay, clip, outer_lr, "
                 "outer_momentum, seed, noniid, data, eval_every, eval_limit, checkpoint_dir, "

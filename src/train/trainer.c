@@ -16,6 +16,7 @@
 #include "train/train_config.h"
 #include "util/alloc.h"
 #include "util/log.h"
+#include "util/why.h"
 
 #define TAG_SYNC 0x5354524e00000001ull  /* gradients (ddp) or pseudo-gradients (diloco) */
 #define TAG_COUNT 0x5354524e00000002ull /* contributors of a DiLoCo round after a recovery */
@@ -77,16 +78,6 @@ struct starling_trainer {
     int synced;
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (!err || !errlen)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static int is_diloco(const starling_trainer *t) { return t->cfg.algo != STARLING__ALGO_DDP; }
 
 /* ---------------------------------------------------------------- data */
@@ -118,7 +109,7 @@ static int load_data(starling_trainer *t, char *err, size_t errlen)
             char *end;
             unsigned long v = strtoul(d + 10, &end, 10);
             if (*end || v < 20 || v > 1000000) {
-                set_err(err, errlen, "data: \"synthetic:N\" needs N in 20..1000000, got \"%s\"", d);
+                starling__why(err, errlen, "data: \"synthetic:N\" needs N in 20..1000000, got \"%s\"", d);
                 return STARLING_E_INVALID;
             }
             nsyn = v;
@@ -128,7 +119,7 @@ static int load_data(starling_trainer *t, char *err, size_t errlen)
         if (rc == STARLING_OK)
             rc = starling__dataset_load_fashion(&t->test, d, STARLING__SPLIT_TEST, why, sizeof why);
         if (rc == STARLING_E_NOT_FOUND && any_fashion_file(d)) {
-            set_err(err, errlen, "data: %s (the directory holds only part of Fashion-MNIST)", why);
+            starling__why(err, errlen, "data: %s (the directory holds only part of Fashion-MNIST)", why);
             return rc;
         }
         if (rc == STARLING_E_NOT_FOUND) {
@@ -136,7 +127,7 @@ static int load_data(starling_trainer *t, char *err, size_t errlen)
             SLOG_INFO("Fashion-MNIST not found in %s (%s): using the synthetic data set", d, why);
             nsyn = SYNTHETIC_DEFAULT_N;
         } else if (rc != STARLING_OK) {
-            set_err(err, errlen, "data: %s", why);
+            starling__why(err, errlen, "data: %s", why);
             return rc;
         }
     }
@@ -148,7 +139,7 @@ static int load_data(starling_trainer *t, char *err, size_t errlen)
             rc = starling__dataset_synthetic(&t->test, ntest, t->cfg.seed, STARLING__SPLIT_TEST,
                                              why, sizeof why);
         if (rc != STARLING_OK) {
-            set_err(err, errlen, "data: %s", why);
+            starling__why(err, errlen, "data: %s", why);
             return rc;
         }
     }
@@ -234,12 +225,12 @@ static int prepare(starling_trainer *t, char *err, size_t errlen)
     int rc;
     if (c->algo == STARLING__ALGO_STREAMING) {
         if (c->fragments > c->inner_steps) {
-            set_err(err, errlen, "fragments: %llu fragments need inner_steps >= fragments (%llu)",
+            starling__why(err, errlen, "fragments: %llu fragments need inner_steps >= fragments (%llu)",
                     (unsigned long long)c->fragments, (unsigned long long)c->inner_steps);
             return STARLING_E_INVALID;
         }
         if (c->tau * c->fragments > c->inner_steps) {
-            set_err(err, errlen,
+            starling__why(err, errlen,
                     "tau: %llu overlapped steps exceed inner_steps / fragments (%llu / %llu): a "
                     "fragment's sync must finish before the next fragment's starts",
                     (unsigned long long)c->tau, (unsigned long long)c->inner_steps,
@@ -248,7 +239,7 @@ static int prepare(starling_trainer *t, char *err, size_t errlen)
         }
     }
     if (c->warmup >= c->steps) {
-        set_err(err, errlen, "warmup: %llu steps must be fewer than steps (%llu)",
+        starling__why(err, errlen, "warmup: %llu steps must be fewer than steps (%llu)",
                 (unsigned long long)c->warmup, (unsigned long long)c->steps);
         return STARLING_E_INVALID;
     }
@@ -256,7 +247,7 @@ static int prepare(starling_trainer *t, char *err, size_t errlen)
     if (c->wd_set)
         t->opt.weight_decay = (float)c->weight_decay;
     if (starling__optim_check(&t->opt, why, sizeof why) != STARLING_OK) {
-        set_err(err, errlen, "optimizer: %s", why);
+        starling__why(err, errlen, "optimizer: %s", why);
         return STARLING_E_INVALID;
     }
     t->sched.kind = c->warmup ? STARLING__LR_WARMUP_COSINE : STARLING__LR_COSINE;
@@ -265,12 +256,12 @@ static int prepare(starling_trainer *t, char *err, size_t errlen)
     t->sched.warmup_steps = c->warmup;
     t->sched.total_steps = c->steps;
     if (starling__lr_check(&t->sched, why, sizeof why) != STARLING_OK) {
-        set_err(err, errlen, "lr: %s", why);
+        starling__why(err, errlen, "lr: %s", why);
         return STARLING_E_INVALID;
     }
     rc = starling_codec_create(&codec, c->compress, why, sizeof why);
     if (rc != STARLING_OK) {
-        set_err(err, errlen, "compress: %s", why);
+        starling__why(err, errlen, "compress: %s", why);
         return rc;
     }
     if ((rc = starling_callopts_create(&t->opts_sync)) != STARLING_OK ||
@@ -278,7 +269,7 @@ static int prepare(starling_trainer *t, char *err, size_t errlen)
         (rc = starling_callopts_set_tag(t->opts_sync, TAG_SYNC)) != STARLING_OK ||
         (rc = starling_callopts_create(&t->opts_count)) != STARLING_OK ||
         (rc = starling_callopts_set_tag(t->opts_count, TAG_COUNT)) != STARLING_OK)
-        set_err(err, errlen, "trainer: call options: %s", starling_strerror(rc));
+        starling__why(err, errlen, "trainer: call options: %s", starling_strerror(rc));
     if (rc == STARLING_OK && c->algo == STARLING__ALGO_STREAMING) {
         t->nfrags = (size_t)c->fragments;
         t->frags = starling__calloc(t->nfrags, sizeof *t->frags);
@@ -293,7 +284,7 @@ static int prepare(starling_trainer *t, char *err, size_t errlen)
                 break;
         }
         if (rc != STARLING_OK)
-            set_err(err, errlen, "trainer: fragments: %s", starling_strerror(rc));
+            starling__why(err, errlen, "trainer: fragments: %s", starling_strerror(rc));
     }
     starling_codec_destroy(codec);
     return rc;
@@ -328,13 +319,13 @@ STARLING_API int starling_trainer_create(starling_trainer **out, starling_comm *
     if (err && errlen)
         err[0] = '\0';
     if (!out || !comm || !cfg) {
-        set_err(err, errlen, "trainer: NULL argument");
+        starling__why(err, errlen, "trainer: NULL argument");
         return STARLING_E_INVALID;
     }
     *out = NULL;
     t = starling__calloc(1, sizeof *t);
     if (!t) {
-        set_err(err, errlen, "trainer: out of memory");
+        starling__why(err, errlen, "trainer: out of memory");
         return STARLING_E_NOMEM;
     }
     t->comm = comm;
@@ -355,7 +346,7 @@ STARLING_API int starling_trainer_create(starling_trainer **out, starling_comm *
     widths[nw++] = t->train.classes;
     rc = starling__mlp_create(&t->m, widths, nw, cfg->batch, why, sizeof why);
     if (rc != STARLING_OK) {
-        set_err(err, errlen, "model: %s", why);
+        starling__why(err, errlen, "model: %s", why);
         goto fail;
     }
     t->n = t->m->nparams;
@@ -388,7 +379,7 @@ STARLING_API int starling_trainer_create(starling_trainer **out, starling_comm *
         snprintf(path, sizeof path, "%s/%s", cfg->resume, STARLING__CKPT_FILE);
         rc = starling__ckpt_read(path, (uint32_t)cfg->algo, &step, ts, nts, why, sizeof why);
         if (rc != STARLING_OK) {
-            set_err(err, errlen, "resume: %s", why);
+            starling__why(err, errlen, "resume: %s", why);
             goto fail;
         }
         t->step = step;
@@ -398,7 +389,7 @@ STARLING_API int starling_trainer_create(starling_trainer **out, starling_comm *
     for (size_t i = 0; i < nts; i++) {
         rc = starling_state_register(comm, ts[i].name, ts[i].data, ts[i].count, ts[i].dtype);
         if (rc != STARLING_OK) {
-            set_err(err, errlen, "trainer: registering shared tensor \"%s\": %s (%s)", ts[i].name,
+            starling__why(err, errlen, "trainer: registering shared tensor \"%s\": %s (%s)", ts[i].name,
                     starling_strerror(rc), starling_comm_errmsg(comm));
             for (size_t j = 0; j < i; j++)
                 starling_state_unregister(comm, ts[j].name);
@@ -409,7 +400,7 @@ STARLING_API int starling_trainer_create(starling_trainer **out, starling_comm *
     *out = t;
     return STARLING_OK;
 nomem:
-    set_err(err, errlen, "trainer: out of memory");
+    starling__why(err, errlen, "trainer: out of memory");
 fail:
     t->comm = NULL; /* nothing registered */
     starling_trainer_destroy(t);
@@ -614,6 +605,27 @@ advance:
  * same pseudo-gradient is simply sent again. `contributor` is 0 for a member that
  * joined during the recovery of this very round: it sends zeros and is not counted.
  * `counted` starts at 1 for such a member, which enters straight after its state sync. */
+/* One step of the member's own optimizer on its working copy (diloco and streaming): a
+ * mini-batch, forward and backward, clipping, the update. The caller advances t->step. */
+static int inner_step(starling_trainer *t)
+{
+    float loss;
+    int rc = fill_batch(t, t->step, starling_comm_rank(t->comm), starling_comm_size(t->comm),
+                        t->cfg.batch);
+    if (rc == STARLING_OK)
+        rc = starling__mlp_forward_backward(t->m, t->x, t->y, t->cfg.batch, &loss);
+    if (rc != STARLING_OK)
+        return rc;
+    t->loss = loss;
+    if (t->cfg.clip > 0.0 && !isfinite(starling__clip_grad_norm(t->m->grads, t->n, t->cfg.clip))) {
+        SLOG_WARN("trainer: non-finite gradient norm at step %llu, inner step skipped",
+                  (unsigned long long)t->step);
+        return STARLING_OK;
+    }
+    return starling__optim_step(&t->opt, t->m->params, t->m->grads, t->opt_state, t->n,
+                                starling__lr_at(&t->sched, t->step));
+}
+
 static int diloco_round_end(starling_trainer *t, int contributor, int counted)
 {
     uint64_t prev = starling_state_step(t->comm);
@@ -672,7 +684,6 @@ static void diloco_round_start(starling_trainer *t)
 static int step_diloco(starling_trainer *t)
 {
     uint64_t h = t->cfg.inner_steps;
-    float loss = 0.0f;
     int rc;
     if (!t->started) {
         rc = sync_state_only(t);
@@ -693,18 +704,7 @@ static int step_diloco(starling_trainer *t)
             return rc;
         diloco_round_start(t);
     }
-    rc = fill_batch(t, t->step, starling_comm_rank(t->comm), starling_comm_size(t->comm),
-                    t->cfg.batch);
-    if (rc == STARLING_OK)
-        rc = starling__mlp_forward_backward(t->m, t->x, t->y, t->cfg.batch, &loss);
-    if (rc != STARLING_OK)
-        return rc;
-    t->loss = loss;
-    if (t->cfg.clip > 0.0 && !isfinite(starling__clip_grad_norm(t->m->grads, t->n, t->cfg.clip)))
-        SLOG_WARN("trainer: non-finite gradient norm at step %llu, inner step skipped",
-                  (unsigned long long)t->step);
-    else if ((rc = starling__optim_step(&t->opt, t->m->params, t->m->grads, t->opt_state, t->n,
-                                        starling__lr_at(&t->sched, t->step))) != STARLING_OK)
+    if ((rc = inner_step(t)) != STARLING_OK)
         return rc;
     t->step++;
     t->synced = 0;
@@ -792,7 +792,6 @@ static int stream_complete_due(starling_trainer *t, int all, int *recovered)
 static int step_streaming(starling_trainer *t)
 {
     uint64_t h = t->cfg.inner_steps;
-    float loss = 0.0f;
     int rc, recovered = 0;
     if (!t->started) {
         rc = sync_state_only(t);
@@ -824,18 +823,7 @@ static int step_streaming(starling_trainer *t)
                 return rc;
         }
     }
-    rc = fill_batch(t, t->step, starling_comm_rank(t->comm), starling_comm_size(t->comm),
-                    t->cfg.batch);
-    if (rc == STARLING_OK)
-        rc = starling__mlp_forward_backward(t->m, t->x, t->y, t->cfg.batch, &loss);
-    if (rc != STARLING_OK)
-        return rc;
-    t->loss = loss;
-    if (t->cfg.clip > 0.0 && !isfinite(starling__clip_grad_norm(t->m->grads, t->n, t->cfg.clip)))
-        SLOG_WARN("trainer: non-finite gradient norm at step %llu, inner step skipped",
-                  (unsigned long long)t->step);
-    else if ((rc = starling__optim_step(&t->opt, t->m->params, t->m->grads, t->opt_state, t->n,
-                                        starling__lr_at(&t->sched, t->step))) != STARLING_OK)
+    if ((rc = inner_step(t)) != STARLING_OK)
         return rc;
     t->step++;
     starling_state_set_step(t->comm, t->step);

@@ -1,0 +1,12 @@
+/* The "why" convention: functions that can refuse their input take (char *why, size_t wl)
+ * and write one line saying what was wrong, naming the value or the file. */
+#ifndef STARLING_UTIL_WHY_H
+#define STARLING_UTIL_WHY_H
+#include <stddef.h>
+
+#include "util/log.h"
+
+/* Formats into why (wl bytes, always NUL-terminated); does nothing if why is NULL or
+ * wl is 0. */
+void starling__why(char *why, size_t wl, const char *fmt, ...) STARLING_PRINTF(3, 4);
+#endif

@@ -152,6 +152,9 @@ const char *cli_describe_status(int status, char *buf, size_t cap);
 
 /* In a child: the report stream on `fd` (line-buffered), or NULL. */
 FILE *cli_report_open(const char *cmd, const char *fd_text);
+/* A child peer's start: the run's secret from CLI_SECRET_ENV (*secret), then the report
+ * stream. NULL, with the reason printed, if either is missing. */
+FILE *cli_child_open(const char *cmd, const char *fd_text, const char **secret);
 void cli_report(FILE *rep, const char *fmt, ...) CLI_PRINTF(2, 3);
 
 /* ------------------------------------------------------------ cli_pattern.c */

@@ -415,6 +415,16 @@ void cli_group_free(cli_group *g)
     memset(g, 0, sizeof *g);
 }
 
+FILE *cli_child_open(const char *cmd, const char *fd_text, const char **secret)
+{
+    *secret = getenv(CLI_SECRET_ENV);
+    if (!*secret || !(*secret)[0]) {
+        fprintf(stderr, "starling %s: %s is not set\n", cmd, CLI_SECRET_ENV);
+        return NULL;
+    }
+    return cli_report_open(cmd, fd_text);
+}
+
 FILE *cli_report_open(const char *cmd, const char *fd_text)
 {
     char *end;

@@ -265,13 +265,7 @@ int cmd_bench_peer(int argc, char **argv)
         starling_codec_destroy(codec);
         return cli_usage_error(cmd, "--compress needs --dtype f32");
     }
-    secret = getenv(CLI_SECRET_ENV);
-    if (!secret || !secret[0]) {
-        fprintf(stderr, "starling %s: %s is not set\n", cmd, CLI_SECRET_ENV);
-        starling_codec_destroy(codec);
-        return CLI_EXIT_USAGE;
-    }
-    p.rep = cli_report_open(cmd, report_t);
+    p.rep = cli_child_open(cmd, report_t, &secret);
     if (!p.rep) {
         starling_codec_destroy(codec);
         return CLI_EXIT_USAGE;

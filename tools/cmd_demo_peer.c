@@ -226,12 +226,7 @@ int cmd_demo_peer(int argc, char **argv)
         return rc;
     if (elements == 0 || elements > ((uint64_t)1 << 28))
         return cli_usage_error(cmd, "--elements: 1..256M");
-    secret = getenv(CLI_SECRET_ENV);
-    if (!secret || !secret[0]) {
-        fprintf(stderr, "starling %s: %s is not set\n", cmd, CLI_SECRET_ENV);
-        return CLI_EXIT_USAGE;
-    }
-    p.rep = cli_report_open(cmd, report_t);
+    p.rep = cli_child_open(cmd, report_t, &secret);
     if (!p.rep)
         return CLI_EXIT_USAGE;
     p.index = (int)index;

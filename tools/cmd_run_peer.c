@@ -101,12 +101,7 @@ int cmd_run_peer(int argc, char **argv)
         return rc;
     if (ckpt_every > 0 && !ckpt_dir)
         return cli_usage_error(cmd, "--checkpoint-every needs --checkpoint-dir");
-    secret = getenv(CLI_SECRET_ENV);
-    if (!secret || !secret[0]) {
-        fprintf(stderr, "starling %s: %s is not set\n", cmd, CLI_SECRET_ENV);
-        return CLI_EXIT_USAGE;
-    }
-    p.rep = cli_report_open(cmd, report_t);
+    p.rep = cli_child_open(cmd, report_t, &secret);
     if (!p.rep)
         return CLI_EXIT_USAGE;
     p.index = (int)index;

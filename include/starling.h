@@ -368,6 +368,56 @@ STARLING_API int starling_sync_state(starling_comm *comm, int *changed);
 /* The 128-bit content hash of this member's shared state, as 32 hex digits + NUL. */
 STARLING_API int starling_state_hash_hex(const starling_comm *comm, char out[33]);
 
+/* ---------------------------------------------------------------- robust aggregation */
+
+/* A rule that combines n vectors into one while up to f of them may be wrong (bugs, bit
+ * flips, malice), parsed once from a short spec (the maths, requirements and costs of
+ * each are in docs/aggregation.md):
+ *   [nnm+]NAME[:k=v[,k=v]]
+ *   mean | median | trimmed_mean | krum | multikrum[:m=M] | geomed[:iters=N,tol=X]
+ *   | cclip[:tau=X,iters=N] | flag[:r=R,iters=N]
+ * Defaults: multikrum m = n - f; geomed iters=100, tol=1e-6 (smoothing nu = 1e-6);
+ * cclip tau=1, iters=3; flag r=1, iters=5. "nnm+" first applies nearest-neighbour mixing
+ * (each vector replaced by the mean of its n - f nearest, itself included), then NAME.
+ * Immutable once made: one aggregator may be used by several threads and calls at once. */
+typedef struct starling_aggregator starling_aggregator;
+
+/* Parses `spec`. On a bad spec returns STARLING_E_INVALID and, if err != NULL, writes a
+ * message naming the problem (at most errlen bytes, NUL-terminated); *out is NULL on
+ * error. STARLING_E_NOMEM if the handle cannot be allocated. */
+STARLING_API int starling_aggregator_create(starling_aggregator **out, const char *spec,
+                                            char *err, size_t errlen);
+/* Accepts NULL. */
+STARLING_API void starling_aggregator_destroy(starling_aggregator *agg);
+/* The canonical spec (defaults spelled out, e.g. "geomed:iters=100,tol=1e-06"); two
+ * aggregators that behave the same have the same string. Valid while the handle lives. */
+STARLING_API const char *starling_aggregator_spec(const starling_aggregator *agg);
+
+/* Aggregates `vectors` (n rows of d floats, row-major: row i is member i's vector) into
+ * `out` (d floats), assuming at most f rows are Byzantine. Blocks only for the computation;
+ * no I/O; `vectors` is read only; `out` must not overlap it.
+ *
+ * Requirements, checked on the declared (n, f): n >= 1, d >= 1, f >= 0, and
+ *   mean: n > f                    median, trimmed_mean, geomed, cclip, nnm+: n > 2f
+ *   krum, multikrum: n > 2f + 2    multikrum: m <= n - f      flag: r <= n - 2f
+ * otherwise STARLING_E_INVALID with a message in err.
+ *
+ * Non-finite input: a row holding any NaN or Inf is dropped as certainly faulty and counts
+ * against f (the rule then runs on n - b rows with f - b faulty). If more than f rows are
+ * non-finite the call fails with STARLING_E_CORRUPT and leaves `out` unspecified. NaN and
+ * Inf in the input never reach the output.
+ *
+ * Deterministic: the same inputs give the same output bytes on every machine (sums in
+ * double in a fixed order, no threads, ties to the lowest row index). median,
+ * trimmed_mean and krum give the same bytes for any order of the rows (krum unless two
+ * scores tie exactly); the others agree to rounding.
+ * Scratch memory comes from the library's allocator: STARLING_E_NOMEM if it fails
+ * (nnm+ needs n x d floats; the others O(n^2 + d) at most). Thread-safe: calls on the
+ * same aggregator may run at once. */
+STARLING_API int starling_aggregate(const starling_aggregator *agg, const float *vectors,
+                                    size_t n, size_t d, int f, float *out, char *err,
+                                    size_t errlen);
+
 /* ---------------------------------------------------------------- training */
 
 /* The training engine: the built-in model (a multi-layer perceptron on Fashion-MNIST, or

@@ -13,13 +13,13 @@
  * what "topk:0.01" means. */
 #include "codec/codec.h"
 
-#include <locale.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "starling.h"
+#include "util/spec_lex.h"
+#include "util/why.h"
 
 #define BLOCK_MIN 8u
 #define BLOCK_MAX 65536u
@@ -30,53 +30,8 @@
 /* Longest number token we read; anything longer is refused rather than truncated. */
 #define NUMBER_MAX 48
 
-typedef struct spec_error {
-    char *why;
-    size_t wl;
-} spec_error;
-
-#if defined(__GNUC__)
-#define SPEC_PRINTF(a, b) __attribute__((format(printf, a, b)))
-#else
-#define SPEC_PRINTF(a, b)
-#endif
-
-/* Writes the message into the caller's buffer; returns STARLING_E_INVALID. */
-static int refuse(spec_error *e, const char *fmt, ...) SPEC_PRINTF(2, 3);
-
-static int refuse(spec_error *e, const char *fmt, ...)
-{
-    va_list ap;
-    if (e->why && e->wl > 0) {
-        va_start(ap, fmt);
-        vsnprintf(e->why, e->wl, fmt, ap);
-        va_end(ap);
-    }
-    return STARLING_E_INVALID;
-}
-
 /* Length of the token at s: up to the next ':' or '+' or the end. */
 static size_t token_len(const char *s) { return strcspn(s, ":+"); }
-
-static int token_is(const char *s, size_t len, const char *word)
-{
-    return strlen(word) == len && memcmp(s, word, len) == 0;
-}
-
-/* A decimal integer of 1..9 digits and nothing else; -1 otherwise. */
-static long parse_small_uint(const char *s, size_t len)
-{
-    long v = 0;
-    size_t i;
-    if (len == 0 || len > 9)
-        return -1;
-    for (i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    return v;
-}
 
 /* Length of the decimal number at s: digits [ "." digits ] [ ("e"|"E") [sign] digits ],
  * at least one digit in the mantissa; 0 if s does not start with one. The exponent's
@@ -107,52 +62,29 @@ static size_t number_len(const char *s)
     return i;
 }
 
-/* strtod and "%.9g" in the C locale, for this thread only (uselocale is per thread). */
-static double c_strtod(const char *s)
-{
-    locale_t c = newlocale(LC_ALL_MASK, "C", (locale_t)0);
-    locale_t old = c ? uselocale(c) : (locale_t)0;
-    double v = strtod(s, NULL);
-    if (c) {
-        uselocale(old);
-        freelocale(c);
-    }
-    return v;
-}
-
-static void c_format_g9(char *out, size_t cap, double v)
-{
-    locale_t c = newlocale(LC_ALL_MASK, "C", (locale_t)0);
-    locale_t old = c ? uselocale(c) : (locale_t)0;
-    snprintf(out, cap, "%.9g", v);
-    if (c) {
-        uselocale(old);
-        freelocale(c);
-    }
-}
-
 /* Reads FRAC for `name` from s[0..len). The value kept is the one its canonical
  * spelling ("%.9g") reads back as, so format() then parse() gives the same double. */
-static int parse_frac(const char *name, const char *s, size_t len, double *out, spec_error *e)
+static int parse_frac(const char *name, const char *s, size_t len, double *out,
+                      starling__why_buf *e)
 {
     char buf[NUMBER_MAX + 1], canon[32];
     double v;
 
     if (len == 0 || number_len(s) != len || len > NUMBER_MAX)
-        return refuse(e, "%s fraction must be a decimal number in (0, 1], got '%.*s'", name,
-                      (int)len, s);
+        return starling__refuse(e, "%s fraction must be a decimal number in (0, 1], got '%.*s'",
+                                name, (int)len, s);
     memcpy(buf, s, len);
     buf[len] = '\0';
-    v = c_strtod(buf);
+    v = starling__c_strtod(buf, NULL);
     if (!(v > 0.0 && v <= 1.0))
-        return refuse(e, "%s fraction must be in (0, 1], got '%s'", name, buf);
-    c_format_g9(canon, sizeof canon, v);
-    *out = c_strtod(canon);
+        return starling__refuse(e, "%s fraction must be in (0, 1], got '%s'", name, buf);
+    starling__c_format_g9(canon, sizeof canon, v);
+    *out = starling__c_strtod(canon, NULL);
     return STARLING_OK;
 }
 
 /* Parses the base codec at s into c; *end is where the suffixes start. */
-static int parse_base(const char *s, starling__codec *c, const char **end, spec_error *e)
+static int parse_base(const char *s, starling__codec *c, const char **end, starling__why_buf *e)
 {
     size_t nlen = token_len(s);
     const char *opt = s + nlen;
@@ -164,38 +96,39 @@ static int parse_base(const char *s, starling__codec *c, const char **end, spec_
         olen = token_len(opt);
     }
 
-    if (token_is(s, nlen, "none")) {
+    if (starling__token_is(s, nlen, "none")) {
         c->kind = CODEC_NONE;
         if (has_opt)
-            return refuse(e, "none takes no option, got ':%.*s'", (int)olen, opt);
-    } else if (token_is(s, nlen, "f16") || token_is(s, nlen, "bf16")) {
+            return starling__refuse(e, "none takes no option, got ':%.*s'", (int)olen, opt);
+    } else if (starling__token_is(s, nlen, "f16") || starling__token_is(s, nlen, "bf16")) {
         c->kind = s[0] == 'f' ? CODEC_F16 : CODEC_BF16;
         if (has_opt) {
-            if (!token_is(opt, olen, "stochastic"))
-                return refuse(e, "unknown option '%.*s' for %.*s (expected 'stochastic')",
-                              (int)olen, opt, (int)nlen, s);
+            if (!starling__token_is(opt, olen, "stochastic"))
+                return starling__refuse(e, "unknown option '%.*s' for %.*s (expected 'stochastic')",
+                                        (int)olen, opt, (int)nlen, s);
             c->stochastic = 1;
         }
-    } else if (token_is(s, nlen, "int8") || token_is(s, nlen, "int4")) {
+    } else if (starling__token_is(s, nlen, "int8") || starling__token_is(s, nlen, "int4")) {
         c->kind = s[3] == '8' ? CODEC_INT8 : CODEC_INT4;
         c->block = c->kind == CODEC_INT8 ? INT8_BLOCK_DEFAULT : INT4_BLOCK_DEFAULT;
         if (has_opt) {
             long b;
             if (olen < 6 || memcmp(opt, "block=", 6) != 0)
-                return refuse(e, "unknown option '%.*s' for %.*s (expected 'block=N')", (int)olen,
-                              opt, (int)nlen, s);
-            b = parse_small_uint(opt + 6, olen - 6);
+                return starling__refuse(e, "unknown option '%.*s' for %.*s (expected 'block=N')",
+                                        (int)olen, opt, (int)nlen, s);
+            b = starling__parse_small_uint(opt + 6, olen - 6);
             if (b < (long)BLOCK_MIN || b > (long)BLOCK_MAX || b % 8 != 0)
-                return refuse(e, "%.*s block must be a multiple of 8 in %u..%u, got '%.*s'",
-                              (int)nlen, s, BLOCK_MIN, BLOCK_MAX, (int)(olen - 6), opt + 6);
+                return starling__refuse(
+                    e, "%.*s block must be a multiple of 8 in %u..%u, got '%.*s'", (int)nlen, s,
+                    BLOCK_MIN, BLOCK_MAX, (int)(olen - 6), opt + 6);
             c->block = (uint32_t)b;
         }
-    } else if (token_is(s, nlen, "topk") || token_is(s, nlen, "randk")) {
+    } else if (starling__token_is(s, nlen, "topk") || starling__token_is(s, nlen, "randk")) {
         const char *name = s[0] == 't' ? "topk" : "randk";
         int rc;
         c->kind = s[0] == 't' ? CODEC_TOPK : CODEC_RANDK;
         if (!has_opt)
-            return refuse(e, "%s needs a fraction, e.g. '%s:0.01'", name, name);
+            return starling__refuse(e, "%s needs a fraction, e.g. '%s:0.01'", name, name);
         /* The number may contain "e+", so its extent comes from the number grammar, not
          * from the next '+'. */
         olen = number_len(opt);
@@ -205,19 +138,20 @@ static int parse_base(const char *s, starling__codec *c, const char **end, spec_
         if (rc != STARLING_OK)
             return rc;
     } else {
-        return refuse(e, "unknown codec '%.*s' (expected none, f16, bf16, int8, int4, topk, randk)",
-                      (int)nlen, s);
+        return starling__refuse(
+            e, "unknown codec '%.*s' (expected none, f16, bf16, int8, int4, topk, randk)",
+            (int)nlen, s);
     }
 
     *end = has_opt ? opt + olen : opt;
     if (**end == ':')
-        return refuse(e, "%.*s takes one option, got an extra '%.*s'", (int)nlen, s,
-                      (int)(1 + token_len(*end + 1)), *end);
+        return starling__refuse(e, "%.*s takes one option, got an extra '%.*s'", (int)nlen, s,
+                                (int)(1 + token_len(*end + 1)), *end);
     return STARLING_OK;
 }
 
 /* Parses "+ef" and "+zstd[:LEVEL]" at s (each at most once, in any order). */
-static int parse_suffixes(const char *s, starling__codec *c, spec_error *e)
+static int parse_suffixes(const char *s, starling__codec *c, starling__why_buf *e)
 {
     int seen_ef = 0, seen_zstd = 0;
 
@@ -228,39 +162,40 @@ static int parse_suffixes(const char *s, starling__codec *c, spec_error *e)
         /* parse_base and the loop below stop only at '+' or the end; ':' after a suffix
          * is consumed as its option. */
         if (*s != '+')
-            return refuse(e, "unexpected '%s' in codec spec", s);
+            return starling__refuse(e, "unexpected '%s' in codec spec", s);
         if (nlen == 0)
-            return refuse(e, "empty suffix after '+' (expected '+ef' or '+zstd[:LEVEL]')");
-        if (token_is(name, nlen, "ef")) {
+            return starling__refuse(e,
+                                    "empty suffix after '+' (expected '+ef' or '+zstd[:LEVEL]')");
+        if (starling__token_is(name, nlen, "ef")) {
             if (seen_ef++)
-                return refuse(e, "suffix '+ef' given twice");
+                return starling__refuse(e, "suffix '+ef' given twice");
             if (c->kind == CODEC_NONE)
-                return refuse(e, "'+ef' needs a lossy codec (none is lossless)");
+                return starling__refuse(e, "'+ef' needs a lossy codec (none is lossless)");
             c->ef = 1;
             s = name + nlen;
             if (*s == ':')
-                return refuse(e, "'+ef' takes no option, got ':%.*s'", (int)token_len(s + 1),
-                              s + 1);
-        } else if (token_is(name, nlen, "zstd")) {
+                return starling__refuse(e, "'+ef' takes no option, got ':%.*s'",
+                                        (int)token_len(s + 1), s + 1);
+        } else if (starling__token_is(name, nlen, "zstd")) {
             if (seen_zstd++)
-                return refuse(e, "suffix '+zstd' given twice");
+                return starling__refuse(e, "suffix '+zstd' given twice");
             c->zstd_level = ZSTD_LEVEL_DEFAULT;
             s = name + nlen;
             if (*s == ':') {
                 size_t llen = token_len(s + 1);
-                long level = parse_small_uint(s + 1, llen);
+                long level = starling__parse_small_uint(s + 1, llen);
                 if (level < 1 || level > ZSTD_LEVEL_MAX)
-                    return refuse(e, "zstd level must be 1..%d, got '%.*s'", ZSTD_LEVEL_MAX,
-                                  (int)llen, s + 1);
+                    return starling__refuse(e, "zstd level must be 1..%d, got '%.*s'",
+                                            ZSTD_LEVEL_MAX, (int)llen, s + 1);
                 c->zstd_level = (int)level;
                 s += 1 + llen;
                 if (*s == ':')
-                    return refuse(e, "'+zstd' takes one option, got an extra '%.*s'",
-                                  (int)(1 + token_len(s + 1)), s);
+                    return starling__refuse(e, "'+zstd' takes one option, got an extra '%.*s'",
+                                            (int)(1 + token_len(s + 1)), s);
             }
         } else {
-            return refuse(e, "unknown suffix '+%.*s' (expected '+ef' or '+zstd[:LEVEL]')",
-                          (int)nlen, name);
+            return starling__refuse(e, "unknown suffix '+%.*s' (expected '+ef' or '+zstd[:LEVEL]')",
+                                    (int)nlen, name);
         }
     }
     return STARLING_OK;
@@ -268,7 +203,7 @@ static int parse_suffixes(const char *s, starling__codec *c, spec_error *e)
 
 int starling__codec_parse(const char *spec, starling__codec *out, char *why, size_t wl)
 {
-    spec_error e;
+    starling__why_buf e;
     starling__codec c;
     const char *rest = NULL;
     int rc;
@@ -278,9 +213,9 @@ int starling__codec_parse(const char *spec, starling__codec *out, char *why, siz
     if (why && wl > 0)
         why[0] = '\0';
     if (!spec)
-        return refuse(&e, "no codec spec (NULL)");
+        return starling__refuse(&e, "no codec spec (NULL)");
     if (spec[0] == '\0')
-        return refuse(&e, "empty codec spec (expected e.g. 'none', 'bf16', 'int8+zstd')");
+        return starling__refuse(&e, "empty codec spec (expected e.g. 'none', 'bf16', 'int8+zstd')");
     memset(&c, 0, sizeof c);
     rc = parse_base(spec, &c, &rest, &e);
     if (rc == STARLING_OK)
@@ -307,7 +242,7 @@ void starling__codec_format(const starling__codec *c, char *out, size_t cap)
         break;
     case CODEC_TOPK:
     case CODEC_RANDK:
-        c_format_g9(num, sizeof num, c->frac);
+        starling__c_format_g9(num, sizeof num, c->frac);
         snprintf(base, sizeof base, "%s:%s", c->kind == CODEC_TOPK ? "topk" : "randk", num);
         break;
     default: snprintf(base, sizeof base, "none"); break;

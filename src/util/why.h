@@ -9,4 +9,12 @@
 /* Formats into why (wl bytes, always NUL-terminated); does nothing if why is NULL or
  * wl is 0. */
 void starling__why(char *why, size_t wl, const char *fmt, ...) STARLING_PRINTF(3, 4);
+
+/* For parsers that pass their caller's buffer down: the same, returning
+ * STARLING_E_INVALID so that `return starling__refuse(e, ...)` reads as what it does. */
+typedef struct starling__why_buf {
+    char *why;
+    size_t wl;
+} starling__why_buf;
+int starling__refuse(starling__why_buf *e, const char *fmt, ...) STARLING_PRINTF(2, 3);
 #endif

@@ -1,0 +1,75 @@
+/* Robust aggregators: n vectors of d f32 in, one vector out. Pure functions (no I/O, no
+ * globals, scratch from the allocator); the maths, requirements and costs are in
+ * docs/aggregation.md. An aggregator is parsed once from its spec into this value.
+ *
+ * Every rule below works on an array of row pointers (`rows`, n of them, each d floats,
+ * all finite): the public entry point drops non-finite rows and applies nearest-neighbour
+ * mixing before calling a rule, so the rules never see NaN or Inf. Sums and distances are
+ * in double in a fixed order; ties go to the lowest row index. */
+#ifndef STARLING_AGG_AGG_H
+#define STARLING_AGG_AGG_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum starling__agg_kind {
+    AGG_MEAN = 0,
+    AGG_MEDIAN = 1,    /* coordinate-wise median */
+    AGG_TRIMMED = 2,   /* coordinate-wise trimmed mean, f dropped at each end */
+    AGG_KRUM = 3,      /* Blanchard et al. 2017 */
+    AGG_MULTIKRUM = 4, /* mean of the m best Krum scores */
+    AGG_GEOMED = 5,    /* smoothed Weiszfeld (Pillutla et al.) */
+    AGG_CCLIP = 6,     /* centered clipping (Karimireddy et al. 2021) */
+    AGG_FLAG = 7       /* Flag-style IRLS subspace aggregator (Almeida et al.) */
+} starling__agg_kind;
+
+#define STARLING_AGG_SPEC_MAX 96
+#define AGG_GEOMED_ITERS_DEFAULT 100
+#define AGG_GEOMED_TOL_DEFAULT 1e-6
+#define AGG_GEOMED_NU 1e-6 /* Weiszfeld smoothing: distances below nu count as nu */
+#define AGG_CCLIP_TAU_DEFAULT 1.0
+#define AGG_CCLIP_ITERS_DEFAULT 3
+#define AGG_FLAG_RANK_DEFAULT 1
+#define AGG_FLAG_ITERS_DEFAULT 5
+
+typedef struct starling__agg {
+    int kind;   /* starling__agg_kind */
+    int nnm;    /* "nnm+": nearest-neighbour mixing first */
+    long m;     /* multikrum: rows averaged; 0 = n - f */
+    long iters; /* geomed, cclip, flag; 0 for the others */
+    double tol; /* geomed: relative objective change that stops the iteration */
+    double tau; /* cclip: clipping radius (L2) */
+    long rank;  /* flag: subspace rank r */
+} starling__agg;
+
+/* Parses `spec` (docs/aggregation.md). On error returns STARLING_E_INVALID and writes a
+ * message into why (wl bytes); *out is untouched on error. */
+int starling__agg_parse(const char *spec, starling__agg *out, char *why, size_t wl);
+/* Canonical spec: parse(format(a)) == a, equal aggregators format equally. */
+void starling__agg_format(const starling__agg *a, char *out, size_t cap);
+
+/* The rules. `rows`: n pointers to d finite floats; f: Byzantine rows assumed among them;
+ * the caller has checked the rule's requirement on (n, f). Write d floats to out.
+ * Return STARLING_OK or STARLING_E_NOMEM. */
+int starling__agg_mean(const float *const *rows, size_t n, size_t d, float *out);
+int starling__agg_median(const float *const *rows, size_t n, size_t d, float *out);
+int starling__agg_trimmed(const float *const *rows, size_t n, size_t d, size_t f, float *out);
+int starling__agg_krum(const float *const *rows, size_t n, size_t d, size_t f, size_t m,
+                       float *out);
+int starling__agg_geomed(const float *const *rows, size_t n, size_t d, long iters, double tol,
+                         float *out);
+int starling__agg_cclip(const float *const *rows, size_t n, size_t d, double tau, long iters,
+                        float *out);
+int starling__agg_flag(const float *const *rows, size_t n, size_t d, size_t f, long rank,
+                       long iters, float *out);
+/* Nearest-neighbour mixing: mixed[i*d..] = mean of the n - f rows nearest to row i
+ * (itself first, then by squared distance, ties to the lower index). mixed: n*d floats. */
+int starling__agg_nnm(const float *const *rows, size_t n, size_t d, size_t f, float *mixed);
+
+/* Shared helpers. */
+/* D[i*n + j] = squared L2 distance of rows i and j (double; D symmetric, zero diagonal).
+ * Summed over blocks of coordinates in a fixed order, so D[i][j] == D[j][i] bit for bit
+ * and does not depend on where the rows sit in `rows`. */
+void starling__agg_sqdist(const float *const *rows, size_t n, size_t d, double *D);
+/* out[j] (double) = coordinate-wise median of rows; used as a robust starting point. */
+int starling__agg_median_d(const float *const *rows, size_t n, size_t d, double *out);
+#endif

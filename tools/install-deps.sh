@@ -14,8 +14,9 @@ set -euo pipefail
 # make and libc6-dev are listed explicitly: on a minimal Debian they are absent, and gcc only
 # *recommends* libc6-dev, which --no-install-recommends would skip.
 pkgs_core=(make cmake pkg-config gcc libc6-dev libsodium-dev libxxhash-dev libzstd-dev zlib1g-dev
-    libcmocka-dev libopenblas-dev libuv1-dev python3 python3-numpy python3-pytest iproute2)
-pkgs_bench=(python3-torch openmpi-bin libopenmpi-dev)
+    libcmocka-dev libopenblas-dev libuv1-dev python3 python3-numpy python3-pytest python3-torch
+    iproute2)
+pkgs_bench=(openmpi-bin libopenmpi-dev)
 pkgs_demo=(gnuplot-nox dataset-fashion-mnist)
 
 usage() {

@@ -1,0 +1,644 @@
+"""Coordinator, Communicator, collectives, codecs and shared state over libstarling.
+
+Buffers are NumPy arrays or PyTorch CPU tensors, passed to the library by pointer with no
+copy. They must be C-contiguous, of a supported dtype (float32, float64, float16,
+bfloat16 (torch only), int32, int64, uint8), on the CPU, and writable when they receive
+results. Anything else raises :class:`starling.Invalid` with a message saying why.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import weakref
+from ctypes import byref, c_int, c_size_t, c_void_p
+from typing import Any, List, Optional, Tuple, Union
+
+from . import _lib
+from .errors import Invalid, StarlingError, error_for
+
+__all__ = ["Config", "Coordinator", "Communicator", "Codec", "Request", "DTYPES", "OPS"]
+
+# starling_dtype / starling_op values (stable, from starling.h)
+F32, F64, F16, BF16, I32, I64, U8 = range(7)
+DTYPES = {"f32": F32, "f64": F64, "f16": F16, "bf16": BF16, "i32": I32, "i64": I64, "u8": U8}
+OPS = {"sum": 0, "avg": 1, "min": 2, "max": 3}
+
+_NUMPY_DTYPES = {"float32": F32, "float64": F64, "float16": F16, "int32": I32,
+                 "int64": I64, "uint8": U8}
+_TORCH_DTYPES = {"torch.float32": F32, "torch.float64": F64, "torch.float16": F16,
+                 "torch.bfloat16": BF16, "torch.int32": I32, "torch.int64": I64,
+                 "torch.uint8": U8}
+
+Array = Any  # numpy.ndarray or torch.Tensor
+
+
+def _check(rc: int, comm: Optional["Communicator"] = None, what: str = "") -> None:
+    """Raises the exception matching `rc` (no-op for STARLING_OK)."""
+    if rc == 0:
+        return
+    L = _lib.lib()
+    text = L.starling_strerror(rc).decode()
+    detail = ""
+    if comm is not None and comm._h:
+        detail = (L.starling_comm_errmsg(comm._h) or b"").decode(errors="replace")
+    msg = text
+    if what:
+        msg = f"{what}: {msg}"
+    if detail:
+        msg = f"{msg}: {detail}"
+    raise error_for(rc, msg)
+
+
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.startswith("torch") and hasattr(x, "data_ptr")
+
+
+class _Buf:
+    """A validated view of a user buffer: pointer, element count, starling dtype."""
+
+    __slots__ = ("obj", "ptr", "count", "dtype", "is_torch")
+
+    def __init__(self, obj: Array, role: str, writable: bool) -> None:
+        if _is_torch(obj):
+            if obj.device.type != "cpu":
+                raise Invalid(f"{role}: tensor is on device '{obj.device}', only CPU "
+                              f"tensors are supported")
+            key = str(obj.dtype)
+            if key not in _TORCH_DTYPES:
+                raise Invalid(f"{role}: unsupported dtype {obj.dtype} (supported: float32, "
+                              f"float64, float16, bfloat16, int32, int64, uint8)")
+            if not obj.is_contiguous():
+                raise Invalid(f"{role}: tensor is not contiguous (call .contiguous())")
+            self.ptr = obj.data_ptr()
+            self.count = obj.numel()
+            self.dtype = _TORCH_DTYPES[key]
+            self.is_torch = True
+        elif hasattr(obj, "__array_interface__") and hasattr(obj, "flags"):
+            key = str(obj.dtype)
+            if key not in _NUMPY_DTYPES:
+                raise Invalid(f"{role}: unsupported dtype {obj.dtype} (supported: float32, "
+                              f"float64, float16, int32, int64, uint8; bfloat16 via torch)")
+            if not obj.dtype.isnative:
+                raise Invalid(f"{role}: array is not in native byte order")
+            if not obj.flags.c_contiguous:
+                raise Invalid(f"{role}: array is not C-contiguous "
+                              f"(use numpy.ascontiguousarray)")
+            if writable and not obj.flags.writeable:
+                raise Invalid(f"{role}: array is read-only, it cannot receive results")
+            self.ptr = obj.ctypes.data
+            self.count = obj.size
+            self.dtype = _NUMPY_DTYPES[key]
+            self.is_torch = False
+        else:
+            raise Invalid(f"{role}: expected a numpy.ndarray or a torch CPU tensor, "
+                          f"got {type(obj).__name__}")
+        self.obj = obj
+
+
+def _empty_like(b: _Buf, shape: Tuple[int, ...]) -> Array:
+    if b.is_torch:
+        import torch
+        return torch.empty(shape, dtype=b.obj.dtype)
+    import numpy as np
+    return np.empty(shape, dtype=b.obj.dtype)
+
+
+class Config:
+    """Communicator / coordinator settings (see starling_config_* in starling.h).
+
+    ``None`` keeps the library default: timeout 3000 ms, op_timeout 60000 ms, 1 stream,
+    listen "127.0.0.1:0", min_peers 1, chunk 1 MiB.
+    """
+
+    def __init__(self, timeout_ms: Optional[int] = None, op_timeout_ms: Optional[int] = None,
+                 streams: Optional[int] = None, listen: Optional[str] = None,
+                 min_peers: Optional[int] = None, chunk_bytes: Optional[int] = None,
+                 name: Optional[str] = None) -> None:
+        self.timeout_ms = timeout_ms
+        self.op_timeout_ms = op_timeout_ms
+        self.streams = streams
+        self.listen = listen
+        self.min_peers = min_peers
+        self.chunk_bytes = chunk_bytes
+        self.name = name
+
+    def _make(self) -> c_void_p:
+        """A new starling_config handle (caller destroys it)."""
+        L = _lib.lib()
+        h = c_void_p()
+        _check(L.starling_config_create(byref(h)), what="config")
+        try:
+            for field, fn, conv in (
+                    ("timeout_ms", L.starling_config_set_timeout_ms, int),
+                    ("op_timeout_ms", L.starling_config_set_op_timeout_ms, int),
+                    ("streams", L.starling_config_set_streams, int),
+                    ("listen", L.starling_config_set_listen, str.encode),
+                    ("min_peers", L.starling_config_set_min_peers, int),
+                    ("chunk_bytes", L.starling_config_set_chunk_bytes, int),
+                    ("name", L.starling_config_set_name, str.encode)):
+                v = getattr(self, field)
+                if v is not None:
+                    _check(fn(h, conv(v)), what=f"config {field}={v!r}")
+        except BaseException:
+            L.starling_config_destroy(h)
+            raise
+        return h
+
+    def __repr__(self) -> str:
+        items = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if v is not None)
+        return f"Config({items})"
+
+
+def _secret_bytes(secret: Union[str, bytes]) -> bytes:
+    b = secret.encode() if isinstance(secret, str) else bytes(secret)
+    if not b:
+        raise Invalid("secret must not be empty")
+    return b
+
+
+class Coordinator:
+    """An in-process coordinator: starling_coord_create, then starling_coord_run on a
+    Python daemon thread (the GIL is released while it runs). ``stop()`` / ``close()``
+    end it; also a context manager."""
+
+    def __init__(self, listen: str = "127.0.0.1:0", run: str = "default",
+                 secret: Union[str, bytes] = "starling", config: Optional[Config] = None
+                 ) -> None:
+        L = _lib.lib()
+        self._h = c_void_p()
+        self._thread: Optional[threading.Thread] = None
+        sec = _secret_bytes(secret)
+        cfg = config._make() if config else None
+        try:
+            _check(L.starling_coord_create(byref(self._h), listen.encode(), run.encode(),
+                                           sec, len(sec), cfg), what="coordinator")
+        finally:
+            if cfg:
+                L.starling_config_destroy(cfg)
+        self.run_name = run
+        self.host = listen.rsplit(":", 1)[0]
+        self.port: int = L.starling_coord_port(self._h)
+        self._rc: Optional[int] = None
+        self._thread = threading.Thread(target=self._run, name="starling-coord", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self._rc = _lib.lib().starling_coord_run(self._h)
+
+    @property
+    def address(self) -> str:
+        """"HOST:PORT" that peers connect to."""
+        return f"{self.host}:{self.port}"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stops the event loop and joins its thread."""
+        if self._h and self._thread is not None:
+            _lib.lib().starling_coord_stop(self._h)
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise StarlingError("coordinator thread did not stop", -4)
+            self._thread = None
+
+    def close(self) -> None:
+        """Stops (if running) and frees the coordinator."""
+        if self._h:
+            self.stop()
+            _lib.lib().starling_coord_destroy(self._h)
+            self._h = c_void_p()
+
+    def __enter__(self) -> "Coordinator":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Codec:
+    """A compression codec parsed once from a spec string, e.g. ``"int8+ef"``,
+    ``"int4:block=64"``, ``"topk:0.01+ef+zstd"`` (grammar in docs/codecs.md).
+    Immutable; may be shared by threads and calls. A bad spec raises :class:`Invalid`
+    with the library's message."""
+
+    def __init__(self, spec: str) -> None:
+        L = _lib.lib()
+        self._h = c_void_p()
+        err = ctypes.create_string_buffer(256)
+        rc = L.starling_codec_create(byref(self._h), spec.encode(), err, len(err))
+        if rc != 0:
+            self._h = c_void_p()
+            detail = err.value.decode(errors="replace")
+            text = L.starling_strerror(rc).decode()
+            raise error_for(rc, f"codec {spec!r}: {text}" + (f": {detail}" if detail else ""))
+
+    @property
+    def spec(self) -> str:
+        """The canonical spec with defaults spelled out, e.g. "int8:block=256"."""
+        return _lib.lib().starling_codec_spec(self._h).decode()
+
+    def max_encoded(self, count: int) -> int:
+        return _lib.lib().starling_codec_max_encoded(self._h, count)
+
+    def encode(self, data: Array, seed: int = 0) -> bytes:
+        """Encodes a float32 buffer; returns the wire bytes."""
+        b = _Buf(data, "data", writable=False)
+        if b.dtype != F32:
+            raise Invalid("data: codecs encode float32 only")
+        cap = self.max_encoded(b.count)
+        out = ctypes.create_string_buffer(max(cap, 1))
+        n = c_size_t()
+        _check(_lib.lib().starling_codec_encode(self._h, b.ptr, b.count, seed, out, cap,
+                                                byref(n)), what="encode")
+        return out.raw[:n.value]
+
+    def decode(self, data: bytes, out: Array, seed: int = 0) -> Array:
+        """Decodes bytes made by :meth:`encode` into the float32 buffer ``out``."""
+        b = _Buf(out, "out", writable=True)
+        if b.dtype != F32:
+            raise Invalid("out: codecs decode into float32 only")
+        _check(_lib.lib().starling_codec_decode(self._h, data, len(data), b.count, seed,
+                                                b.ptr), what="decode")
+        return out
+
+    def __repr__(self) -> str:
+        return f"Codec({self.spec!r})"
+
+    def __del__(self) -> None:
+        if getattr(self, "_h", None):
+            _lib.lib().starling_codec_destroy(self._h)
+            self._h = c_void_p()
+
+
+class Request:
+    """An asynchronous collective in flight. Holds references to its buffers until it
+    completes. ``wait()`` returns the result array (raising on failure); ``test()`` is
+    non-blocking and returns True once complete (raising if it failed)."""
+
+    def __init__(self, comm: "Communicator", handle: c_void_p, keep: List[Any],
+                 result: Any) -> None:
+        self._comm = comm
+        self._h = handle
+        self._keep = keep
+        self._result = result
+        self._rc: Optional[int] = None
+
+    def _finish(self, rc: int) -> Any:
+        self._rc = rc
+        if self._h:
+            _lib.lib().starling_request_free(self._h)
+            self._h = c_void_p()
+        self._keep = []
+        self._comm._requests.discard(self)
+        _check(rc, self._comm)
+        return self._result
+
+    def wait(self) -> Any:
+        """Blocks until complete (bounded by the communicator's op_timeout); returns the
+        output buffer or raises the collective's error. May be called again."""
+        if self._rc is not None:
+            _check(self._rc, self._comm)
+            return self._result
+        return self._finish(_lib.lib().starling_request_wait(self._h))
+
+    def test(self) -> bool:
+        """True if complete (raises if it failed), False if still running."""
+        if self._rc is not None:
+            _check(self._rc, self._comm)
+            return True
+        done = c_int(0)
+        rc = _lib.lib().starling_request_test(self._h, byref(done))
+        if not done.value:
+            _check(rc, self._comm)
+            return False
+        self._finish(rc)
+        return True
+
+    @property
+    def done(self) -> bool:
+        return self._rc is not None
+
+    def __del__(self) -> None:
+        if getattr(self, "_h", None):
+            # starling_request_free waits first: buffers in _keep stay alive until then.
+            _lib.lib().starling_request_free(self._h)
+            self._h = c_void_p()
+
+
+def _op(op: Union[str, int]) -> int:
+    if isinstance(op, str):
+        if op not in OPS:
+            raise Invalid(f"unknown op {op!r} (expected one of {', '.join(OPS)})")
+        return OPS[op]
+    return int(op)
+
+
+class Communicator:
+    """A peer's handle on a run. Create it, then call :meth:`update_topology` to join.
+
+    Thread rule (from starling.h): one thread at a time per communicator; different
+    communicators may be used from different threads concurrently.
+    """
+
+    def __init__(self, coordinator: Union[str, Coordinator], run: str = "default",
+                 secret: Union[str, bytes] = "starling", config: Optional[Config] = None
+                 ) -> None:
+        L = _lib.lib()
+        self._h = c_void_p()
+        self._requests: "weakref.WeakSet[Request]" = weakref.WeakSet()
+        self._state: dict = {}
+        addr = coordinator.address if isinstance(coordinator, Coordinator) else coordinator
+        sec = _secret_bytes(secret)
+        cfg = config._make() if config else None
+        try:
+            h = c_void_p()
+            rc = L.starling_comm_create(byref(h), addr.encode(), run.encode(), sec, len(sec),
+                                        cfg)
+        finally:
+            if cfg:
+                L.starling_config_destroy(cfg)
+        _check(rc, what=f"connect to {addr}")
+        self._h = h
+
+    @classmethod
+    def from_env(cls, config: Optional[Config] = None) -> "Communicator":
+        """Made from the variables set by ``python3 -m starling.launch``: STARLING_COORD,
+        STARLING_RUN, STARLING_SECRET, and STARLING_PEERS as min_peers (unless ``config``
+        sets it). STARLING_RANK_HINT, if set, names the peer "peer<hint>"."""
+        env = os.environ
+        if "STARLING_COORD" not in env:
+            raise Invalid("STARLING_COORD is not set (start with python3 -m starling.launch)")
+        config = config or Config()
+        if config.min_peers is None and env.get("STARLING_PEERS"):
+            config.min_peers = int(env["STARLING_PEERS"])
+        if config.name is None and env.get("STARLING_RANK_HINT"):
+            config.name = "peer" + env["STARLING_RANK_HINT"]
+        return cls(env["STARLING_COORD"], env.get("STARLING_RUN", "default"),
+                   env.get("STARLING_SECRET", "starling"), config)
+
+    # ------------------------------------------------------------ lifecycle
+    def _handle(self) -> c_void_p:
+        if not self._h:
+            raise error_for(-11, "communicator is closed")
+        return self._h
+
+    def close(self) -> None:
+        """Leaves the run and frees the communicator (requests in flight fail with
+        Closed). Buffers registered as shared state are released."""
+        if self._h:
+            h, self._h = self._h, c_void_p()
+            _lib.lib().starling_comm_destroy(h)
+            for r in list(self._requests):
+                # The library failed them with CLOSED; free handles and buffers now.
+                if r._h:
+                    r._rc = -11
+                    _lib.lib().starling_request_free(r._h)
+                    r._h = c_void_p()
+                    r._keep = []
+            self._state.clear()
+
+    def __enter__(self) -> "Communicator":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def update_topology(self) -> None:
+        """Joins the next epoch / applies membership changes. Every live member calls it
+        at the same point. Raises Timeout, Closed, or PeerLost (call it again)."""
+        _check(_lib.lib().starling_update_topology(self._handle()), self, "update_topology")
+
+    @property
+    def rank(self) -> int:
+        return _lib.lib().starling_comm_rank(self._handle())
+
+    @property
+    def size(self) -> int:
+        return _lib.lib().starling_comm_size(self._handle())
+
+    @property
+    def epoch(self) -> int:
+        return _lib.lib().starling_comm_epoch(self._handle())
+
+    @property
+    def bytes_sent(self) -> int:
+        return _lib.lib().starling_comm_bytes_sent(self._handle())
+
+    @property
+    def errmsg(self) -> str:
+        return (_lib.lib().starling_comm_errmsg(self._handle()) or b"").decode(
+            errors="replace")
+
+    # ------------------------------------------------------------ collectives
+    def _opts(self, tag: int, codec: Union[None, str, Codec]) -> Optional[c_void_p]:
+        if not tag and codec is None:
+            return None
+        L = _lib.lib()
+        h = c_void_p()
+        _check(L.starling_callopts_create(byref(h)), what="callopts")
+        try:
+            if tag:
+                _check(L.starling_callopts_set_tag(h, int(tag)), what="tag")
+            if codec is not None:
+                c = codec if isinstance(codec, Codec) else Codec(codec)
+                _check(L.starling_callopts_set_codec(h, c._h), what="codec")
+        except BaseException:
+            L.starling_callopts_destroy(h)
+            raise
+        return h
+
+    def _call(self, name: str, args: tuple, tag: int, codec: Any, asynchronous: bool,
+              keep: List[Any], result: Any) -> Any:
+        L = _lib.lib()
+        opts = self._opts(tag, codec)
+        try:
+            if asynchronous:
+                req = c_void_p()
+                rc = getattr(L, name + "_async")(*args, opts, byref(req))
+            else:
+                rc = getattr(L, name)(*args, opts)
+        finally:
+            if opts:
+                L.starling_callopts_destroy(opts)  # allowed once the call returned
+        _check(rc, self, name[len("starling_"):])
+        if asynchronous:
+            r = Request(self, req, keep, result)
+            self._requests.add(r)
+            return r
+        return result
+
+    def allreduce(self, data: Array, op: Union[str, int] = "sum", *, out: Optional[Array] = None,
+                  inplace: bool = False, codec: Union[None, str, Codec] = None, tag: int = 0
+                  ) -> Array:
+        """All-reduce ``data`` with ``op`` ("sum", "avg", "min", "max").
+
+        Out-of-place by default (a new array/tensor like ``data``); ``out=`` gives the
+        destination (same dtype and size), ``inplace=True`` writes into ``data``.
+        Returns the result buffer."""
+        return self._allreduce(data, op, out, inplace, codec, tag, False)
+
+    def allreduce_async(self, data: Array, op: Union[str, int] = "sum", *,
+                        out: Optional[Array] = None, inplace: bool = False,
+                        codec: Union[None, str, Codec] = None, tag: int = 0) -> Request:
+        """As :meth:`allreduce`, returning a :class:`Request`; buffers must not be touched
+        until it completes."""
+        return self._allreduce(data, op, out, inplace, codec, tag, True)
+
+    def _allreduce(self, data, op, out, inplace, codec, tag, asy):
+        h = self._handle()
+        src = _Buf(data, "data", writable=inplace)
+        if inplace:
+            out = data
+        elif out is None:
+            out = _empty_like(src, tuple(data.shape))
+        dst = _Buf(out, "out", writable=True)
+        self._same(src, dst, src.count, "out")
+        return self._call("starling_allreduce",
+                          (h, src.ptr, dst.ptr, src.count, src.dtype, _op(op)),
+                          tag, codec, asy, [data, out], out)
+
+    @staticmethod
+    def _same(src: _Buf, dst: _Buf, count: int, role: str) -> None:
+        if dst.dtype != src.dtype:
+            raise Invalid(f"{role}: dtype {dst.obj.dtype} differs from the input's "
+                          f"{src.obj.dtype}")
+        if dst.count != count:
+            raise Invalid(f"{role}: has {dst.count} elements, expected {count}")
+
+    def reduce_scatter(self, data: Array, op: Union[str, int] = "sum", *,
+                       out: Optional[Array] = None, codec: Union[None, str, Codec] = None,
+                       tag: int = 0) -> Array:
+        """``data`` holds size*count elements; this member receives the reduction of block
+        ``rank`` (count elements). Without ``out``: shape ``data.shape[1:]`` if
+        ``data.shape[0] == size``, else a flat array."""
+        return self._reduce_scatter(data, op, out, codec, tag, False)
+
+    def reduce_scatter_async(self, data: Array, op: Union[str, int] = "sum", *,
+                             out: Optional[Array] = None,
+                             codec: Union[None, str, Codec] = None, tag: int = 0) -> Request:
+        return self._reduce_scatter(data, op, out, codec, tag, True)
+
+    def _reduce_scatter(self, data, op, out, codec, tag, asy):
+        h = self._handle()
+        size = self.size
+        src = _Buf(data, "data", writable=False)
+        if size < 1 or src.count % size:
+            raise Invalid(f"data: {src.count} elements is not a multiple of the member "
+                          f"count {size}")
+        count = src.count // size
+        if out is None:
+            shape = tuple(data.shape[1:]) if (len(data.shape) >= 1 and data.shape[0] == size) \
+                else (count,)
+            out = _empty_like(src, shape)
+        dst = _Buf(out, "out", writable=True)
+        self._same(src, dst, count, "out")
+        return self._call("starling_reduce_scatter",
+                          (h, src.ptr, dst.ptr, count, src.dtype, _op(op)),
+                          tag, codec, asy, [data, out], out)
+
+    def allgather(self, data: Array, *, out: Optional[Array] = None,
+                  codec: Union[None, str, Codec] = None, tag: int = 0) -> Array:
+        """Every member contributes ``data``; the result (default shape
+        ``(size,) + data.shape``) holds them ordered by rank."""
+        return self._allgather(data, out, codec, tag, False)
+
+    def allgather_async(self, data: Array, *, out: Optional[Array] = None,
+                        codec: Union[None, str, Codec] = None, tag: int = 0) -> Request:
+        return self._allgather(data, out, codec, tag, True)
+
+    def _allgather(self, data, out, codec, tag, asy):
+        h = self._handle()
+        size = self.size
+        src = _Buf(data, "data", writable=False)
+        if out is None:
+            out = _empty_like(src, (size,) + tuple(data.shape))
+        dst = _Buf(out, "out", writable=True)
+        self._same(src, dst, src.count * size, "out")
+        return self._call("starling_allgather", (h, src.ptr, dst.ptr, src.count, src.dtype),
+                          tag, codec, asy, [data, out], out)
+
+    def broadcast(self, data: Array, root: int = 0, *,
+                  codec: Union[None, str, Codec] = None, tag: int = 0) -> Array:
+        """Copies ``data`` of member ``root`` into ``data`` on every member (in place);
+        returns ``data``."""
+        return self._broadcast(data, root, codec, tag, False)
+
+    def broadcast_async(self, data: Array, root: int = 0, *,
+                        codec: Union[None, str, Codec] = None, tag: int = 0) -> Request:
+        return self._broadcast(data, root, codec, tag, True)
+
+    def _broadcast(self, data, root, codec, tag, asy):
+        h = self._handle()
+        b = _Buf(data, "data", writable=True)
+        return self._call("starling_broadcast", (h, b.ptr, b.count, b.dtype, int(root)),
+                          tag, codec, asy, [data], data)
+
+    # ------------------------------------------------------------ error feedback
+    def residual_get(self, tag: int, out: Array) -> Array:
+        """Copies this member's error-feedback residual of ``tag`` into float32 ``out``."""
+        b = _Buf(out, "out", writable=True)
+        if b.dtype != F32:
+            raise Invalid("out: residuals are float32")
+        _check(_lib.lib().starling_residual_get(self._handle(), tag, b.ptr, b.count), self,
+               "residual_get")
+        return out
+
+    def residual_set(self, tag: int, data: Array) -> None:
+        b = _Buf(data, "data", writable=False)
+        if b.dtype != F32:
+            raise Invalid("data: residuals are float32")
+        _check(_lib.lib().starling_residual_set(self._handle(), tag, b.ptr, b.count), self,
+               "residual_set")
+
+    # ------------------------------------------------------------ shared state
+    def register(self, name: str, data: Array) -> None:
+        """Registers ``data`` as shared state under ``name``. The library borrows the
+        buffer (this object keeps a reference) until :meth:`unregister` or close, and may
+        overwrite it during :meth:`sync`."""
+        b = _Buf(data, f"state {name!r}", writable=True)
+        _check(_lib.lib().starling_state_register(self._handle(), name.encode(), b.ptr,
+                                                  b.count, b.dtype), self, "register")
+        self._state[name] = data
+
+    def unregister(self, name: str) -> None:
+        _check(_lib.lib().starling_state_unregister(self._handle(), name.encode()), self,
+               "unregister")
+        self._state.pop(name, None)
+
+    @property
+    def step(self) -> int:
+        """The shared step counter."""
+        return _lib.lib().starling_state_step(self._handle())
+
+    @step.setter
+    def step(self, value: int) -> None:
+        _check(_lib.lib().starling_state_set_step(self._handle(), int(value)), self, "step")
+
+    def sync(self) -> bool:
+        """Collective: makes every member's shared state equal to the majority's. Returns
+        True if this member's state was replaced."""
+        changed = c_int(0)
+        _check(_lib.lib().starling_sync_state(self._handle(), byref(changed)), self, "sync")
+        return bool(changed.value)
+
+    def state_hash(self) -> str:
+        """The 128-bit content hash of this member's shared state (32 hex digits)."""
+        buf = ctypes.create_string_buffer(33)
+        _check(_lib.lib().starling_state_hash_hex(self._handle(), buf), self, "state_hash")
+        return buf.value.decode()
+
+    def __repr__(self) -> str:
+        if not self._h:
+            return "Communicator(closed)"
+        return f"Communicator(rank={self.rank}, size={self.size}, epoch={self.epoch})"

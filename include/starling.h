@@ -418,6 +418,22 @@ STARLING_API int starling_aggregate(const starling_aggregator *agg, const float 
                                     size_t n, size_t d, int f, float *out, char *err,
                                     size_t errlen);
 
+/* Robust all-reduce: every member contributes `count` f32 values; all of them are
+ * gathered (an all-gather, so each member receives (n-1)*count values: n/2 times the
+ * bytes of a ring all-reduce) and every member applies `agg` with `f` to the same
+ * gathered bytes, so all members end with bit-identical `recvbuf` (count floats; may equal
+ * sendbuf). `opts` may carry a tag and a dense codec (f16, bf16, int8, int4; every member
+ * then aggregates the same decoded vectors). Failure semantics as for the other
+ * collectives (STARLING_E_PEER_LOST, ...); additionally the aggregator's requirements on
+ * (n, f) are checked before anything is sent (STARLING_E_INVALID on every member, which
+ * all make the same call), and more than f non-finite contributions give
+ * STARLING_E_CORRUPT on every member. Blocking; the aggregation runs on the calling
+ * thread. */
+STARLING_API int starling_robust_allreduce(starling_comm *comm, const float *sendbuf,
+                                           float *recvbuf, size_t count,
+                                           const starling_aggregator *agg, int f,
+                                           const starling_callopts *opts);
+
 /* ---------------------------------------------------------------- training */
 
 /* The training engine: the built-in model (a multi-layer perceptron on Fashion-MNIST, or

@@ -43,6 +43,12 @@ typedef struct starling__agg {
 
 /* Parses `spec` (docs/aggregation.md). On error returns STARLING_E_INVALID and writes a
  * message into why (wl bytes); *out is untouched on error. */
+/* starling_aggregate's checks of its arguments and of the rule's requirement on (n, f),
+ * without aggregating: lets a collective refuse before it sends anything. */
+struct starling_aggregator;
+int starling__aggregator_check(const struct starling_aggregator *agg, size_t n, size_t d,
+                               int f, char *err, size_t errlen);
+
 int starling__agg_parse(const char *spec, starling__agg *out, char *why, size_t wl);
 /* Canonical spec: parse(format(a)) == a, equal aggregators format equally. */
 void starling__agg_format(const starling__agg *a, char *out, size_t cap);

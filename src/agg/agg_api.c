@@ -135,6 +135,21 @@ static int run_rule(const starling__agg *a, const float *const *rows, size_t n, 
     }
 }
 
+int starling__aggregator_check(const starling_aggregator *agg, size_t n, size_t d, int f,
+                               char *err, size_t errlen)
+{
+    if (f < 0)
+        return fail(STARLING_E_INVALID, err, errlen, "f must be >= 0 (got %d)", f);
+    if (n == 0 || d == 0)
+        return fail(STARLING_E_INVALID, err, errlen,
+                    "need at least one vector of one element "
+                    "(got n=%zu, d=%zu)",
+                    n, d);
+    if (n > N_MAX || d > SIZE_MAX / sizeof(float) / n)
+        return fail(STARLING_E_INVALID, err, errlen, "n=%zu x d=%zu is too large", n, d);
+    return check_requirement(agg, n, (size_t)f, err, errlen);
+}
+
 int starling_aggregate(const starling_aggregator *agg, const float *vectors, size_t n, size_t d,
                        int f, float *out, char *err, size_t errlen)
 {
@@ -150,16 +165,7 @@ int starling_aggregate(const starling_aggregator *agg, const float *vectors, siz
                     !agg       ? "agg"
                     : !vectors ? "vectors"
                                : "out");
-    if (f < 0)
-        return fail(STARLING_E_INVALID, err, errlen, "f must be >= 0 (got %d)", f);
-    if (n == 0 || d == 0)
-        return fail(STARLING_E_INVALID, err, errlen,
-                    "need at least one vector of one element "
-                    "(got n=%zu, d=%zu)",
-                    n, d);
-    if (n > N_MAX || d > SIZE_MAX / sizeof(float) / n)
-        return fail(STARLING_E_INVALID, err, errlen, "n=%zu x d=%zu is too large", n, d);
-    rc = check_requirement(agg, n, (size_t)f, err, errlen);
+    rc = starling__aggregator_check(agg, n, d, f, err, errlen);
     if (rc != STARLING_OK)
         return rc;
 

@@ -449,7 +449,8 @@ STARLING_API void starling_train_config_destroy(starling_train_config *cfg);
  * ("compress", "int8"), ("hidden", "256,128"). Keys: algo, steps, inner_steps, fragments,
  * tau, alpha, compress, hidden, batch, optimizer, lr, warmup, weight_decay, clip,
  * outer_lr, outer_momentum, seed, noniid, data, eval_every, eval_limit, checkpoint_dir,
- * checkpoint_every, resume, sync_every. STARLING_E_INVALID with a message in err (errlen
+ * checkpoint_every, resume, sync_every, aggregator, f, attack, attack_scale,
+ * attack_start (the last five: Byzantine-robust training and attacks, docs/training.md). STARLING_E_INVALID with a message in err (errlen
  * bytes) naming the key and the problem for an unknown key or a bad value; the config is
  * unchanged then. */
 STARLING_API int starling_train_config_set(starling_train_config *cfg, const char *key,

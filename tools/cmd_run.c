@@ -17,6 +17,11 @@
  *                                     done, with the final evaluation
  *   f INDEX STEP MESSAGE              a fatal error; the peer then waits to be killed
  *
+ * --byzantine K --attack NAME makes the last K starting peers (indices N-K..N-1)
+ * Byzantine: spawn_peer passes them one more training key, attack=NAME. Newcomers are
+ * honest. --aggregator SPEC (with --nnm: "nnm+SPEC") and --f F (default K) go to every
+ * peer as the keys aggregator and f.
+ *
  * The parent validates every flag, including each training key through a throwaway
  * starling_train_config, before it starts anything.
  */
@@ -76,6 +81,9 @@ typedef struct run_opts {
     char *sets[RUN_MAX_SETS];
     int nsets;
     long eval_every, report_every;
+    int byzantine;          /* the last `byzantine` starting peers attack */
+    char attack_set[64];    /* "attack=NAME", given to those peers only */
+    char aggregator[160];   /* the effective spec ("nnm+" included), "" = plain average */
 } run_opts;
 
 typedef struct run_state {
@@ -369,7 +377,7 @@ static void *timer_main(void *arg)
 static int spawn_peer(run_state *s, int index, int joiner)
 {
     char index_s[16], name[32];
-    char *args[16 + 2 * RUN_MAX_SETS];
+    char *args[32 + 2 * RUN_MAX_SETS];
     int na = 0, k, child;
     run_opts *o = s->o;
 
@@ -405,6 +413,10 @@ static int spawn_peer(run_state *s, int index, int joiner)
     for (k = 0; k < o->nsets; k++) {
         args[na++] = (char *)"--set";
         args[na++] = o->sets[k];
+    }
+    if (o->byzantine > 0 && index >= o->peers - o->byzantine && index < o->peers) {
+        args[na++] = (char *)"--set";
+        args[na++] = o->attack_set;
     }
     args[na] = NULL;
     child = cli_group_spawn(s->g, name, args);
@@ -608,6 +620,10 @@ static void write_summary(FILE *f, const run_state *s, const run_result *r)
     json_str(f, r->hash ? r->hash : "");
     fprintf(f, ",\"compress\":");
     json_str(f, (v = set_value(o, "compress")) ? v : "none");
+    fprintf(f, ",\"byzantine\":%d,\"attack\":", o->byzantine);
+    json_str(f, o->byzantine > 0 ? o->attack_set + strlen("attack=") : "none");
+    fprintf(f, ",\"aggregator\":");
+    json_str(f, o->aggregator[0] ? o->aggregator : "none");
     fprintf(f, ",\"kills\":[");
     for (k = 0, first = 1; k < o->nkills; k++)
         if (o->kills[k].done) {
@@ -940,6 +956,69 @@ done:
     return rc;
 }
 
+/* ------------------------------------------------------------ Byzantine peers */
+
+/* --byzantine K --attack NAME --aggregator SPEC [--f F] [--nnm]: fills o->byzantine,
+ * o->attack_set and o->aggregator. The aggregator's requirement on (n, f) is checked for
+ * the smallest membership the schedule leads to (the starting peers less the kills), by
+ * aggregating that many zero vectors: the rule's own check, with its own message. */
+static int check_byzantine(const char *cmd, run_opts *o, long byz, const char *attack,
+                           const char *agg_spec, long f, int nnm)
+{
+    starling_train_config *tc = NULL;
+    starling_aggregator *agg = NULL;
+    char err[256];
+    float *zeros = NULL, out1;
+    int n = o->peers - o->nkills, rc = CLI_EXIT_USAGE;
+
+    if (byz > 0 && !attack)
+        return cli_usage_error(cmd, "--byzantine needs --attack NAME");
+    if (attack && byz == 0)
+        return cli_usage_error(cmd, "--attack needs --byzantine K (K >= 1)");
+    if (byz >= o->peers)
+        return cli_usage_error(cmd, "--byzantine: K %ld must be below --peers %d", byz,
+                               o->peers);
+    if ((f >= 0 || nnm) && !agg_spec)
+        return cli_usage_error(cmd, "%s applies with --aggregator only", nnm ? "--nnm" : "--f");
+    o->byzantine = (int)byz;
+    if (attack) {
+        if (starling_train_config_create(&tc) != STARLING_OK)
+            return CLI_EXIT_FAIL;
+        if (strcmp(attack, "none") == 0 ||
+            starling_train_config_set(tc, "attack", attack, err, sizeof err) != STARLING_OK) {
+            starling_train_config_destroy(tc);
+            return cli_usage_error(cmd, "--attack: expected sign_flip, noise, alie, ipm, "
+                                        "label_flip or garbage, got '%s'", attack);
+        }
+        starling_train_config_destroy(tc);
+        snprintf(o->attack_set, sizeof o->attack_set, "attack=%s", attack);
+    }
+    if (!agg_spec)
+        return 0;
+    if (f < 0)
+        f = byz;
+    if (strlen(agg_spec) > 100)
+        return cli_usage_error(cmd, "--aggregator: spec too long");
+    if (nnm && strncmp(agg_spec, "nnm+", 4) == 0)
+        return cli_usage_error(cmd, "--nnm: the spec '%s' already starts with nnm+", agg_spec);
+    snprintf(o->aggregator, sizeof o->aggregator, "%s%s", nnm ? "nnm+" : "", agg_spec);
+    if (starling_aggregator_create(&agg, o->aggregator, err, sizeof err) != STARLING_OK)
+        return cli_usage_error(cmd, "--aggregator: %s", err);
+    zeros = calloc((size_t)(n > 0 ? n : 1), sizeof *zeros);
+    if (!zeros) {
+        rc = CLI_EXIT_FAIL;
+    } else if (starling_aggregate(agg, zeros, (size_t)n, 1, (int)f, &out1, err, sizeof err) !=
+               STARLING_OK) {
+        cli_usage_error(cmd, "--aggregator %s with --f %ld and %d peers%s: %s", o->aggregator, f,
+                        n, o->nkills ? " (after the kills)" : "", err);
+    } else {
+        rc = 0;
+    }
+    free(zeros);
+    starling_aggregator_destroy(agg);
+    return rc;
+}
+
 /* ------------------------------------------------------------ entry */
 
 int cmd_run(int argc, char **argv)
@@ -950,6 +1029,9 @@ int cmd_run(int argc, char **argv)
     const char *ckpt_t = NULL, *resume_t = NULL, *out_t = NULL, *timeout_t = NULL;
     const char *hidden_t = NULL, *batch_t = NULL, *lr_t = NULL, *deadline_t = NULL;
     const char *data_t = NULL, *eval_t = NULL;
+    const char *byz_t = NULL, *attack_t = NULL, *agg_t = NULL, *f_t = NULL;
+    int nnm = 0;
+    long byz = 0, byz_f = -1;
     const char *kill_l[RUN_MAX_EVENTS], *freeze_l[RUN_MAX_EVENTS], *join_l[RUN_MAX_EVENTS];
     const char *set_l[RUN_MAX_SETS];
     int nkill = 0, nfreeze = 0, njoin = 0, nset = 0, json = 0, verbose = 0, no_faults = 0, rc, k;
@@ -982,6 +1064,11 @@ int cmd_run(int argc, char **argv)
         {"--eval-every", &eval_t, NULL, NULL, NULL, 0},
         {"--set", NULL, NULL, set_l, &nset, RUN_MAX_SETS - 16},
         {"--no-faults", NULL, &no_faults, NULL, NULL, 0},
+        {"--byzantine", &byz_t, NULL, NULL, NULL, 0},
+        {"--attack", &attack_t, NULL, NULL, NULL, 0},
+        {"--aggregator", &agg_t, NULL, NULL, NULL, 0},
+        {"--f", &f_t, NULL, NULL, NULL, 0},
+        {"--nnm", NULL, &nnm, NULL, NULL, 0},
         {"--json", NULL, &json, NULL, NULL, 0},
         {"--verbose", NULL, &verbose, NULL, NULL, 0},
     };
@@ -1004,7 +1091,9 @@ int cmd_run(int argc, char **argv)
         cli_get_long(cmd, "--checkpoint-every", ckpt_t, 1, 100000000, &o->checkpoint_every) ||
         cli_get_long(cmd, "--timeout-ms", timeout_t, 100, 600000, &o->timeout_ms) ||
         cli_get_long(cmd, "--deadline-s", deadline_t, 1, 7 * 24 * 3600, &o->deadline_s) ||
-        cli_get_long(cmd, "--eval-every", eval_t, 1, 100000000, &o->eval_every))
+        cli_get_long(cmd, "--eval-every", eval_t, 1, 100000000, &o->eval_every) ||
+        cli_get_long(cmd, "--byzantine", byz_t, 0, RUN_MAX_PEERS, &byz) ||
+        cli_get_long(cmd, "--f", f_t, 0, RUN_MAX_PEERS, &byz_f))
         goto out;
     o->peers = (int)peers;
     o->algo = algo_t ? algo_t : "diloco";
@@ -1105,6 +1194,9 @@ int cmd_run(int argc, char **argv)
                             o->steps);
             goto out;
         }
+    if ((rc = check_byzantine(cmd, o, byz, attack_t, agg_t, byz_f, nnm)) != 0)
+        goto out;
+    rc = CLI_EXIT_USAGE;
 
     /* Files and directories. */
     o->out = out_t ? out_t : RUN_DEFAULT_OUT;
@@ -1165,6 +1257,12 @@ int cmd_run(int argc, char **argv)
         (lr_t && add_set(cmd, o, "lr", lr_t)) || (o->data && add_set(cmd, o, "data", o->data)) ||
         (o->resume && add_set(cmd, o, "resume", o->resume)))
         goto out;
+    if (o->aggregator[0]) {
+        char buf[16];
+        snprintf(buf, sizeof buf, "%ld", byz_f >= 0 ? byz_f : byz);
+        if (add_set(cmd, o, "aggregator", o->aggregator) || add_set(cmd, o, "f", buf))
+            goto out;
+    }
     for (k = 0; k < nset; k++) {
         const char *eq = strchr(set_l[k], '=');
         char key[64];
@@ -1189,6 +1287,28 @@ int cmd_run(int argc, char **argv)
         err[0] = '\0';
         if (starling_train_config_set(tc, key, eq + 1, err, sizeof err) != STARLING_OK) {
             cli_usage_error(cmd, "%s: %s", o->sets[k], err[0] ? err : "invalid");
+            goto out;
+        }
+    }
+    if (o->byzantine > 0 &&
+        starling_train_config_set(tc, "attack", o->attack_set + strlen("attack="), err,
+                                  sizeof err) != STARLING_OK) {
+        cli_usage_error(cmd, "--attack: %s", err);
+        goto out;
+    }
+    /* What the trainer would refuse at create, refused here before anything starts. */
+    if (o->aggregator[0] || o->byzantine > 0) {
+        const char *alg = set_value(o, "algo"), *cs = set_value(o, "compress");
+        if (alg && strcmp(alg, "streaming") == 0) {
+            cli_usage_error(cmd, "%s: not supported with --algo streaming (ddp and diloco only)",
+                            o->aggregator[0] ? "--aggregator" : "--attack");
+            goto out;
+        }
+        if (o->aggregator[0] && cs &&
+            (strstr(cs, "topk") || strstr(cs, "randk") || strstr(cs, "+ef"))) {
+            cli_usage_error(cmd, "--compress %s cannot carry the robust all-reduce of "
+                                 "--aggregator (dense codecs only: none, f16, bf16, int8, int4; "
+                                 "no +ef)", cs);
             goto out;
         }
     }

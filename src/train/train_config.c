@@ -47,6 +47,35 @@ STARLING_API int starling_train_config_create(starling_train_config **out)
 
 STARLING_API void starling_train_config_destroy(starling_train_config *cfg) { starling__free(cfg); }
 
+static const char *const attack_names[STARLING__ATTACK_COUNT] = {
+    "none", "sign_flip", "noise", "alie", "ipm", "label_flip", "garbage"};
+
+const char *starling__attack_name(int attack)
+{
+    return attack >= 0 && attack < STARLING__ATTACK_COUNT ? attack_names[attack] : "?";
+}
+
+double starling__train_config_attack_scale(const starling_train_config *cfg)
+{
+    if (cfg->attack_scale_set)
+        return cfg->attack_scale;
+    switch (cfg->attack) {
+    case STARLING__ATTACK_SIGN_FLIP: return 10.0; /* see docs/training.md for why not 1 */
+    case STARLING__ATTACK_NOISE: return 1.0;
+    case STARLING__ATTACK_ALIE: return 1.0;
+    case STARLING__ATTACK_IPM: return 0.1;
+    case STARLING__ATTACK_GARBAGE: return 1e30;
+    default: return 0.0;
+    }
+}
+
+uint64_t starling__train_config_attack_start(const starling_train_config *cfg)
+{
+    if (cfg->attack_start_set)
+        return cfg->attack_start;
+    return cfg->attack == STARLING__ATTACK_GARBAGE ? cfg->steps / 2 : 0;
+}
+
 double starling__train_config_lr(const starling_train_config *cfg)
 {
     if (cfg->lr_set)
@@ -238,12 +267,51 @@ STARLING_API int starling_train_config_set(starling_train_config *cfg, const cha
         rc = set_path(key, value, c.resume, sizeof c.resume, 1, err, errlen);
     } else if (!strcmp(key, "sync_every")) {
         rc = U64(sync_every, 1, 1000000);
+    } else if (!strcmp(key, "aggregator")) {
+        starling_aggregator *agg = NULL;
+        char why[160];
+        if (strlen(value) >= sizeof c.aggregator) {
+            starling__why(err, errlen, "aggregator: spec longer than %zu bytes",
+                          sizeof c.aggregator - 1);
+            rc = STARLING_E_INVALID;
+        } else if (!*value || !strcmp(value, "none")) {
+            c.aggregator[0] = '\0';
+        } else if (starling_aggregator_create(&agg, value, why, sizeof why) != STARLING_OK) {
+            starling__why(err, errlen, "aggregator: %s", why);
+            rc = STARLING_E_INVALID;
+        } else {
+            snprintf(c.aggregator, sizeof c.aggregator, "%s", value);
+            starling_aggregator_destroy(agg);
+        }
+    } else if (!strcmp(key, "f")) {
+        uint64_t f;
+        rc = parse_u64(key, value, 0, 1000, &f, err, errlen);
+        c.byz_f = (int)f;
+    } else if (!strcmp(key, "attack")) {
+        int a;
+        for (a = 0; a < STARLING__ATTACK_COUNT && strcmp(value, attack_names[a]); a++)
+            ;
+        if (a == STARLING__ATTACK_COUNT) {
+            starling__why(err, errlen,
+                          "attack: expected none, sign_flip, noise, alie, ipm, label_flip or "
+                          "garbage, got \"%s\"",
+                          value);
+            rc = STARLING_E_INVALID;
+        }
+        c.attack = a;
+    } else if (!strcmp(key, "attack_scale")) {
+        rc = parse_double(key, value, 0.0, 0, 1e38, &c.attack_scale, err, errlen);
+        c.attack_scale_set = 1;
+    } else if (!strcmp(key, "attack_start")) {
+        rc = U64(attack_start, 0, 1000000000);
+        c.attack_start_set = 1;
     } else {
         starling__why(err, errlen,
                 "unknown option \"%s\" (known: algo, steps, inner_steps, fragments, tau, alpha, "
                 "compress, hidden, batch, optimizer, lr, warmup, weight_decay, clip, outer_lr, "
                 "outer_momentum, seed, noniid, data, eval_every, eval_limit, checkpoint_dir, "
-                "checkpoint_every, resume, sync_every)",
+                "checkpoint_every, resume, sync_every, aggregator, f, attack, attack_scale, "
+                "attack_start)",
                 key);
         rc = STARLING_E_INVALID;
     }

@@ -17,6 +17,19 @@ typedef enum starling__algo {
 
 #define STARLING__TRAIN_PATH_MAX 1024
 
+/* What a Byzantine member does to its contribution (docs/training.md, "Byzantine
+ * members"). Order fixed: it is the index into the names in train_config.c. */
+typedef enum starling__attack {
+    STARLING__ATTACK_NONE = 0,
+    STARLING__ATTACK_SIGN_FLIP,
+    STARLING__ATTACK_NOISE,
+    STARLING__ATTACK_ALIE,
+    STARLING__ATTACK_IPM,
+    STARLING__ATTACK_LABEL_FLIP,
+    STARLING__ATTACK_GARBAGE,
+    STARLING__ATTACK_COUNT
+} starling__attack;
+
 struct starling_train_config {
     starling__algo algo;
     uint64_t steps;       /* inner steps of the run in total */
@@ -44,9 +57,23 @@ struct starling_train_config {
     uint64_t checkpoint_every;
     char resume[STARLING__TRAIN_PATH_MAX];
     uint64_t sync_every;
+    char aggregator[128]; /* spec for starling_aggregator_create; "" = plain average */
+    int byz_f;            /* the f given to the aggregator */
+    int attack;           /* starling__attack */
+    double attack_scale;
+    int attack_scale_set;
+    uint64_t attack_start;
+    int attack_start_set;
 };
 
 /* The effective learning rate: lr if set, else 1e-3 (adamw) or 0.05 (sgd). */
 double starling__train_config_lr(const starling_train_config *cfg);
+
+/* The attack's scale: attack_scale if set, else the attack's default. */
+double starling__train_config_attack_scale(const starling_train_config *cfg);
+/* The first step at which the attack is active: attack_start if set, else 0 (garbage:
+ * steps / 2). */
+uint64_t starling__train_config_attack_start(const starling_train_config *cfg);
+const char *starling__attack_name(int attack);
 
 #endif

@@ -24,6 +24,8 @@
 #define SYNTHETIC_DEFAULT_N 20000
 #define DATA_STREAM_IID 0x11d0ull
 #define DATA_STREAM_NONIID 0x2a1dull
+#define ATTACK_STREAM_NOISE 0xb12aull
+#define ALIE_EMA 0.9f /* decay of the ALIE attacker's spread estimate */
 
 /* Streaming DiLoCo: one fragment of the flat parameter vector and its sync in flight. */
 typedef struct stream_frag {
@@ -76,6 +78,13 @@ struct starling_trainer {
     double test_acc, test_loss;
     int recoveries;
     int synced;
+
+    /* Byzantine robustness (docs/training.md, "Byzantine members"). */
+    starling_aggregator *agg; /* NULL: the synchronising all-reduce averages */
+    float *byz;               /* an attacker's contribution (attack != none) */
+    float *byz_var;           /* alie: EMA of (own honest - aggregate)^2, per coordinate */
+    double attack_scale;
+    uint64_t attack_start;
 };
 
 static int is_diloco(const starling_trainer *t) { return t->cfg.algo != STARLING__ALGO_DDP; }
@@ -212,6 +221,9 @@ static int fill_batch(starling_trainer *t, uint64_t step, int rank, int size, si
         }
         starling__dataset_gather(&t->train, &idx, 1, t->x + j * d, t->y + j);
     }
+    if (t->cfg.attack == STARLING__ATTACK_LABEL_FLIP && step >= t->attack_start)
+        for (size_t j = 0; j < b; j++) /* the attacker trains on the mirrored label */
+            t->y[j] = (uint8_t)(t->train.classes - 1 - t->y[j]);
     return STARLING_OK;
 }
 
@@ -264,6 +276,35 @@ static int prepare(starling_trainer *t, char *err, size_t errlen)
         starling__why(err, errlen, "compress: %s", why);
         return rc;
     }
+    if (c->algo == STARLING__ALGO_STREAMING && (c->aggregator[0] || c->attack)) {
+        /* Streaming overlaps its fragment all-reduces (starling_allreduce_async); there is
+         * no asynchronous robust all-reduce to put in their place. */
+        starling__why(err, errlen, "%s: not supported with algo streaming (ddp and diloco only)",
+                      c->aggregator[0] ? "aggregator" : "attack");
+        starling_codec_destroy(codec);
+        return STARLING_E_INVALID;
+    }
+    if (c->aggregator[0]) {
+        /* The robust all-reduce is an all-gather: a sparse codec or error feedback (which
+         * the all-gather refuses) cannot carry it. */
+        const char *cs = starling_codec_spec(codec);
+        if (strstr(cs, "topk") || strstr(cs, "randk") || strstr(cs, "+ef")) {
+            starling__why(err, errlen,
+                          "compress: \"%s\" cannot carry the robust all-reduce of aggregator "
+                          "\"%s\" (dense codecs only: none, f16, bf16, int8, int4; no +ef)",
+                          c->compress, c->aggregator);
+            starling_codec_destroy(codec);
+            return STARLING_E_INVALID;
+        }
+        rc = starling_aggregator_create(&t->agg, c->aggregator, why, sizeof why);
+        if (rc != STARLING_OK) {
+            starling__why(err, errlen, "aggregator: %s", why);
+            starling_codec_destroy(codec);
+            return rc;
+        }
+    }
+    t->attack_scale = starling__train_config_attack_scale(c);
+    t->attack_start = starling__train_config_attack_start(c);
     if ((rc = starling_callopts_create(&t->opts_sync)) != STARLING_OK ||
         (rc = starling_callopts_set_codec(t->opts_sync, codec)) != STARLING_OK ||
         (rc = starling_callopts_set_tag(t->opts_sync, TAG_SYNC)) != STARLING_OK ||
@@ -360,6 +401,15 @@ STARLING_API int starling_trainer_create(starling_trainer **out, starling_comm *
     rc = STARLING_E_NOMEM;
     if (!t->opt_state || !t->red || !t->x || !t->y || !t->perm)
         goto nomem;
+    if (cfg->attack != STARLING__ATTACK_NONE && cfg->attack != STARLING__ATTACK_LABEL_FLIP &&
+        !(t->byz = starling__alloc_aligned(t->n * sizeof(float))))
+        goto nomem;
+    if (cfg->attack == STARLING__ATTACK_ALIE && !(t->byz_var = starling__calloc(t->n, sizeof(float))))
+        goto nomem;
+    if (cfg->attack != STARLING__ATTACK_NONE)
+        SLOG_INFO("trainer: Byzantine member: attack %s, scale %g, from step %llu",
+                  starling__attack_name(cfg->attack), t->attack_scale,
+                  (unsigned long long)t->attack_start);
     if (is_diloco(t)) {
         t->global = starling__alloc_aligned(t->n * sizeof(float));
         t->outer_mom = starling__calloc(t->n, sizeof(float));
@@ -436,6 +486,9 @@ STARLING_API void starling_trainer_destroy(starling_trainer *t)
     starling__free(t->x);
     starling__free(t->y);
     starling__free(t->perm);
+    starling__free(t->byz);
+    starling__free(t->byz_var);
+    starling_aggregator_destroy(t->agg);
     starling__free(t);
 }
 
@@ -541,6 +594,88 @@ STARLING_API int starling_trainer_evaluate(starling_trainer *t, double *accuracy
     return STARLING_OK;
 }
 
+/* ---------------------------------------------------------------- Byzantine members */
+
+/* What this member sends in place of its honest contribution `g` (n floats: the ddp
+ * gradient or the diloco pseudo-gradient), computed at shared step t->step. An honest
+ * member, a label flipper (its lie is in its data) and an attacker before attack_start
+ * send `g` itself. The attacker knows its own data, its own honest g and the aggregates
+ * every member receives; it never sees the other members' contributions before it
+ * sends (they travel at the same time). */
+static const float *contribution(starling_trainer *t, const float *g)
+{
+    const float s = (float)t->attack_scale;
+    float *o = t->byz;
+    size_t n = t->n;
+    if (!o || t->step < t->attack_start)
+        return g;
+    switch (t->cfg.attack) {
+    case STARLING__ATTACK_SIGN_FLIP:
+        for (size_t i = 0; i < n; i++)
+            o[i] = -s * g[i];
+        break;
+    case STARLING__ATTACK_NOISE: {
+        /* Seeded by (seed, step, rank): a rerun sends the same noise. */
+        starling__prng r;
+        starling__prng_seed(&r, starling__prng_derive(
+                                    starling__prng_derive(t->cfg.seed, ATTACK_STREAM_NOISE),
+                                    t->step * 4096u + (uint64_t)starling_comm_rank(t->comm)));
+        for (size_t i = 0; i < n; i++)
+            o[i] = s * (float)starling__prng_normal(&r);
+        break;
+    }
+    case STARLING__ATTACK_ALIE:
+        /* Baruch et al. 2019: mean - z std of the honest contributions, per coordinate.
+         * The mean is estimated by the attacker's own honest g, the std by the square
+         * root of an EMA of (own honest - received aggregate)^2 over the previous syncs
+         * (0 at the first: the first attacked sync is honest). */
+        for (size_t i = 0; i < n; i++)
+            o[i] = g[i] - s * sqrtf(t->byz_var[i]);
+        break;
+    case STARLING__ATTACK_IPM:
+        /* Xie et al. 2020: -epsilon times the attacker's estimate of the honest mean,
+         * its own honest g. */
+        for (size_t i = 0; i < n; i++)
+            o[i] = -s * g[i];
+        break;
+    case STARLING__ATTACK_GARBAGE: {
+        /* Crash-then-garbage: NaN everywhere on even steps, +-scale on odd ones. */
+        float v = (t->step & 1) ? s : NAN;
+        for (size_t i = 0; i < n; i++)
+            o[i] = (i & 1) ? -v : v;
+        break;
+    }
+    default:
+        return g;
+    }
+    return o;
+}
+
+/* After a sync: the ALIE attacker updates its spread estimate from its honest g and the
+ * aggregate `red` all members received. */
+static void contribution_learn(starling_trainer *t, const float *g)
+{
+    if (!t->byz_var)
+        return;
+    for (size_t i = 0; i < t->n; i++) {
+        float e = g[i] - t->red[i];
+        if (isfinite(e))
+            t->byz_var[i] = ALIE_EMA * t->byz_var[i] + (1.0f - ALIE_EMA) * e * e;
+    }
+}
+
+/* The synchronising collective: the average, or with an aggregator the robust all-reduce
+ * (same tag and codec). STARLING_E_CORRUPT from it (more than f contributions held NaN
+ * or Inf) is the same on every member and leaves the epoch intact. */
+static int sync_reduce(starling_trainer *t, const float *send)
+{
+    if (t->agg)
+        return starling_robust_allreduce(t->comm, send, t->red, t->n, t->agg, t->cfg.byz_f,
+                                         t->opts_sync);
+    return starling_allreduce(t->comm, send, t->red, t->n, STARLING_F32, STARLING_AVG,
+                              t->opts_sync);
+}
+
 /* ---------------------------------------------------------------- ddp */
 
 static int step_ddp(starling_trainer *t)
@@ -568,14 +703,19 @@ static int step_ddp(starling_trainer *t)
             rc = starling__mlp_forward_backward(t->m, t->x, t->y, t->cfg.batch, &loss);
         if (rc != STARLING_OK)
             return rc;
-        rc = starling_allreduce(t->comm, t->m->grads, t->red, t->n, STARLING_F32, STARLING_AVG,
-                                t->opts_sync);
-        if (rc == STARLING_OK)
+        rc = sync_reduce(t, contribution(t, t->m->grads));
+        if (rc == STARLING_OK || (rc == STARLING_E_CORRUPT && t->agg))
             break;
         if (!is_fault(rc) || (rc = recover(t, rc)) != STARLING_OK)
             return rc;
     }
     t->loss = loss;
+    if (rc == STARLING_E_CORRUPT) {
+        SLOG_WARN("trainer: step %llu skipped: %s", (unsigned long long)t->step,
+                  starling_comm_errmsg(t->comm));
+        goto advance;
+    }
+    contribution_learn(t, t->m->grads);
     if (t->cfg.clip > 0.0) {
         double norm = starling__clip_grad_norm(t->red, t->n, t->cfg.clip);
         if (!isfinite(norm)) {
@@ -650,22 +790,31 @@ static int diloco_round_end(starling_trainer *t, int contributor, int counted)
             rc = STARLING_OK;
         }
         if (rc == STARLING_OK)
-            rc = starling_allreduce(t->comm, t->delta, t->red, t->n, STARLING_F32, STARLING_AVG,
-                                    t->opts_sync);
-        if (rc == STARLING_OK)
+            rc = sync_reduce(t, contributor ? contribution(t, t->delta) : t->delta);
+        if (rc == STARLING_OK || (rc == STARLING_E_CORRUPT && t->agg))
             break;
         if (!is_fault(rc) || (rc = recover(t, rc)) != STARLING_OK)
             return rc;
         counted = 1; /* the membership may have grown: count who holds a pseudo-gradient */
     }
-    if (counted && k != starling_comm_size(t->comm)) {
+    if (rc == STARLING_E_CORRUPT) {
+        /* The round's outer step is skipped on every member; the inner progress is lost. */
+        SLOG_WARN("trainer: outer step at %llu skipped: %s", (unsigned long long)t->step,
+                  starling_comm_errmsg(t->comm));
+    } else if (contributor) {
+        contribution_learn(t, t->delta);
+    }
+    /* With an aggregator a newcomer's zeros are one more vector for the rule (robust
+     * rules do not divide by the member count), so no rescaling. */
+    if (!t->agg && counted && k != starling_comm_size(t->comm)) {
         /* AVG divided by every member; the newcomers' zeros must not dilute the mean. */
         float s = (float)starling_comm_size(t->comm) / (float)k;
         for (size_t i = 0; i < t->n; i++)
             t->red[i] *= s;
     }
-    starling__outer_nesterov_step(t->global, t->red, t->outer_mom, t->n, (float)t->cfg.outer_lr,
-                                  (float)t->cfg.outer_momentum);
+    if (rc == STARLING_OK)
+        starling__outer_nesterov_step(t->global, t->red, t->outer_mom, t->n,
+                                      (float)t->cfg.outer_lr, (float)t->cfg.outer_momentum);
     memcpy(t->m->params, t->global, t->n * sizeof(float));
     t->phase[0] = 0;
     starling_state_set_step(t->comm, t->step);

@@ -4,7 +4,8 @@
 #   run_cli.sh STARLING flags   bad flags and bad data directories give clear errors
 #   run_cli.sh STARLING small   a short run with a kill, a freeze and a join: exit 0,
 #                               summary.json says the survivors' hashes agree, accuracy
-#                               well above chance (10 classes)
+#                               well above chance (10 classes); then 5 ddp peers, one
+#                               sign-flipping, under the median: learns, hashes agree
 # Nothing here asserts on time; every command runs under `timeout`.
 set -u
 STARLING=${1:?usage: run_cli.sh STARLING flags|small}
@@ -71,6 +72,15 @@ flags)
     expect_usage "--resume: no checkpoint.bin in" --resume "$TMP/empty"
     expect_usage "--data: '$TMP/none' is not a directory" --data "$TMP/none"
     expect_usage "--data: '$TMP/empty' has no train-images-idx3-ubyte.gz" --data "$TMP/empty"
+    expect_usage "--byzantine needs --attack" --byzantine 1
+    expect_usage "--attack needs --byzantine" --attack sign_flip
+    expect_usage "--byzantine: K 4 must be below --peers 4" --byzantine 4 --attack noise
+    expect_usage "--attack: expected sign_flip" --byzantine 1 --attack flip
+    expect_usage "--aggregator: unknown aggregator" --byzantine 1 --attack ipm --aggregator avg
+    expect_usage "krum needs n > 2f + 2" --peers 5 --byzantine 2 --attack alie --aggregator krum
+    expect_usage "--f applies with --aggregator only" --f 1
+    expect_usage "--nnm applies with --aggregator only" --nnm
+    expect_usage "compress" --byzantine 1 --attack noise --aggregator median --compress int8+ef
 
     # A data directory whose files exist but are corrupt: the peers refuse it and the
     # run fails (exit 1) with the reader's message.
@@ -127,6 +137,30 @@ want(len(s["joins"]) == 1 and s["joins"][0]["admitted"] is True, "one join, admi
 want(set(s["bytes_sent"]) == {"peer-0", "peer-1", "peer-2", "peer-3"}, "bytes per peer")
 want(all(v > 0 for v in s["bytes_sent"].values()), "every peer sent bytes")
 want(s["data"] in ("fashion-mnist", "synthetic"), "data")
+for e in errs:
+    print("summary.json:", e, "--", json.dumps(s), file=sys.stderr)
+sys.exit(1 if errs else 0)
+PY
+
+    # Byzantine: 5 ddp peers, the last sign-flipping, coordinate-wise median (f = 1):
+    # it still learns, and every peer, the attacker included, ends with the same hash.
+    out=$TMP/byz
+    timeout 170 "$STARLING" run --peers 5 --algo ddp --steps 150 --hidden 32 --batch 32 \
+        --byzantine 1 --attack sign_flip --aggregator median --no-faults --data synthetic:3000 \
+        --deadline-s 150 --out "$out" >"$TMP/stdout" 2>"$TMP/stderr"
+    rc=$?
+    [ $rc -eq 0 ] || { fail "the Byzantine run exited with $rc"; cat "$TMP/stdout" "$TMP/stderr" >&2; }
+    python3 - "$out/summary.json" <<'PY' || fail "Byzantine summary.json checks"
+import json, sys
+s = json.load(open(sys.argv[1]))
+errs = []
+def want(cond, what):
+    if not cond:
+        errs.append(what)
+want(s["hashes_agree"] is True and s["peers_alive"] == 5, "5 peers alive, hashes agree")
+want(s["byzantine"] == 1 and s["attack"] == "sign_flip", "byzantine, attack")
+want(s["aggregator"] == "median" and s["options"].get("f") == "1", "aggregator, f")
+want(s["test_accuracy"] > 0.5, "test accuracy above chance by a margin")
 for e in errs:
     print("summary.json:", e, "--", json.dumps(s), file=sys.stderr)
 sys.exit(1 if errs else 0)

@@ -30,6 +30,8 @@ typedef struct run_spec {
     uint64_t leave_step;
     uint64_t stop_step;   /* every member stops after this many steps (0: run to the end) */
     const char *dump_dir; /* rank 0 writes a checkpoint there at the end */
+    const char *attack;   /* members of harness index >= byz_from get this attack */
+    int byz_from;
     /* results, by harness index */
     double first_loss[MAXP], last_loss[MAXP], acc[MAXP];
     uint64_t final_step[MAXP], peak_step_bytes[MAXP], bytes[MAXP];
@@ -60,6 +62,10 @@ static void body_train(peer_arg *pa, starling_comm *c)
     double first = 0.0, last = 0.0;
     uint64_t steps = 0, bytes = 0;
 
+    if (rs->attack && pa->idx >= rs->byz_from) {
+        rc = starling_train_config_set(cfg, "attack", rs->attack, err, sizeof err);
+        CHECK(pa, rc == STARLING_OK, "set attack=%.20s: %.150s", rs->attack, err);
+    }
     rc = starling_trainer_create(&t, c, cfg, err, sizeof err);
     starling_train_config_destroy(cfg);
     CHECK(pa, rc == STARLING_OK, "trainer_create: %s: %.200s", starling_strerror(rc), err);
@@ -173,6 +179,22 @@ static void test_config(void **s)
         {"resume", "/tmp/x"},
         {"resume", ""},
         {"sync_every", "10"},
+        {"aggregator", "median"},
+        {"aggregator", "nnm+cclip:tau=0.5"},
+        {"aggregator", ""},
+        {"aggregator", "none"},
+        {"f", "0"},
+        {"f", "2"},
+        {"attack", "sign_flip"},
+        {"attack", "noise"},
+        {"attack", "alie"},
+        {"attack", "ipm"},
+        {"attack", "label_flip"},
+        {"attack", "garbage"},
+        {"attack", "none"},
+        {"attack_scale", "0"},
+        {"attack_scale", "1e30"},
+        {"attack_start", "100"},
     };
     static const char *const bad[][2] = {
         {"algo", "sgd"},
@@ -209,6 +231,19 @@ static void test_config(void **s)
         {"eval_limit", "x"},
         {"checkpoint_every", "-1"},
         {"sync_every", "0"},
+        {"aggregator", "average"},
+        {"aggregator", "krum:m=3"},
+        {"aggregator", "median+nnm"},
+        {"f", "-1"},
+        {"f", "1.5"},
+        {"f", "1001"},
+        {"attack", "flip"},
+        {"attack", "SIGN_FLIP"},
+        {"attack", ""},
+        {"attack_scale", "-1"},
+        {"attack_scale", "nan"},
+        {"attack_scale", "inf"},
+        {"attack_start", "-1"},
         {"nosuchkey", "1"},
     };
     starling_train_config *cfg;
@@ -408,6 +443,69 @@ static void test_leave_streaming(void **s)
 {
     (void)s;
     check_leave("streaming");
+}
+
+/* ---------------------------------------------------------------- Byzantine members */
+
+static void body_refuse(peer_arg *pa, starling_comm *c);
+
+/* Five ddp members, the last one sign-flipping (-10 g, the default scale). With the
+ * coordinate-wise median (f = 1) the group learns and all five, the attacker included,
+ * end with the same state; with the plain mean the attacker's -10 g outweighs the four
+ * honest gradients (mean ~ (4 - 10) / 5 g = -1.2 g: ascent), and the model is clearly
+ * worse. */
+static void byz_run(const char *aggregator, run_spec *rs, peer_arg *pa)
+{
+    const char *const kv[] = {SMALL, "algo",       "ddp", "steps", "150", "lr", "0.003",
+                              "f",   "1",          "aggregator", aggregator, NULL};
+    spec_init(rs, kv);
+    rs->attack = "sign_flip";
+    rs->byz_from = 4;
+    run(5, rs, pa);
+    for (int i = 0; i < 5; i++)
+        print_message("aggregator \"%s\", member %d%s: loss %.3f -> %.3f, accuracy %.3f\n",
+                      aggregator, i, i >= 4 ? " (sign_flip)" : "", rs->first_loss[i],
+                      rs->last_loss[i], rs->acc[i]);
+    assert_hashes_equal(rs, pa, 5);
+}
+
+static void test_byzantine_sign_flip(void **s)
+{
+    static run_spec med, mean;
+    peer_arg pa[MAXP];
+    (void)s;
+    byz_run("median", &med, pa);
+    byz_run("", &mean, pa);
+    for (int i = 0; i < 4; i++) { /* honest members' own batch losses */
+        assert_true(med.last_loss[i] < 0.7 * med.first_loss[i]);
+        assert_int_equal(med.final_step[i], 150);
+    }
+    assert_true(med.acc[0] > 0.5);
+    assert_true(mean.last_loss[0] > 0.7 * mean.first_loss[0]);
+    assert_true(mean.acc[0] < med.acc[0] - 0.2);
+}
+
+/* Options the trainer refuses at create: an aggregator or attack with streaming, an
+ * aggregator with a codec the all-gather cannot carry. */
+static void test_byzantine_refused(void **s)
+{
+    static const char *const cases[][4] = {
+        {"streaming", "median", "none", "none"},
+        {"streaming", "", "none", "sign_flip"},
+        {"ddp", "median", "topk:0.1", "none"},
+        {"diloco", "median", "int8+ef", "none"},
+    };
+    (void)s;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *const kv[] = {"data",     "synthetic:100", "hidden",   "4",
+                                  "algo",     cases[i][0],     "aggregator", cases[i][1],
+                                  "compress", cases[i][2],     "attack",   cases[i][3],
+                                  NULL};
+        run_spec rs;
+        spec_init(&rs, kv);
+        rs.stop_step = (uint64_t)STARLING_E_INVALID;
+        run_group_with(1, body_refuse, &rs, NULL);
+    }
 }
 
 /* ---------------------------------------------------------------- checkpoints */
@@ -774,6 +872,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config),
+        cmocka_unit_test(test_byzantine_sign_flip),
+        cmocka_unit_test(test_byzantine_refused),
         cmocka_unit_test(test_learns_ddp_1),
         cmocka_unit_test(test_learns_ddp_3),
         cmocka_unit_test(test_learns_diloco_1),

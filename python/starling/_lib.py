@@ -84,6 +84,13 @@ _SIGNATURES = {
     "starling_codec_encode": (c_int, [_P, c_void_p, c_size_t, c_uint64, c_void_p, c_size_t,
                                       POINTER(c_size_t)]),
     "starling_codec_decode": (c_int, [_P, c_void_p, c_size_t, c_size_t, c_uint64, c_void_p]),
+    # robust aggregation
+    "starling_aggregator_create": (c_int, [_PP, c_char_p, POINTER(c_char), c_size_t]),
+    "starling_aggregator_destroy": (None, [_P]),
+    "starling_aggregator_spec": (c_char_p, [_P]),
+    "starling_aggregate": (c_int, [_P, c_void_p, c_size_t, c_size_t, c_int, c_void_p,
+                                   POINTER(c_char), c_size_t]),
+    "starling_robust_allreduce": (c_int, [_P, c_void_p, c_void_p, c_size_t, _P, c_int, _P]),
     "starling_residual_get": (c_int, [_P, c_uint64, c_void_p, c_size_t]),
     "starling_residual_set": (c_int, [_P, c_uint64, c_void_p, c_size_t]),
     # collectives

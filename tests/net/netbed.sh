@@ -8,6 +8,9 @@
 #
 #   netbed.sh up    --name P --hosts K [--rate 100mbit] [--burst BYTES] [--latency 50ms]
 #                   [--subnet X] [--sites N0,N1,... [--intra-rate R] [--inter-rate R]]
+#                   [--delay-ms D] [--jitter-ms J] [--loss P] [--emu-rate R]
+#                   [--cut-at T --cut-for S] [--emu-seed N] [--emu-hosts I,J,...]
+#                   [--offload on|off] [--emu PATH]
 #   netbed.sh down  --name P                 deletes everything; idempotent
 #   netbed.sh exec  --name P --host I -- CMD...   runs CMD in host I's namespace
 #   netbed.sh addr  --name P --host I        prints host I's address
@@ -27,6 +30,21 @@
 # site runs at intra-rate per host, and all of a site's traffic to other sites shares
 # one full-duplex uplink of inter-rate (with 2 sites: two LANs joined by one WAN link;
 # the two shaped hops on that path have the same rate, so they act as one).
+#
+# Link emulator (any of --delay-ms, --jitter-ms, --loss, --emu-rate, --cut-at, --offload
+# given; no --sites yet): the links of the hosts in --emu-hosts (default: host 0 only, so
+# with 2 hosts the two are D apart) also cross starling_linkemu (tests/net/linkemu.c;
+# --emu PATH, else $NETBED_LINKEMU, else starling_linkemu on PATH), which holds every
+# frame D ms (+ uniform 0..J), drops it with probability P, caps the rate at R (tc units)
+# and cuts the link during [T, T+S) seconds after `up` (or when sent SIGUSR1); --offload on
+# lets it move GSO super-packets (needed to keep up with ~1 Gbit/s; loss is then per
+# super-packet). Such a host's veth peer p<i> goes into its own bridge bh<i> with the
+# emulator's TAP ta<i>; the other TAP tb<i> is a port of br0. The emulator runs in P-br,
+# logs (and prints its counters on exit) to ${TMPDIR:-/tmp}/netbed-P.emu<i>.log, and is
+# killed by `down` like any process in the bed. Each emulated link adds D one way: a path
+# crossing two adds 2D. --emu-seed N seeds host i's emulator with N+i.
+#
+#     h_i:eth0 ==veth== p<i> [bh<i>] ta<i> <-- linkemu --> tb<i> [br0] p<j> ==veth== h_j:eth0
 #
 # Every address lives inside the bed's own namespaces (nothing in the root namespace, no
 # default routes), so two beds never interfere; --subnet (default: derived from the
@@ -177,9 +195,22 @@ netbed__no_ipv6() {
 # netbed_up --name P --hosts K ... (the options of `netbed.sh up`).
 netbed_up() {
     local name="" hosts="" rate=100mbit burst="" latency=$NETBED_DEFAULT_LATENCY subnet=""
-    local sites="" intra="" inter=""
+    local sites="" intra="" inter="" emu=${NETBED_LINKEMU:-} emu_hosts=0 emu_seed=""
+    # Read by netbed__build (bash locals are visible to callees): the emulator's options.
+    local -a netbed__emu_args=()
+    local -A netbed__emu_on=()
     while [[ $# -gt 0 ]]; do
         case $1 in
+        --delay-ms | --jitter-ms | --loss | --cut-at | --cut-for | --offload)
+            [[ $# -ge 2 ]] || { netbed__err "up: $1 needs a value"; return 2; }
+            netbed__emu_args+=("$1" "$2"); shift 2 ;;
+        --emu-rate)
+            local bps
+            bps=$(netbed_rate_bps "${2:-}") || { netbed__err "up: bad --emu-rate '${2:-}'"; return 2; }
+            netbed__emu_args+=(--rate "$bps"); shift 2 ;;
+        --emu-seed) emu_seed=$2; shift 2 ;;
+        --emu-hosts) emu_hosts=$2; shift 2 ;;
+        --emu) emu=$2; shift 2 ;;
         --name) name=$2; shift 2 ;;
         --hosts) hosts=$2; shift 2 ;;
         --rate) rate=$2; shift 2 ;;
@@ -230,6 +261,24 @@ netbed_up() {
     [[ -n $subnet ]] || subnet=$(netbed__subnet "$name")
     [[ $subnet =~ ^[0-9]+$ && $subnet -le 255 ]] || { netbed__err "up: --subnet must be 0..255"; return 2; }
 
+    if [[ ${#netbed__emu_args[@]} -gt 0 ]]; then
+        [[ $nsites -eq 0 ]] || { netbed__err "up: the link emulator does not support --sites yet"; return 2; }
+        [[ -n $emu ]] || emu=$(command -v starling_linkemu) || {
+            netbed__err "up: no link emulator: pass --emu PATH or set NETBED_LINKEMU"
+            return 2
+        }
+        [[ -x $emu ]] || { netbed__err "up: --emu '$emu' is not executable"; return 2; }
+        [[ -z $emu_seed || $emu_seed =~ ^[0-9]{1,15}$ ]] || { netbed__err "up: --emu-seed is an integer"; return 2; }
+        local -a eh
+        IFS=, read -r -a eh <<<"$emu_hosts"
+        for i in "${eh[@]}"; do
+            [[ $i =~ ^[0-9]+$ && $i -lt $hosts ]] || { netbed__err "up: bad --emu-hosts '$emu_hosts'"; return 2; }
+            netbed__emu_on[$i]=1
+        done
+        # Check the options once, here, rather than in a half-built bed.
+        "$emu" --check --tap-a x --tap-b y "${netbed__emu_args[@]}" || return 2
+        netbed__emu_args+=(--emu "$emu" --seed "$emu_seed")
+    fi
     netbed_down "$name" || return 1
     if ! netbed__build "$name" "$hosts" "$subnet" "$intra" "$inter" "$burst" "$latency" \
         "$nsites" "${site_of[@]}"; then
@@ -266,6 +315,8 @@ netbed__build() {
         h="$name-h$i"
         dev=br0
         [[ $nsites -gt 0 ]] && dev="br${site_of[$i]}"
+        local port_dev=$dev
+        [[ -n ${netbed__emu_on[$i]:-} ]] && port_dev="bh$i"
         # Both ends are created inside their namespaces: nothing appears, even briefly, in
         # the root namespace, so names cannot clash with the machine's or another bed's.
         ip netns add "$h" &&
@@ -274,11 +325,47 @@ netbed__build() {
             ip link add eth0 netns "$h" type veth peer name "p$i" netns "$br" &&
             ip -n "$h" addr add "10.77.$subnet.$((i + 1))/24" dev eth0 &&
             ip -n "$h" link set eth0 up &&
-            ip -n "$br" link set "p$i" master "$dev" up &&
+            { [[ $port_dev == "$dev" ]] || netbed__start_emu "$name" "$i" "$dev"; } &&
+            ip -n "$br" link set "p$i" master "$port_dev" up &&
             netbed__shape "$h" eth0 "$intra" "$hb" "$latency" &&
             netbed__shape "$br" "p$i" "$intra" "$hb" "$latency" || return 1
     done
     netbed__wait_up "$name" "$hosts"
+}
+
+# netbed__start_emu NAME I DEV: starts the link emulator for host I (options from
+# netbed_up's netbed__emu_args) between a new bridge bh<I> and bridge DEV, in NAME-br.
+netbed__start_emu() {
+    local name=$1 i=$2 dev=$3 br="$1-br" emu="" seed="" log end
+    local -a args=()
+    set -- "${netbed__emu_args[@]}"
+    while [[ $# -gt 0 ]]; do
+        case $1 in
+        --emu) emu=$2 ;;
+        --seed) seed=$2 ;;
+        *) args+=("$1" "$2") ;;
+        esac
+        shift 2
+    done
+    [[ -n $seed ]] && args+=(--seed $((seed + i)))
+    log="${TMPDIR:-/tmp}/netbed-$name.emu$i.log"
+    netbed__add_bridge "$br" "bh$i" || return 1
+    # Emptied here, not by the background redirection: the wait below must not read the
+    # log of an emulator from an earlier bed of the same name.
+    : >"$log" || return 1
+    # Detached (its parent is gone), so no caller waits on it; `down` kills it by namespace.
+    (ip netns exec "$br" "$emu" --tap-a "ta$i" --tap-b "tb$i" "${args[@]}" \
+        </dev/null >/dev/null 2>>"$log" 9>&- &)
+    end=$((SECONDS + NETBED_UP_WAIT_S))
+    until grep -q '^linkemu: ready' "$log" 2>/dev/null &&
+        ip -n "$br" link show "ta$i" >/dev/null 2>&1 && ip -n "$br" link show "tb$i" >/dev/null 2>&1; do
+        if ((SECONDS >= end)) || grep -q -v '^linkemu: ready' "$log" 2>/dev/null; then
+            netbed__err "link emulator for host $i did not start:" "$(head -n 3 "$log" 2>/dev/null)"
+            return 1
+        fi
+        sleep 0.05
+    done
+    ip -n "$br" link set "ta$i" master "bh$i" up && ip -n "$br" link set "tb$i" master "$dev" up
 }
 
 # netbed__add_bridge NS DEV: a bridge that forwards at once (no STP, no forward delay).

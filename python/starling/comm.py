@@ -220,27 +220,45 @@ class Coordinator:
             pass
 
 
-class Codec:
-    """A compression codec parsed once from a spec string, e.g. ``"int8+ef"``,
-    ``"int4:block=64"``, ``"topk:0.01+ef+zstd"`` (grammar in docs/codecs.md).
-    Immutable; may be shared by threads and calls. A bad spec raises :class:`Invalid`
-    with the library's message."""
+class _Parsed:
+    """A library handle made once from a spec string (codecs, aggregators): a bad spec
+    raises the matching exception with the library's message naming the problem."""
+    _create = _destroy = _spec = _what = ""  # the C functions and a word for messages
 
     def __init__(self, spec: str) -> None:
         L = _lib.lib()
         self._h = c_void_p()
         err = ctypes.create_string_buffer(256)
-        rc = L.starling_codec_create(byref(self._h), spec.encode(), err, len(err))
+        rc = getattr(L, self._create)(byref(self._h), spec.encode(), err, len(err))
         if rc != 0:
             self._h = c_void_p()
             detail = err.value.decode(errors="replace")
             text = L.starling_strerror(rc).decode()
-            raise error_for(rc, f"codec {spec!r}: {text}" + (f": {detail}" if detail else ""))
+            raise error_for(rc, f"{self._what} {spec!r}: {text}" +
+                            (f": {detail}" if detail else ""))
 
     @property
     def spec(self) -> str:
-        """The canonical spec with defaults spelled out, e.g. "int8:block=256"."""
-        return _lib.lib().starling_codec_spec(self._h).decode()
+        """The canonical spec, defaults spelled out (e.g. "int8:block=256")."""
+        return getattr(_lib.lib(), self._spec)(self._h).decode()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec!r})"
+
+    def __del__(self) -> None:
+        if getattr(self, "_h", None):
+            getattr(_lib.lib(), self._destroy)(self._h)
+            self._h = c_void_p()
+
+
+class Codec(_Parsed):
+    """A compression codec parsed once from a spec string, e.g. ``"int8+ef"``,
+    ``"int4:block=64"``, ``"topk:0.01+ef+zstd"`` (grammar in docs/codecs.md).
+    Immutable; may be shared by threads and calls. A bad spec raises :class:`Invalid`
+    with the library's message."""
+
+    _create, _destroy, _spec, _what = ("starling_codec_create", "starling_codec_destroy",
+                                       "starling_codec_spec", "codec")
 
     def max_encoded(self, count: int) -> int:
         return _lib.lib().starling_codec_max_encoded(self._h, count)
@@ -266,35 +284,14 @@ class Codec:
                                                 b.ptr), what="decode")
         return out
 
-    def __repr__(self) -> str:
-        return f"Codec({self.spec!r})"
 
-    def __del__(self) -> None:
-        if getattr(self, "_h", None):
-            _lib.lib().starling_codec_destroy(self._h)
-            self._h = c_void_p()
-
-
-class Aggregator:
+class Aggregator(_Parsed):
     """A robust aggregation rule parsed once from a spec, e.g. ``"median"``, ``"krum"``,
     ``"nnm+trimmed_mean"``, ``"geomed:iters=50"`` (docs/aggregation.md). Immutable."""
 
-    def __init__(self, spec: str) -> None:
-        L = _lib.lib()
-        self._h = c_void_p()
-        err = ctypes.create_string_buffer(256)
-        rc = L.starling_aggregator_create(byref(self._h), spec.encode(), err, len(err))
-        if rc != 0:
-            self._h = c_void_p()
-            detail = err.value.decode(errors="replace")
-            text = L.starling_strerror(rc).decode()
-            raise error_for(rc, f"aggregator {spec!r}: {text}" +
-                            (f": {detail}" if detail else ""))
-
-    @property
-    def spec(self) -> str:
-        """The canonical spec with defaults spelled out."""
-        return _lib.lib().starling_aggregator_spec(self._h).decode()
+    _create, _destroy, _spec, _what = ("starling_aggregator_create",
+                                       "starling_aggregator_destroy",
+                                       "starling_aggregator_spec", "aggregator")
 
     def aggregate(self, vectors: Array, f: int, out: Optional[Array] = None) -> Array:
         """Aggregates the rows of a 2-D float32 array (n vectors of d values) assuming at
@@ -317,14 +314,6 @@ class Aggregator:
             text = _lib.lib().starling_strerror(rc).decode()
             raise error_for(rc, f"aggregate: {text}: {err.value.decode(errors='replace')}")
         return out
-
-    def __repr__(self) -> str:
-        return f"Aggregator({self.spec!r})"
-
-    def __del__(self) -> None:
-        if getattr(self, "_h", None):
-            _lib.lib().starling_aggregator_destroy(self._h)
-            self._h = c_void_p()
 
 
 class Request:

@@ -678,17 +678,25 @@ static int sync_reduce(starling_trainer *t, const float *send)
 
 /* ---------------------------------------------------------------- ddp */
 
+/* A member's first step: receive the run's state (a newcomer), recovering if a member
+ * dies meanwhile. */
+static int first_sync(starling_trainer *t)
+{
+    int rc = sync_state_only(t);
+    if (is_fault(rc))
+        rc = recover(t, rc);
+    if (rc == STARLING_OK)
+        t->started = 1;
+    return rc;
+}
+
 static int step_ddp(starling_trainer *t)
 {
     int rc;
     float loss = 0.0f;
     if (!t->started) {
-        rc = sync_state_only(t);
-        if (is_fault(rc))
-            rc = recover(t, rc);
-        if (rc != STARLING_OK)
+        if ((rc = first_sync(t)) != STARLING_OK)
             return rc;
-        t->started = 1;
     } else if (t->step % t->cfg.sync_every == 0) {
         if ((rc = topology_and_sync(t)) != STARLING_OK)
             return rc;
@@ -835,12 +843,8 @@ static int step_diloco(starling_trainer *t)
     uint64_t h = t->cfg.inner_steps;
     int rc;
     if (!t->started) {
-        rc = sync_state_only(t);
-        if (is_fault(rc))
-            rc = recover(t, rc);
-        if (rc != STARLING_OK)
+        if ((rc = first_sync(t)) != STARLING_OK)
             return rc;
-        t->started = 1;
         if (t->phase[0]) {
             /* Admitted by a recovery of a round's all-reduce: take part with nothing. */
             rc = diloco_round_end(t, 0, 1);
@@ -943,12 +947,8 @@ static int step_streaming(starling_trainer *t)
     uint64_t h = t->cfg.inner_steps;
     int rc, recovered = 0;
     if (!t->started) {
-        rc = sync_state_only(t);
-        if (is_fault(rc))
-            rc = recover(t, rc);
-        if (rc != STARLING_OK)
+        if ((rc = first_sync(t)) != STARLING_OK)
             return rc;
-        t->started = 1;
         /* A newcomer (or a fresh start) begins from the global parameters. */
         memcpy(t->m->params, t->global, t->n * sizeof(float));
         memset(t->opt_state, 0, t->opt_floats * sizeof(float));

@@ -26,6 +26,7 @@
  * starling_train_config, before it starts anything.
  */
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -599,6 +600,16 @@ typedef struct run_result {
     double acc, loss, wall;
 } run_result;
 
+/* JSON has no NaN or Inf: a diverged run (e.g. an unprotected mean under attack) reports
+ * its loss as null. */
+static void json_num(FILE *f, double v)
+{
+    if (isfinite(v))
+        fprintf(f, "%.6f", v);
+    else
+        fputs("null", f);
+}
+
 static void write_summary(FILE *f, const run_state *s, const run_result *r)
 {
     const run_opts *o = s->o;
@@ -610,7 +621,11 @@ static void write_summary(FILE *f, const run_state *s, const run_result *r)
     fprintf(f, ",\"peers\":%d,\"steps\":%ld", o->peers, o->steps);
     if ((v = set_value(o, "inner_steps")))
         fprintf(f, ",\"inner_steps\":%s", v);
-    fprintf(f, ",\"test_accuracy\":%.6f,\"test_loss\":%.6f,\"bytes_sent\":{", r->acc, r->loss);
+    fprintf(f, ",\"test_accuracy\":");
+    json_num(f, r->acc);
+    fprintf(f, ",\"test_loss\":");
+    json_num(f, r->loss);
+    fprintf(f, ",\"bytes_sent\":{");
     for (k = 0; k < s->g->n; k++) {
         fprintf(f, "%s\"peer-%d\":%llu", first ? "" : ",", k, s->kids[k].bytes);
         first = 0;

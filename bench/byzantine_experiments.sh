@@ -50,6 +50,8 @@
 set -u -o pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
+# shellcheck source=docs_section.sh
+source "$here/docs_section.sh"
 
 starling="$root/build/tools/starling" bench_agg="$root/build/bench/bench_agg"
 out="$root/build/bench/byzantine_experiments.md"
@@ -385,20 +387,7 @@ echo
 echo "byzantine_experiments: report written to $out; runs under $work"
 
 if [[ $update_docs == 1 ]]; then
-    begin='<!-- byzantine_experiments:begin -->' end='<!-- byzantine_experiments:end -->'
-    tmp=$(mktemp "$docs.XXXXXX") || exit 1
-    if grep -qF "$begin" "$docs" && grep -qF "$end" "$docs"; then
-        awk -v b="$begin" -v e="$end" -v f="$out" '
-            $0 == b { print; while ((getline l < f) > 0) print l; skip = 1; next }
-            $0 == e { skip = 0 }
-            !skip { print }' "$docs" >"$tmp"
-    else
-        { cat "$docs"; printf '\n%s\n' "$begin"; cat "$out"; printf '%s\n' "$end"; } >"$tmp"
-    fi
-    if ! chmod --reference="$docs" "$tmp" || ! mv "$tmp" "$docs"; then
-        rm -f "$tmp"
-        exit 1
-    fi
+    docs_section_update byzantine_experiments "$docs" "$out" || exit 1
     echo "byzantine_experiments: $docs updated (between the byzantine_experiments markers)"
 fi
 exit "$any_failed"

@@ -53,6 +53,8 @@
 set -u -o pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
+# shellcheck source=docs_section.sh
+source "$here/docs_section.sh"
 
 starling="$root/build/tools/starling" out="$root/build/bench/train_experiments.md"
 work="$root/build/bench/train_experiments" docs="$root/docs/results.md"
@@ -350,21 +352,7 @@ echo
 echo "train_experiments: table written to $out; runs under $work"
 
 if [[ $update_docs == 1 ]]; then
-    begin='<!-- train_experiments:begin -->' end='<!-- train_experiments:end -->'
-    tmp=$(mktemp "$docs.XXXXXX") || exit 1
-    if grep -qF "$begin" "$docs" && grep -qF "$end" "$docs"; then
-        # replace what lies between the markers, keep everything else as it is
-        awk -v b="$begin" -v e="$end" -v f="$out" '
-            $0 == b { print; while ((getline l < f) > 0) print l; skip = 1; next }
-            $0 == e { skip = 0 }
-            !skip { print }' "$docs" >"$tmp"
-    else
-        { cat "$docs"; printf '\n%s\n' "$begin"; cat "$out"; printf '%s\n' "$end"; } >"$tmp"
-    fi
-    if ! chmod --reference="$docs" "$tmp" || ! mv "$tmp" "$docs"; then
-        rm -f "$tmp"
-        exit 1
-    fi
+    docs_section_update train_experiments "$docs" "$out" || exit 1
     echo "train_experiments: $docs updated (between the train_experiments markers)"
 fi
 exit "$any_failed"

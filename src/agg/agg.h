@@ -46,8 +46,16 @@ typedef struct starling__agg {
 /* starling_aggregate's checks of its arguments and of the rule's requirement on (n, f),
  * without aggregating: lets a collective refuse before it sends anything. */
 struct starling_aggregator;
-int starling__aggregator_check(const struct starling_aggregator *agg, size_t n, size_t d,
-                               int f, char *err, size_t errlen);
+int starling__aggregator_check(const struct starling_aggregator *agg, size_t n, size_t d, int f,
+                               char *err, size_t errlen);
+
+/* A score and the row it belongs to; sorted by score, ties to the lower row index (the
+ * order Krum's selection and the subspace rule's trimming both need). */
+typedef struct starling__agg_ranked {
+    double key;
+    size_t idx;
+} starling__agg_ranked;
+int starling__agg_ranked_cmp(const void *pa, const void *pb);
 
 int starling__agg_parse(const char *spec, starling__agg *out, char *why, size_t wl);
 /* Canonical spec: parse(format(a)) == a, equal aggregators format equally. */

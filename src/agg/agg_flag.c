@@ -32,19 +32,6 @@
 #define JACOBI_SWEEPS 60
 #define GRAM_BLOCK 2048
 
-typedef struct ranked {
-    double key;
-    size_t idx;
-} ranked;
-
-static int ranked_cmp(const void *pa, const void *pb)
-{
-    const ranked *a = pa, *b = pb;
-    if (a->key != b->key)
-        return a->key < b->key ? -1 : 1;
-    return a->idx < b->idx ? -1 : (a->idx > b->idx);
-}
-
 static void gram(const float *const *rows, size_t n, size_t d, double *K)
 {
     size_t i, k, b, j;
@@ -117,7 +104,7 @@ int starling__agg_flag(const float *const *rows, size_t n, size_t d, size_t f, l
 {
     size_t r = (size_t)rank, i, k, j, used = 0, nn = n * n;
     double *buf = starling__malloc((4 * nn + 8 * n) * sizeof *buf);
-    ranked *rk = starling__malloc(n * sizeof *rk);
+    starling__agg_ranked *rk = starling__malloc(n * sizeof *rk);
     double *K, *A, *V, *P, *norm, *w, *sw, *rho, *lam, *beta, *coef, *tmp;
     size_t *top = starling__malloc(n * sizeof *top);
     double med, trace = 0.0;
@@ -152,7 +139,7 @@ int starling__agg_flag(const float *const *rows, size_t n, size_t d, size_t f, l
             rk[i].idx = i;
             trace += fabs(A[i * n + i]);
         }
-        qsort(rk, n, sizeof *rk, ranked_cmp);
+        qsort(rk, n, sizeof *rk, starling__agg_ranked_cmp);
         /* Components with a negligible eigenvalue are numerical noise, not directions. */
         used = 0;
         for (k = 0; k < r && k < n; k++) {
@@ -189,7 +176,7 @@ int starling__agg_flag(const float *const *rows, size_t n, size_t d, size_t f, l
         rk[i].key = norm[i];
         rk[i].idx = i;
     }
-    qsort(rk, n, sizeof *rk, ranked_cmp);
+    qsort(rk, n, sizeof *rk, starling__agg_ranked_cmp);
     med = n % 2 ? rk[n / 2].key : (rk[n / 2 - 1].key + rk[n / 2].key) * 0.5;
 
     /* beta_k = (1/|S|) sum_{i in S} c_i |x_i| <xh_i, u_k>, S by rho then index. */
@@ -197,7 +184,7 @@ int starling__agg_flag(const float *const *rows, size_t n, size_t d, size_t f, l
         rk[i].key = rho[i];
         rk[i].idx = i;
     }
-    qsort(rk, n, sizeof *rk, ranked_cmp);
+    qsort(rk, n, sizeof *rk, starling__agg_ranked_cmp);
     for (k = 0; k < used; k++) {
         double s = 0.0;
         for (j = 0; j < n - f; j++) {

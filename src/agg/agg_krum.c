@@ -17,14 +17,9 @@
  * before the next block, so each block of every row is read from cache, not memory. */
 #define DIST_BLOCK 2048
 
-typedef struct ranked {
-    double key;
-    size_t idx;
-} ranked;
-
-static int ranked_cmp(const void *pa, const void *pb)
+int starling__agg_ranked_cmp(const void *pa, const void *pb)
 {
-    const ranked *a = pa, *b = pb;
+    const starling__agg_ranked *a = pa, *b = pb;
     if (a->key != b->key)
         return a->key < b->key ? -1 : 1;
     return a->idx < b->idx ? -1 : (a->idx > b->idx);
@@ -59,8 +54,8 @@ int starling__agg_krum(const float *const *rows, size_t n, size_t d, size_t f, s
 {
     size_t nb = n - f - 2, i, k, j, c;
     double *D = starling__malloc(n * n * sizeof *D);
-    ranked *r = starling__malloc(n * sizeof *r);
-    ranked *score = starling__malloc(n * sizeof *score);
+    starling__agg_ranked *r = starling__malloc(n * sizeof *r);
+    starling__agg_ranked *score = starling__malloc(n * sizeof *score);
     int rc = STARLING_E_NOMEM;
 
     if (!D || !r || !score)
@@ -74,13 +69,13 @@ int starling__agg_krum(const float *const *rows, size_t n, size_t d, size_t f, s
                 r[c].idx = k;
                 c++;
             }
-        qsort(r, c, sizeof *r, ranked_cmp);
+        qsort(r, c, sizeof *r, starling__agg_ranked_cmp);
         for (k = 0; k < nb; k++)
             s += r[k].key;
         score[i].key = s;
         score[i].idx = i;
     }
-    qsort(score, n, sizeof *score, ranked_cmp);
+    qsort(score, n, sizeof *score, starling__agg_ranked_cmp);
     if (m == 1) {
         memcpy(out, rows[score[0].idx], d * sizeof *out);
     } else {
@@ -103,7 +98,7 @@ int starling__agg_nnm(const float *const *rows, size_t n, size_t d, size_t f, fl
 {
     size_t keep = n - f, i, k, j;
     double *D = starling__malloc(n * n * sizeof *D);
-    ranked *r = starling__malloc(n * sizeof *r);
+    starling__agg_ranked *r = starling__malloc(n * sizeof *r);
     size_t *nbr = starling__malloc(n * keep * sizeof *nbr);
     double *acc = starling__malloc(DIST_BLOCK * sizeof *acc);
     int rc = STARLING_E_NOMEM;
@@ -117,7 +112,7 @@ int starling__agg_nnm(const float *const *rows, size_t n, size_t d, size_t f, fl
             r[k].key = k == i ? -1.0 : D[i * n + k];
             r[k].idx = k;
         }
-        qsort(r, n, sizeof *r, ranked_cmp);
+        qsort(r, n, sizeof *r, starling__agg_ranked_cmp);
         for (k = 0; k < keep; k++)
             nbr[i * keep + k] = r[k].idx;
     }

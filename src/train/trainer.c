@@ -14,13 +14,17 @@
 #include "train/checkpoint.h"
 #include "train/optim.h"
 #include "train/train_config.h"
+#include "platform/clock.h"
 #include "util/alloc.h"
 #include "util/log.h"
 #include "util/why.h"
 
 #define TAG_SYNC 0x5354524e00000001ull  /* gradients (ddp) or pseudo-gradients (diloco) */
 #define TAG_COUNT 0x5354524e00000002ull /* contributors of a DiLoCo round after a recovery */
-#define RECOVER_ATTEMPTS 100
+/* Topology updates that keep failing (members dying one after another while the next
+ * epoch forms) are retried until this long has passed; each call is itself bounded by the
+ * communicator's op timeout, so a recovery returns within RECOVER_MS + one op timeout. */
+#define RECOVER_MS 120000
 #define SYNTHETIC_DEFAULT_N 20000
 #define DATA_STREAM_IID 0x11d0ull
 #define DATA_STREAM_NONIID 0x2a1dull
@@ -512,15 +516,24 @@ static int sync_state_only(starling_trainer *t)
 
 /* starling_update_topology (retried while a member of the forming epoch dies), then
  * starling_sync_state; the pair again if the sync itself loses a member. */
+/* starling_update_topology, retried while a member of the forming epoch dies, until
+ * RECOVER_MS have passed. */
+static int update_topology_retrying(starling_trainer *t, int64_t deadline_ms)
+{
+    int rc;
+    do
+        rc = starling_update_topology(t->comm);
+    while (rc == STARLING_E_PEER_LOST && starling__now_ms() < deadline_ms);
+    return rc == STARLING_E_PEER_LOST ? STARLING_E_TIMEOUT : rc;
+}
+
 static int topology_and_sync(starling_trainer *t)
 {
+    int64_t deadline = starling__now_ms() + RECOVER_MS;
     int rc = STARLING_E_PEER_LOST;
-    for (int attempt = 0; attempt < RECOVER_ATTEMPTS; attempt++) {
+    while (starling__now_ms() < deadline) {
         uint64_t before = starling_comm_epoch(t->comm);
-        rc = starling_update_topology(t->comm);
-        if (rc == STARLING_E_PEER_LOST)
-            continue;
-        if (rc != STARLING_OK)
+        if ((rc = update_topology_retrying(t, deadline)) != STARLING_OK)
             return rc;
         if (starling_comm_epoch(t->comm) != before)
             SLOG_INFO("trainer: epoch %llu, %d members, rank %d",
@@ -530,7 +543,8 @@ static int topology_and_sync(starling_trainer *t)
         if (!is_fault(rc))
             return rc;
     }
-    return rc;
+    /* Members kept failing for RECOVER_MS: the run cannot settle. */
+    return STARLING_E_TIMEOUT;
 }
 
 static int recover(starling_trainer *t, int rc_fault)
@@ -1001,10 +1015,7 @@ STARLING_API int starling_trainer_step(starling_trainer *t, int *done)
     }
     if (starling_comm_epoch(t->comm) == 0) {
         /* Created before joining: join now, at the members' next synchronisation point. */
-        rc = STARLING_E_PEER_LOST;
-        for (int a = 0; a < RECOVER_ATTEMPTS && rc == STARLING_E_PEER_LOST; a++)
-            rc = starling_update_topology(t->comm);
-        if (rc != STARLING_OK)
+        if ((rc = update_topology_retrying(t, starling__now_ms() + RECOVER_MS)) != STARLING_OK)
             return rc;
     }
     t->synced = 0;

@@ -51,7 +51,7 @@ extern "C" {
 
 /* Version of the wire protocol spoken between peers and coordinator. A peer whose
  * protocol version differs from the coordinator's is refused with STARLING_E_VERSION. */
-#define STARLING_PROTOCOL_VERSION 1
+#define STARLING_PROTOCOL_VERSION 2
 
 /* Returns STARLING_VERSION_NUMBER of the library actually linked. */
 STARLING_API unsigned starling_version(void);
@@ -141,7 +141,8 @@ STARLING_API int starling_op_from_name(const char *name);
 typedef struct starling_config starling_config;
 
 /* Defaults: timeout 3000 ms, 1 stream per neighbour, listen "127.0.0.1:0", min_peers 1,
- * op_timeout 60000 ms, chunk 1 MiB, max frame 64 MiB. */
+ * op_timeout 60000 ms, chunk 1 MiB, max frame 64 MiB, kernel socket buffers, ring order
+ * "join", probes of 2 MiB. */
 STARLING_API int starling_config_create(starling_config **out);
 STARLING_API void starling_config_destroy(starling_config *cfg);
 /* Failure-detection timeout: a peer silent this long is declared dead. 100..600000 ms. */
@@ -159,6 +160,23 @@ STARLING_API int starling_config_set_min_peers(starling_config *cfg, int min_pee
 STARLING_API int starling_config_set_chunk_bytes(starling_config *cfg, size_t chunk_bytes);
 /* A name for this peer in logs and errors (copied; at most 63 bytes). */
 STARLING_API int starling_config_set_name(starling_config *cfg, const char *name);
+/* Send and receive buffer of every ring link, in bytes (4 KiB..1 GiB; 0, the default,
+ * leaves the kernel's autotuning alone). One TCP stream carries at most buffer / RTT:
+ * size it to the bandwidth-delay product of a long link (e.g. 1 Gbit/s x 100 ms RTT =
+ * 12.5 MB), or use several streams. Above net.core.[rw]mem_max the kernel grants more
+ * only to a process with CAP_NET_ADMIN; the size granted is logged. */
+STARLING_API int starling_config_set_socket_buffer(starling_config *cfg, size_t bytes);
+/* How the coordinator orders the ring (coordinator side; docs/architecture.md):
+ *   "join"      survivors keep their order, newcomers are appended by id (the default);
+ *   "name"      by peer name, then id (a fixed order, e.g. to compare orders);
+ *   "measured"  by measured links: when members without measurements join, the
+ *               coordinator asks every member to measure its links (starling_measure_links)
+ *               and then orders the ring to minimise the expected all-reduce time, which
+ *               is bound by its slowest link. */
+STARLING_API int starling_config_set_ring_order(starling_config *cfg, const char *order);
+/* Bytes sent to each other member by one link measurement (64 KiB..256 MiB, default
+ * 2 MiB). Longer probes measure fast links better and cost more time. */
+STARLING_API int starling_config_set_probe_bytes(starling_config *cfg, size_t bytes);
 
 /* ---------------------------------------------------------------- coordinator */
 
@@ -205,6 +223,23 @@ STARLING_API void starling_comm_destroy(starling_comm *comm);
  * (op_timeout), STARLING_E_CLOSED, or STARLING_E_PEER_LOST when a member of the new
  * epoch died while the ring was being linked (call it again). */
 STARLING_API int starling_update_topology(starling_comm *comm);
+
+/* Measures this member's links to every other member of the epoch and reports them to
+ * the coordinator, which may then reorder the ring (ring order "measured"). A collective
+ * call: every member calls it at the same point of its loop, as for
+ * starling_update_topology(), which it includes (before and after the measurement).
+ * Member r measures, in round k = 1..n-1, the link to member (r + k) mod n: a TCP connect
+ * (its time is the round-trip estimate) and probe_bytes sent and acknowledged. A link
+ * that fails is reported as unusable, not as an error. The same measurement runs inside
+ * starling_update_topology() when the coordinator asks for it. Errors: those of
+ * starling_update_topology(). */
+STARLING_API int starling_measure_links(starling_comm *comm);
+/* This member's last measurement of its link to the member of rank `rank` in the current
+ * epoch: bytes per second and round-trip time in seconds (either pointer may be NULL).
+ * STARLING_E_NOT_FOUND if that link has not been measured (or was unusable),
+ * STARLING_E_INVALID for a bad rank or its own. */
+STARLING_API int starling_comm_link(const starling_comm *comm, int rank, double *bytes_per_s,
+                                    double *rtt_s);
 
 /* Current epoch (0 before the first topology update), this peer's rank in the ring
  * order, and the member count. */

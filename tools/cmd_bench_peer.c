@@ -218,10 +218,10 @@ int cmd_bench_peer(int argc, char **argv)
     const char *iters_t = NULL, *warmup_t = NULL, *streams_t = NULL, *dtype_t = NULL;
     const char *op_t = NULL, *timeout_t = NULL, *report_t = NULL, *secret;
     const char *listen_t = NULL; /* data plane address; the library's default is loopback */
-    const char *compress_t = NULL;
+    const char *compress_t = NULL, *name_t = NULL, *sockbuf_t = NULL;
     starling_codec *codec = NULL;
     char cerr[160];
-    uint64_t bytes[PEER_MAX_SIZES];
+    uint64_t bytes[PEER_MAX_SIZES], sockbuf = 0;
     long index = 0, peers = 0, iters = 0, warmup = 0, streams = 1, timeout_ms = 0;
     int verbose = 0, nbytes = 0, rc, err, k;
     char name[32];
@@ -235,6 +235,7 @@ int cmd_bench_peer(int argc, char **argv)
         {"--dtype", &dtype_t, NULL},        {"--op", &op_t, NULL},
         {"--timeout-ms", &timeout_t, NULL}, {"--report-fd", &report_t, NULL},
         {"--listen", &listen_t, NULL},      {"--compress", &compress_t, NULL},
+        {"--name", &name_t, NULL},          {"--socket-buffer", &sockbuf_t, NULL},
         {"--verbose", NULL, &verbose},
     };
 
@@ -257,8 +258,13 @@ int cmd_bench_peer(int argc, char **argv)
         (rc = cli_get_long(cmd, "--timeout-ms", timeout_t, 100, 600000, &timeout_ms)) ||
         (rc = cli_get_dtype(cmd, "--dtype", dtype_t, &p.dtype)) ||
         (rc = cli_get_op(cmd, "--op", op_t, &p.op)) ||
-        (rc = cli_get_size_list(cmd, "--bytes", bytes_t, bytes, PEER_MAX_SIZES, &nbytes)))
+        (rc = cli_get_size_list(cmd, "--bytes", bytes_t, bytes, PEER_MAX_SIZES, &nbytes)) ||
+        (rc = cli_get_size(cmd, "--socket-buffer", sockbuf_t, &sockbuf)))
         return rc;
+    if (sockbuf_t && (sockbuf < 4096 || sockbuf > ((uint64_t)1 << 30)))
+        return cli_usage_error(cmd, "--socket-buffer: expected 4K..1G, got '%s'", sockbuf_t);
+    if (name_t && (strlen(name_t) == 0 || strlen(name_t) > 24))
+        return cli_usage_error(cmd, "--name: expected 1..24 characters, got '%s'", name_t);
     if (compress_t && starling_codec_create(&codec, compress_t, cerr, sizeof cerr) != STARLING_OK)
         return cli_usage_error(cmd, "--compress: %s", cerr);
     if (codec && p.dtype != STARLING_F32) {
@@ -273,7 +279,10 @@ int cmd_bench_peer(int argc, char **argv)
     p.peers = (int)peers;
     p.iters = (int)iters;
     p.warmup = (int)warmup;
-    snprintf(name, sizeof name, "bench-peer-%ld", index);
+    if (name_t)
+        snprintf(name, sizeof name, "%s", name_t);
+    else
+        snprintf(name, sizeof name, "bench-peer-%ld", index);
     snprintf(p.who, sizeof p.who, "%s", name);
     /* Static: engine threads may still log while the process exits after a failure. */
     snprintf(log_prefix, sizeof log_prefix, "%s:", name);
@@ -292,6 +301,8 @@ int cmd_bench_peer(int argc, char **argv)
         err = starling_config_set_name(cfg, name);
     if (err == STARLING_OK && listen_t)
         err = starling_config_set_listen(cfg, listen_t);
+    if (err == STARLING_OK && sockbuf_t)
+        err = starling_config_set_socket_buffer(cfg, (size_t)sockbuf);
     if (err == STARLING_OK && codec) {
         p.compressed = 1;
         err = starling_callopts_create(&p.opts);

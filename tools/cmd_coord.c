@@ -69,7 +69,9 @@ int cmd_coordinator(int argc, char **argv)
 {
     static const char cmd[] = "coordinator";
     const char *listen = NULL, *run = NULL, *secret_file = NULL, *secret_env = NULL;
-    const char *timeout_text = NULL, *min_peers_text = NULL;
+    const char *timeout_text = NULL, *min_peers_text = NULL, *order_text = NULL;
+    const char *probe_text = NULL;
+    uint64_t probe_bytes = 0;
     int verbose = 0, rc, port = 0;
     long timeout_ms = 0, min_peers = 0;
     char host[256];
@@ -81,6 +83,7 @@ int cmd_coordinator(int argc, char **argv)
         {"--listen", &listen, NULL},           {"--run", &run, NULL},
         {"--secret-file", &secret_file, NULL}, {"--secret-env", &secret_env, NULL},
         {"--timeout-ms", &timeout_text, NULL}, {"--min-peers", &min_peers_text, NULL},
+        {"--ring-order", &order_text, NULL},   {"--probe-bytes", &probe_text, NULL},
         {"--verbose", NULL, &verbose},
     };
 
@@ -94,8 +97,15 @@ int cmd_coordinator(int argc, char **argv)
         return cli_usage_error(cmd, "--listen: expected HOST:PORT (port 0..65535), got '%s'",
                                listen);
     if ((rc = cli_get_long(cmd, "--timeout-ms", timeout_text, 100, 600000, &timeout_ms)) ||
-        (rc = cli_get_long(cmd, "--min-peers", min_peers_text, 1, 65536, &min_peers)))
+        (rc = cli_get_long(cmd, "--min-peers", min_peers_text, 1, 65536, &min_peers)) ||
+        (rc = cli_get_size(cmd, "--probe-bytes", probe_text, &probe_bytes)))
         return rc;
+    if (order_text && strcmp(order_text, "join") != 0 && strcmp(order_text, "name") != 0 &&
+        strcmp(order_text, "measured") != 0)
+        return cli_usage_error(cmd, "--ring-order: expected join, name or measured, got '%s'",
+                               order_text);
+    if (probe_text && (probe_bytes < (64u << 10) || probe_bytes > (256u << 20)))
+        return cli_usage_error(cmd, "--probe-bytes: expected 64K..256M, got '%s'", probe_text);
     if ((rc = load_secret(cmd, secret_file, secret_env, &secret, &secret_len)))
         return rc;
 
@@ -107,6 +117,10 @@ int cmd_coordinator(int argc, char **argv)
         rc = starling_config_set_timeout_ms(cfg, (int)timeout_ms);
     if (rc == STARLING_OK && min_peers_text)
         rc = starling_config_set_min_peers(cfg, (int)min_peers);
+    if (rc == STARLING_OK && order_text)
+        rc = starling_config_set_ring_order(cfg, order_text);
+    if (rc == STARLING_OK && probe_text)
+        rc = starling_config_set_probe_bytes(cfg, (size_t)probe_bytes);
     if (rc != STARLING_OK) {
         fprintf(stderr, "starling %s: configuration refused: %s\n", cmd, starling_strerror(rc));
         goto done;

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-from ctypes import (POINTER, c_char, c_char_p, c_int, c_size_t, c_uint, c_uint64,
+from ctypes import (POINTER, c_char, c_char_p, c_double, c_int, c_size_t, c_uint, c_uint64,
                     c_void_p)
 from typing import Optional
 
@@ -57,6 +57,9 @@ _SIGNATURES = {
     "starling_config_set_min_peers": (c_int, [_P, c_int]),
     "starling_config_set_chunk_bytes": (c_int, [_P, c_size_t]),
     "starling_config_set_name": (c_int, [_P, c_char_p]),
+    "starling_config_set_socket_buffer": (c_int, [_P, c_size_t]),
+    "starling_config_set_ring_order": (c_int, [_P, c_char_p]),
+    "starling_config_set_probe_bytes": (c_int, [_P, c_size_t]),
     # coordinator
     "starling_coord_create": (c_int, [_PP, c_char_p, c_char_p, c_void_p, c_size_t, _P]),
     "starling_coord_run": (c_int, [_P]),
@@ -67,6 +70,8 @@ _SIGNATURES = {
     "starling_comm_create": (c_int, [_PP, c_char_p, c_char_p, c_void_p, c_size_t, _P]),
     "starling_comm_destroy": (None, [_P]),
     "starling_update_topology": (c_int, [_P]),
+    "starling_measure_links": (c_int, [_P]),
+    "starling_comm_link": (c_int, [_P, c_int, POINTER(c_double), POINTER(c_double)]),
     "starling_comm_epoch": (c_uint64, [_P]),
     "starling_comm_rank": (c_int, [_P]),
     "starling_comm_size": (c_int, [_P]),

@@ -11,11 +11,11 @@ import ctypes
 import os
 import threading
 import weakref
-from ctypes import byref, c_int, c_size_t, c_void_p
+from ctypes import byref, c_double, c_int, c_size_t, c_void_p
 from typing import Any, List, Optional, Tuple, Union
 
 from . import _lib
-from .errors import Invalid, StarlingError, error_for
+from .errors import Invalid, NotFound, StarlingError, error_for
 
 __all__ = ["Config", "Coordinator", "Communicator", "Codec", "Request", "DTYPES", "OPS"]
 
@@ -108,13 +108,15 @@ class Config:
     """Communicator / coordinator settings (see starling_config_* in starling.h).
 
     ``None`` keeps the library default: timeout 3000 ms, op_timeout 60000 ms, 1 stream,
-    listen "127.0.0.1:0", min_peers 1, chunk 1 MiB.
+    listen "127.0.0.1:0", min_peers 1, chunk 1 MiB, the kernel's socket buffers, ring order
+    "join" (coordinator; or "name", "measured"), probes of 2 MiB.
     """
 
     def __init__(self, timeout_ms: Optional[int] = None, op_timeout_ms: Optional[int] = None,
                  streams: Optional[int] = None, listen: Optional[str] = None,
                  min_peers: Optional[int] = None, chunk_bytes: Optional[int] = None,
-                 name: Optional[str] = None) -> None:
+                 name: Optional[str] = None, socket_buffer: Optional[int] = None,
+                 ring_order: Optional[str] = None, probe_bytes: Optional[int] = None) -> None:
         self.timeout_ms = timeout_ms
         self.op_timeout_ms = op_timeout_ms
         self.streams = streams
@@ -122,6 +124,9 @@ class Config:
         self.min_peers = min_peers
         self.chunk_bytes = chunk_bytes
         self.name = name
+        self.socket_buffer = socket_buffer
+        self.ring_order = ring_order
+        self.probe_bytes = probe_bytes
 
     def _make(self) -> c_void_p:
         """A new starling_config handle (caller destroys it)."""
@@ -136,7 +141,10 @@ class Config:
                     ("listen", L.starling_config_set_listen, str.encode),
                     ("min_peers", L.starling_config_set_min_peers, int),
                     ("chunk_bytes", L.starling_config_set_chunk_bytes, int),
-                    ("name", L.starling_config_set_name, str.encode)):
+                    ("name", L.starling_config_set_name, str.encode),
+                    ("socket_buffer", L.starling_config_set_socket_buffer, int),
+                    ("ring_order", L.starling_config_set_ring_order, str.encode),
+                    ("probe_bytes", L.starling_config_set_probe_bytes, int)):
                 v = getattr(self, field)
                 if v is not None:
                     _check(fn(h, conv(v)), what=f"config {field}={v!r}")
@@ -459,6 +467,22 @@ class Communicator:
         """Joins the next epoch / applies membership changes. Every live member calls it
         at the same point. Raises Timeout, Closed, or PeerLost (call it again)."""
         _check(_lib.lib().starling_update_topology(self._handle()), self, "update_topology")
+
+    def measure_links(self) -> None:
+        """Measures this member's links to the others and reports them to the coordinator,
+        which may reorder the ring (ring order "measured"). Collective, like
+        update_topology (which it includes)."""
+        _check(_lib.lib().starling_measure_links(self._handle()), self, "measure_links")
+
+    def link(self, rank: int) -> Optional[tuple]:
+        """(bytes per second, round-trip seconds) of this member's last measurement of its
+        link to ``rank``, or None if not measured."""
+        bps, rtt = c_double(), c_double()
+        rc = _lib.lib().starling_comm_link(self._handle(), int(rank), byref(bps), byref(rtt))
+        if rc == NotFound.code:
+            return None
+        _check(rc, self, "link")
+        return bps.value, rtt.value
 
     @property
     def rank(self) -> int:

@@ -55,6 +55,8 @@ static void coord_free(starling_coord *c)
     starling__free(c->topo);
     starling__free(c->ids);
     starling__free(c->who);
+    starling__free(c->links);
+    starling__free(c->links_msg);
     starling__free(c);
 }
 
@@ -103,8 +105,9 @@ int starling_coord_create(starling_coord **out, const char *host_port, const cha
     c->topo = starling__malloc(sizeof *c->topo);
     c->ids = starling__calloc(STARLING_MAX_PEERS, sizeof *c->ids);
     c->who = starling__calloc(STARLING_MAX_PEERS, sizeof *c->who);
+    c->links_msg = starling__malloc(sizeof *c->links_msg);
     if (!c->conns || !c->pfds || !c->polled || !c->members || !c->buf || !c->reg || !c->topo ||
-        !c->ids || !c->who) {
+        !c->ids || !c->who || !c->links_msg) {
         r = STARLING_E_NOMEM;
         goto fail;
     }
@@ -112,7 +115,7 @@ int starling_coord_create(starling_coord **out, const char *host_port, const cha
         r = STARLING_E_OS;
         goto fail;
     }
-    r = starling__tcp_listen(host, port, &c->lfd, &c->port);
+    r = starling__tcp_listen(host, port, 0, &c->lfd, &c->port);
     if (r) {
         SLOG_WARN("coordinator: cannot listen on %s: %s", host_port, strerror(errno));
         r = r == STARLING_E_INVALID ? STARLING_E_INVALID : STARLING_E_OS;
@@ -121,6 +124,8 @@ int starling_coord_create(starling_coord **out, const char *host_port, const cha
     c->coord_id = starling__random_id();
     c->timeout_ms = cfg->timeout_ms;
     c->min_peers = cfg->min_peers;
+    c->order = (int)cfg->ring_order;
+    c->probe_bytes = (uint32_t)cfg->probe_bytes;
     SLOG_INFO("coordinator %016" PRIx64 " for run '%s' listening on %s:%d", c->coord_id, run, host,
               c->port);
     *out = c;

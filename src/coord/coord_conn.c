@@ -130,6 +130,11 @@ static void on_frame(starling_coord *c, starling__coord_conn *p, const starling_
             return;
         }
         break;
+    case MSG_LINKS:
+        if (starling__links_decode(payload, h->len, c->links_msg) ||
+            starling__coord_on_links(c, p, c->links_msg))
+            malformed(c, p, "bad links report");
+        return;
     default:
         snprintf(why, sizeof why, "unexpected frame of type %u", h->type);
         malformed(c, p, why);

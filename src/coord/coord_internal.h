@@ -60,6 +60,13 @@ typedef struct starling__coord_decision {
     int32_t code;
 } starling__coord_decision;
 
+/* A link one member measured to another (MSG_LINKS). */
+typedef struct starling__coord_link {
+    uint64_t from, to;
+    double bytes_per_s; /* 0: unusable */
+    double rtt_s;
+} starling__coord_link;
+
 typedef struct starling__coord_pending {
     int fd;
     uint64_t peer_id;
@@ -109,6 +116,16 @@ struct starling_coord {
     uint64_t res_commit_cap; /* a MISMATCH reported for op S: commit_seq <= S - 1 */
     starling__coord_decision decisions[STARLING_COORD_DECISIONS];
     int ndecisions, decision_next;
+
+    /* Ring order (coord_order.c): the policy, and the links members measured. */
+    int order;                  /* starling__ring_order */
+    uint32_t probe_bytes;       /* asked of members whose links are not known */
+    uint64_t probed_set;        /* the membership last asked to measure (a signature) */
+    uint64_t ordered_set;       /* the membership last ordered from measurements */
+    uint32_t probe_now;         /* the epoch being formed asks for measurements */
+    starling__coord_link *links;
+    int nlinks, links_cap;
+    starling__msg_links *links_msg; /* decoding scratch */
 
     /* Scratch for the single-threaded main loop. */
     uint8_t *buf; /* one encoded control frame */
@@ -170,4 +187,11 @@ const starling__coord_decision *starling__coord_decision_find(const starling_coo
                                                               uint64_t epoch);
 /* Sends the decision of `epoch` if remembered, else {epoch, 0, PEER_LOST}. */
 void starling__coord_send_decision(starling_coord *c, starling__coord_conn *p, uint64_t epoch);
+/* coord_order.c */
+/* A member's measured links (MSG_LINKS): replaces what it reported before. */
+int starling__coord_on_links(starling_coord *c, starling__coord_conn *p,
+                             const starling__msg_links *m);
+/* Orders c->ids[0..n) for the next epoch by the ring-order policy, and sets probe_now
+ * when the members should measure their links. */
+void starling__coord_order(starling_coord *c, uint32_t n);
 #endif

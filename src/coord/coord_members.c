@@ -231,6 +231,7 @@ static void form(starling_coord *c, uint32_t n)
     }
     c->topo->epoch = c->epoch;
     c->topo->n = n;
+    c->topo->probe_bytes = c->probe_now;
     for (uint32_t i = 0; i < n; i++) {
         who[i] = starling__coord_find(c, c->ids[i]);
         c->topo->members[i].id = who[i]->peer_id;
@@ -268,6 +269,7 @@ void starling__coord_check_formation(starling_coord *c)
         if (n == 0 || n < need)
             return;
         qsort(c->ids, n, sizeof *c->ids, cmp_u64);
+        starling__coord_order(c, n);
         form(c, n);
         return;
     }
@@ -294,5 +296,6 @@ void starling__coord_check_formation(starling_coord *c)
     if (n == 0)
         return;
     qsort(c->ids + first_joiner, n - first_joiner, sizeof *c->ids, cmp_u64);
+    starling__coord_order(c, n);
     form(c, n);
 }

@@ -63,6 +63,8 @@ void starling__request_unref(struct starling_request *r)
     pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->mu);
     starling__free(r->vcounts);
+    starling__free(r->links_frame);
+    starling__free(r->members);
     starling__free(r);
 }
 
@@ -248,7 +250,7 @@ static int connect_coordinator(starling_comm *c, int64_t deadline)
     char why[128] = "";
     int fd, rc;
 
-    rc = starling__tcp_connect(c->coord_host, c->coord_port, starling__ms_until(deadline), &fd);
+    rc = starling__tcp_connect(c->coord_host, c->coord_port, 0, starling__ms_until(deadline), &fd);
     if (rc != STARLING_OK)
         return app_err(c, rc, "cannot reach the coordinator at %s:%d", c->coord_host,
                        c->coord_port);
@@ -290,6 +292,8 @@ static void comm_free(starling_comm *c)
     for (int s = 0; s < STARLING_MAX_STREAMS; s++)
         starling__free(e->tmp[s]);
     starling__free(e->members);
+    starling__free(c->pub_ids);
+    starling__free(c->links);
     starling__free(c->tensors);
     starling__key_wipe(&c->key);
     pthread_mutex_destroy(&c->mu);
@@ -339,11 +343,16 @@ int starling_comm_create(starling_comm **out, const char *coord_host_port, const
         comm_free(c);
         return rc;
     }
-    if ((rc = starling__tcp_listen(lhost, lport, &c->listen_fd, &c->data_port)) ||
+    if ((rc = starling__tcp_listen(lhost, lport, (int)c->cfg.socket_buffer, &c->listen_fd,
+                                   &c->data_port)) ||
         (rc = starling__wake_init(&c->wake)) || (rc = starling__wake_init(&c->acc_wake))) {
         comm_free(c);
         return rc;
     }
+    if (c->cfg.socket_buffer)
+        SLOG_INFO("%s: ring link socket buffers: %zu bytes asked, the kernel grants %d", c->name,
+                  c->cfg.socket_buffer,
+                  starling__sock_set_buffers(c->listen_fd, (int)c->cfg.socket_buffer));
     snprintf(c->data_host, sizeof c->data_host, "%s", lhost);
     deadline = starling__now_ms() + c->cfg.op_timeout_ms;
     if ((rc = connect_coordinator(c, deadline))) {
@@ -394,21 +403,138 @@ void starling_comm_destroy(starling_comm *c)
     comm_free(c);
 }
 
-int starling_update_topology(starling_comm *c)
+/* One topology update; on success, *out holds the finished request (its epoch, members
+ * and the coordinator's probe request) for the caller to release. `links` (owned,
+ * freed here on failure) is an encoded LINKS frame sent with the request, or NULL. */
+static int topo_job(starling_comm *c, uint8_t *links, size_t links_len,
+                    struct starling_request **out)
 {
     struct starling_request *r, *h;
     int rc;
-    if (!c)
-        return STARLING_E_INVALID;
+    *out = NULL;
     r = starling__request_new(JOB_TOPO);
-    if (!r)
+    if (!r) {
+        starling__free(links);
         return app_err(c, STARLING_E_NOMEM, "out of memory");
+    }
+    r->links_frame = links;
+    r->links_len = links_len;
     if ((rc = starling__submit(c, r, &h))) {
         starling__request_unref(r);
         return app_err(c, rc, "communicator closed");
     }
     rc = starling__request_wait_into(c, h);
-    starling__request_unref(h);
+    if (rc == STARLING_OK)
+        *out = h;
+    else
+        starling__request_unref(h);
+    return rc;
+}
+
+/* Keeps this member's row for starling_comm_link and encodes it as a LINKS frame. */
+static uint8_t *links_frame(starling_comm *c, const struct starling_request *t,
+                            const starling__link_est *est, size_t *len)
+{
+    starling__msg_links *m = starling__calloc(1, sizeof *m);
+    starling__link_est *row = starling__malloc(sizeof *row * (size_t)t->n);
+    size_t cap = STARLING_FRAME_HDR + 12 + 20 * (size_t)t->n;
+    uint8_t *frame = starling__malloc(cap);
+    int n = -1;
+    if (m && row && frame) {
+        m->epoch = t->epoch;
+        for (int j = 0; j < t->n; j++)
+            if (j != t->rank)
+                m->links[m->n++] = est[j];
+        n = starling__links_encode(frame, cap, m);
+    }
+    starling__free(m);
+    if (n < 0) {
+        starling__free(row);
+        starling__free(frame);
+        return NULL;
+    }
+    memcpy(row, est, sizeof *row * (size_t)t->n);
+    pthread_mutex_lock(&c->mu);
+    starling__free(c->links);
+    c->links = row;
+    c->nlinks = t->n;
+    pthread_mutex_unlock(&c->mu);
+    *len = (size_t)n;
+    return frame;
+}
+
+/* Measures the links of the epoch `t` describes, reports them with a second topology
+ * request, and hands back that request's result. */
+static int measure_and_report(starling_comm *c, struct starling_request **t, uint32_t bytes)
+{
+    starling__link_est *est;
+    uint8_t *frame;
+    size_t len = 0;
+    if ((*t)->n < 2)
+        return STARLING_OK;
+    if (!(est = starling__calloc((size_t)(*t)->n, sizeof *est)))
+        return app_err(c, STARLING_E_NOMEM, "out of memory");
+    starling__probe_links(c, (*t)->members, (*t)->n, (*t)->rank, (*t)->epoch, bytes, est);
+    frame = links_frame(c, *t, est, &len);
+    starling__free(est);
+    if (!frame)
+        return app_err(c, STARLING_E_NOMEM, "out of memory");
+    starling__request_unref(*t);
+    return topo_job(c, frame, len, t);
+}
+
+int starling_update_topology(starling_comm *c)
+{
+    struct starling_request *t;
+    int rc;
+    if (!c)
+        return STARLING_E_INVALID;
+    rc = topo_job(c, NULL, 0, &t);
+    /* The coordinator asks for measurements when members it has none for joined; a
+     * second request in the same call is not followed (it would be the same members). */
+    if (rc == STARLING_OK && t->probe_bytes)
+        rc = measure_and_report(c, &t, t->probe_bytes);
+    if (t)
+        starling__request_unref(t);
+    return rc;
+}
+
+int starling_measure_links(starling_comm *c)
+{
+    struct starling_request *t;
+    int rc;
+    if (!c)
+        return STARLING_E_INVALID;
+    rc = topo_job(c, NULL, 0, &t);
+    if (rc == STARLING_OK)
+        rc = measure_and_report(c, &t, (uint32_t)c->cfg.probe_bytes);
+    if (t)
+        starling__request_unref(t);
+    return rc;
+}
+
+int starling_comm_link(const starling_comm *c, int rank, double *bytes_per_s, double *rtt_s)
+{
+    int rc = STARLING_E_NOT_FOUND;
+    if (!c)
+        return STARLING_E_INVALID;
+    pthread_mutex_lock((pthread_mutex_t *)&c->mu);
+    if (rank < 0 || rank >= c->pub_size || rank == c->pub_rank) {
+        rc = STARLING_E_INVALID;
+    } else if (c->pub_ids) {
+        for (int i = 0; i < c->nlinks; i++) {
+            const starling__link_est *l = &c->links[i];
+            if (l->id != c->pub_ids[rank] || l->bytes_per_s == 0)
+                continue;
+            if (bytes_per_s)
+                *bytes_per_s = (double)l->bytes_per_s;
+            if (rtt_s)
+                *rtt_s = (double)l->rtt_us * 1e-6;
+            rc = STARLING_OK;
+            break;
+        }
+    }
+    pthread_mutex_unlock((pthread_mutex_t *)&c->mu);
     return rc;
 }
 

@@ -88,10 +88,15 @@ int starling__ctrl_register(starling_comm *c, int fd, int64_t deadline_ms, char 
 
 static void publish(starling_comm *c)
 {
+    uint64_t *ids = starling__malloc(sizeof *ids * (size_t)(c->eng.n > 0 ? c->eng.n : 1));
+    for (int i = 0; ids && i < c->eng.n; i++)
+        ids[i] = c->eng.members[i].id;
     pthread_mutex_lock(&c->mu);
     c->pub_epoch = c->eng.epoch;
     c->pub_rank = c->eng.rank;
     c->pub_size = c->eng.n;
+    starling__free(c->pub_ids);
+    c->pub_ids = ids; /* NULL when out of memory: starling_comm_link then finds nothing */
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -142,6 +147,41 @@ static void report_failure(starling_comm *c, int code)
               starling_strerror(code));
 }
 
+/* The request for the next epoch, after the member's link measurements if it has any:
+ * the coordinator orders the ring with them (docs/architecture.md). */
+static int send_topo_req(starling_comm *c)
+{
+    engine *e = &c->eng;
+    starling__msg_epoch m;
+    int rc;
+    if (!e->ctrl_up)
+        return STARLING_E_CLOSED;
+    if (e->cur->links_frame &&
+        (rc = starling__fconn_queue(&e->ctrl, e->cur->links_frame, e->cur->links_len)))
+        return rc;
+    memset(&m, 0, sizeof m);
+    m.epoch = e->epoch;
+    return starling__ctrl_send(c, MSG_TOPO_REQ, &m);
+}
+
+/* A topology update succeeded: what the application needs to measure links, if asked. */
+static void finish_topo(starling_comm *c, uint32_t probe_bytes)
+{
+    engine *e = &c->eng;
+    struct starling_request *r = e->cur;
+    r->probe_bytes = probe_bytes;
+    r->epoch = e->epoch;
+    r->rank = e->rank;
+    r->n = e->n;
+    r->members = starling__malloc(sizeof *r->members * (size_t)(e->n > 0 ? e->n : 1));
+    if (!r->members) {
+        finish_job(c, STARLING_E_NOMEM, "out of memory for the member list");
+        return;
+    }
+    memcpy(r->members, e->members, sizeof *r->members * (size_t)e->n);
+    finish_job(c, STARLING_OK, NULL);
+}
+
 static void start_job(starling_comm *c)
 {
     engine *e = &c->eng;
@@ -149,10 +189,7 @@ static void start_job(starling_comm *c)
     int rc;
 
     if (r->job == JOB_TOPO) {
-        starling__msg_epoch m;
-        memset(&m, 0, sizeof m);
-        m.epoch = e->epoch;
-        e->topo_sent = starling__ctrl_send(c, MSG_TOPO_REQ, &m) == STARLING_OK;
+        e->topo_sent = send_topo_req(c) == STARLING_OK;
         return;
     }
     if (e->epoch == 0) {
@@ -226,7 +263,7 @@ static void on_topo(starling_comm *c, const starling__msg_topo *t)
     if (!e->cur || e->cur->job != JOB_TOPO)
         return;
     if (t->epoch == e->epoch && !e->broken) {
-        finish_job(c, STARLING_OK, NULL);
+        finish_topo(c, t->probe_bytes);
         return;
     }
     m = starling__malloc(sizeof *m * t->n);
@@ -256,6 +293,7 @@ static void on_topo(starling_comm *c, const starling__msg_topo *t)
         return;
     }
     e->topo_applied = 1;
+    e->probe_bytes = t->probe_bytes;
     /* Otherwise the job completes once the left neighbour's streams have arrived. */
 }
 
@@ -310,7 +348,7 @@ static void ctrl_reconnect(starling_comm *c)
     int fd, rc;
 
     e->next_reconnect_ms = now + 250;
-    rc = starling__tcp_connect(c->coord_host, c->coord_port, starling__ms_until(deadline), &fd);
+    rc = starling__tcp_connect(c->coord_host, c->coord_port, 0, starling__ms_until(deadline), &fd);
     if (rc != STARLING_OK)
         return;
     memset(&h, 0, sizeof h);
@@ -328,12 +366,8 @@ static void ctrl_reconnect(starling_comm *c)
     e->ctrl_up = 1;
     SLOG_INFO("%s: re-registered with the coordinator", c->name);
     /* What the old coordinator was told and the new one must hear again. */
-    if (e->cur && e->cur->job == JOB_TOPO) {
-        starling__msg_epoch m;
-        memset(&m, 0, sizeof m);
-        m.epoch = e->epoch;
-        e->topo_sent = starling__ctrl_send(c, MSG_TOPO_REQ, &m) == STARLING_OK;
-    }
+    if (e->cur && e->cur->job == JOB_TOPO)
+        e->topo_sent = send_topo_req(c) == STARLING_OK;
     if (e->fail_sent) {
         starling__msg_epoch m;
         memset(&m, 0, sizeof m);
@@ -444,7 +478,7 @@ void *starling__engine_main(void *arg)
         else if (e->cur && e->cur->job == JOB_TOPO && !e->topo_sent && e->ctrl_up)
             start_job(c);
         if (e->cur && e->cur->job == JOB_TOPO && e->topo_applied && starling__links_adopt(c)) {
-            finish_job(c, STARLING_OK, NULL);
+            finish_topo(c, e->probe_bytes);
             continue;
         }
         fds[nfds].fd = c->wake.rfd;

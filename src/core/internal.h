@@ -18,6 +18,7 @@
 
 #define STARLING_MAX_STREAMS 16
 #define STARLING_PENDING_LINKS 64
+#define STARLING_PROBES_SERVED 4 /* link probes answered at once (of 32 handshake threads) */
 
 typedef enum job_kind { JOB_COLL = 1, JOB_TOPO = 2 } job_kind;
 
@@ -52,6 +53,16 @@ struct starling_request {
     int vn;
     int has_codec; /* compress with `codec` (docs/codecs.md) */
     starling__codec codec;
+
+    /* JOB_TOPO. In: an encoded LINKS frame sent before TOPO_REQ (owned), or NULL.
+     * Out, when it succeeds: the probe size the coordinator asked for (0: none) and a
+     * copy of the epoch's members (owned). */
+    uint8_t *links_frame;
+    size_t links_len;
+    uint32_t probe_bytes;
+    starling__member *members;
+    int n, rank;
+    uint64_t epoch;
     struct starling_request *next;
 };
 
@@ -122,6 +133,7 @@ typedef struct engine {
     int64_t cur_deadline_ms;
     int topo_sent;
     int topo_applied; /* new epoch taken, waiting for the left neighbour's links */
+    uint32_t probe_bytes; /* the new epoch's TOPO asked for link measurements */
     struct ring_op *op;
 
     uint8_t *scratch;
@@ -162,7 +174,11 @@ struct starling_comm {
     int npend;
     uint64_t pub_epoch;
     int pub_rank, pub_size;
+    uint64_t *pub_ids; /* the members' ids in ring order (pub_size of them), or NULL */
     uint64_t bytes_sent;
+    starling__link_est *links; /* this member's last measurements (nlinks of them) */
+    int nlinks;
+    int probes_serving; /* link probes being answered (probe.c) */
 
     /* Application thread only. */
     char errmsg[256];
@@ -186,6 +202,15 @@ void *starling__engine_main(void *arg);
 int starling__ctrl_send(starling_comm *c, uint8_t type, const starling__msg_epoch *m);
 int starling__ctrl_register(starling_comm *c, int fd, int64_t deadline_ms, char *why,
                             size_t why_len);
+
+/* probe.c: link measurement (starling_measure_links). */
+/* Measures this member's links to every other member of an epoch (rank `rank` of n),
+ * `bytes` per probe, into est[0..n) (est[rank] is left zero). Per-link failures give a
+ * zero bandwidth, never an error. Runs on the application's thread. */
+void starling__probe_links(starling_comm *c, const starling__member *m, int n, int rank,
+                           uint64_t epoch, uint32_t bytes, starling__link_est *est);
+/* The receiving side of a probe, on the handshake thread that authenticated it. */
+void starling__probe_serve(starling_comm *c, int fd, const starling__msg_hello *h);
 
 /* links.c */
 void *starling__acceptor_main(void *arg);

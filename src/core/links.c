@@ -35,10 +35,15 @@ static void park(starling_comm *c, int fd, const starling__msg_hello *h)
     starling__wake_signal(&c->wake);
 }
 
-/* On the handshake's own thread, for an authenticated connection. */
+/* On the handshake's own thread, for an authenticated connection. A link probe is
+ * answered right here: it holds one of the pool's slots until it ends (bounded). */
 static void on_handshake(void *user, int fd, const starling__msg_hello *h)
 {
     starling_comm *c = user;
+    if (h->role == ROLE_PROBE) {
+        starling__probe_serve(c, fd, h);
+        return;
+    }
     if (h->role != ROLE_DATA) {
         SLOG_WARN("%s: refused data connection: not a data-link hello", c->name);
         starling__sock_close(fd);
@@ -110,7 +115,8 @@ int starling__links_setup(starling_comm *c, const starling__msg_topo *t)
         h.epoch = t->epoch;
         h.stream = (uint8_t)s;
         h.nstreams = (uint8_t)c->cfg.streams;
-        rc = starling__tcp_connect(right->host, right->port, starling__ms_until(deadline), &fd);
+        rc = starling__tcp_connect(right->host, right->port, (int)c->cfg.socket_buffer,
+                                   starling__ms_until(deadline), &fd);
         if (rc == STARLING_OK) {
             why[0] = '\0';
             rc = starling__handshake_client(fd, &c->key, &h, deadline, why, sizeof why);

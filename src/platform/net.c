@@ -1,3 +1,6 @@
+/* SO_SNDBUFFORCE and SO_RCVBUFFORCE are Linux extensions. */
+#define _DEFAULT_SOURCE
+
 #include "platform/net.h"
 
 #include <arpa/inet.h>
@@ -72,7 +75,8 @@ static int make_sockaddr(const char *host, int port, struct sockaddr_in *sa)
     return STARLING_OK;
 }
 
-int starling__tcp_listen(const char *host, int port, int *fd_out, int *port_out)
+int starling__tcp_listen(const char *host, int port, int buf_bytes, int *fd_out,
+                         int *port_out)
 {
     struct sockaddr_in sa;
     socklen_t len = sizeof sa;
@@ -84,6 +88,7 @@ int starling__tcp_listen(const char *host, int port, int *fd_out, int *port_out)
     if (fd < 0)
         return STARLING_E_OS;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    starling__sock_set_buffers(fd, buf_bytes);
     if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 128) != 0 ||
         set_nonblock(fd) != STARLING_OK || getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
         int e = errno;
@@ -114,7 +119,8 @@ int starling__tcp_accept(int lfd, int *fd_out)
     return STARLING_OK;
 }
 
-int starling__tcp_connect(const char *host, int port, int timeout_ms, int *fd_out)
+int starling__tcp_connect(const char *host, int port, int buf_bytes, int timeout_ms,
+                          int *fd_out)
 {
     struct sockaddr_in sa;
     struct pollfd pfd;
@@ -126,6 +132,7 @@ int starling__tcp_connect(const char *host, int port, int timeout_ms, int *fd_ou
     fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0)
         return STARLING_E_OS;
+    starling__sock_set_buffers(fd, buf_bytes);
     if (set_nonblock(fd) != STARLING_OK)
         goto fail;
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
@@ -168,12 +175,25 @@ int starling__sock_local_host(int fd, char host[STARLING_HOST_MAX])
     return STARLING_OK;
 }
 
-void starling__sock_set_buffers(int fd, int bytes)
+static int set_buffer(int fd, int opt, int force_opt, int bytes)
 {
+    int got = 0;
+    socklen_t len = sizeof got;
+    if (setsockopt(fd, SOL_SOCKET, force_opt, &bytes, sizeof bytes) != 0)
+        setsockopt(fd, SOL_SOCKET, opt, &bytes, sizeof bytes);
+    if (getsockopt(fd, SOL_SOCKET, opt, &got, &len) != 0)
+        return 0;
+    return got;
+}
+
+int starling__sock_set_buffers(int fd, int bytes)
+{
+    int snd, rcv;
     if (bytes <= 0)
-        return;
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
+        return 0;
+    snd = set_buffer(fd, SO_SNDBUF, SO_SNDBUFFORCE, bytes);
+    rcv = set_buffer(fd, SO_RCVBUF, SO_RCVBUFFORCE, bytes);
+    return snd < rcv ? snd : rcv;
 }
 
 void starling__sock_close(int fd)

@@ -11,16 +11,24 @@
  * Returns 0, or STARLING_E_INVALID with nothing written. */
 int starling__addr_parse(const char *host_port, char host[STARLING_HOST_MAX], int *port);
 
-/* Non-blocking listening socket with SO_REUSEADDR. *port_out gets the bound port. */
-int starling__tcp_listen(const char *host, int port, int *fd_out, int *port_out);
+/* Non-blocking listening socket with SO_REUSEADDR. *port_out gets the bound port.
+ * buf_bytes > 0: the socket buffers of every accepted connection (see below). */
+int starling__tcp_listen(const char *host, int port, int buf_bytes, int *fd_out,
+                         int *port_out);
 /* Accepts one connection (non-blocking, TCP_NODELAY); STARLING_E_TIMEOUT if none ready. */
 int starling__tcp_accept(int lfd, int *fd_out);
-/* Connects with a deadline; the returned socket is non-blocking with TCP_NODELAY. */
-int starling__tcp_connect(const char *host, int port, int timeout_ms, int *fd_out);
+/* Connects with a deadline; the returned socket is non-blocking with TCP_NODELAY.
+ * buf_bytes > 0: its socket buffers, set before the connection is made (so that TCP's
+ * window scale can use them). */
+int starling__tcp_connect(const char *host, int port, int buf_bytes, int timeout_ms,
+                          int *fd_out);
 /* Local address of a connected socket as dotted quad. */
 int starling__sock_local_host(int fd, char host[STARLING_HOST_MAX]);
-/* Socket buffer sizes (0 leaves the kernel's autotuning alone). */
-void starling__sock_set_buffers(int fd, int bytes);
+/* Sets both socket buffers to `bytes` (0 leaves the kernel's autotuning alone): beyond
+ * net.core.[rw]mem_max with SO_*BUFFORCE when the process may, else as far as the
+ * kernel allows. Returns the smaller buffer granted, as the kernel reports it (Linux
+ * counts its bookkeeping too: twice the payload room asked for), or 0 if not set. */
+int starling__sock_set_buffers(int fd, int bytes);
 void starling__sock_close(int fd);
 
 /* Non-blocking I/O: returns bytes moved (>0), 0 if it would block, or a negative

@@ -4,6 +4,7 @@
 
 #include "proto/wire.h"
 #include "starling.h"
+#include "util/config.h"
 
 void starling__frame_hdr_encode(uint8_t out[STARLING_FRAME_HDR], uint8_t type, uint32_t len)
 {
@@ -94,7 +95,7 @@ int starling__hello_decode(const uint8_t *p, size_t len, starling__msg_hello *m)
     m->nstreams = starling__r_u8(&r);
     if (starling__r_finish(&r))
         return STARLING_E_PROTOCOL;
-    if (m->role != ROLE_CONTROL && m->role != ROLE_DATA)
+    if (m->role != ROLE_CONTROL && m->role != ROLE_DATA && m->role != ROLE_PROBE)
         return STARLING_E_PROTOCOL;
     if (m->run[0] == '\0')
         return STARLING_E_PROTOCOL;
@@ -237,6 +238,7 @@ int starling__topo_encode(uint8_t *out, size_t cap, const starling__msg_topo *m)
         starling__w_str(&w, m->members[i].host);
         starling__w_u16(&w, m->members[i].port);
     }
+    starling__w_u32(&w, m->probe_bytes);
     return finish(&w, out, MSG_TOPO);
 }
 
@@ -255,6 +257,49 @@ int starling__topo_decode(const uint8_t *p, size_t len, starling__msg_topo *m)
         m->members[i].port = starling__r_u16(&r);
         if (m->members[i].id == 0 || m->members[i].port == 0)
             return STARLING_E_PROTOCOL;
+    }
+    m->probe_bytes = starling__r_u32(&r);
+    if (m->probe_bytes != 0 &&
+        (m->probe_bytes < STARLING__PROBE_MIN || m->probe_bytes > STARLING__PROBE_MAX))
+        return STARLING_E_PROTOCOL;
+    return starling__r_finish(&r);
+}
+
+int starling__links_encode(uint8_t *out, size_t cap, const starling__msg_links *m)
+{
+    starling__wbuf w;
+    if (begin(&w, out, cap) || m->n > STARLING_MAX_PEERS)
+        return STARLING_E_LIMIT;
+    starling__w_u64(&w, m->epoch);
+    starling__w_u32(&w, m->n);
+    for (uint32_t i = 0; i < m->n; i++) {
+        starling__w_u64(&w, m->links[i].id);
+        starling__w_u64(&w, m->links[i].bytes_per_s);
+        starling__w_u32(&w, m->links[i].rtt_us);
+    }
+    return finish(&w, out, MSG_LINKS);
+}
+
+/* Links to distinct, nonzero ids; bandwidth below 1 TB/s, round trips below 10 minutes. */
+int starling__links_decode(const uint8_t *p, size_t len, starling__msg_links *m)
+{
+    starling__rbuf r;
+    starling__r_init(&r, p, len);
+    m->epoch = starling__r_u64(&r);
+    m->n = starling__r_u32(&r);
+    if (r.err || m->n > STARLING_MAX_PEERS)
+        return STARLING_E_PROTOCOL;
+    for (uint32_t i = 0; i < m->n; i++) {
+        starling__link_est *l = &m->links[i];
+        l->id = starling__r_u64(&r);
+        l->bytes_per_s = starling__r_u64(&r);
+        l->rtt_us = starling__r_u32(&r);
+        if (r.err || l->id == 0 || l->bytes_per_s > STARLING_LINK_BPS_MAX ||
+            l->rtt_us > STARLING_LINK_RTT_US_MAX)
+            return STARLING_E_PROTOCOL;
+        for (uint32_t j = 0; j < i; j++)
+            if (m->links[j].id == l->id)
+                return STARLING_E_PROTOCOL;
     }
     return starling__r_finish(&r);
 }

@@ -17,6 +17,8 @@
 #define STARLING_CTRL_MAX 65536 /* largest control frame payload */
 #define STARLING_DATA_HDR 24    /* seq, desc, step, piece after the frame header */
 #define STARLING_DATA_F_ZSTD 0x01 /* MSG_DATA flag: the payload is one zstd frame */
+#define STARLING_LINK_BPS_MAX 1000000000000ull /* 1 TB/s: a faster link report is garbage */
+#define STARLING_LINK_RTT_US_MAX 600000000u    /* 10 minutes */
 
 typedef enum starling__msg_type {
     MSG_HELLO = 1,     /* client -> server, first frame of every connection */
@@ -37,12 +39,14 @@ typedef enum starling__msg_type {
     MSG_DONE = 16,     /* peer -> peer: commit barrier token */
     MSG_ABORT = 17,    /* peer -> peer: the collective is aborted (mismatch) */
     MSG_ACCEPT = 18,   /* server -> client: authenticated */
-    MSG_TYPE_MAX = 18
+    MSG_LINKS = 19,    /* peer -> coordinator: its measured links (ring order) */
+    MSG_TYPE_MAX = 19
 } starling__msg_type;
 
 typedef enum starling__role {
     ROLE_CONTROL = 1, /* a peer's connection to the coordinator */
-    ROLE_DATA = 2     /* a ring link stream between two peers */
+    ROLE_DATA = 2,    /* a ring link stream between two peers */
+    ROLE_PROBE = 3    /* a link measurement between two peers (docs/protocol.md) */
 } starling__role;
 
 typedef struct starling__frame_hdr {
@@ -111,7 +115,21 @@ typedef struct starling__msg_topo {
     uint32_t rank;
     uint32_t n;
     starling__member members[STARLING_MAX_PEERS];
+    uint32_t probe_bytes; /* 0, or: measure your links with probes of this many bytes */
 } starling__msg_topo;
+
+/* One measured link, from the reporting member to member `id`. */
+typedef struct starling__link_est {
+    uint64_t id;
+    uint64_t bytes_per_s; /* 0: the link could not be measured (unusable) */
+    uint32_t rtt_us;
+} starling__link_est;
+
+typedef struct starling__msg_links {
+    uint64_t epoch; /* the epoch in which the links were measured */
+    uint32_t n;
+    starling__link_est links[STARLING_MAX_PEERS];
+} starling__msg_links;
 
 /* MSG_TOPO_REQ, MSG_QUERY: epoch only. MSG_FAIL: epoch, seq, code. MSG_STATUS: epoch,
  * done_seq (highest op whose data phase finished), cur_seq. MSG_DECIDE: epoch,
@@ -146,6 +164,8 @@ int starling__welcome_encode(uint8_t *out, size_t cap, const starling__msg_welco
 int starling__welcome_decode(const uint8_t *p, size_t len, starling__msg_welcome *m);
 int starling__topo_encode(uint8_t *out, size_t cap, const starling__msg_topo *m);
 int starling__topo_decode(const uint8_t *p, size_t len, starling__msg_topo *m);
+int starling__links_encode(uint8_t *out, size_t cap, const starling__msg_links *m);
+int starling__links_decode(const uint8_t *p, size_t len, starling__msg_links *m);
 /* For MSG_TOPO_REQ, MSG_FAIL, MSG_QUERY, MSG_STATUS, MSG_DECIDE, MSG_HEARTBEAT,
  * MSG_LEAVE, MSG_ACCEPT (the last three carry no fields: encoded empty). */
 int starling__epoch_encode(uint8_t *out, size_t cap, uint8_t type, const starling__msg_epoch *m);

@@ -13,6 +13,7 @@ void starling__config_defaults(struct starling_config *cfg)
     cfg->streams = 1;
     cfg->min_peers = 1;
     cfg->chunk_bytes = 1u << 20;
+    cfg->probe_bytes = 2u << 20;
     strcpy(cfg->listen, "127.0.0.1:0");
 }
 
@@ -92,5 +93,34 @@ int starling_config_set_name(starling_config *cfg, const char *name)
         if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
             return STARLING_E_INVALID;
     memcpy(cfg->name, name, n + 1);
+    return STARLING_OK;
+}
+
+int starling_config_set_socket_buffer(starling_config *cfg, size_t bytes)
+{
+    if (!cfg || (bytes != 0 && (bytes < 4096 || bytes > (1u << 30))))
+        return STARLING_E_INVALID;
+    cfg->socket_buffer = bytes;
+    return STARLING_OK;
+}
+
+int starling_config_set_ring_order(starling_config *cfg, const char *order)
+{
+    static const char *const names[] = {"join", "name", "measured"};
+    if (!cfg || !order)
+        return STARLING_E_INVALID;
+    for (int i = 0; i < 3; i++)
+        if (strcmp(order, names[i]) == 0) {
+            cfg->ring_order = (starling__ring_order)i;
+            return STARLING_OK;
+        }
+    return STARLING_E_INVALID;
+}
+
+int starling_config_set_probe_bytes(starling_config *cfg, size_t bytes)
+{
+    if (!cfg || bytes < STARLING__PROBE_MIN || bytes > STARLING__PROBE_MAX)
+        return STARLING_E_INVALID;
+    cfg->probe_bytes = bytes;
     return STARLING_OK;
 }

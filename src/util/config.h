@@ -5,6 +5,13 @@
 
 #include "starling.h"
 
+/* How the coordinator orders the ring (starling_config_set_ring_order). */
+typedef enum starling__ring_order {
+    STARLING__ORDER_JOIN = 0,
+    STARLING__ORDER_NAME = 1,
+    STARLING__ORDER_MEASURED = 2
+} starling__ring_order;
+
 struct starling_config {
     int timeout_ms;
     int op_timeout_ms;
@@ -13,7 +20,13 @@ struct starling_config {
     size_t chunk_bytes;
     char listen[80];
     char name[64];
+    size_t socket_buffer; /* 0: the kernel's autotuning */
+    starling__ring_order ring_order;
+    size_t probe_bytes;
 };
+
+#define STARLING__PROBE_MIN (64u << 10)
+#define STARLING__PROBE_MAX (256u << 20)
 
 /* Fills `cfg` with the documented defaults. */
 void starling__config_defaults(struct starling_config *cfg);

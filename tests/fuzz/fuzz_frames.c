@@ -6,6 +6,12 @@
  * garbage. For every accepted payload the harness checks that the encoding is canonical:
  * encode(decode(x)) == x byte for byte, and decode(encode(decode(x))) == decode(x).
  * A failed check aborts (the checks are not assert()s, which NDEBUG would remove).
+ * Every rule docs/protocol.md lists for an accepted message is checked again here, so a
+ * decoder that lets something through that it should refuse is a crash, not a pass.
+ *
+ * Protocol version 2: HELLO role 3 (probe), TOPO's trailing probe_bytes and LINKS (19).
+ * tests/golden/v2/ holds one valid frame of each, a useful extra seed directory:
+ *   ./tests/fuzz/fuzz_frames corpus-frames /path/to/tests/golden/v2
  *
  * Built two ways (tests/fuzz/CMakeLists.txt): with -fsanitize=fuzzer by clang, and as
  * fuzz_frames_replay with fuzz_replay.c, which replays the saved corpus under ctest. */
@@ -16,6 +22,7 @@
 
 #include "proto/msg.h"
 #include "starling.h"
+#include "util/config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -34,6 +41,7 @@ static uint8_t enc[STARLING_FRAME_HDR + STARLING_CTRL_MAX];
 /* Decoded messages are big (a topo is ~40 KiB): static, not on the stack. */
 static starling__msg_register reg1, reg2;
 static starling__msg_topo topo1, topo2;
+static starling__msg_links links1, links2;
 
 static uint32_t le32(const uint8_t *p)
 {
@@ -67,7 +75,7 @@ static void check_header(const uint8_t *data, size_t size)
         CHECK(h.len >= STARLING_DATA_HDR && h.len - STARLING_DATA_HDR <= MAX_DATA);
     else
         CHECK(h.len <= STARLING_CTRL_MAX);
-    /* Re-encoding gives the same bytes, except flags, which v1 always sends as 0. */
+    /* Re-encoding gives the same bytes, except flags, which the encoder writes as 0. */
     starling__frame_hdr_encode(again, h.type, h.len);
     CHECK(again[0] == data[0] && again[1] == 0 && memcmp(again + 2, data + 2, 6) == 0);
     /* The limits only narrow: what passes with MAX_DATA passes with a larger one. */
@@ -86,7 +94,7 @@ static void fuzz_hello(const uint8_t *p, size_t len)
     if (rc != STARLING_OK)
         return;
     CHECK(a.magic == STARLING_MAGIC && a.version == STARLING_PROTOCOL_VERSION);
-    CHECK(a.role == ROLE_CONTROL || a.role == ROLE_DATA);
+    CHECK(a.role == ROLE_CONTROL || a.role == ROLE_DATA || a.role == ROLE_PROBE);
     CHECK(a.run[0] != '\0' && strlen(a.run) < STARLING_NAME_MAX);
     if (a.role == ROLE_DATA)
         CHECK(a.nstreams >= 1 && a.nstreams <= 16 && a.stream < a.nstreams);
@@ -168,14 +176,44 @@ static void fuzz_topo(const uint8_t *p, size_t len)
         return;
     CHECK(topo1.epoch != 0 && topo1.n >= 1 && topo1.n <= STARLING_MAX_PEERS);
     CHECK(topo1.rank < topo1.n);
+    CHECK(topo1.probe_bytes == 0 || (topo1.probe_bytes >= STARLING__PROBE_MIN &&
+                                     topo1.probe_bytes <= STARLING__PROBE_MAX));
+    /* probe_bytes is the last field: the payload's last 4 bytes. */
+    CHECK(len >= 4 && le32(p + len - 4) == topo1.probe_bytes);
     check_canonical(starling__topo_encode(enc, sizeof enc, &topo1), MSG_TOPO, p, len);
     CHECK(starling__topo_decode(enc + STARLING_FRAME_HDR, len, &topo2) == STARLING_OK);
     CHECK(topo1.epoch == topo2.epoch && topo1.rank == topo2.rank && topo1.n == topo2.n);
+    CHECK(topo1.probe_bytes == topo2.probe_bytes);
     for (uint32_t i = 0; i < topo1.n; i++) {
         CHECK(topo1.members[i].id != 0 && topo1.members[i].port != 0);
         CHECK(topo1.members[i].id == topo2.members[i].id);
         CHECK(strcmp(topo1.members[i].host, topo2.members[i].host) == 0);
         CHECK(topo1.members[i].port == topo2.members[i].port);
+    }
+}
+
+static void fuzz_links(const uint8_t *p, size_t len)
+{
+    int rc = starling__links_decode(p, len, &links1);
+    CHECK(rc == STARLING_OK || rc == STARLING_E_PROTOCOL);
+    if (rc != STARLING_OK)
+        return;
+    /* epoch u64, n u32, then n entries of id u64, bytes_per_s u64, rtt_us u32 */
+    CHECK(links1.n <= STARLING_MAX_PEERS && len == 12 + 20 * (size_t)links1.n);
+    for (uint32_t i = 0; i < links1.n; i++) {
+        CHECK(links1.links[i].id != 0);
+        CHECK(links1.links[i].bytes_per_s <= STARLING_LINK_BPS_MAX);
+        CHECK(links1.links[i].rtt_us <= STARLING_LINK_RTT_US_MAX);
+        for (uint32_t j = 0; j < i; j++)
+            CHECK(links1.links[j].id != links1.links[i].id);
+    }
+    check_canonical(starling__links_encode(enc, sizeof enc, &links1), MSG_LINKS, p, len);
+    CHECK(starling__links_decode(enc + STARLING_FRAME_HDR, len, &links2) == STARLING_OK);
+    CHECK(links1.epoch == links2.epoch && links1.n == links2.n);
+    for (uint32_t i = 0; i < links1.n; i++) {
+        CHECK(links1.links[i].id == links2.links[i].id);
+        CHECK(links1.links[i].bytes_per_s == links2.links[i].bytes_per_s);
+        CHECK(links1.links[i].rtt_us == links2.links[i].rtt_us);
     }
 }
 
@@ -235,6 +273,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case MSG_REGISTER: fuzz_register(p, len); break;
     case MSG_WELCOME: fuzz_welcome(p, len); break;
     case MSG_TOPO: fuzz_topo(p, len); break;
+    case MSG_LINKS: fuzz_links(p, len); break;
     case MSG_HEARTBEAT:
     case MSG_TOPO_REQ:
     case MSG_FAIL:

@@ -598,9 +598,10 @@ def scenario_join(h):
 # (src/auth/handshake.c), so this client can also authenticate for real and then misbehave.
 
 MAGIC = 0x4C525453
+PROTOCOL_VERSION = 2
 T_HELLO, T_CHALLENGE, T_AUTH, T_REJECT, T_REGISTER = 1, 2, 3, 4, 5
 T_TOPO_REQ, T_DATA, T_ACCEPT = 8, 15, 18
-ROLE_CONTROL, ROLE_DATA = 1, 2
+ROLE_CONTROL, ROLE_DATA, ROLE_PROBE = 1, 2, 3
 E_AUTH, E_VERSION = -8, -9
 CTRL_MAX = 65536
 
@@ -615,8 +616,8 @@ def pstr(b):
 
 
 class Hello:
-    def __init__(self, run, role, rng, version=1, magic=MAGIC, peer_id=None, epoch=0, stream=0,
-                 nstreams=0):
+    def __init__(self, run, role, rng, version=PROTOCOL_VERSION, magic=MAGIC, peer_id=None,
+                 epoch=0, stream=0, nstreams=0):
         self.run = run.encode() if isinstance(run, str) else run
         self.role, self.version, self.magic = role, version, magic
         self.nonce = bytes(rng.randrange(256) for _ in range(32))
@@ -858,7 +859,7 @@ def attacks_for(h, port, role, rng, epoch):
                                   frame(T_HELLO, hello(nstreams=0).payload())))
         notes.append(attack_close(port, "data HELLO with stream >= nstreams",
                                   frame(T_HELLO, hello(stream=3, nstreams=2).payload())))
-    for v in (0, 2, 0xFFFF):
+    for v in (0, PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1, 0xFFFF):
         notes.append(attack_reject(port, "HELLO with protocol version %d" % v, hello(version=v),
                                    E_VERSION))
     notes.append(attack_reject(port, "HELLO for another run", hello(run=b"not-" + run[:50]),
@@ -890,6 +891,17 @@ def attacks_for(h, port, role, rng, epoch):
                                        must_close=False))
         notes.append(attack_after_auth(port, "authenticated link, garbage",
                                        hello(), h, garbage, must_close=False))
+        # Link probes (docs/protocol.md): a stranger is not answered; one claiming a later
+        # epoch is, but a count outside 64 KiB..256 MiB ends it.
+        probe = dict(run=run, rng=rng, role=ROLE_PROBE)
+        notes.append(attack_after_auth(port, "link probe from a peer of no epoch",
+                                       Hello(**probe), h, struct.pack("<Q", 1 << 20)))
+        notes.append(attack_after_auth(port, "link probe of 2^40 bytes",
+                                       Hello(epoch=epoch + 1, **probe), h,
+                                       struct.pack("<Q", 1 << 40)))
+        notes.append(attack_after_auth(port, "link probe of 1 byte",
+                                       Hello(epoch=epoch + 1, **probe), h,
+                                       struct.pack("<Q", 1) + b"x"))
     s = connect(port)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     s.close()

@@ -309,3 +309,34 @@ def test_coordinator_context_and_properties():
             assert c.bytes_sent == 0
             assert "rank=0" in repr(c)
     assert starling.version() == "0.1.0"
+
+
+def test_measure_links_and_link_figures(fresh_group):
+    g = fresh_group(3)
+
+    def measure(c, _):
+        assert c.link((c.rank + 1) % c.size) is None  # nothing measured yet
+        c.measure_links()
+        figures = [c.link(r) for r in range(c.size) if r != c.rank]
+        with pytest.raises(starling.Invalid):
+            c.link(c.rank)
+        return figures
+    for figures in g.run(measure):
+        assert all(f is not None and f[0] > 1e6 and 0 < f[1] < 1.0 for f in figures)
+
+
+def test_config_ring_order_refused():
+    with pytest.raises(starling.Invalid):
+        starling.Coordinator(run="ro", secret="x", config=starling.Config(ring_order="fastest"))
+    with pytest.raises(starling.Invalid):
+        starling.Coordinator(run="ro", secret="x", config=starling.Config(probe_bytes=10))
+
+
+def test_socket_buffer_config_carries_collectives(fresh_group):
+    g = fresh_group(2, socket_buffer=1 << 20)
+
+    def body(c, i):
+        x = np.full(300_000, i + 1, dtype=np.float32)
+        c.allreduce(x, inplace=True)
+        return float(x[0]), float(x[-1])
+    assert g.run(body) == [(3.0, 3.0), (3.0, 3.0)]

@@ -14,6 +14,7 @@
 
 static const char secret[] = "test-secret";
 int g_streams = 1;
+const char *g_ring_order;
 
 struct group {
     starling_coord *coord;
@@ -35,6 +36,8 @@ static void group_start(group *g, int n)
     g->n = n;
     assert_int_equal(starling_config_create(&cfg), STARLING_OK);
     starling_config_set_timeout_ms(cfg, 2000);
+    if (g_ring_order)
+        assert_int_equal(starling_config_set_ring_order(cfg, g_ring_order), STARLING_OK);
     assert_int_equal(starling_coord_create(&g->coord, "127.0.0.1:0", "grp", secret,
                                            sizeof secret - 1, cfg),
                      STARLING_OK);
@@ -53,6 +56,7 @@ static void group_stop(group *g)
 static void *peer_main(void *arg)
 {
     peer_arg *pa = arg;
+    char name[16];
     starling_config *cfg;
     starling_comm *c = NULL;
     int rc;
@@ -61,6 +65,8 @@ static void *peer_main(void *arg)
     starling_config_set_timeout_ms(cfg, 2000);
     starling_config_set_chunk_bytes(cfg, 4096); /* many pieces even for small buffers */
     starling_config_set_streams(cfg, g_streams);
+    snprintf(name, sizeof name, "p%d", pa->idx);
+    starling_config_set_name(cfg, name);
     rc = starling_comm_create(&c, pa->g->addr, "grp", secret, sizeof secret - 1, cfg);
     starling_config_destroy(cfg);
     CHECK(pa, rc == STARLING_OK, "comm_create: %s", starling_strerror(rc));

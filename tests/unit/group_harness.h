@@ -12,6 +12,9 @@
 
 /* Streams per ring link for the next group (default 1). */
 extern int g_streams;
+/* The coordinator's ring order for the next group (NULL: the default). Peers are named
+ * "p<idx>". */
+extern const char *g_ring_order;
 
 typedef struct group group;
 

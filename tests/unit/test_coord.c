@@ -115,6 +115,8 @@ static void *beater_thread(void *arg)
     }
 }
 
+static const char *fixture_order; /* ring order of the next fixture's coordinator */
+
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
@@ -123,6 +125,8 @@ static int setup(void **state)
     pthread_mutex_init(&f->lock, NULL);
     assert_int_equal(starling_config_create(&cfg), STARLING_OK);
     assert_int_equal(starling_config_set_timeout_ms(cfg, TIMEOUT_MS), STARLING_OK);
+    if (fixture_order)
+        assert_int_equal(starling_config_set_ring_order(cfg, fixture_order), STARLING_OK);
     assert_int_equal(
         starling_coord_create(&f->coord, "127.0.0.1:0", RUN, SECRET, strlen(SECRET), cfg),
         STARLING_OK);
@@ -135,6 +139,15 @@ static int setup(void **state)
     cur = f;
     *state = f;
     return 0;
+}
+
+static int setup_measured(void **state)
+{
+    int r;
+    fixture_order = "measured";
+    r = setup(state);
+    fixture_order = NULL;
+    return r;
 }
 
 static int teardown(void **state)
@@ -164,7 +177,7 @@ static int64_t deadline(void) { return starling__now_ms() + WAIT_MS; }
 
 static int dial(const fixture *f, int *fd)
 {
-    return starling__tcp_connect("127.0.0.1", f->port, WAIT_MS, fd);
+    return starling__tcp_connect("127.0.0.1", f->port, 0, WAIT_MS, fd);
 }
 
 /* Connects and authenticates as `id`; returns the handshake's result. */
@@ -239,22 +252,23 @@ static void expect_epoch_msg(const peer *p, uint8_t type, uint64_t epoch, uint64
     assert_int_equal(m.code, code);
 }
 
+static starling__msg_topo last_topo; /* the last TOPO expect_topo received */
+
 static void expect_topo(const peer *p, uint64_t epoch, uint32_t rank, uint32_t n,
                         const peer *const *ring)
 {
-    static starling__msg_topo t;
     starling__frame_hdr h;
     recv_frame(p, &h);
     if (h.type != MSG_TOPO)
         fail_msg("peer %s: expected a topo, got frame type %u", p->name, h.type);
-    assert_int_equal(starling__topo_decode(rx, h.len, &t), STARLING_OK);
-    assert_int_equal(t.epoch, epoch);
-    assert_int_equal(t.rank, rank);
-    assert_int_equal(t.n, n);
+    assert_int_equal(starling__topo_decode(rx, h.len, &last_topo), STARLING_OK);
+    assert_int_equal(last_topo.epoch, epoch);
+    assert_int_equal(last_topo.rank, rank);
+    assert_int_equal(last_topo.n, n);
     for (uint32_t i = 0; i < n; i++) {
-        assert_int_equal(t.members[i].id, ring[i]->id);
-        assert_string_equal(t.members[i].host, "127.0.0.1");
-        assert_int_equal(t.members[i].port, ring[i]->port);
+        assert_int_equal(last_topo.members[i].id, ring[i]->id);
+        assert_string_equal(last_topo.members[i].host, "127.0.0.1");
+        assert_int_equal(last_topo.members[i].port, ring[i]->port);
     }
 }
 
@@ -384,29 +398,39 @@ static void test_wrong_run(void **state)
     assert_int_equal(handshake(f, "another-run", SECRET, 0x42, &fd), STARLING_E_AUTH);
 }
 
+/* A HELLO of any version but ours is answered REJECT(E_VERSION), then closed: a peer of
+ * the previous protocol (1) and one of a future protocol alike. */
 static void test_bad_version(void **state)
 {
+    static const uint16_t versions[] = {1, STARLING_PROTOCOL_VERSION + 1};
     fixture *f = *state;
-    starling__msg_hello hello;
-    starling__msg_reject rj;
-    starling__frame_hdr h;
-    uint8_t buf[512];
-    int fd;
+    for (size_t i = 0; i < sizeof versions / sizeof versions[0]; i++) {
+        starling__msg_hello hello;
+        starling__msg_reject rj;
+        starling__frame_hdr h;
+        uint8_t buf[512];
+        char want[64];
+        int fd;
 
-    assert_int_equal(dial(f, &fd), STARLING_OK);
-    memset(&hello, 0, sizeof hello);
-    hello.magic = STARLING_MAGIC;
-    hello.version = 2;
-    hello.role = ROLE_CONTROL;
-    strcpy(hello.run, RUN);
-    hello.peer_id = 0x42;
-    send_raw(fd, buf, starling__hello_encode(buf, sizeof buf, &hello));
-    assert_int_equal(starling__frame_recv(fd, &h, buf, sizeof buf, deadline()), STARLING_OK);
-    assert_int_equal(h.type, MSG_REJECT);
-    assert_int_equal(starling__reject_decode(buf, h.len, &rj), STARLING_OK);
-    assert_int_equal(rj.code, STARLING_E_VERSION);
-    expect_closed(fd);
-    starling__sock_close(fd);
+        assert_int_not_equal(versions[i], STARLING_PROTOCOL_VERSION);
+        assert_int_equal(dial(f, &fd), STARLING_OK);
+        memset(&hello, 0, sizeof hello);
+        hello.magic = STARLING_MAGIC;
+        hello.version = versions[i];
+        hello.role = ROLE_CONTROL;
+        strcpy(hello.run, RUN);
+        hello.peer_id = 0x42;
+        send_raw(fd, buf, starling__hello_encode(buf, sizeof buf, &hello));
+        assert_int_equal(starling__frame_recv(fd, &h, buf, sizeof buf, deadline()), STARLING_OK);
+        assert_int_equal(h.type, MSG_REJECT);
+        assert_int_equal(starling__reject_decode(buf, h.len, &rj), STARLING_OK);
+        assert_int_equal(rj.code, STARLING_E_VERSION);
+        /* The reason names the version refused. */
+        snprintf(want, sizeof want, "version %u", (unsigned)versions[i]);
+        assert_non_null(strstr(rj.reason, want));
+        expect_closed(fd);
+        starling__sock_close(fd);
+    }
 }
 
 static void test_death_is_resolved(void **state)
@@ -632,6 +656,78 @@ static void test_malformed_after_register(void **state)
     }
 }
 
+/* p reports its links: to each ids[i], bw[i] bytes/s and a 1 ms round trip. */
+static void send_links(const peer *p, uint64_t epoch, const uint64_t *ids, const uint64_t *bw,
+                       uint32_t n)
+{
+    static starling__msg_links m;
+    static uint8_t buf[STARLING_FRAME_HDR + 12 + 20 * 16];
+    memset(&m, 0, sizeof m);
+    m.epoch = epoch;
+    m.n = n;
+    for (uint32_t i = 0; i < n; i++) {
+        m.links[i].id = ids[i];
+        m.links[i].bytes_per_s = bw[i];
+        m.links[i].rtt_us = 1000;
+    }
+    send_raw(p->fd, buf, starling__links_encode(buf, sizeof buf, &m));
+}
+
+/* Ring order "measured": the first epoch (by id: a b c) asks for measurements; the links
+ * reported are fast only around a -> c -> b -> a (100 MB/s; 1 MB/s the other way), so
+ * the next epoch is that ring, and asks for nothing. */
+static void test_measured_order(void **state)
+{
+    fixture *f = *state;
+    peer *a = join_as(f, 0x1000, "a", 7001, 3, 0, NULL, 0);
+    peer *b = join_as(f, 0x2000, "b", 7002, 3, 0, NULL, 0);
+    peer *c = join_as(f, 0x3000, "c", 7003, 3, 0, NULL, 0);
+    const peer *first[3] = {a, b, c}, *fast[3] = {a, c, b};
+    const uint64_t fast_bw = 100000000, slow_bw = 1000000;
+
+    for (int i = 0; i < 3; i++)
+        send_epoch(first[i], MSG_TOPO_REQ, 0, 0, 0, 0);
+    for (uint32_t i = 0; i < 3; i++) {
+        expect_topo(first[i], 1, i, 3, first);
+        assert_int_equal(last_topo.probe_bytes, 2u << 20); /* the default probe size */
+    }
+    {
+        const uint64_t to_a[2] = {b->id, c->id}, bw_a[2] = {slow_bw, fast_bw};
+        const uint64_t to_b[2] = {a->id, c->id}, bw_b[2] = {fast_bw, slow_bw};
+        const uint64_t to_c[2] = {a->id, b->id}, bw_c[2] = {slow_bw, fast_bw};
+        send_links(a, 1, to_a, bw_a, 2);
+        send_links(b, 1, to_b, bw_b, 2);
+        send_links(c, 1, to_c, bw_c, 2);
+    }
+    for (int i = 0; i < 3; i++)
+        send_epoch(first[i], MSG_TOPO_REQ, 1, 0, 0, 0);
+    for (uint32_t i = 0; i < 3; i++) {
+        expect_topo(fast[i], 2, i, 3, fast);
+        assert_int_equal(last_topo.probe_bytes, 0);
+    }
+    /* The same members again: the same epoch is confirmed, nothing asked. */
+    for (int i = 0; i < 3; i++)
+        send_epoch(first[i], MSG_TOPO_REQ, 2, 0, 0, 0);
+    for (uint32_t i = 0; i < 3; i++) {
+        expect_topo(fast[i], 2, i, 3, fast);
+        assert_int_equal(last_topo.probe_bytes, 0);
+    }
+}
+
+/* A LINKS report naming the reporter itself is malformed: the member is lost. */
+static void test_links_to_self_refused(void **state)
+{
+    fixture *f = *state;
+    peer *a, *b;
+    form_two(f, &a, &b);
+    {
+        const uint64_t to[1] = {a->id}, bw[1] = {1000000};
+        send_links(a, 1, to, bw, 1);
+    }
+    expect_closed(a->fd);
+    expect_epoch_msg(b, MSG_QUERY, 1, 0, 0);
+}
+
 static void test_reregistration_adopts_epoch(void **state)
 {
     fixture *f = *state;
@@ -841,6 +937,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reregistration_adopts_epoch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_member_and_stale_peers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect_replaces, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_measured_order, setup_measured, teardown),
+        cmocka_unit_test_setup_teardown(test_links_to_self_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_arguments, setup, teardown),
         cmocka_unit_test(test_peer_limit),
         cmocka_unit_test(test_create_out_of_memory),

@@ -1,8 +1,15 @@
 /* Unit tests of the wire protocol (src/proto/msg.c): every message round-trips, every
- * decoder refuses every malformed payload we can think of, and the golden frames of
- * protocol version 1 are pinned byte for byte (tests/golden/v1/ holds the same bytes as
- * files). A golden test that fails means the wire format changed: that needs a new
- * STARLING_PROTOCOL_VERSION and a tests/golden/v2, not an edit of the constants below. */
+ * decoder refuses every malformed payload we can think of, and the golden frames of each
+ * protocol version are pinned byte for byte (tests/golden/v<N>/ holds the same bytes as
+ * files; test_golden_files checks that). A golden test that fails means the wire format
+ * changed: that needs a new STARLING_PROTOCOL_VERSION and a tests/golden/v<N+1>, not an
+ * edit of the constants below.
+ *
+ * Version 2 (the current one) added ROLE_PROBE, TOPO's trailing probe_bytes and the LINKS
+ * message. The v1 constants are kept as they were: those v1 frames whose bytes v2 still
+ * produces (REGISTER, DECIDE, the DATA header) are checked as before, and the two that
+ * changed are checked for how v2 treats them (a v1 HELLO is a version refusal, a v1 TOPO
+ * is too short). The v2 constants follow them. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +22,7 @@
 
 #include "proto/msg.h"
 #include "starling.h"
+#include "util/config.h"
 
 /* Largest control frame, plus room to append trailing garbage. */
 #define FRAME_MAX (STARLING_FRAME_HDR + STARLING_CTRL_MAX + 64)
@@ -24,6 +32,7 @@ static uint8_t frame[FRAME_MAX];
 /* Big structs live here rather than on the stack (a topo is ~40 KiB). */
 static starling__msg_register reg_a, reg_b;
 static starling__msg_topo topo_a, topo_b;
+static starling__msg_links links_a, links_b;
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -95,6 +104,7 @@ static int decode_any(uint8_t type, const uint8_t *p, size_t len)
     case MSG_REGISTER: return starling__register_decode(p, len, &reg_b);
     case MSG_WELCOME: return starling__welcome_decode(p, len, &welcome);
     case MSG_TOPO: return starling__topo_decode(p, len, &topo_b);
+    case MSG_LINKS: return starling__links_decode(p, len, &links_b);
     default: return starling__epoch_decode(type, p, len, &epoch);
     }
 }
@@ -125,6 +135,8 @@ static void sample_hello(starling__msg_hello *m, uint8_t role)
         m->stream = 3;
         m->nstreams = 4;
     }
+    if (role == ROLE_PROBE)
+        m->epoch = 12; /* as src/core/probe.c sends it: stream and nstreams 0 */
 }
 
 static void sample_register(starling__msg_register *m, uint32_t nmembers)
@@ -152,6 +164,21 @@ static void sample_topo(starling__msg_topo *m, uint32_t n)
         snprintf(m->members[i].host, sizeof m->members[i].host, "10.%u.%u.%u",
                  (unsigned)(i >> 16) & 255u, (unsigned)(i >> 8) & 255u, (unsigned)i & 255u);
         m->members[i].port = (uint16_t)(20000 + i);
+    }
+    m->probe_bytes = 0;
+}
+
+/* n links to ids 0x200.., with bandwidths and round trips that differ per entry; the
+ * entry i = 1 (when n > 1) could not be measured (0 bytes/s). */
+static void sample_links(starling__msg_links *m, uint32_t n)
+{
+    memset(m, 0, sizeof *m);
+    m->epoch = 77;
+    m->n = n;
+    for (uint32_t i = 0; i < n; i++) {
+        m->links[i].id = 0x200 + (uint64_t)i * 0x10000000001ull;
+        m->links[i].bytes_per_s = i == 1 ? 0 : 125000000ull * (i + 1); /* (i+1) Gbit/s */
+        m->links[i].rtt_us = i == 1 ? 0 : 50 + 7 * i;
     }
 }
 
@@ -189,7 +216,7 @@ static int build_sample(int idx, uint8_t *out, size_t cap, uint8_t *type)
     static starling__msg_reject reject;
     static starling__msg_welcome welcome;
     static starling__msg_epoch epoch;
-    const int nfixed = 11;
+    const int nfixed = 16;
     switch (idx) {
     case 0:
         sample_hello(&hello, ROLE_CONTROL);
@@ -238,6 +265,27 @@ static int build_sample(int idx, uint8_t *out, size_t cap, uint8_t *type)
         reject.code = STARLING_E_VERSION;
         *type = MSG_REJECT;
         return starling__reject_encode(out, cap, &reject);
+    case 11:
+        sample_hello(&hello, ROLE_PROBE);
+        *type = MSG_HELLO;
+        return starling__hello_encode(out, cap, &hello);
+    case 12:
+        sample_topo(&topo_a, 3);
+        topo_a.probe_bytes = 2u << 20;
+        *type = MSG_TOPO;
+        return starling__topo_encode(out, cap, &topo_a);
+    case 13:
+        sample_links(&links_a, 0);
+        *type = MSG_LINKS;
+        return starling__links_encode(out, cap, &links_a);
+    case 14:
+        sample_links(&links_a, 1);
+        *type = MSG_LINKS;
+        return starling__links_encode(out, cap, &links_a);
+    case 15:
+        sample_links(&links_a, 3);
+        *type = MSG_LINKS;
+        return starling__links_encode(out, cap, &links_a);
     default:
         if (idx - nfixed >= (int)sizeof epoch_types)
             return 0;
@@ -264,7 +312,7 @@ static void assert_hello_equal(const starling__msg_hello *a, const starling__msg
 
 static void test_hello_round_trip(void **state)
 {
-    static const uint8_t roles[] = {ROLE_CONTROL, ROLE_DATA};
+    static const uint8_t roles[] = {ROLE_CONTROL, ROLE_DATA, ROLE_PROBE};
     (void)state;
     for (size_t i = 0; i < sizeof roles; i++) {
         starling__msg_hello in, out;
@@ -428,6 +476,7 @@ static void assert_topo_equal(const starling__msg_topo *a, const starling__msg_t
         assert_string_equal(a->members[i].host, b->members[i].host);
         assert_int_equal(a->members[i].port, b->members[i].port);
     }
+    assert_int_equal(a->probe_bytes, b->probe_bytes);
 }
 
 static void test_topo_round_trip(void **state)
@@ -438,8 +487,15 @@ static void test_topo_round_trip(void **state)
         sample_topo(&topo_a, counts[i]);
         for (uint32_t rank = 0; rank < counts[i]; rank += (counts[i] > 4 ? 97 : 1)) {
             topo_a.rank = rank;
+            topo_a.probe_bytes = rank % 2 ? 0 : STARLING__PROBE_MIN << rank % 8;
             int n = starling__topo_encode(frame, sizeof frame, &topo_a);
             size_t plen = frame_check(frame, n, MSG_TOPO);
+            /* epoch u64, rank u32, n u32, then per member id u64, host str, port u16,
+             * then probe_bytes u32 */
+            size_t want = 8 + 4 + 4 + 4;
+            for (uint32_t j = 0; j < counts[i]; j++)
+                want += 8 + 1 + strlen(topo_a.members[j].host) + 2;
+            assert_int_equal(plen, want);
             memset(&topo_b, 0xee, sizeof topo_b);
             assert_int_equal(starling__topo_decode(frame + 8, plen, &topo_b), STARLING_OK);
             assert_topo_equal(&topo_a, &topo_b);
@@ -447,7 +503,9 @@ static void test_topo_round_trip(void **state)
     }
 }
 
-/* The largest legal topology (512 members, 63-byte hosts) fits in one control frame. */
+/* The largest legal topology (512 members, 63-byte hosts, the largest probe size) fits in
+ * one control frame: 16 + 512 * (8 + 1 + 63 + 2) + 4 = 16 + 37,888 + 4 = 37,908 bytes of
+ * payload, against STARLING_CTRL_MAX = 65,536. */
 static void test_topo_largest_fits(void **state)
 {
     (void)state;
@@ -459,12 +517,120 @@ static void test_topo_largest_fits(void **state)
         topo_a.members[i].id = UINT64_MAX - i;
     }
     topo_a.epoch = UINT64_MAX;
+    topo_a.probe_bytes = STARLING__PROBE_MAX;
     int n = starling__topo_encode(frame, sizeof frame, &topo_a);
     size_t plen = frame_check(frame, n, MSG_TOPO);
-    assert_int_equal(plen, 16 + (size_t)STARLING_MAX_PEERS * (8 + 1 + 63 + 2));
+    /* epoch, rank, n; members (id, host length byte, 63 host bytes, port); probe_bytes */
+    assert_int_equal(plen, 8 + 4 + 4 + (size_t)STARLING_MAX_PEERS * (8 + 1 + 63 + 2) + 4);
+    assert_int_equal(plen, 37908);
     assert_true(plen <= STARLING_CTRL_MAX);
     assert_int_equal(starling__topo_decode(frame + 8, plen, &topo_b), STARLING_OK);
     assert_topo_equal(&topo_a, &topo_b);
+}
+
+/* TOPO's probe_bytes (v2): 0 (nothing asked) up to STARLING__PROBE_MAX (256 MiB). */
+static void test_topo_probe_bytes(void **state)
+{
+    static const uint32_t ok[] = {0, STARLING__PROBE_MIN, 2u << 20, STARLING__PROBE_MAX};
+    static const uint32_t bad[] = {1, STARLING__PROBE_MIN - 1, STARLING__PROBE_MAX + 1,
+                                   1u << 31, UINT32_MAX};
+    (void)state;
+    assert_int_equal(STARLING__PROBE_MAX, 268435456); /* 256 MiB */
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        sample_topo(&topo_a, 2);
+        topo_a.probe_bytes = ok[i];
+        int n = starling__topo_encode(frame, sizeof frame, &topo_a);
+        size_t plen = frame_check(frame, n, MSG_TOPO);
+        /* probe_bytes is the last 4 bytes of the payload, little-endian */
+        const uint8_t *pb = frame + n - 4;
+        assert_int_equal((uint32_t)pb[0] | (uint32_t)pb[1] << 8 | (uint32_t)pb[2] << 16 |
+                             (uint32_t)pb[3] << 24,
+                         ok[i]);
+        assert_int_equal(decode_exact(MSG_TOPO, frame + 8, plen), STARLING_OK);
+        assert_topo_equal(&topo_a, &topo_b);
+    }
+    /* 0 (nothing asked) or a size a probed peer accepts: STARLING__PROBE_MIN..MAX. */
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sample_topo(&topo_a, 2);
+        topo_a.probe_bytes = bad[i];
+        int n = starling__topo_encode(frame, sizeof frame, &topo_a);
+        assert_true(n > 0); /* the encoder writes any value: the decoder is the gate */
+        assert_int_equal(decode_exact(MSG_TOPO, frame + 8, (size_t)n - 8), STARLING_E_PROTOCOL);
+    }
+}
+
+static void assert_links_equal(const starling__msg_links *a, const starling__msg_links *b)
+{
+    assert_true(a->epoch == b->epoch);
+    assert_int_equal(a->n, b->n);
+    for (uint32_t i = 0; i < a->n; i++) {
+        assert_true(a->links[i].id == b->links[i].id);
+        assert_true(a->links[i].bytes_per_s == b->links[i].bytes_per_s);
+        assert_int_equal(a->links[i].rtt_us, b->links[i].rtt_us);
+    }
+}
+
+static void test_links_round_trip(void **state)
+{
+    static const uint32_t counts[] = {0, 1, 2, 3, 100, STARLING_MAX_PEERS};
+    (void)state;
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
+        sample_links(&links_a, counts[i]);
+        int n = starling__links_encode(frame, sizeof frame, &links_a);
+        size_t plen = frame_check(frame, n, MSG_LINKS);
+        /* epoch u64, n u32, then per link id u64, bytes_per_s u64, rtt_us u32 */
+        assert_int_equal(plen, 8 + 4 + (size_t)counts[i] * (8 + 8 + 4));
+        memset(&links_b, 0xee, sizeof links_b);
+        assert_int_equal(decode_exact(MSG_LINKS, frame + 8, plen), STARLING_OK);
+        assert_links_equal(&links_a, &links_b);
+    }
+}
+
+/* The limits themselves are accepted; the epoch is carried unchecked (even 0). */
+static void test_links_field_extremes(void **state)
+{
+    (void)state;
+    sample_links(&links_a, 3);
+    links_a.epoch = 0;
+    links_a.links[0].id = UINT64_MAX;
+    links_a.links[0].bytes_per_s = STARLING_LINK_BPS_MAX;
+    links_a.links[0].rtt_us = STARLING_LINK_RTT_US_MAX;
+    links_a.links[1].id = 1;
+    links_a.links[1].bytes_per_s = 0; /* unmeasured */
+    links_a.links[1].rtt_us = 0;
+    links_a.links[2].bytes_per_s = 1;
+    links_a.links[2].rtt_us = 1;
+    int n = starling__links_encode(frame, sizeof frame, &links_a);
+    assert_int_equal(decode_exact(MSG_LINKS, frame + 8, (size_t)n - 8), STARLING_OK);
+    assert_links_equal(&links_a, &links_b);
+    links_a.epoch = UINT64_MAX;
+    n = starling__links_encode(frame, sizeof frame, &links_a);
+    assert_int_equal(decode_exact(MSG_LINKS, frame + 8, (size_t)n - 8), STARLING_OK);
+    assert_links_equal(&links_a, &links_b);
+    assert_true(STARLING_LINK_BPS_MAX == 1000000000000ull); /* 1 TB/s */
+    assert_int_equal(STARLING_LINK_RTT_US_MAX, 600000000);  /* 10 minutes */
+}
+
+/* The largest LINKS (512 links) fits in one control frame: 8 + 4 + 512 * (8 + 8 + 4) =
+ * 12 + 10,240 = 10,252 bytes of payload. A member reports at most n - 1 = 511 links; the
+ * decoder allows 512. */
+static void test_links_largest_fits(void **state)
+{
+    (void)state;
+    sample_links(&links_a, STARLING_MAX_PEERS);
+    for (uint32_t i = 0; i < STARLING_MAX_PEERS; i++) {
+        links_a.links[i].id = UINT64_MAX - i;
+        links_a.links[i].bytes_per_s = STARLING_LINK_BPS_MAX;
+        links_a.links[i].rtt_us = STARLING_LINK_RTT_US_MAX;
+    }
+    links_a.epoch = UINT64_MAX;
+    int n = starling__links_encode(frame, sizeof frame, &links_a);
+    size_t plen = frame_check(frame, n, MSG_LINKS);
+    assert_int_equal(plen, 8 + 4 + (size_t)STARLING_MAX_PEERS * (8 + 8 + 4));
+    assert_int_equal(plen, 10252);
+    assert_true(plen <= STARLING_CTRL_MAX);
+    assert_int_equal(decode_exact(MSG_LINKS, frame + 8, plen), STARLING_OK);
+    assert_links_equal(&links_a, &links_b);
 }
 
 static void test_epoch_round_trip_every_type(void **state)
@@ -545,8 +711,8 @@ static void test_epoch_status_order(void **state)
 static void test_epoch_refuses_other_types(void **state)
 {
     static const uint8_t others[] = {
-        0,        MSG_HELLO, MSG_CHALLENGE, MSG_AUTH,  MSG_REJECT,       MSG_REGISTER, MSG_WELCOME,
-        MSG_TOPO, MSG_DATA,  MSG_DONE,      MSG_ABORT, MSG_TYPE_MAX + 1, 255};
+        0,        MSG_HELLO, MSG_CHALLENGE, MSG_AUTH,  MSG_REJECT, MSG_REGISTER,     MSG_WELCOME,
+        MSG_TOPO, MSG_DATA,  MSG_DONE,      MSG_ABORT, MSG_LINKS,  MSG_TYPE_MAX + 1, 255};
     starling__msg_epoch m;
     (void)state;
     sample_epoch(&m);
@@ -673,6 +839,11 @@ static void test_encoders_refuse_over_limit(void **state)
     sample_topo(&topo_a, STARLING_MAX_PEERS);
     topo_a.n = STARLING_MAX_PEERS + 1;
     assert_int_equal(starling__topo_encode(frame, sizeof frame, &topo_a), STARLING_E_LIMIT);
+    sample_links(&links_a, STARLING_MAX_PEERS);
+    links_a.n = STARLING_MAX_PEERS + 1;
+    assert_int_equal(starling__links_encode(frame, sizeof frame, &links_a), STARLING_E_LIMIT);
+    links_a.n = UINT32_MAX;
+    assert_int_equal(starling__links_encode(frame, sizeof frame, &links_a), STARLING_E_LIMIT);
 }
 
 /* ---------------------------------------------------------------- frame header */
@@ -873,37 +1044,43 @@ static void test_hello_magic_and_version(void **state)
     m.magic = 0x5354524c; /* byte-swapped */
     assert_int_equal(hello_decode_of(&m), STARLING_E_PROTOCOL);
     /* Magic is checked before version: a stranger is a protocol error, not a version. */
-    m.version = 2;
+    m.version = STARLING_PROTOCOL_VERSION + 1;
     assert_int_equal(hello_decode_of(&m), STARLING_E_PROTOCOL);
 
+    /* Every version but ours, older (1) or newer, is a version refusal. */
     sample_hello(&m, ROLE_CONTROL);
-    static const uint16_t versions[] = {0, 2, 0x100, 0xffff};
-    for (size_t i = 0; i < 4; i++) {
+    static const uint16_t versions[] = {0, 1, STARLING_PROTOCOL_VERSION + 1, 0x100, 0x0200, 0xffff};
+    for (size_t i = 0; i < sizeof versions / sizeof versions[0]; i++) {
+        assert_int_not_equal(versions[i], STARLING_PROTOCOL_VERSION);
         m.version = versions[i];
         assert_int_equal(hello_decode_of(&m), STARLING_E_VERSION);
     }
 }
 
-/* A future version may lay out the rest of HELLO differently: once magic and version are
- * read, a different version is STARLING_E_VERSION whatever follows. */
+/* Another version may lay out the rest of HELLO differently: once magic and version are
+ * read, a different version is STARLING_E_VERSION whatever follows, a future one (3) or a
+ * past one (1). Our own version (2) with nothing after it is a truncated hello. */
 static void test_hello_future_version_any_layout(void **state)
 {
-    static const uint8_t v2_short[] = {0x53, 0x54, 0x52, 0x4c, 0x02, 0x00};
-    static const uint8_t v2_other[] = {0x53, 0x54, 0x52, 0x4c, 0x02, 0x00, 0xff, 0xff, 0x00};
+    static const uint8_t v3_short[] = {0x53, 0x54, 0x52, 0x4c, 0x03, 0x00};
+    static const uint8_t v3_other[] = {0x53, 0x54, 0x52, 0x4c, 0x03, 0x00, 0xff, 0xff, 0x00};
     static const uint8_t v1_short[] = {0x53, 0x54, 0x52, 0x4c, 0x01, 0x00};
-    static const uint8_t magic_only[] = {0x53, 0x54, 0x52, 0x4c, 0x01};
+    static const uint8_t v2_short[] = {0x53, 0x54, 0x52, 0x4c, 0x02, 0x00};
+    static const uint8_t magic_only[] = {0x53, 0x54, 0x52, 0x4c, 0x02};
     starling__msg_hello out;
     (void)state;
-    assert_int_equal(starling__hello_decode(v2_short, sizeof v2_short, &out), STARLING_E_VERSION);
-    assert_int_equal(starling__hello_decode(v2_other, sizeof v2_other, &out), STARLING_E_VERSION);
-    assert_int_equal(starling__hello_decode(v1_short, sizeof v1_short, &out), STARLING_E_PROTOCOL);
+    assert_int_equal(STARLING_PROTOCOL_VERSION, 2); /* the bytes above spell versions out */
+    assert_int_equal(starling__hello_decode(v3_short, sizeof v3_short, &out), STARLING_E_VERSION);
+    assert_int_equal(starling__hello_decode(v3_other, sizeof v3_other, &out), STARLING_E_VERSION);
+    assert_int_equal(starling__hello_decode(v1_short, sizeof v1_short, &out), STARLING_E_VERSION);
+    assert_int_equal(starling__hello_decode(v2_short, sizeof v2_short, &out), STARLING_E_PROTOCOL);
     assert_int_equal(starling__hello_decode(magic_only, sizeof magic_only, &out),
                      STARLING_E_PROTOCOL);
 }
 
 static void test_hello_role(void **state)
 {
-    static const uint8_t bad[] = {0, 3, 4, 255};
+    static const uint8_t bad[] = {0, 4, 5, 255}; /* 1, 2 and (since v2) 3 are roles */
     starling__msg_hello m;
     (void)state;
     for (size_t i = 0; i < sizeof bad; i++) {
@@ -941,6 +1118,35 @@ static void test_hello_streams(void **state)
     assert_int_equal(hello_decode_of(&m), STARLING_OK);
 }
 
+/* ROLE_PROBE (v2): a link measurement. Like a control hello, the stream fields are carried
+ * but not checked; the prober sends stream 0 of 0 and the epoch it measures in. */
+static void test_hello_probe_role(void **state)
+{
+    static const uint8_t streams[][2] = {{0, 0}, {0, 1}, {200, 0}, {255, 255}, {16, 17}};
+    starling__msg_hello m, out;
+    (void)state;
+    assert_int_equal(ROLE_PROBE, 3);
+    for (size_t i = 0; i < sizeof streams / sizeof streams[0]; i++) {
+        sample_hello(&m, ROLE_PROBE);
+        m.stream = streams[i][0];
+        m.nstreams = streams[i][1];
+        int n = starling__hello_encode(frame, sizeof frame, &m);
+        /* magic, version, role, nonce, run, peer_id, epoch, stream, nstreams */
+        assert_int_equal(frame_check(frame, n, MSG_HELLO),
+                         4 + 2 + 1 + 32 + 1 + strlen(m.run) + 8 + 8 + 1 + 1);
+        assert_int_equal(frame[8 + 6], ROLE_PROBE);
+        assert_int_equal(starling__hello_decode(frame + 8, (size_t)n - 8, &out), STARLING_OK);
+        assert_hello_equal(&m, &out);
+    }
+    /* The other rules still hold on a probe hello. */
+    sample_hello(&m, ROLE_PROBE);
+    m.run[0] = '\0';
+    assert_int_equal(hello_decode_of(&m), STARLING_E_PROTOCOL);
+    sample_hello(&m, ROLE_PROBE);
+    m.version = 1;
+    assert_int_equal(hello_decode_of(&m), STARLING_E_VERSION);
+}
+
 static void test_hello_run_name(void **state)
 {
     starling__msg_hello m;
@@ -968,7 +1174,10 @@ static void test_hello_run_too_long(void **state)
     for (size_t runlen = STARLING_NAME_MAX; runlen <= 255; runlen += 191) {
         size_t n = 0;
         sample_hello(&m, ROLE_CONTROL);
-        memcpy(p, "STRL\x01\x00\x01", 7);
+        memcpy(p, "STRL", 4);             /* magic */
+        p[4] = STARLING_PROTOCOL_VERSION; /* u16 version */
+        p[5] = 0;
+        p[6] = ROLE_CONTROL;
         n = 7;
         memcpy(p + n, m.nonce, 32);
         n += 32;
@@ -1171,6 +1380,10 @@ static void test_topo_refusals(void **state)
     topo_a.n = 0;
     topo_a.rank = 0;
     assert_int_equal(topo_decode_of(&topo_a), STARLING_E_PROTOCOL);
+    /* probe_bytes over 256 MiB (test_topo_probe_bytes has the bounds). */
+    sample_topo(&topo_a, 3);
+    topo_a.probe_bytes = STARLING__PROBE_MAX + 1;
+    assert_int_equal(topo_decode_of(&topo_a), STARLING_E_PROTOCOL);
 }
 
 static void test_topo_count_over_limit(void **state)
@@ -1200,19 +1413,121 @@ static void test_topo_host_too_long(void **state)
     p[n++] = STARLING_ADDR_MAX;
     memset(p + n, '1', STARLING_ADDR_MAX);
     n += STARLING_ADDR_MAX;
-    memcpy(p + n, "\x39\x30", 2);
-    n += 2;
+    memcpy(p + n, "\x39\x30" /* port 12345 */ "\0\0\0\0" /* probe_bytes 0 */, 6);
+    n += 6;
     assert_int_equal(decode_exact(MSG_TOPO, p, n), STARLING_E_PROTOCOL);
     /* shorten the host by one byte: accepted */
     p[24] = STARLING_ADDR_MAX - 1;
-    memmove(p + 25 + STARLING_ADDR_MAX - 1, p + 25 + STARLING_ADDR_MAX, 2);
+    memmove(p + 25 + STARLING_ADDR_MAX - 1, p + 25 + STARLING_ADDR_MAX, 6);
     assert_int_equal(decode_exact(MSG_TOPO, p, n - 1), STARLING_OK);
+}
+
+/* ---------------------------------------------------------------- links refusals */
+
+static int links_decode_of(const starling__msg_links *m)
+{
+    int n = starling__links_encode(frame, sizeof frame, m);
+    assert_true(n > 0);
+    return decode_exact(MSG_LINKS, frame + 8, (size_t)n - 8);
+}
+
+/* Ids nonzero and distinct, bandwidth <= 1 TB/s, round trip <= 10 minutes, at every
+ * position of the list (the first, a middle and the last entry). */
+static void test_links_refusals(void **state)
+{
+    static const uint32_t at[] = {0, 2, 4};
+    (void)state;
+    sample_links(&links_a, 5);
+    assert_int_equal(links_decode_of(&links_a), STARLING_OK);
+    for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
+        uint32_t k = at[i];
+        sample_links(&links_a, 5);
+        links_a.links[k].id = 0;
+        assert_int_equal(links_decode_of(&links_a), STARLING_E_PROTOCOL);
+        sample_links(&links_a, 5);
+        links_a.links[k].bytes_per_s = STARLING_LINK_BPS_MAX + 1;
+        assert_int_equal(links_decode_of(&links_a), STARLING_E_PROTOCOL);
+        links_a.links[k].bytes_per_s = UINT64_MAX;
+        assert_int_equal(links_decode_of(&links_a), STARLING_E_PROTOCOL);
+        sample_links(&links_a, 5);
+        links_a.links[k].rtt_us = STARLING_LINK_RTT_US_MAX + 1;
+        assert_int_equal(links_decode_of(&links_a), STARLING_E_PROTOCOL);
+        links_a.links[k].rtt_us = UINT32_MAX;
+        assert_int_equal(links_decode_of(&links_a), STARLING_E_PROTOCOL);
+    }
+    /* Duplicate ids: adjacent, first and last, and the same id three times. */
+    sample_links(&links_a, 5);
+    links_a.links[3].id = links_a.links[2].id;
+    assert_int_equal(links_decode_of(&links_a), STARLING_E_PROTOCOL);
+    sample_links(&links_a, 5);
+    links_a.links[4].id = links_a.links[0].id;
+    assert_int_equal(links_decode_of(&links_a), STARLING_E_PROTOCOL);
+    sample_links(&links_a, 3);
+    links_a.links[1].id = links_a.links[2].id = links_a.links[0].id;
+    assert_int_equal(links_decode_of(&links_a), STARLING_E_PROTOCOL);
+    /* The same figures under distinct ids are fine: only ids must differ. */
+    sample_links(&links_a, 3);
+    links_a.links[1] = links_a.links[0];
+    links_a.links[1].id = 42;
+    assert_int_equal(links_decode_of(&links_a), STARLING_OK);
+}
+
+/* n over STARLING_MAX_PEERS: refused from the count alone, before reading entries. */
+static void test_links_count_over_limit(void **state)
+{
+    static const uint32_t counts[] = {STARLING_MAX_PEERS + 1, 1u << 20, UINT32_MAX};
+    (void)state;
+    sample_links(&links_a, STARLING_MAX_PEERS);
+    int n = starling__links_encode(frame, sizeof frame, &links_a);
+    size_t plen = (size_t)n - 8;
+    uint8_t *count = frame + 8 + 8; /* after epoch u64 */
+    assert_int_equal(count[0] | count[1] << 8, STARLING_MAX_PEERS);
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
+        for (int b = 0; b < 4; b++)
+            count[b] = (uint8_t)(counts[i] >> (8 * b));
+        assert_int_equal(decode_exact(MSG_LINKS, frame + 8, plen), STARLING_E_PROTOCOL);
+        /* ... even if the payload really holds that many entries (20 bytes each) */
+        if (counts[i] == STARLING_MAX_PEERS + 1) {
+            static const uint8_t entry[20] = {
+                0x77, 0x77, 0x77, 0x77, 0x77, 0x77, 0x77, 0x77, /* id */
+                1,    0,    0,    0,    0,    0,    0,    0,    /* bytes_per_s 1 */
+                1,    0,    0,    0};                           /* rtt_us 1 */
+            memcpy(frame + n, entry, sizeof entry);
+            assert_int_equal(decode_exact(MSG_LINKS, frame + 8, plen + 20), STARLING_E_PROTOCOL);
+        }
+    }
+}
+
+/* The count and the entries must agree: fewer entries than n is truncation, more is
+ * trailing bytes (test_truncated_every_length and test_trailing_bytes cut and pad every
+ * sample; these are the cases where a whole entry is missing or extra). */
+static void test_links_count_disagrees(void **state)
+{
+    (void)state;
+    sample_links(&links_a, 2);
+    int n = starling__links_encode(frame, sizeof frame, &links_a);
+    size_t plen = (size_t)n - 8; /* 12 + 2 * 20 = 52 */
+    assert_int_equal(plen, 52);
+    frame[8 + 8] = 3; /* n 3, two entries */
+    assert_int_equal(decode_exact(MSG_LINKS, frame + 8, plen), STARLING_E_PROTOCOL);
+    frame[8 + 8] = 1; /* n 1, two entries */
+    assert_int_equal(decode_exact(MSG_LINKS, frame + 8, plen), STARLING_E_PROTOCOL);
+    frame[8 + 8] = 0; /* n 0, two entries */
+    assert_int_equal(decode_exact(MSG_LINKS, frame + 8, plen), STARLING_E_PROTOCOL);
+    assert_int_equal(decode_exact(MSG_LINKS, frame + 8, 12), STARLING_OK); /* n 0, none */
+    assert_int_equal(decode_exact(MSG_LINKS, frame + 8, 11), STARLING_E_PROTOCOL);
+    frame[8 + 8] = 2;
+    assert_int_equal(decode_exact(MSG_LINKS, frame + 8, plen - 20), STARLING_E_PROTOCOL);
+    assert_int_equal(decode_exact(MSG_LINKS, frame + 8, plen), STARLING_OK);
 }
 
 /* ---------------------------------------------------------------- golden frames, v1 */
 
 /* The bytes below were written from docs/protocol.md field by field, not copied from
- * the encoder; tests/golden/v1/<name>.bin hold the same bytes. */
+ * the encoder; tests/golden/v1/<name>.bin hold the same bytes. They are version 1's and
+ * stay as they were: REGISTER, DECIDE and the DATA header are the same bytes in version 2
+ * (tests/golden/v2/ has copies), HELLO and TOPO are not (see test_golden_v1_hello and
+ * test_golden_v1_topo). */
 
 /* HELLO, data role: nonce 00..1f, run "demo", peer 0x0102030405060708, epoch 3,
  * stream 1 of 2. */
@@ -1309,12 +1624,23 @@ static void golden_topo_msg(starling__msg_topo *m)
 static void test_golden_protocol_version(void **state)
 {
     (void)state;
-    /* The frames below are those of version 1; a new version gets a new set. */
-    assert_int_equal(STARLING_PROTOCOL_VERSION, 1);
+    /* The v1 frames below are checked for how version 2 treats them; the v2 set follows.
+     * A new version gets a new set. */
+    assert_int_equal(STARLING_PROTOCOL_VERSION, 2);
     assert_int_equal(STARLING_MAGIC, 0x4c525453u); /* "STRL" on the wire */
+    /* Numbers that are on the wire: message types and roles never move. */
+    assert_int_equal(MSG_ACCEPT, 18);
+    assert_int_equal(MSG_LINKS, 19); /* new in v2 */
+    assert_int_equal(MSG_TYPE_MAX, 19);
+    assert_int_equal(ROLE_CONTROL, 1);
+    assert_int_equal(ROLE_DATA, 2);
+    assert_int_equal(ROLE_PROBE, 3); /* new in v2 */
 }
 
-static void test_golden_hello(void **state)
+/* A version 1 HELLO: the layout is unchanged in version 2 (the encoder, given version 1,
+ * still writes exactly the v1 bytes), but the decoder refuses it as another version:
+ * STARLING_E_VERSION, which the handshake answers with REJECT(E_VERSION). */
+static void test_golden_v1_hello(void **state)
 {
     static uint8_t want[128];
     starling__msg_hello m, out;
@@ -1328,10 +1654,36 @@ static void test_golden_hello(void **state)
     assert_int_equal(starling__frame_hdr_decode(want, CHUNK, &h), STARLING_OK);
     assert_int_equal(h.type, MSG_HELLO);
     assert_int_equal(h.len, n - 8);
-    assert_int_equal(starling__hello_decode(want + 8, h.len, &out), STARLING_OK);
-    assert_hello_equal(&m, &out);
+    memset(&out, 0, sizeof out);
+    assert_int_equal(starling__hello_decode(want + 8, h.len, &out), STARLING_E_VERSION);
+    /* What the handshake reads to name the refused version in its REJECT. */
+    assert_int_equal(out.magic, STARLING_MAGIC);
+    assert_int_equal(out.version, 1);
 }
 
+/* A version 1 TOPO ends after the members; version 2 reads a u32 probe_bytes there, so
+ * the v1 bytes are 4 short: refused as truncated. The v2 encoding of the same message
+ * (probe_bytes 0) is the v1 bytes, len 54 + 4 = 58, followed by 00000000. */
+static void test_golden_v1_topo(void **state)
+{
+    static uint8_t want[128];
+    starling__frame_hdr h;
+    size_t n = unhex(golden_topo, want, sizeof want);
+    (void)state;
+    assert_int_equal(n, 8 + 54);
+    assert_int_equal(starling__frame_hdr_decode(want, CHUNK, &h), STARLING_OK);
+    assert_int_equal(h.type, MSG_TOPO);
+    assert_int_equal(h.len, 54);
+    assert_int_equal(decode_exact(MSG_TOPO, want + 8, h.len), STARLING_E_PROTOCOL);
+    golden_topo_msg(&topo_a);
+    assert_int_equal(topo_a.probe_bytes, 0);
+    assert_int_equal(starling__topo_encode(frame, sizeof frame, &topo_a), (int)n + 4);
+    assert_int_equal(frame[4], 54 + 4);              /* len */
+    assert_memory_equal(frame + 5, want + 5, n - 5); /* rest of header, epoch..members */
+    assert_memory_equal(frame + n, "\0\0\0\0", 4);   /* probe_bytes 0 */
+}
+
+/* REGISTER: the same bytes in versions 1 and 2 (tests/golden/v2/register.bin is a copy). */
 static void test_golden_register(void **state)
 {
     static uint8_t want[128];
@@ -1349,23 +1701,7 @@ static void test_golden_register(void **state)
     assert_register_equal(&reg_a, &reg_b);
 }
 
-static void test_golden_topo(void **state)
-{
-    static uint8_t want[128];
-    starling__frame_hdr h;
-    size_t n = unhex(golden_topo, want, sizeof want);
-    (void)state;
-    assert_int_equal(n, 8 + 54);
-    golden_topo_msg(&topo_a);
-    assert_int_equal(starling__topo_encode(frame, sizeof frame, &topo_a), (int)n);
-    assert_memory_equal(frame, want, n);
-    assert_int_equal(starling__frame_hdr_decode(want, CHUNK, &h), STARLING_OK);
-    assert_int_equal(h.type, MSG_TOPO);
-    assert_int_equal(h.len, n - 8);
-    assert_int_equal(starling__topo_decode(want + 8, h.len, &topo_b), STARLING_OK);
-    assert_topo_equal(&topo_a, &topo_b);
-}
-
+/* DECIDE: the same bytes in versions 1 and 2 (tests/golden/v2/decide.bin is a copy). */
 static void test_golden_decide(void **state)
 {
     static uint8_t want[64];
@@ -1384,6 +1720,8 @@ static void test_golden_decide(void **state)
     assert_int_equal(out.code, STARLING_E_PEER_LOST);
 }
 
+/* DATA header: the same bytes in versions 1 and 2 (tests/golden/v2/data_hdr.bin is a
+ * copy). */
 static void test_golden_data(void **state)
 {
     static uint8_t want[64];
@@ -1403,6 +1741,206 @@ static void test_golden_data(void **state)
     assert_int_equal(out.piece, 1);
 }
 
+/* ---------------------------------------------------------------- golden frames, v2 */
+
+/* Written from docs/protocol.md like the v1 set; tests/golden/v2/<name>.bin hold the same
+ * bytes, and register.bin, decide.bin and data_hdr.bin there are copies of v1's, which
+ * version 2 did not change (golden_register, golden_decide and golden_data above). */
+
+/* HELLO, data role: the v1 golden hello with version 2. Only byte 12 differs. */
+static const char golden_v2_hello[] = "01 00 0000 3e000000" /* type 1, flags, reserved, len 62 */
+                                      "5354524c"            /* magic "STRL" */
+                                      "0200"                /* version 2 */
+                                      "02"                  /* role: data */
+                                      "000102030405060708090a0b0c0d0e0f"
+                                      "101112131415161718191a1b1c1d1e1f" /* nonce */
+                                      "04 64656d6f"                      /* run "demo" */
+                                      "0807060504030201"                 /* peer_id */
+                                      "0300000000000000"                 /* epoch 3 */
+                                      "01"                               /* stream 1 */
+                                      "02";                              /* nstreams 2 */
+
+/* HELLO, probe role (new in v2): as above, stream 0 of 0 (not interpreted), as
+ * src/core/probe.c sends it. */
+static const char golden_v2_hello_probe[] = "01 00 0000 3e000000" /* type 1, len 62 */
+                                            "5354524c"            /* magic "STRL" */
+                                            "0200"                /* version 2 */
+                                            "03"                  /* role: probe */
+                                            "000102030405060708090a0b0c0d0e0f"
+                                            "101112131415161718191a1b1c1d1e1f" /* nonce */
+                                            "04 64656d6f"                      /* run "demo" */
+                                            "0807060504030201"                 /* peer_id */
+                                            "0300000000000000"                 /* epoch 3 */
+                                            "00"                               /* stream 0 */
+                                            "00";                              /* nstreams 0 */
+
+/* TOPO: the v1 golden topo (epoch 5, rank 1 of 2: 0xa1 at 10.0.0.1:29500, 0xb2 at
+ * 10.0.0.2:29501) asking for probes of 2 MiB: len 54 + 4. */
+static const char golden_v2_topo[] = "09 00 0000 3a000000" /* type 9, len 58 */
+                                     "0500000000000000"    /* epoch 5 */
+                                     "01000000"            /* rank 1 */
+                                     "02000000"            /* n 2 */
+                                     "a100000000000000 08 31302e302e302e31 3c73"
+                                     "b200000000000000 08 31302e302e302e32 3d73"
+                                     "00002000"; /* probe_bytes 0x200000 = 2 MiB */
+
+/* LINKS (new in v2): epoch 6, two links: to 0xa1 at 1.25e9 bytes/s (10 Gbit/s) with a
+ * 150 us round trip; to 0xc3 not measured (0 bytes/s, rtt 0). 12 + 2 * 20 = 52 bytes. */
+static const char golden_v2_links[] = "13 00 0000 34000000" /* type 19, len 52 */
+                                      "0600000000000000"    /* epoch 6 */
+                                      "02000000"            /* n 2 */
+                                      "a100000000000000"    /* [0] id 0xa1 */
+                                      "807c814a00000000"    /*     bytes_per_s 1250000000 */
+                                      "96000000"            /*     rtt_us 150 */
+                                      "c300000000000000"    /* [1] id 0xc3 */
+                                      "0000000000000000"    /*     bytes_per_s 0: unmeasured */
+                                      "00000000";           /*     rtt_us 0 */
+
+static void golden_v2_links_msg(starling__msg_links *m)
+{
+    memset(m, 0, sizeof *m);
+    m->epoch = 6;
+    m->n = 2;
+    m->links[0].id = 0xa1;
+    m->links[0].bytes_per_s = 1250000000ull;
+    m->links[0].rtt_us = 150;
+    m->links[1].id = 0xc3;
+}
+
+/* Encoding gives the bytes and decoding the bytes gives the message, for a HELLO. */
+static void golden_hello_both_ways(const char *hex, const starling__msg_hello *m)
+{
+    static uint8_t want[128];
+    starling__msg_hello out;
+    starling__frame_hdr h;
+    size_t n = unhex(hex, want, sizeof want);
+    assert_int_equal(n, 8 + 62);
+    assert_int_equal(starling__hello_encode(frame, sizeof frame, m), (int)n);
+    assert_memory_equal(frame, want, n);
+    assert_int_equal(starling__frame_hdr_decode(want, CHUNK, &h), STARLING_OK);
+    assert_int_equal(h.type, MSG_HELLO);
+    assert_int_equal(h.len, n - 8);
+    assert_int_equal(starling__hello_decode(want + 8, h.len, &out), STARLING_OK);
+    assert_hello_equal(m, &out);
+}
+
+static void test_golden_v2_hello(void **state)
+{
+    starling__msg_hello m;
+    (void)state;
+    golden_hello_msg(&m);
+    m.version = 2;
+    golden_hello_both_ways(golden_v2_hello, &m);
+    /* v1 and v2 golden hellos differ in the version byte only. */
+    {
+        uint8_t v1[128], v2[128];
+        size_t n = unhex(golden_hello, v1, sizeof v1);
+        assert_int_equal(unhex(golden_v2_hello, v2, sizeof v2), n);
+        for (size_t i = 0; i < n; i++)
+            assert_int_equal(v1[i] != v2[i], i == 8 + 4);
+    }
+}
+
+static void test_golden_v2_hello_probe(void **state)
+{
+    starling__msg_hello m;
+    (void)state;
+    golden_hello_msg(&m);
+    m.version = 2;
+    m.role = ROLE_PROBE;
+    m.stream = 0;
+    m.nstreams = 0;
+    golden_hello_both_ways(golden_v2_hello_probe, &m);
+}
+
+static void test_golden_v2_topo(void **state)
+{
+    static uint8_t want[128];
+    starling__frame_hdr h;
+    size_t n = unhex(golden_v2_topo, want, sizeof want);
+    (void)state;
+    assert_int_equal(n, 8 + 58);
+    golden_topo_msg(&topo_a);
+    topo_a.probe_bytes = 2u << 20;
+    assert_int_equal(starling__topo_encode(frame, sizeof frame, &topo_a), (int)n);
+    assert_memory_equal(frame, want, n);
+    assert_int_equal(starling__frame_hdr_decode(want, CHUNK, &h), STARLING_OK);
+    assert_int_equal(h.type, MSG_TOPO);
+    assert_int_equal(h.len, n - 8);
+    assert_int_equal(starling__topo_decode(want + 8, h.len, &topo_b), STARLING_OK);
+    assert_topo_equal(&topo_a, &topo_b);
+}
+
+static void test_golden_v2_links(void **state)
+{
+    static uint8_t want[128];
+    starling__frame_hdr h;
+    size_t n = unhex(golden_v2_links, want, sizeof want);
+    (void)state;
+    assert_int_equal(n, 8 + 52);
+    golden_v2_links_msg(&links_a);
+    assert_int_equal(starling__links_encode(frame, sizeof frame, &links_a), (int)n);
+    assert_memory_equal(frame, want, n);
+    assert_int_equal(starling__frame_hdr_decode(want, CHUNK, &h), STARLING_OK);
+    assert_int_equal(h.type, MSG_LINKS);
+    assert_int_equal(h.len, n - 8);
+    assert_int_equal(starling__links_decode(want + 8, h.len, &links_b), STARLING_OK);
+    assert_links_equal(&links_a, &links_b);
+}
+
+/* tests/golden/v<N>/ holds the same bytes as the constants: every file, byte for byte.
+ * The directory is found from this file's path (CMake compiles it by absolute path); the
+ * test is skipped if the source tree is not there. */
+static void test_golden_files(void **state)
+{
+    static const struct {
+        const char *path, *hex;
+    } files[] = {
+        {"v1/hello.bin", golden_hello},
+        {"v1/register.bin", golden_register},
+        {"v1/topo.bin", golden_topo},
+        {"v1/decide.bin", golden_decide},
+        {"v1/data_hdr.bin", golden_data},
+        {"v2/hello.bin", golden_v2_hello},
+        {"v2/hello_probe.bin", golden_v2_hello_probe},
+        {"v2/register.bin", golden_register}, /* unchanged from v1 */
+        {"v2/topo.bin", golden_v2_topo},
+        {"v2/links.bin", golden_v2_links},
+        {"v2/decide.bin", golden_decide}, /* unchanged from v1 */
+        {"v2/data_hdr.bin", golden_data}, /* unchanged from v1 */
+    };
+    static char dir[4096], path[4200];
+    const char *unit = strstr(__FILE__, "/unit/test_proto.c");
+    (void)state;
+    if (!unit || (size_t)(unit - __FILE__) >= sizeof dir - 16) {
+        skip();
+        return;
+    }
+    memcpy(dir, __FILE__, (size_t)(unit - __FILE__));
+    dir[unit - __FILE__] = '\0';
+    snprintf(path, sizeof path, "%s/golden/v1/hello.bin", dir);
+    FILE *probe = fopen(path, "rb");
+    if (!probe) {
+        skip();
+        return;
+    }
+    fclose(probe);
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        uint8_t want[128], got[129];
+        size_t n = unhex(files[i].hex, want, sizeof want), m;
+        FILE *f;
+        snprintf(path, sizeof path, "%s/golden/%s", dir, files[i].path);
+        f = fopen(path, "rb");
+        if (!f)
+            fail_msg("missing golden file %s", path);
+        m = fread(got, 1, sizeof got, f);
+        fclose(f);
+        if (m != n || memcmp(got, want, n) != 0)
+            fail_msg("%s differs from its constant in test_proto.c (%zu bytes, want %zu)", path, m,
+                     n);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1417,6 +1955,10 @@ int main(void)
         cmocka_unit_test(test_welcome_round_trip),
         cmocka_unit_test(test_topo_round_trip),
         cmocka_unit_test(test_topo_largest_fits),
+        cmocka_unit_test(test_topo_probe_bytes),
+        cmocka_unit_test(test_links_round_trip),
+        cmocka_unit_test(test_links_field_extremes),
+        cmocka_unit_test(test_links_largest_fits),
         cmocka_unit_test(test_epoch_round_trip_every_type),
         cmocka_unit_test(test_epoch_code_range),
         cmocka_unit_test(test_epoch_status_order),
@@ -1442,6 +1984,7 @@ int main(void)
         cmocka_unit_test(test_hello_future_version_any_layout),
         cmocka_unit_test(test_hello_role),
         cmocka_unit_test(test_hello_streams),
+        cmocka_unit_test(test_hello_probe_role),
         cmocka_unit_test(test_hello_run_name),
         cmocka_unit_test(test_hello_run_too_long),
         cmocka_unit_test(test_reject_refusals),
@@ -1453,13 +1996,21 @@ int main(void)
         cmocka_unit_test(test_topo_refusals),
         cmocka_unit_test(test_topo_count_over_limit),
         cmocka_unit_test(test_topo_host_too_long),
-        /* golden frames, protocol version 1 */
+        cmocka_unit_test(test_links_refusals),
+        cmocka_unit_test(test_links_count_over_limit),
+        cmocka_unit_test(test_links_count_disagrees),
+        /* golden frames: version 1 (as version 2 reads them), then version 2 */
         cmocka_unit_test(test_golden_protocol_version),
-        cmocka_unit_test(test_golden_hello),
+        cmocka_unit_test(test_golden_v1_hello),
         cmocka_unit_test(test_golden_register),
-        cmocka_unit_test(test_golden_topo),
+        cmocka_unit_test(test_golden_v1_topo),
         cmocka_unit_test(test_golden_decide),
         cmocka_unit_test(test_golden_data),
+        cmocka_unit_test(test_golden_v2_hello),
+        cmocka_unit_test(test_golden_v2_hello_probe),
+        cmocka_unit_test(test_golden_v2_topo),
+        cmocka_unit_test(test_golden_v2_links),
+        cmocka_unit_test(test_golden_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,6 +5,8 @@
  * Byzantine rows (the centre, sign-flipped and scaled by 10), fixed seed. Each aggregator
  * runs once to warm up, then RUNS times; the table gives the median and the best wall
  * time, and the input rate n*d*4 bytes / median time. One thread, as the library runs it.
+ * The bucket:2 rows time bucketing in pairs plus the rule on the 5 bucket means (f = 2
+ * still holds: 5 > 2f).
  *
  * Usage: bench_agg [d [runs]]      (defaults 1048576 and 5) */
 #include <stdint.h>
@@ -40,9 +42,23 @@ static float frand(void) /* [-0.5, 0.5) */
 
 int main(int argc, char **argv)
 {
-    static const char *const specs[] = {"mean",      "median",     "trimmed_mean", "krum",
-                                        "multikrum", "geomed",     "cclip",        "flag",
-                                        "nnm+mean",  "nnm+median", "nnm+krum",     "nnm+cclip"};
+    static const char *const specs[] = {"mean",
+                                        "median",
+                                        "trimmed_mean",
+                                        "krum",
+                                        "multikrum",
+                                        "geomed",
+                                        "cclip",
+                                        "flag",
+                                        "nnm+mean",
+                                        "nnm+median",
+                                        "nnm+krum",
+                                        "nnm+cclip",
+                                        "bucket:2+median",
+                                        "bucket:2+trimmed_mean",
+                                        "bucket:2+geomed",
+                                        "bucket:2+cclip",
+                                        "bucket:2+nnm+median"};
     size_t d = argc > 1 ? (size_t)strtoull(argv[1], NULL, 10) : (size_t)1 << 20;
     int runs = argc > 2 ? atoi(argv[2]) : 5;
     float *v, *out, *centre;
@@ -67,9 +83,9 @@ int main(int argc, char **argv)
             v[i * d + j] = i < N - F ? centre[j] + 0.5f * frand() : -10.0f * centre[j];
 
     printf("n = %d, d = %zu, f = %d, %d runs (median, best)\n\n", N, d, F, runs);
-    printf("| %-34s | %10s | %10s | %9s |\n", "aggregator (canonical spec)", "median ms", "best ms",
+    printf("| %-42s | %10s | %10s | %9s |\n", "aggregator (canonical spec)", "median ms", "best ms",
            "GB/s in");
-    printf("|%s|%s|%s|%s|\n", "------------------------------------", "------------",
+    printf("|%s|%s|%s|%s|\n", "--------------------------------------------", "------------",
            "------------", "-----------");
     for (s = 0; s < sizeof specs / sizeof specs[0]; s++) {
         starling_aggregator *a = NULL;
@@ -89,7 +105,7 @@ int main(int argc, char **argv)
             return 1;
         }
         qsort(t, (size_t)runs, sizeof *t, cmp_double);
-        printf("| %-34s | %10.1f | %10.1f | %9.2f |\n", starling_aggregator_spec(a),
+        printf("| %-42s | %10.1f | %10.1f | %9.2f |\n", starling_aggregator_spec(a),
                t[runs / 2] * 1e3, t[0] * 1e3, (double)N * (double)d * 4.0 / t[runs / 2] / 1e9);
         fflush(stdout);
         starling_aggregator_destroy(a);

@@ -408,12 +408,16 @@ STARLING_API int starling_state_hash_hex(const starling_comm *comm, char out[33]
 /* A rule that combines n vectors into one while up to f of them may be wrong (bugs, bit
  * flips, malice), parsed once from a short spec (the maths, requirements and costs of
  * each are in docs/aggregation.md):
- *   [nnm+]NAME[:k=v[,k=v]]
+ *   [bucket:S[:seed=N]+][nnm+]NAME[:k=v[,k=v]]
  *   mean | median | trimmed_mean | krum | multikrum[:m=M] | geomed[:iters=N,tol=X]
  *   | cclip[:tau=X,iters=N] | flag[:r=R,iters=N]
  * Defaults: multikrum m = n - f; geomed iters=100, tol=1e-6 (smoothing nu = 1e-6);
- * cclip tau=1, iters=3; flag r=1, iters=5. "nnm+" first applies nearest-neighbour mixing
- * (each vector replaced by the mean of its n - f nearest, itself included), then NAME.
+ * cclip tau=1, iters=3; flag r=1, iters=5. Applied in the order written: "bucket:S"
+ * shuffles the rows (a permutation drawn from the seed, default 0) and averages buckets of
+ * S, so the rest sees ceil(n/S) rows and f faulty ones can spoil at most f buckets (the
+ * requirements below then hold for the bucket count; not order-independent for a fixed
+ * seed); "nnm+" applies nearest-neighbour mixing (each vector replaced by the mean of its
+ * n - f nearest, itself included); then NAME.
  * Immutable once made: one aggregator may be used by several threads and calls at once. */
 typedef struct starling_aggregator starling_aggregator;
 
@@ -463,7 +467,9 @@ STARLING_API int starling_aggregate(const starling_aggregator *agg, const float 
  * (n, f) are checked before anything is sent (STARLING_E_INVALID on every member, which
  * all make the same call), and more than f non-finite contributions give
  * STARLING_E_CORRUPT on every member. Blocking; the aggregation runs on the calling
- * thread. */
+ * thread. With "bucket:", the permutation also mixes in the epoch, the call's tag and the
+ * shared-state step (equal on every member), so successive training steps shuffle
+ * differently; two calls with the same epoch, tag and step shuffle alike. */
 STARLING_API int starling_robust_allreduce(starling_comm *comm, const float *sendbuf,
                                            float *recvbuf, size_t count,
                                            const starling_aggregator *agg, int f,

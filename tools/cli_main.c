@@ -38,7 +38,7 @@ void cli_usage(FILE *out)
           "      --byzantine K: the last K starting peers attack (NAME: sign_flip, noise,\n"
           "      alie, ipm, label_flip, garbage) and every peer aggregates with SPEC (e.g.\n"
           "      median, krum, geomed; --nnm puts nearest-neighbour mixing first) assuming\n"
-          "      F (default K) Byzantine peers; ddp and diloco only.\n"
+          "      F (default K) Byzantine peers (Streaming DiLoCo: fragment syncs then block).\n"
           "\n"
           "  coordinator --listen HOST:PORT --run NAME [--secret-file PATH | --secret-env VAR]\n"
           "              [--timeout-ms N] [--min-peers N] [--ring-order join|name|measured]\n"

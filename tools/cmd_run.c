@@ -1014,9 +1014,16 @@ static int check_byzantine(const char *cmd, run_opts *o, long byz, const char *a
         f = byz;
     if (strlen(agg_spec) > 100)
         return cli_usage_error(cmd, "--aggregator: spec too long");
-    if (nnm && strncmp(agg_spec, "nnm+", 4) == 0)
-        return cli_usage_error(cmd, "--nnm: the spec '%s' already starts with nnm+", agg_spec);
-    snprintf(o->aggregator, sizeof o->aggregator, "%s%s", nnm ? "nnm+" : "", agg_spec);
+    if (nnm && strstr(agg_spec, "nnm+"))
+        return cli_usage_error(cmd, "--nnm: the spec '%s' already has nnm+", agg_spec);
+    {
+        /* nnm+ goes after a bucketing prefix ("bucket:S[:seed=N]+"): the grammar's order. */
+        const char *rest = agg_spec;
+        if (nnm && strncmp(agg_spec, "bucket:", 7) == 0 && strchr(agg_spec, '+'))
+            rest = strchr(agg_spec, '+') + 1;
+        snprintf(o->aggregator, sizeof o->aggregator, "%.*s%s%s", (int)(rest - agg_spec),
+                 agg_spec, nnm ? "nnm+" : "", rest);
+    }
     if (starling_aggregator_create(&agg, o->aggregator, err, sizeof err) != STARLING_OK)
         return cli_usage_error(cmd, "--aggregator: %s", err);
     zeros = calloc((size_t)(n > 0 ? n : 1), sizeof *zeros);
@@ -1313,12 +1320,7 @@ int cmd_run(int argc, char **argv)
     }
     /* What the trainer would refuse at create, refused here before anything starts. */
     if (o->aggregator[0] || o->byzantine > 0) {
-        const char *alg = set_value(o, "algo"), *cs = set_value(o, "compress");
-        if (alg && strcmp(alg, "streaming") == 0) {
-            cli_usage_error(cmd, "%s: not supported with --algo streaming (ddp and diloco only)",
-                            o->aggregator[0] ? "--aggregator" : "--attack");
-            goto out;
-        }
+        const char *cs = set_value(o, "compress");
         if (o->aggregator[0] && cs &&
             (strstr(cs, "topk") || strstr(cs, "randk") || strstr(cs, "+ef"))) {
             cli_usage_error(cmd, "--compress %s cannot carry the robust all-reduce of "

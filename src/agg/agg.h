@@ -3,8 +3,9 @@
  * docs/aggregation.md. An aggregator is parsed once from its spec into this value.
  *
  * Every rule below works on an array of row pointers (`rows`, n of them, each d floats,
- * all finite): the public entry point drops non-finite rows and applies nearest-neighbour
- * mixing before calling a rule, so the rules never see NaN or Inf. Sums and distances are
+ * all finite): the public entry point drops non-finite rows, then applies bucketing and
+ * nearest-neighbour mixing if asked (in that order) before calling a rule, so the rules
+ * never see NaN or Inf. Sums and distances are
  * in double in a fixed order; ties go to the lowest row index. */
 #ifndef STARLING_AGG_AGG_H
 #define STARLING_AGG_AGG_H
@@ -30,10 +31,14 @@ typedef enum starling__agg_kind {
 #define AGG_CCLIP_ITERS_DEFAULT 3
 #define AGG_FLAG_RANK_DEFAULT 1
 #define AGG_FLAG_ITERS_DEFAULT 5
+#define AGG_BUCKET_MAX 1000000L     /* bucket size S */
+#define AGG_BUCKET_SEED_MAX 999999999L
 
 typedef struct starling__agg {
-    int kind;   /* starling__agg_kind */
-    int nnm;    /* "nnm+": nearest-neighbour mixing first */
+    int kind;         /* starling__agg_kind */
+    long bucket;      /* "bucket:S+": buckets of S rows first; 0 = no bucketing */
+    long bucket_seed; /* "bucket:S:seed=N+": seed of the bucketing permutation */
+    int nnm;          /* "nnm+": nearest-neighbour mixing (after bucketing) */
     long m;     /* multikrum: rows averaged; 0 = n - f */
     long iters; /* geomed, cclip, flag; 0 for the others */
     double tol; /* geomed: relative objective change that stops the iteration */
@@ -48,6 +53,15 @@ typedef struct starling__agg {
 struct starling_aggregator;
 int starling__aggregator_check(const struct starling_aggregator *agg, size_t n, size_t d, int f,
                                char *err, size_t errlen);
+/* starling_aggregate with a salt mixed into the bucketing permutation (its seed is
+ * derive(bucket seed, salt)); starling_aggregate is this with salt 0. Without bucketing
+ * the salt changes nothing. The robust collective passes a salt every member computes
+ * alike and that changes from call to call (core/robust.c). */
+int starling__aggregate_salted(const struct starling_aggregator *agg, const float *vectors,
+                               size_t n, size_t d, int f, uint64_t salt, float *out, char *err,
+                               size_t errlen);
+/* A salt from three values (e.g. epoch, tag, step): distinct inputs give unrelated salts. */
+uint64_t starling__agg_salt(uint64_t a, uint64_t b, uint64_t c);
 
 /* A score and the row it belongs to; sorted by score, ties to the lower row index (the
  * order Krum's selection and the subspace rule's trimming both need). */
@@ -75,6 +89,15 @@ int starling__agg_cclip(const float *const *rows, size_t n, size_t d, double tau
                         float *out);
 int starling__agg_flag(const float *const *rows, size_t n, size_t d, size_t f, long rank,
                        long iters, float *out);
+/* Bucketing (Karimireddy, He, Jaggi 2022): shuffles rows[0..n) in place by the
+ * Fisher-Yates permutation of the PRNG stream derive(seed, salt), then writes the mean of each run of
+ * s consecutive shuffled rows (the last run holds the n mod s left over, if any) to
+ * means (ceil(n/s) x d floats; sums in double in shuffled order, rounded once) and points
+ * rows[0..ceil(n/s)) at them. Returns ceil(n/s). Never fails. */
+size_t starling__agg_bucket(const float **rows, size_t n, size_t d, size_t s, uint64_t seed,
+                            uint64_t salt, float *means);
+/* Buckets made of n rows in buckets of s: ceil(n/s). */
+size_t starling__agg_bucket_count(size_t n, size_t s);
 /* Nearest-neighbour mixing: mixed[i*d..] = mean of the n - f rows nearest to row i
  * (itself first, then by squared distance, ties to the lower index). mixed: n*d floats. */
 int starling__agg_nnm(const float *const *rows, size_t n, size_t d, size_t f, float *mixed);

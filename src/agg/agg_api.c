@@ -1,13 +1,17 @@
 /* The public aggregator handle and the one entry point, starling_aggregate: it checks the
- * rule's requirement on (n, f), drops rows holding NaN or Inf, applies nearest-neighbour
- * mixing if asked, and calls the rule.
+ * rule's requirement on (n, f), drops rows holding NaN or Inf, applies bucketing and then
+ * nearest-neighbour mixing if asked, and calls the rule.
  *
  * Non-finite rows are dropped and counted against f. Such a row is certainly faulty (no
  * honest gradient holds Inf), so n - b rows with at most f - b faulty ones remain, and
  * every requirement below still holds for them: n - b > 2(f - b) follows from n > 2f.
  * Replacing the row by something finite instead would hand a faulty peer a vote chosen
  * by us. More than f such rows break the caller's own assumption, and no rule can then
- * promise anything, so the call fails with STARLING_E_CORRUPT rather than guess. */
+ * promise anything, so the call fails with STARLING_E_CORRUPT rather than guess.
+ *
+ * Bucketing turns n rows into ceil(n/S) bucket means, of which the f faulty rows spoil at
+ * most f: the requirement is checked on (ceil(n/S), f). After dropping b non-finite rows
+ * it still holds for (ceil((n-b)/S), f-b), because ceil(n/S) - ceil((n-b)/S) <= b. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -75,8 +79,8 @@ const char *starling_aggregator_spec(const starling_aggregator *agg)
     return agg ? agg->spec : NULL;
 }
 
-/* The rule's requirement on the declared (n, f); n >= 1 and f >= 0 already hold. */
-static int check_requirement(const starling_aggregator *agg, size_t n, size_t f, char *err,
+/* The rule's requirement on (n, f) for the rows it sees; n >= 1 and f >= 0 hold. */
+static int check_rule(const starling_aggregator *agg, size_t n, size_t f, char *err,
                              size_t errlen)
 {
     const starling__agg *a = &agg->a;
@@ -107,6 +111,26 @@ static int check_requirement(const starling_aggregator *agg, size_t n, size_t f,
     if (a->nnm && n <= 2 * f)
         return fail(STARLING_E_INVALID, err, errlen, "nnm needs n > 2f (got n=%zu, f=%zu)", n, f);
     return STARLING_OK;
+}
+
+/* The requirement on the declared (n, f): on the bucket count when bucketing, with the
+ * bucketing named in the message. */
+static int check_requirement(const starling_aggregator *agg, size_t n, size_t f, char *err,
+                             size_t errlen)
+{
+    size_t s = (size_t)agg->a.bucket, nb;
+    char why[200];
+    int rc;
+    if (s == 0)
+        return check_rule(agg, n, f, err, errlen);
+    nb = starling__agg_bucket_count(n, s);
+    rc = check_rule(agg, nb, f, why, sizeof why);
+    if (rc != STARLING_OK)
+        fail(rc, err, errlen,
+             "%s, counting buckets: n=%zu vectors in buckets of %zu make %zu, and f Byzantine "
+             "vectors can spoil f of them",
+             why, n, s, nb);
+    return rc;
 }
 
 static int row_is_finite(const float *x, size_t d)
@@ -153,8 +177,30 @@ int starling__aggregator_check(const starling_aggregator *agg, size_t n, size_t 
 int starling_aggregate(const starling_aggregator *agg, const float *vectors, size_t n, size_t d,
                        int f, float *out, char *err, size_t errlen)
 {
+    return starling__aggregate_salted(agg, vectors, n, d, f, 0, out, err, errlen);
+}
+
+/* Replaces rows[0..*n) by their ceil(*n/S) bucket means (bucketing permutation seeded by
+ * the spec's seed and `salt`), held in *means. */
+static int apply_bucketing(const starling__agg *a, const float **rows, size_t *n, size_t d,
+                           uint64_t salt, float **means, char *err, size_t errlen)
+{
+    size_t nb = starling__agg_bucket_count(*n, (size_t)a->bucket);
+    *means = starling__malloc(nb * d * sizeof **means);
+    if (!*means)
+        return fail(STARLING_E_NOMEM, err, errlen, "out of memory (bucketing: %zu x %zu floats)",
+                    nb, d);
+    *n = starling__agg_bucket(rows, *n, d, (size_t)a->bucket, (uint64_t)a->bucket_seed, salt,
+                              *means);
+    return STARLING_OK;
+}
+
+int starling__aggregate_salted(const starling_aggregator *agg, const float *vectors, size_t n,
+                               size_t d, int f, uint64_t salt, float *out, char *err,
+                               size_t errlen)
+{
     const float **rows = NULL;
-    float *mixed = NULL;
+    float *mixed = NULL, *means = NULL;
     size_t i, kept = 0, bad, fk;
     int rc;
 
@@ -182,6 +228,9 @@ int starling_aggregate(const starling_aggregator *agg, const float *vectors, siz
         goto done;
     }
     fk = (size_t)f - bad;
+    if (agg->a.bucket > 0 &&
+        (rc = apply_bucketing(&agg->a, rows, &kept, d, salt, &means, err, errlen)) != STARLING_OK)
+        goto done;
     if (agg->a.nnm) {
         mixed = starling__malloc(kept * d * sizeof *mixed);
         if (!mixed) {
@@ -201,6 +250,7 @@ int starling_aggregate(const starling_aggregator *agg, const float *vectors, siz
     if (rc == STARLING_E_NOMEM)
         fail(rc, err, errlen, "out of memory (%s scratch for n=%zu, d=%zu)", agg->spec, kept, d);
 done:
+    starling__free(means);
     starling__free(mixed);
     starling__free(rows);
     return rc;

@@ -1,6 +1,7 @@
 /* The aggregator spec grammar (docs/aggregation.md):
  *
- *   spec   = [ "nnm+" ] name [ ":" param { "," param } ]
+ *   spec   = [ bucket "+" ] [ "nnm+" ] name [ ":" param { "," param } ]
+ *   bucket = "bucket:" S [ ":seed=" N ]   S in 1..10^6, N in 0..999999999 (default 0)
  *   name   = "mean" | "median" | "trimmed_mean" | "krum" | "multikrum" | "geomed"
  *          | "cclip" | "flag"
  *   param  = key "=" value      multikrum: m | geomed: iters, tol | cclip: tau, iters
@@ -131,8 +132,48 @@ static int parse_param(starling__agg *a, const char *s, size_t len, unsigned *se
     return STARLING_OK;
 }
 
+/* "bucket:S[:seed=N]+" at the start of s: fills a->bucket and a->bucket_seed and
+ * returns how many bytes it took (0 when s does not start with "bucket"), or -1 after
+ * writing the reason. */
+static long parse_bucket(const char *s, starling__agg *a, starling__why_buf *e)
+{
+    size_t len = strcspn(s, "+"), slen;
+    const char *p = s + 7, *end = s + len;
+    const char *seed_at;
+
+    if (strncmp(s, "bucket", 6) != 0 || (s[6] != ':' && s[6] != '+' && s[6] != '\0'))
+        return 0;
+    if (s[6] != ':') {
+        starling__refuse(e, "bucket needs a size, e.g. 'bucket:2+median'");
+        return -1;
+    }
+    slen = strcspn(p, ":+");
+    if (parse_count("bucket size", p, slen, 1, AGG_BUCKET_MAX, &a->bucket, e) != STARLING_OK)
+        return -1;
+    seed_at = p + slen;
+    if (seed_at < end) { /* ":seed=N" */
+        seed_at++;
+        if ((size_t)(end - seed_at) < 5 || strncmp(seed_at, "seed=", 5) != 0) {
+            starling__refuse(e, "unknown parameter '%.*s' for bucket (expected: seed)",
+                             (int)strcspn(seed_at, "=+"), seed_at);
+            return -1;
+        }
+        seed_at += 5;
+        if (parse_count("bucket seed", seed_at, (size_t)(end - seed_at), 0, AGG_BUCKET_SEED_MAX,
+                        &a->bucket_seed, e) != STARLING_OK)
+            return -1;
+    }
+    if (*end != '+') {
+        starling__refuse(e, "%.*s needs an aggregator after it, e.g. 'bucket:2+median'",
+                         (int)len, s);
+        return -1;
+    }
+    return (long)len + 1;
+}
+
 int starling__agg_parse(const char *spec, starling__agg *out, char *why, size_t wl)
 {
+    long taken;
     starling__why_buf e;
     starling__agg a;
     const char *s = spec;
@@ -149,11 +190,18 @@ int starling__agg_parse(const char *spec, starling__agg *out, char *why, size_t 
     if (spec[0] == '\0')
         return starling__refuse(&e, "empty aggregator spec (expected e.g. 'median', 'nnm+krum')");
     memset(&a, 0, sizeof a);
+    if ((taken = parse_bucket(s, &a, &e)) < 0)
+        return STARLING_E_INVALID;
+    s += taken;
     if (strncmp(s, "nnm+", 4) == 0) {
         a.nnm = 1;
         s += 4;
     }
     nlen = strcspn(s, ":+");
+    if (starling__token_is(s, nlen, "bucket"))
+        return starling__refuse(&e, "%s: bucket:S must come first and at most once, e.g. "
+                                    "'bucket:2+nnm+median'",
+                                spec);
     for (i = 0; i < NAME_COUNT; i++)
         if (starling__token_is(s, nlen, NAMES[i].name)) {
             a.kind = NAMES[i].kind;
@@ -165,7 +213,7 @@ int starling__agg_parse(const char *spec, starling__agg *out, char *why, size_t 
         return starling__refuse(
             &e,
             "unknown aggregator '%.*s' (expected mean, median, trimmed_mean, krum, "
-            "multikrum, geomed, cclip or flag, optionally after 'nnm+')",
+            "multikrum, geomed, cclip or flag, optionally after 'bucket:S+' and 'nnm+')",
             (int)nlen, s);
     }
     switch (a.kind) {
@@ -208,7 +256,7 @@ int starling__agg_parse(const char *spec, starling__agg *out, char *why, size_t 
 
 void starling__agg_format(const starling__agg *a, char *out, size_t cap)
 {
-    char num[32], params[64];
+    char num[32], params[64], bucket[48];
 
     params[0] = '\0';
     switch (a->kind) {
@@ -227,5 +275,8 @@ void starling__agg_format(const starling__agg *a, char *out, size_t cap)
     case AGG_FLAG: snprintf(params, sizeof params, ":r=%ld,iters=%ld", a->rank, a->iters); break;
     default: break;
     }
-    snprintf(out, cap, "%s%s%s", a->nnm ? "nnm+" : "", kind_name(a->kind), params);
+    bucket[0] = '\0';
+    if (a->bucket > 0)
+        snprintf(bucket, sizeof bucket, "bucket:%ld:seed=%ld+", a->bucket, a->bucket_seed);
+    snprintf(out, cap, "%s%s%s%s", bucket, a->nnm ? "nnm+" : "", kind_name(a->kind), params);
 }

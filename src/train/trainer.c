@@ -11,6 +11,7 @@
 #include "data/dataset.h"
 #include "data/prng.h"
 #include "model/mlp.h"
+#include "train/attack.h"
 #include "train/checkpoint.h"
 #include "train/optim.h"
 #include "train/train_config.h"
@@ -28,8 +29,6 @@
 #define SYNTHETIC_DEFAULT_N 20000
 #define DATA_STREAM_IID 0x11d0ull
 #define DATA_STREAM_NONIID 0x2a1dull
-#define ATTACK_STREAM_NOISE 0xb12aull
-#define ALIE_EMA 0.9f /* decay of the ALIE attacker's spread estimate */
 
 /* Streaming DiLoCo: one fragment of the flat parameter vector and its sync in flight. */
 typedef struct stream_frag {
@@ -85,10 +84,7 @@ struct starling_trainer {
 
     /* Byzantine robustness (docs/training.md, "Byzantine members"). */
     starling_aggregator *agg; /* NULL: the synchronising all-reduce averages */
-    float *byz;               /* an attacker's contribution (attack != none) */
-    float *byz_var;           /* alie: EMA of (own honest - aggregate)^2, per coordinate */
-    double attack_scale;
-    uint64_t attack_start;
+    starling__attacker byz;   /* kind STARLING__ATTACK_NONE for an honest member */
 };
 
 static int is_diloco(const starling_trainer *t) { return t->cfg.algo != STARLING__ALGO_DDP; }
@@ -225,9 +221,7 @@ static int fill_batch(starling_trainer *t, uint64_t step, int rank, int size, si
         }
         starling__dataset_gather(&t->train, &idx, 1, t->x + j * d, t->y + j);
     }
-    if (t->cfg.attack == STARLING__ATTACK_LABEL_FLIP && step >= t->attack_start)
-        for (size_t j = 0; j < b; j++) /* the attacker trains on the mirrored label */
-            t->y[j] = (uint8_t)(t->train.classes - 1 - t->y[j]);
+    starling__attack_labels(&t->byz, step, t->y, b, t->train.classes);
     return STARLING_OK;
 }
 
@@ -280,14 +274,6 @@ static int prepare(starling_trainer *t, char *err, size_t errlen)
         starling__why(err, errlen, "compress: %s", why);
         return rc;
     }
-    if (c->algo == STARLING__ALGO_STREAMING && (c->aggregator[0] || c->attack)) {
-        /* Streaming overlaps its fragment all-reduces (starling_allreduce_async); there is
-         * no asynchronous robust all-reduce to put in their place. */
-        starling__why(err, errlen, "%s: not supported with algo streaming (ddp and diloco only)",
-                      c->aggregator[0] ? "aggregator" : "attack");
-        starling_codec_destroy(codec);
-        return STARLING_E_INVALID;
-    }
     if (c->aggregator[0]) {
         /* The robust all-reduce is an all-gather: a sparse codec or error feedback (which
          * the all-gather refuses) cannot carry it. */
@@ -307,8 +293,6 @@ static int prepare(starling_trainer *t, char *err, size_t errlen)
             return rc;
         }
     }
-    t->attack_scale = starling__train_config_attack_scale(c);
-    t->attack_start = starling__train_config_attack_start(c);
     if ((rc = starling_callopts_create(&t->opts_sync)) != STARLING_OK ||
         (rc = starling_callopts_set_codec(t->opts_sync, codec)) != STARLING_OK ||
         (rc = starling_callopts_set_tag(t->opts_sync, TAG_SYNC)) != STARLING_OK ||
@@ -350,6 +334,28 @@ static size_t shared_tensors(starling_trainer *t, starling__ckpt_tensor *out)
 }
 
 /* ---------------------------------------------------------------- create / destroy */
+
+/* The member's attack (kind none for an honest member), on contributions of t->n floats. */
+static int make_attacker(starling_trainer *t, char *err, size_t errlen)
+{
+    const starling_train_config *c = &t->cfg;
+    double scale = starling__train_config_attack_scale(c);
+    uint64_t start = starling__train_config_attack_start(c);
+    int rc = starling__attacker_init(&t->byz, c->attack, scale, start, c->seed, t->n);
+    if (rc == STARLING_E_NOMEM) {
+        starling__why(err, errlen, "trainer: out of memory (attack buffers)");
+        return rc;
+    }
+    if (rc != STARLING_OK) {
+        starling__why(err, errlen, "attack: %s with scale %g cannot be set up",
+                      starling__attack_name(c->attack), scale);
+        return rc;
+    }
+    if (c->attack != STARLING__ATTACK_NONE)
+        SLOG_INFO("trainer: Byzantine member: attack %s, scale %g, from step %llu",
+                  starling__attack_name(c->attack), scale, (unsigned long long)start);
+    return STARLING_OK;
+}
 
 STARLING_API int starling_trainer_create(starling_trainer **out, starling_comm *comm,
                                          const starling_train_config *cfg, char *err, size_t errlen)
@@ -405,15 +411,9 @@ STARLING_API int starling_trainer_create(starling_trainer **out, starling_comm *
     rc = STARLING_E_NOMEM;
     if (!t->opt_state || !t->red || !t->x || !t->y || !t->perm)
         goto nomem;
-    if (cfg->attack != STARLING__ATTACK_NONE && cfg->attack != STARLING__ATTACK_LABEL_FLIP &&
-        !(t->byz = starling__alloc_aligned(t->n * sizeof(float))))
-        goto nomem;
-    if (cfg->attack == STARLING__ATTACK_ALIE && !(t->byz_var = starling__calloc(t->n, sizeof(float))))
-        goto nomem;
-    if (cfg->attack != STARLING__ATTACK_NONE)
-        SLOG_INFO("trainer: Byzantine member: attack %s, scale %g, from step %llu",
-                  starling__attack_name(cfg->attack), t->attack_scale,
-                  (unsigned long long)t->attack_start);
+    if ((rc = make_attacker(t, err, errlen)) != STARLING_OK)
+        goto fail;
+    rc = STARLING_E_NOMEM;
     if (is_diloco(t)) {
         t->global = starling__alloc_aligned(t->n * sizeof(float));
         t->outer_mom = starling__calloc(t->n, sizeof(float));
@@ -490,8 +490,7 @@ STARLING_API void starling_trainer_destroy(starling_trainer *t)
     starling__free(t->x);
     starling__free(t->y);
     starling__free(t->perm);
-    starling__free(t->byz);
-    starling__free(t->byz_var);
+    starling__attacker_free(&t->byz);
     starling_aggregator_destroy(t->agg);
     starling__free(t);
 }
@@ -611,71 +610,19 @@ STARLING_API int starling_trainer_evaluate(starling_trainer *t, double *accuracy
 /* ---------------------------------------------------------------- Byzantine members */
 
 /* What this member sends in place of its honest contribution `g` (n floats: the ddp
- * gradient or the diloco pseudo-gradient), computed at shared step t->step. An honest
- * member, a label flipper (its lie is in its data) and an attacker before attack_start
- * send `g` itself. The attacker knows its own data, its own honest g and the aggregates
- * every member receives; it never sees the other members' contributions before it
- * sends (they travel at the same time). */
+ * gradient or the diloco pseudo-gradient) at the shared step t->step: g itself for an
+ * honest member, else what its attack makes of it (train/attack.h). */
 static const float *contribution(starling_trainer *t, const float *g)
 {
-    const float s = (float)t->attack_scale;
-    float *o = t->byz;
-    size_t n = t->n;
-    if (!o || t->step < t->attack_start)
-        return g;
-    switch (t->cfg.attack) {
-    case STARLING__ATTACK_SIGN_FLIP:
-        for (size_t i = 0; i < n; i++)
-            o[i] = -s * g[i];
-        break;
-    case STARLING__ATTACK_NOISE: {
-        /* Seeded by (seed, step, rank): a rerun sends the same noise. */
-        starling__prng r;
-        starling__prng_seed(&r, starling__prng_derive(
-                                    starling__prng_derive(t->cfg.seed, ATTACK_STREAM_NOISE),
-                                    t->step * 4096u + (uint64_t)starling_comm_rank(t->comm)));
-        for (size_t i = 0; i < n; i++)
-            o[i] = s * (float)starling__prng_normal(&r);
-        break;
-    }
-    case STARLING__ATTACK_ALIE:
-        /* Baruch et al. 2019: mean - z std of the honest contributions, per coordinate.
-         * The mean is estimated by the attacker's own honest g, the std by the square
-         * root of an EMA of (own honest - received aggregate)^2 over the previous syncs
-         * (0 at the first: the first attacked sync is honest). */
-        for (size_t i = 0; i < n; i++)
-            o[i] = g[i] - s * sqrtf(t->byz_var[i]);
-        break;
-    case STARLING__ATTACK_IPM:
-        /* Xie et al. 2020: -epsilon times the attacker's estimate of the honest mean,
-         * its own honest g. */
-        for (size_t i = 0; i < n; i++)
-            o[i] = -s * g[i];
-        break;
-    case STARLING__ATTACK_GARBAGE: {
-        /* Crash-then-garbage: NaN everywhere on even steps, +-scale on odd ones. */
-        float v = (t->step & 1) ? s : NAN;
-        for (size_t i = 0; i < n; i++)
-            o[i] = (i & 1) ? -v : v;
-        break;
-    }
-    default:
-        return g;
-    }
-    return o;
+    return starling__attack_contribution(&t->byz, g, 0, t->n, t->step,
+                                         starling_comm_rank(t->comm));
 }
 
 /* After a sync: the ALIE attacker updates its spread estimate from its honest g and the
  * aggregate `red` all members received. */
 static void contribution_learn(starling_trainer *t, const float *g)
 {
-    if (!t->byz_var)
-        return;
-    for (size_t i = 0; i < t->n; i++) {
-        float e = g[i] - t->red[i];
-        if (isfinite(e))
-            t->byz_var[i] = ALIE_EMA * t->byz_var[i] + (1.0f - ALIE_EMA) * e * e;
-    }
+    starling__attack_learn(&t->byz, g, t->red, 0, t->n);
 }
 
 /* The synchronising collective: the average, or with an aggregator the robust all-reduce
@@ -883,7 +830,10 @@ static int step_diloco(starling_trainer *t)
 /* ---------------------------------------------------------------- streaming diloco */
 
 /* Applies fragment p's averaged pseudo-gradient: outer Nesterov step on its slice of the
- * global parameters, then the mixing local = alpha local + (1 - alpha) global. */
+ * global parameters, then the mixing local = alpha local + (1 - alpha) global. With an
+ * aggregator, a sync where more than f members sent NaN or Inf (STARLING_E_CORRUPT, the
+ * same on every member) is skipped like a dropped one: the global slice stays, and the
+ * local progress enters the fragment's next sync. */
 static int stream_complete(starling_trainer *t, stream_frag *f)
 {
     int rc = f->issue_rc;
@@ -895,8 +845,14 @@ static int stream_complete(starling_trainer *t, stream_frag *f)
         f->req = NULL;
     }
     f->in_flight = 0;
+    if (rc == STARLING_E_CORRUPT && t->agg) {
+        SLOG_WARN("trainer: fragment sync of step %llu skipped: %s",
+                  (unsigned long long)f->issue_step, starling_comm_errmsg(t->comm));
+        return STARLING_OK;
+    }
     if (rc != STARLING_OK)
         return rc;
+    starling__attack_learn(&t->byz, t->delta + f->off, t->red + f->off, f->off, f->len);
     starling__outer_nesterov_step(g, t->red + f->off, t->outer_mom + f->off, f->len,
                                   (float)t->cfg.outer_lr, (float)t->cfg.outer_momentum);
     for (size_t i = 0; i < f->len; i++)
@@ -920,15 +876,32 @@ static int stream_fault(starling_trainer *t, int rc)
     return recover(t, rc);
 }
 
+/* Starts fragment f's sync: its pseudo-gradient all-reduced asynchronously (AVG), or,
+ * with an aggregator, the robust all-reduce of what this member contributes, run to the
+ * end here: there is no asynchronous robust collective, so the robust sync costs its
+ * communication and aggregation at the issue step instead of overlapping the next tau
+ * inner steps. Its result is still applied tau steps later, so the algorithm (what the
+ * members compute, and when it enters the parameters) is the same either way. A failure
+ * is reported at completion in both cases. */
 static void stream_issue(starling_trainer *t, stream_frag *f)
 {
-    starling__outer_pseudo_grad(t->delta + f->off, t->global + f->off, t->m->params + f->off,
-                                f->len);
+    float *delta = t->delta + f->off, *red = t->red + f->off;
+    const float *send;
+    starling__outer_pseudo_grad(delta, t->global + f->off, t->m->params + f->off, f->len);
+    /* The send buffer (delta's slice, or the attacker's) is not written again before the
+     * fragment's next issue, so it outlives the asynchronous call. */
+    send = starling__attack_contribution(&t->byz, delta, f->off, f->len, t->step,
+                                         starling_comm_rank(t->comm));
     f->in_flight = 1;
     f->issue_step = t->step;
     f->req = NULL;
-    f->issue_rc = starling_allreduce_async(t->comm, t->delta + f->off, t->red + f->off, f->len,
-                                           STARLING_F32, STARLING_AVG, f->opts, &f->req);
+    if (t->agg) {
+        f->issue_rc = starling_robust_allreduce(t->comm, send, red, f->len, t->agg, t->cfg.byz_f,
+                                                f->opts);
+        return;
+    }
+    f->issue_rc = starling_allreduce_async(t->comm, send, red, f->len, STARLING_F32, STARLING_AVG,
+                                           f->opts, &f->req);
     if (f->issue_rc != STARLING_OK)
         f->req = NULL;
 }

@@ -2,7 +2,9 @@
  * rule with the arithmetic written out, then properties on seeded random inputs:
  * permutation invariance, output inside the honest range, boundedness against rows at
  * 1e30, NaN/Inf rows dropped and counted against f, requirement and spec refusals, and
- * failed allocations at every point. */
+ * failed allocations at every point. Bucketing ("bucket:S+"): hand-computed cases, its
+ * permutation (fixed by seed and salt, varying with them), what stays invariant under a
+ * reordering of the rows and what does not, and the same properties as the rules. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +16,8 @@
 
 #include <cmocka.h>
 
+#include "agg/agg.h"
+#include "data/prng.h"
 #include "starling.h"
 #include "util/alloc.h"
 
@@ -108,6 +112,15 @@ static const char *const ROBUST_SPECS[] = {
     "geomed",           "cclip",        "flag",          "flag:r=2,iters=8", "nnm+median",
     "nnm+trimmed_mean", "nnm+krum",     "nnm+multikrum", "nnm+geomed",       "nnm+cclip",
     "nnm+flag"};
+
+/* Bucketing before robust rules; with n = 10, f = 2 and S = 2 the rules see 5 bucket
+ * means, of which at most 2 are spoiled (5 > 2f). Not permutation invariant (the buckets
+ * depend on where each row sits), so kept out of ALL_SPECS. */
+static const char *const BUCKET_SPECS[] = {"bucket:2+median", "bucket:2:seed=9+trimmed_mean",
+                                           "bucket:2+geomed", "bucket:2+cclip",
+                                           "bucket:2+nnm+median", "bucket:3+mean"};
+/* The robust ones among them (every one but the mean). */
+#define BUCKET_ROBUST 5
 
 /* ---------------------------------------------------------------- hand-computed cases */
 
@@ -278,11 +291,134 @@ static void test_nnm_hand(void **state)
     expect_near("nnm+median", out, med, 1, 0);
 }
 
-/* ---------------------------------------------------------------- properties */
-
+/* Sizes of the property tests (and of the bucketing ones on random rows). */
 #define PN 10
 #define PD 37
 #define PF 2
+
+/* ---------------------------------------------------------------- bucketing */
+
+/* The documented permutation: Fisher-Yates from the top over the (finite) rows, PRNG
+ * stream derive(seed, salt), as data/prng.h. perm[k] = the row at shuffled position k. */
+static void bucket_perm(size_t *perm, size_t n, uint64_t seed, uint64_t salt)
+{
+    starling__prng r;
+    starling__prng_seed(&r, starling__prng_derive(seed, salt));
+    for (size_t i = 0; i < n; i++)
+        perm[i] = i;
+    for (size_t i = n - 1; i > 0; i--) {
+        size_t j = (size_t)starling__prng_below(&r, (uint64_t)i + 1), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+}
+
+/* One bucket (S >= n) is the mean of all rows whatever the order; S = 1 leaves the rows
+ * as they are, so an order-free rule gives its own bytes.
+ *   bucket:5+mean on FIVE:   one bucket of 5 = mean (22, 10)
+ *   bucket:9+median:         one bucket of 5 (S > n), its mean is the output: (22, 10)
+ *   bucket:1+median:         5 buckets of 1 = the rows; median (3, 20) */
+static void test_bucket_trivial(void **state)
+{
+    float out[2];
+    const double mean[2] = {22, 10}, med[2] = {3, 20};
+    (void)state;
+    run_ok("bucket:5+mean", FIVE, 5, 2, 0, out);
+    expect_near("bucket:5+mean", out, mean, 2, 0);
+    run_ok("bucket:9:seed=4+median", FIVE, 5, 2, 0, out);
+    expect_near("bucket:9+median", out, mean, 2, 0);
+    run_ok("bucket:1+median", FIVE, 5, 2, 2, out);
+    expect_near("bucket:1+median", out, med, 2, 0);
+}
+
+/* Rows 3, 6, 9, 12 (d = 1) in buckets of 3: one bucket of three rows and one of the row
+ * left alone (the last in shuffled order); the median of two bucket means is their
+ * average. By the lone row a:
+ *   a = 3:  ((6 + 9 + 12)/3 + 3)/2 = (9 + 3)/2 = 6
+ *   a = 6:  ((3 + 9 + 12)/3 + 6)/2 = (8 + 6)/2 = 7
+ *   a = 9:  ((3 + 6 + 12)/3 + 9)/2 = (7 + 9)/2 = 8
+ *   a = 12: ((3 + 6 + 9)/3 + 12)/2 = (6 + 12)/2 = 9
+ * So the output names the lone row: it must be the one the documented permutation puts
+ * last, for every seed and salt, and over seeds (or salts) all four must come up. */
+static void test_bucket_hand(void **state)
+{
+    const float v[4] = {3, 6, 9, 12};
+    starling_aggregator *a;
+    int seen_seed[4] = {0}, seen_salt[4] = {0};
+    char spec[64], err[256];
+    float out[1];
+    size_t perm[4];
+    (void)state;
+    for (uint64_t seed = 0; seed < 40; seed++) {
+        snprintf(spec, sizeof spec, "bucket:3:seed=%llu+median", (unsigned long long)seed);
+        a = make(spec);
+        for (uint64_t salt = 0; salt < 40; salt += 13) {
+            double want;
+            assert_int_equal(starling__aggregate_salted(a, v, 4, 1, 0, salt, out, err, sizeof err),
+                             STARLING_OK);
+            bucket_perm(perm, 4, seed, salt);
+            want = (double)(6 + perm[3]);
+            if ((double)out[0] != want)
+                fail_msg("seed %llu salt %llu: got %g, want %g (row %zu alone)",
+                         (unsigned long long)seed, (unsigned long long)salt, (double)out[0], want,
+                         perm[3]);
+            if (salt == 0)
+                seen_seed[perm[3]] = 1;
+            if (seed == 0)
+                seen_salt[perm[3]] = 1;
+        }
+        /* starling_aggregate is salt 0. */
+        assert_int_equal(starling_aggregate(a, v, 4, 1, 0, out, err, sizeof err), STARLING_OK);
+        bucket_perm(perm, 4, seed, 0);
+        assert_true((double)out[0] == (double)(6 + perm[3]));
+        starling_aggregator_destroy(a);
+    }
+    assert_true(seen_seed[0] && seen_seed[1] && seen_seed[2] && seen_seed[3]);
+    a = make("bucket:3+median");
+    for (uint64_t salt = 0; salt < 40; salt++) {
+        assert_int_equal(starling__aggregate_salted(a, v, 4, 1, 0, salt, out, err, sizeof err),
+                         STARLING_OK);
+        seen_salt[(size_t)out[0] - 6] = 1;
+    }
+    starling_aggregator_destroy(a);
+    assert_true(seen_salt[0] && seen_salt[1] && seen_salt[2] && seen_salt[3]);
+}
+
+/* What holds under a reordering of the rows with bucketing: not the output for a fixed
+ * seed (the same shuffle puts other rows together; shown on the case above), but the set
+ * of outputs over seeds, since every shuffle is equally likely from any order: for rows
+ * 3, 6, 9, 12 and 12, 9, 6, 3, seeds 0..39 reach the same four values {6, 7, 8, 9}. And
+ * with S = 1 an order-free rule stays bit-exact. */
+static void test_bucket_permutation(void **state)
+{
+    const float v[4] = {3, 6, 9, 12}, w[4] = {12, 9, 6, 3};
+    int seen_v[4] = {0}, seen_w[4] = {0}, differ = 0;
+    float a[PD], b[PD], x[PN * PD], p[PN * PD];
+    char spec[64];
+    (void)state;
+    for (uint64_t seed = 0; seed < 40; seed++) {
+        float ov[1], ow[1];
+        snprintf(spec, sizeof spec, "bucket:3:seed=%llu+median", (unsigned long long)seed);
+        run_ok(spec, v, 4, 1, 0, ov);
+        run_ok(spec, w, 4, 1, 0, ow);
+        seen_v[(size_t)ov[0] - 6] = 1;
+        seen_w[(size_t)ow[0] - 6] = 1;
+        differ += ov[0] != ow[0];
+    }
+    assert_memory_equal(seen_v, seen_w, sizeof seen_v);
+    assert_true(seen_v[0] && seen_v[1] && seen_v[2] && seen_v[3]);
+    assert_true(differ > 0); /* a fixed seed is not order-free */
+    honest_rows(x, PN, PD, 700);
+    for (size_t i = 0; i < PN; i++) /* reversed */
+        memcpy(p + i * PD, x + (PN - 1 - i) * PD, PD * sizeof(float));
+    run_ok("bucket:1+median", x, PN, PD, PF, a);
+    run_ok("bucket:1+median", p, PN, PD, PF, b);
+    assert_memory_equal(a, b, sizeof a);
+    run_ok("median", x, PN, PD, PF, b);
+    assert_memory_equal(a, b, sizeof a);
+}
+
+/* ---------------------------------------------------------------- properties */
 
 /* Bit-exact by construction: sorted columns (median, trimmed mean), a copied row (krum),
  * rows summed in score order (multikrum), nnm's neighbours summed in distance order (no
@@ -335,7 +471,10 @@ static void test_permutation_invariance(void **state)
  * honest rows' range per coordinate (n > 2f). */
 static void test_honest_range(void **state)
 {
-    static const char *const specs[] = {"median", "trimmed_mean", "nnm+median", "nnm+trimmed_mean"};
+    static const char *const specs[] = {"median",          "trimmed_mean",
+                                        "nnm+median",      "nnm+trimmed_mean",
+                                        "bucket:2+median", "bucket:2+trimmed_mean",
+                                        "bucket:2+nnm+median"};
     float v[PN * PD], out[PD];
     size_t s, i, j;
     int trial;
@@ -411,6 +550,14 @@ static void test_bounded_by_honest(void **state)
                     fail_msg("%s kind %d place %d: |out| = %g, honest max %g", ROBUST_SPECS[s],
                              kind, place, nn, hmax);
             }
+            for (s = 0; s < BUCKET_ROBUST; s++) {
+                double nn;
+                run_ok(BUCKET_SPECS[s], v, PN, PD, PF, out);
+                nn = norm2(out, PD);
+                if (!(nn <= hmax + 1.0))
+                    fail_msg("%s kind %d place %d: |out| = %g, honest max %g", BUCKET_SPECS[s],
+                             kind, place, nn, hmax);
+            }
             run_ok("mean", v, PN, PD, PF, out);
             assert_true(fabs((double)out[0]) > 1e28);
         }
@@ -439,6 +586,13 @@ static void test_nonfinite_rows(void **state)
         run_ok(ALL_SPECS[s], clean, kept, PD, 0, b);
         if (memcmp(a, b, sizeof a) != 0)
             fail_msg("%s: NaN/Inf rows not simply dropped", ALL_SPECS[s]);
+    }
+    /* Bucketing shuffles the finite rows only: the same buckets as for the clean rows. */
+    for (s = 0; s < COUNT_OF(BUCKET_SPECS); s++) {
+        run_ok(BUCKET_SPECS[s], v, PN, PD, PF, a);
+        run_ok(BUCKET_SPECS[s], clean, kept, PD, 0, b);
+        if (memcmp(a, b, sizeof a) != 0)
+            fail_msg("%s: NaN/Inf rows not simply dropped", BUCKET_SPECS[s]);
     }
     /* A third bad row: more than f = 2. */
     v[9 * PD + 36] = -INFINITY;
@@ -476,8 +630,16 @@ static void test_requirements(void **state)
         {"median", 5, 3, -1, "f must be >= 0"},
         {"mean", 0, 3, 0, "at least one vector"},
         {"mean", 3, 0, 0, "at least one vector"},
+        /* Bucketing: the rule's requirement on the bucket count ceil(n/S). */
+        {"bucket:2+median", 8, 3, 2,
+         "bucket:2:seed=0+median needs n > 2f (got n=4, f=2), counting buckets: n=8 vectors "
+         "in buckets of 2 make 4"},
+        {"bucket:3+krum", 10, 3, 1, "krum needs n > 2f + 2 (got n=4, f=1), counting buckets"},
+        {"bucket:2+nnm+mean", 6, 3, 2, "nnm needs n > 2f (got n=3, f=2)"},
+        {"bucket:2+multikrum:m=6", 14, 3, 2, "m=6 must be at most n - f = 5"},
+        {"bucket:20+mean", 10, 3, 1, "mean needs n > f (got n=1, f=1)"},
     };
-    float v[30] = {0}, out[3];
+    float v[48] = {0}, out[3]; /* up to 16 rows of 3 */
     char err[256];
     size_t c;
     (void)state;
@@ -501,6 +663,9 @@ static void test_requirements(void **state)
     }
     run_ok("krum", v, 5, 3, 1, out);
     run_ok("multikrum:m=8", v, 10, 3, 2, out);
+    run_ok("bucket:2+median", v, 10, 3, 2, out); /* 5 buckets > 2f */
+    run_ok("bucket:3+median", v, 10, 3, 1, out); /* 4 buckets (3, 3, 3, 1) > 2f */
+    run_ok("bucket:2+multikrum:m=5", v, 16, 3, 2, out); /* 8 buckets: 8 > 6, m <= 6 */
     run_ok("flag:r=6", v, 10, 3, 2, out); /* all-zero rows: output zero */
     assert_true(out[0] == 0.0f && out[2] == 0.0f);
 }
@@ -524,6 +689,11 @@ static void test_spec_accept(void **state)
         {"flag:r=3", "flag:r=3,iters=5"},
         {"nnm+krum", "nnm+krum"},
         {"nnm+geomed:iters=7", "nnm+geomed:iters=7,tol=1e-06"},
+        {"bucket:2+median", "bucket:2:seed=0+median"},
+        {"bucket:1:seed=0+mean", "bucket:1:seed=0+mean"},
+        {"bucket:3:seed=17+nnm+cclip:tau=0.5", "bucket:3:seed=17+nnm+cclip:tau=0.5,iters=3"},
+        {"bucket:1000000:seed=999999999+multikrum:m=2",
+         "bucket:1000000:seed=999999999+multikrum:m=2"},
     };
     size_t c;
     (void)state;
@@ -566,6 +736,24 @@ static void test_spec_refuse(void **state)
         {"multikrum:m=0", "multikrum m must be an integer in 1..1000000"},
         {"flag:r=x", "flag r must be"},
         {"flag:r=1:iters=2", "flag r must be"},
+        {"bucket", "bucket needs a size"},
+        {"bucket+median", "bucket needs a size"},
+        {"bucket:0+median", "bucket size must be an integer in 1..1000000, got '0'"},
+        {"bucket:1000001+median", "bucket size must be an integer in 1..1000000"},
+        {"bucket:x+median", "bucket size must be"},
+        {"bucket:+median", "bucket size must be"},
+        {"bucket:2", "bucket:2 needs an aggregator after it"},
+        {"bucket:2:seed=3", "needs an aggregator after it"},
+        {"bucket:2+", "unknown aggregator ''"},
+        {"bucket:2:seed=-1+median", "bucket seed must be an integer in 0..999999999"},
+        {"bucket:2:seed=1000000000+median", "bucket seed must be"},
+        {"bucket:2:seed=x+median", "bucket seed must be"},
+        {"bucket:2:seed=+median", "bucket seed must be"},
+        {"bucket:2:seed=1:seed=2+median", "bucket seed must be"},
+        {"bucket:2:s=1+median", "unknown parameter 's' for bucket (expected: seed)"},
+        {"nnm+bucket:2+median", "bucket:S must come first"},
+        {"bucket:2+bucket:2+median", "bucket:S must come first"},
+        {"median+bucket:2", "unexpected '+bucket:2'"},
     };
     char err[256];
     size_t c;
@@ -607,6 +795,18 @@ static void test_nomem(void **state)
                 fail_msg("%s fail_after %ld: rc %d '%s'", ALL_SPECS[s], k, rc, err);
         }
         starling_aggregator_destroy(a);
+        if (s < COUNT_OF(BUCKET_SPECS)) {
+            a = make(BUCKET_SPECS[s]);
+            for (k = 1; k <= 8; k++) {
+                int rc;
+                starling__alloc_fail_after(k);
+                rc = starling_aggregate(a, v, PN, PD, PF, out, err, sizeof err);
+                starling__alloc_fail_after(0);
+                if (rc != STARLING_OK && (rc != STARLING_E_NOMEM || !strstr(err, "out of memory")))
+                    fail_msg("%s fail_after %ld: rc %d '%s'", BUCKET_SPECS[s], k, rc, err);
+            }
+            starling_aggregator_destroy(a);
+        }
         {
             starling_aggregator *b = NULL;
             starling__alloc_fail_after(1);
@@ -631,6 +831,9 @@ int main(void)
         cmocka_unit_test(test_cclip_hand),
         cmocka_unit_test(test_flag_hand),
         cmocka_unit_test(test_nnm_hand),
+        cmocka_unit_test(test_bucket_trivial),
+        cmocka_unit_test(test_bucket_hand),
+        cmocka_unit_test(test_bucket_permutation),
         cmocka_unit_test(test_permutation_invariance),
         cmocka_unit_test(test_honest_range),
         cmocka_unit_test(test_bounded_by_honest),

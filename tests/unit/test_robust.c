@@ -1,7 +1,8 @@
 /* starling_robust_allreduce in a whole group (group_harness.h): with f members sending
  * garbage, every honest member ends with the same bytes, equal to the aggregator applied
  * to the gathered vectors, and bounded by the honest inputs; requirements are refused
- * alike on every member before anything is sent. */
+ * alike on every member before anything is sent. Bucketing: the permutation's salt is
+ * (epoch, tag, shared step), the same on every member and changing with the step. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,6 +14,7 @@
 
 #include <cmocka.h>
 
+#include "agg/agg.h"
 #include "group_harness.h"
 #include "starling.h"
 
@@ -57,11 +59,14 @@ static void body_robust(peer_arg *pa, starling_comm *c)
     rc = starling_robust_allreduce(c, x, out, COUNT, agg, rc_->f, opts);
     CHECK(pa, rc == STARLING_OK, "%s: %s (%s)", rc_->spec, starling_strerror(rc),
           starling_comm_errmsg(c));
-    /* The reference: the same gathered bytes through the same aggregator. */
+    /* The reference: the same gathered bytes through the same aggregator, with the call's
+     * salt (epoch, tag 0, shared step 0; it only matters for bucketing). */
     if (!pa->fail) {
         rc = starling_allgather(c, x, all, COUNT, STARLING_F32, opts);
         CHECK(pa, rc == STARLING_OK, "reference all-gather: %s", starling_strerror(rc));
-        rc = starling_aggregate(agg, all, (size_t)n, COUNT, rc_->f, ref, err, sizeof err);
+        rc = starling__aggregate_salted(agg, all, (size_t)n, COUNT, rc_->f,
+                                        starling__agg_salt(starling_comm_epoch(c), 0, 0), ref,
+                                        err, sizeof err);
         CHECK(pa, rc == STARLING_OK, "reference aggregate: %s", err);
         CHECK(pa, memcmp(out, ref, COUNT * sizeof *out) == 0,
               "%s: not the aggregate of the gathered vectors", rc_->spec);
@@ -113,6 +118,63 @@ static void test_nnm_trimmed_7(void **s)
     run_group_with(7, body_robust, &k, NULL);
 }
 
+/* 5 members, one at 1e30, buckets of 2: 3 bucket means, at most one spoiled. */
+static void test_bucket_median_5(void **s)
+{
+    robust_case k = {"bucket:2+median", NULL, 1, 1};
+    (void)s;
+    run_group_with(5, body_robust, &k, NULL);
+}
+
+/* bucket:4+median over 5 members contributing their rank r (one float): a bucket of 4 and
+ * one member a alone; the median of the two means is ((10 - a)/4 + a)/2 = (10 + 3a)/8, so
+ * the output names a. Over calls at shared steps 0..11 the lone member changes (the salt
+ * mixes the step in); every call equals the salted reference, every member holds the same
+ * value, and the same step in the same epoch gives the same permutation again. */
+#define SALT_STEPS 12
+static void body_bucket_salt(peer_arg *pa, starling_comm *c)
+{
+    float x = (float)starling_comm_rank(c), out, all[MAXP], ref, got[MAXP], first = 0;
+    int n = starling_comm_size(c), changed = 0, rc;
+    starling_aggregator *agg;
+    char err[256];
+    assert_int_equal(starling_aggregator_create(&agg, "bucket:4+median", NULL, 0), STARLING_OK);
+    for (uint64_t step = 0; step <= SALT_STEPS && !pa->fail; step++) {
+        uint64_t at = step < SALT_STEPS ? step : 0; /* the last call repeats step 0 */
+        starling_state_set_step(c, at);
+        rc = starling_robust_allreduce(c, &x, &out, 1, agg, 0, NULL);
+        CHECK(pa, rc == STARLING_OK, "step %llu: %s", (unsigned long long)at,
+              starling_strerror(rc));
+        rc = starling_allgather(c, &x, all, 1, STARLING_F32, NULL);
+        CHECK(pa, rc == STARLING_OK, "reference all-gather: %s", starling_strerror(rc));
+        rc = starling__aggregate_salted(agg, all, (size_t)n, 1, 0,
+                                        starling__agg_salt(starling_comm_epoch(c), 0, at), &ref,
+                                        err, sizeof err);
+        CHECK(pa, rc == STARLING_OK && ref == out, "step %llu: %g, reference %g (%.120s)",
+              (unsigned long long)at, (double)out, (double)ref, err);
+        CHECK(pa, out == 1.25f || out == 1.625f || out == 2.0f || out == 2.375f || out == 2.75f,
+              "step %llu: %g is no (10 + 3a)/8", (unsigned long long)at, (double)out);
+        rc = starling_allgather(c, &out, got, 1, STARLING_F32, NULL);
+        for (int r = 0; r < n && rc == STARLING_OK; r++)
+            CHECK(pa, got[r] == out, "step %llu: rank %d holds %g, this one %g",
+                  (unsigned long long)at, r, (double)got[r], (double)out);
+        if (step == 0)
+            first = out;
+        else if (step < SALT_STEPS)
+            changed |= out != first;
+        else
+            CHECK(pa, out == first, "step 0 again: %g, first time %g", (double)out, (double)first);
+    }
+    CHECK(pa, changed, "the same lone member at %d steps: the salt does not vary", SALT_STEPS);
+    starling_aggregator_destroy(agg);
+}
+
+static void test_bucket_salt(void **s)
+{
+    (void)s;
+    run_group(5, body_bucket_salt, NULL);
+}
+
 /* n <= 2f: refused on every member, with the rule's message, before any byte moves; the
  * epoch is not broken by it (a later collective works). */
 static void body_refused(peer_arg *pa, starling_comm *c)
@@ -127,6 +189,13 @@ static void body_refused(peer_arg *pa, starling_comm *c)
           starling_comm_errmsg(c));
     rc = starling_robust_allreduce(c, x, out, 4, agg, -1, NULL);
     CHECK(pa, rc == STARLING_E_INVALID, "f=-1: %s", starling_strerror(rc));
+    starling_aggregator_destroy(agg);
+    /* Bucketing: the requirement on ceil(4/2) = 2 buckets, f = 1. */
+    assert_int_equal(starling_aggregator_create(&agg, "bucket:2+median", NULL, 0), STARLING_OK);
+    rc = starling_robust_allreduce(c, x, out, 4, agg, 1, NULL);
+    CHECK(pa, rc == STARLING_E_INVALID, "bucket:2, n=4, f=1: %s", starling_strerror(rc));
+    CHECK(pa, strstr(starling_comm_errmsg(c), "counting buckets") != NULL, "message: %s",
+          starling_comm_errmsg(c));
     rc = starling_allreduce(c, &one, &sum, 1, STARLING_F32, STARLING_SUM, NULL);
     CHECK(pa, rc == STARLING_OK && sum == 4.0f, "a later all-reduce: %s, %g",
           starling_strerror(rc), sum);
@@ -145,6 +214,8 @@ int main(void)
         cmocka_unit_test(test_median_5),
         cmocka_unit_test(test_krum_bf16_6),
         cmocka_unit_test(test_nnm_trimmed_7),
+        cmocka_unit_test(test_bucket_median_5),
+        cmocka_unit_test(test_bucket_salt),
         cmocka_unit_test(test_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -14,6 +14,14 @@ Prints one JSON object per size on stdout:
     {"impl":"gloo","peers":N,"bytes":S,"median_s":T,"busbw_GBps":S*2(N-1)/N/T/1e9, ...}
 
 Exit status is non-zero (with the reason on stderr) if any rank fails or the run times out.
+
+One rank per process, for peers on several hosts (e.g. network namespaces, as in
+bench/baselines_tbf.sh): every host runs
+
+    /usr/bin/python3 bench/gloo_allreduce.py --peers N --rank R --init-addr HOST0:PORT ...
+
+with GLOO_SOCKET_IFNAME naming its interface; rank 0 listens on HOST0:PORT and prints the
+JSON lines. The process re-executes itself once to apply the malloc setting below.
 """
 
 import argparse
@@ -59,7 +67,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def worker(rank, args, port, results):
+def worker(rank, args, init_method, results):
     """One peer. Rank 0 puts its per-size results on `results`; every rank puts ("error", ...)
     on failure."""
     try:
@@ -69,7 +77,7 @@ def worker(rank, args, port, results):
 
         # Peers share 2 cores: keep torch's own thread pool out of the way of gloo's I/O.
         torch.set_num_threads(1)
-        dist.init_process_group("gloo", init_method="tcp://127.0.0.1:%d" % port, rank=rank,
+        dist.init_process_group("gloo", init_method=init_method, rank=rank,
                                 world_size=args.peers,
                                 timeout=datetime.timedelta(seconds=args.op_timeout))
         n = args.peers
@@ -102,7 +110,8 @@ def worker(rank, args, port, results):
                 busbw = nbytes * 2.0 * (n - 1) / n / med / 1e9
                 results.put(("ok", {"impl": "gloo", "peers": n, "bytes": nbytes,
                                     "median_s": med, "busbw_GBps": busbw,
-                                    "min_s": min(times.tolist()), "iters": args.iters,
+                                    "min_s": min(times.tolist()),
+                                    "max_s": max(times.tolist()), "iters": args.iters,
                                     "torch": torch.__version__}))
         dist.barrier()
         dist.destroy_process_group()
@@ -127,9 +136,18 @@ def main():
     ap.add_argument("--no-malloc-fix", dest="malloc_fix", action="store_false",
                     help="leave glibc malloc as is (large temporaries then come from fresh "
                          "mmaps and pay page faults on every call)")
+    ap.add_argument("--rank", type=int, default=None,
+                    help="run only this rank, in this process (peers on several hosts); "
+                         "needs --init-addr")
+    ap.add_argument("--init-addr", default=None,
+                    help="HOST:PORT where rank 0 meets the others (with --rank)")
     args = ap.parse_args()
     if args.peers < 2 or args.iters < 1 or args.warmup < 0:
         ap.error("need --peers >= 2, --iters >= 1, --warmup >= 0")
+    if (args.rank is None) != (args.init_addr is None):
+        ap.error("--rank and --init-addr go together")
+    if args.rank is not None and not 0 <= args.rank < args.peers:
+        ap.error("--rank must be 0..peers-1")
 
     # Children inherit these at exec (spawn start method).
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
@@ -141,12 +159,16 @@ def main():
         os.environ["GLIBC_TUNABLES"] = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=%d" % (
             1 << 40)
 
+    if args.rank is not None:
+        return one_rank(args)
+
     import torch.multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     port = free_port()
-    procs = [ctx.Process(target=worker, args=(r, args, port, results), daemon=True)
+    procs = [ctx.Process(target=worker, args=(r, args, "tcp://127.0.0.1:%d" % port, results),
+                         daemon=True)
              for r in range(args.peers)]
 
     def on_term(signum, frame):
@@ -190,6 +212,31 @@ def main():
             if p.is_alive():
                 p.kill()
                 p.join()
+    return status
+
+
+def one_rank(args):
+    """--rank: this process is one peer; prints rank 0's results. Bounded by --timeout."""
+    if args.malloc_fix and os.environ.get("GLOO_ALLREDUCE_REEXEC") is None:
+        # GLIBC_TUNABLES is read at start-up: re-execute once with it set.
+        os.environ["GLOO_ALLREDUCE_REEXEC"] = "1"
+        os.execv(sys.executable, [sys.executable] + sys.argv)
+    # The default action ends the process even while it is blocked inside gloo.
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(max(1, int(args.timeout)))
+    results = queue.Queue()
+    try:
+        worker(args.rank, args, "tcp://" + args.init_addr, results)
+    except SystemExit:
+        pass
+    status = 0
+    while not results.empty():
+        kind, payload = results.get()
+        if kind == "ok":
+            print(json.dumps(payload), flush=True)
+        elif kind == "error":
+            print("gloo_allreduce: %s" % payload, file=sys.stderr)
+            status = 1
     return status
 
 

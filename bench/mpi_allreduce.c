@@ -200,8 +200,10 @@ int main(int argc, char **argv)
                 (iters % 2) ? sorted[iters / 2] : 0.5 * (sorted[iters / 2 - 1] + sorted[iters / 2]);
             busbw = (double)nbytes * 2.0 * (npeers - 1) / npeers / med / 1e9;
             printf("{\"impl\": \"openmpi\", \"peers\": %d, \"bytes\": %zu, \"median_s\": %.9g, "
-                   "\"busbw_GBps\": %.6g, \"min_s\": %.9g, \"iters\": %d, \"malloc_fix\": %s}\n",
-                   npeers, nbytes, med, busbw, min, iters, malloc_fix ? "true" : "false");
+                   "\"busbw_GBps\": %.6g, \"min_s\": %.9g, \"max_s\": %.9g, \"iters\": %d, "
+                   "\"malloc_fix\": %s}\n",
+                   npeers, nbytes, med, busbw, min, sorted[iters - 1], iters,
+                   malloc_fix ? "true" : "false");
             fflush(stdout);
         }
     }

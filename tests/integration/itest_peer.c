@@ -31,6 +31,8 @@
  *   JOINED iter=I size=S epoch=E                    a --join peer, after receiving state
  *   TOPO iter=I size=S epoch=E why=W stop=V         a stream topology point
  *   ITER i size epoch                               a completed stream iteration
+ *   REJOINED from=I iter=J size=S epoch=E           a --rejoin peer whose state was replaced at
+ *                                                   a topology point: it resumes at J
  *   DONE [iters=N] hash=H wsum=F                    success, state at the end
  * Exit status: 0 success, 1 a check failed, 2 usage, 3 a library call failed.
  * Every failed check is named on stderr ("FAIL ...").
@@ -40,7 +42,10 @@
  * --op-timeout-ms, --min-peers, --streams, --chunk-bytes (the config); --counts, --dtypes,
  * --ops (collectives); --bytes (big); --iters, --count, --topo-every, --sleep-ms,
  * --stop-file, --max-retries (stream); --seed, --state-count, --fresh, --join,
- * --expect-seeded (shared state); --log-level none|error|warn|info|debug, --deadline-s
+ * --expect-seeded (shared state); --rejoin (stream: a peer that may be cut off and let back
+ * in as a newcomer, tests/net/run_partition_test.sh: a topology point whose state sync
+ * replaces its state is expected, and it resumes at the group's synced iteration instead
+ * of failing); --log-level none|error|warn|info|debug, --deadline-s
  * (the process ends by SIGALRM after that long), --ignore-sigpipe (diagnosis only).
  */
 #include "starling.h"
@@ -88,6 +93,7 @@ typedef struct options {
     int max_retries;
     uint64_t seed;
     int fresh, join;
+    int rejoin;        /* stream: a replaced state at a topology point means "catch up" */
     int expect_seeded; /* after the first sync "w" must hold the seeded values */
     size_t state_count;
     const char *stop_file; /* stream: stop at the next topology point once it exists */
@@ -1075,17 +1081,35 @@ static int stream_vote(peer *p)
 /* A stream topology point: topology update, state sync, stop vote. All members pass the
  * same iteration number, so a late joiner learns where the group is from the synced
  * state. Returns the vote. */
-static int stream_topology_point(peer *p, long iter, const char *why)
+static int stream_topology_point(peer *p, long *iterp, const char *why)
 {
     int attempt, changed, stop = -1;
+    long iter = *iterp;
     for (attempt = 0; attempt < p->opt.max_retries && stop < 0; attempt++) {
         *p->it = iter;
         if (starling_state_set_step(p->comm, (uint64_t)iter) != STARLING_OK)
             fail(p, "starling_state_set_step failed");
         changed = topology_and_sync(p, why);
-        if (changed == 1)
+        if (changed == 1 && p->opt.rejoin) {
+            /* Cut off, then let back in as a newcomer: the group's state, which carries
+             * its iteration, replaced this peer's. Resume there. */
+            long group = (long)*p->it;
+            if (starling_state_step(p->comm) != (uint64_t)group)
+                fail(p, "rejoin: step %" PRIu64 " after sync differs from the synced iteration %ld",
+                     starling_state_step(p->comm), group);
+            if (group < iter || group > p->opt.iters) {
+                fail(p, "rejoin at iteration %ld: synced iteration %ld out of range", iter, group);
+                fflush(stdout);
+                exit(EXIT_CHECK);
+            }
+            printf("REJOINED from=%ld iter=%ld size=%d epoch=%" PRIu64 "\n", iter, group,
+                   starling_comm_size(p->comm), starling_comm_epoch(p->comm));
+            iter = group;
+            *iterp = iter;
+        } else if (changed == 1) {
             fail(p, "%s at iteration %ld: a member's state was replaced (members never differ)",
                  why, iter);
+        }
         stop = stream_vote(p);
         if (stop < 0) {
             fprintf(stderr, "itest_peer[%s] iteration %ld: peer lost during the stop vote\n",
@@ -1131,7 +1155,7 @@ static void mode_stream(peer *p)
     /* first_sync() was this iteration's topology update and sync; the vote completes it. */
     stop = stream_vote(p);
     if (stop < 0)
-        stop = stream_topology_point(p, iter, "peer-lost");
+        stop = stream_topology_point(p, &iter, "peer-lost");
     topo_done_for = iter;
 
     for (;;) {
@@ -1139,7 +1163,7 @@ static void mode_stream(peer *p)
         float *out;
         if (!stop && (iter % p->opt.topo_every == 0 || iter == p->opt.iters) &&
             topo_done_for != iter) {
-            stop = stream_topology_point(p, iter, iter == p->opt.iters ? "final" : "periodic");
+            stop = stream_topology_point(p, &iter, iter == p->opt.iters ? "final" : "periodic");
             topo_done_for = iter;
         }
         if (stop || iter >= p->opt.iters)
@@ -1169,7 +1193,7 @@ static void mode_stream(peer *p)
                         iter, retries);
                 exit(EXIT_LIBRARY);
             }
-            stop = stream_topology_point(p, iter, "peer-lost");
+            stop = stream_topology_point(p, &iter, "peer-lost");
             topo_done_for = iter;
             continue;
         }
@@ -1370,6 +1394,8 @@ static void parse_options(options *o, int argc, char **argv)
             o->expect_seeded = 1;
         } else if (!strcmp(a, "--join")) {
             o->join = 1;
+        } else if (!strcmp(a, "--rejoin")) {
+            o->rejoin = 1;
         } else if (!strcmp(a, "--ignore-sigpipe")) {
             o->ignore_sigpipe = 1;
         } else {
@@ -1391,6 +1417,8 @@ static void parse_options(options *o, int argc, char **argv)
         usage_error("--mode: collectives, big, stream or badauth");
     if (o->join && o->mode != MODE_STREAM)
         usage_error("--join is for --mode stream");
+    if (o->rejoin && o->mode != MODE_STREAM)
+        usage_error("--rejoin is for --mode stream");
     if (o->stream_count == 0 || o->state_count == 0)
         usage_error("--count and --state-count must be positive");
 

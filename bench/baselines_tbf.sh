@@ -35,6 +35,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 # shellcheck source=../tests/net/netbed.sh
 source "$root/tests/net/netbed.sh"
+# shellcheck source=bed_run.sh
+source "$here/bed_run.sh"
 # shellcheck source=docs_section.sh
 source "$here/docs_section.sh"
 
@@ -106,22 +108,7 @@ burst=$(netbed__burst "$rate")
 echo "baselines_tbf: $hosts hosts, links $rate (tbf burst $burst B), $bytes f32 sum," \
     "$warmup warm-up + $iters timed calls each" >&2
 
-# wait_all DEADLINE PID...: 0 once all have exited, 1 if the deadline (SECONDS) passed.
-wait_all() {
-    local end=$1 pid running
-    shift
-    while :; do
-        running=0
-        for pid in "$@"; do kill -0 "$pid" 2>/dev/null && running=1; done
-        [[ $running -eq 0 ]] && return 0
-        ((SECONDS < end)) || return 1
-        sleep 0.2
-    done
-}
 
-# median of numbers on stdin
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit 1;
-    if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # "MEDIAN MIN MAX" of the numbers on stdin; status 1 unless there are exactly $iters.
 summary() {
@@ -153,19 +140,12 @@ declare -A result=() wire=()
 run_starling() {
     local port=7300 run="baselines" i st cpid why t
     local -a ppids=()
-    ip netns exec "$name-h0" "$starling" coordinator --listen "$addr0:$port" --run "$run" \
-        --min-peers "$hosts" >"$dir/coord.out" 2>"$dir/coord.log" 9>&- &
-    cpid=$!
-    pids+=("$cpid")
-    local end=$((SECONDS + 15))
-    until grep -q '^coordinator listening' "$dir/coord.out" 2>/dev/null; do
-        if ! kill -0 "$cpid" 2>/dev/null || ((SECONDS >= end)); then
-            result[starling]="fail coordinator did not start: $(head -c 200 "$dir/coord.log")"
-            kill -KILL "$cpid" 2>/dev/null
-            return
-        fi
-        sleep 0.05
-    done
+    if ! bed_coordinator "$name-h0" "$addr0:$port" "$dir/coord.out" "$dir/coord.log" \
+        --run "$run" --min-peers "$hosts"; then
+        result[starling]="fail $bed_why"
+        return
+    fi
+    cpid=$bed_cpid
     for ((i = 0; i < hosts; i++)); do
         ip netns exec "$name-h$i" "$starling" bench-peer --coord "$addr0:$port" --run "$run" \
             --index "$i" --peers "$hosts" --bytes "$bytes" --iters "$iters" --warmup "$warmup" \
@@ -185,9 +165,7 @@ run_starling() {
         why=$(grep -v '^\s*$' "$dir/starling.$i.log" | head -n 1 | cut -c1-160)
         result[starling]="fail peer $i exited with status $st: $why"
     done
-    kill -TERM "$cpid" 2>/dev/null
-    wait_all $((SECONDS + 5)) "$cpid" || kill -KILL "$cpid" 2>/dev/null
-    wait "$cpid" 2>/dev/null
+    bed_stop "$cpid"
     [[ -n ${result[starling]:-} ]] && return
     t=$(cat "$dir"/starling.rep.* | awk '$1 == "t" { print $3 }' | summary) ||
         { result[starling]="fail rank 0 did not report $iters timings"; return; }

@@ -26,6 +26,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 # shellcheck source=../tests/net/netbed.sh
 source "$root/tests/net/netbed.sh"
+# shellcheck source=bed_run.sh
+source "$here/bed_run.sh"
 
 codecs="none,bf16,int8,int4,topk:0.01" hosts=4 rate=100mbit bytes=64M iters=3 warmup=1
 streams=1 starling="$root/build/tools/starling" name=cbench out="$root/build/bench/compress_tbf.md"
@@ -83,22 +85,7 @@ burst=$(netbed__burst "$rate")
 echo "compress_tbf: $hosts hosts, links $rate (tbf burst $burst B), $bytes f32 sum," \
     "$warmup warm-up + $iters timed calls per codec" >&2
 
-# wait_all DEADLINE PID...: 0 once all have exited, 1 if the deadline (SECONDS) passed.
-wait_all() {
-    local end=$1 pid running
-    shift
-    while :; do
-        running=0
-        for pid in "$@"; do kill -0 "$pid" 2>/dev/null && running=1; done
-        [[ $running -eq 0 ]] && return 0
-        ((SECONDS < end)) || return 1
-        sleep 0.2
-    done
-}
 
-# median of numbers on stdin
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit 1;
-    if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # run_codec K SPEC: one coordinator and $hosts peers; sets result[K] to
 # "ok MEDIAN MIN MAX SENT_PER_CALL_MEAN SENT_PER_CALL_MAX ERROR" or "skip WHY" / "fail WHY".
@@ -107,19 +94,12 @@ run_codec() {
     local k=$1 spec=$2 port=$((7100 + $1)) run="compress-$1" i st cpid why
     local -a ppids=() extra=()
     [[ $spec != none ]] && extra=(--compress "$spec")
-    ip netns exec "$name-h0" "$starling" coordinator --listen "$addr0:$port" --run "$run" \
-        --min-peers "$hosts" >"$dir/coord.$k.out" 2>"$dir/coord.$k.log" 9>&- &
-    cpid=$!
-    pids+=("$cpid")
-    local end=$((SECONDS + 15))
-    until grep -q '^coordinator listening' "$dir/coord.$k.out" 2>/dev/null; do
-        if ! kill -0 "$cpid" 2>/dev/null || ((SECONDS >= end)); then
-            result[$k]="fail coordinator did not start: $(head -c 200 "$dir/coord.$k.log")"
-            kill -KILL "$cpid" 2>/dev/null
-            return
-        fi
-        sleep 0.05
-    done
+    if ! bed_coordinator "$name-h0" "$addr0:$port" "$dir/coord.$k.out" "$dir/coord.$k.log" \
+        --run "$run" --min-peers "$hosts"; then
+        result[$k]="fail $bed_why"
+        return
+    fi
+    cpid=$bed_cpid
     for ((i = 0; i < hosts; i++)); do
         ip netns exec "$name-h$i" "$starling" bench-peer --coord "$addr0:$port" --run "$run" \
             --index "$i" --peers "$hosts" --bytes "$bytes" --iters "$iters" --warmup "$warmup" \
@@ -145,9 +125,7 @@ run_codec() {
             result[$k]="fail peer $i exited with status $st: $why"
         fi
     done
-    kill -TERM "$cpid" 2>/dev/null
-    wait_all $((SECONDS + 5)) "$cpid" || kill -KILL "$cpid" 2>/dev/null
-    wait "$cpid" 2>/dev/null
+    bed_stop "$cpid"
     [[ -n ${result[$k]:-} ]] && return
     local times med mn mx sent_mean sent_max relerr
     times=$(cat "$dir"/rep."$k".* | awk '$1 == "t" { print $3 }')

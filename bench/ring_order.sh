@@ -35,6 +35,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 # shellcheck source=../tests/net/netbed.sh
 source "$root/tests/net/netbed.sh"
+# shellcheck source=bed_run.sh
+source "$here/bed_run.sh"
 
 per_site=3 intra=1gbit inter=100mbit bytes=16M iters=3 warmup=1 probe=2M
 starling="$root/build/tools/starling" name=rorder out="$root/build/bench/ring_order.md" timeout_s=300
@@ -100,20 +102,7 @@ peer_name() {
     if [[ $1 == alt ]]; then printf 'a%02d' $((2 * pos + site)); else printf 'b%02d' "$2"; fi
 }
 
-wait_all() {
-    local end=$1 pid running
-    shift
-    while :; do
-        running=0
-        for pid in "$@"; do kill -0 "$pid" 2>/dev/null && running=1; done
-        [[ $running -eq 0 ]] && return 0
-        ((SECONDS < end)) || return 1
-        sleep 0.2
-    done
-}
 
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit 1;
-    if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # run_order K POLICY NAMES: sets result[K] to "ok MEDIAN MIN MAX" or "fail WHY", and
 # ring[K] to the member list of the coordinator's last epoch.
@@ -121,20 +110,12 @@ declare -A result=() ring=() crossings=()
 run_order() {
     local k=$1 policy=$2 names=$3 port=$((7300 + $1)) run="rorder-$1" i st cpid why
     local -a ppids=()
-    ip netns exec "$name-h0" "$starling" coordinator --listen "$addr0:$port" --run "$run" \
-        --min-peers "$hosts" --ring-order "$policy" --probe-bytes "$probe" \
-        >"$dir/coord.$k.out" 2>"$dir/coord.$k.log" 9>&- &
-    cpid=$!
-    pids+=("$cpid")
-    local end=$((SECONDS + 15))
-    until grep -q '^coordinator listening' "$dir/coord.$k.out" 2>/dev/null; do
-        if ! kill -0 "$cpid" 2>/dev/null || ((SECONDS >= end)); then
-            result[$k]="fail coordinator did not start: $(head -c 200 "$dir/coord.$k.log")"
-            kill -KILL "$cpid" 2>/dev/null
-            return
-        fi
-        sleep 0.05
-    done
+    if ! bed_coordinator "$name-h0" "$addr0:$port" "$dir/coord.$k.out" "$dir/coord.$k.log" \
+        --run "$run" --min-peers "$hosts" --ring-order "$policy" --probe-bytes "$probe"; then
+        result[$k]="fail $bed_why"
+        return
+    fi
+    cpid=$bed_cpid
     for ((i = 0; i < hosts; i++)); do
         ip netns exec "$name-h$i" "$starling" bench-peer --coord "$addr0:$port" --run "$run" \
             --index "$i" --peers "$hosts" --bytes "$bytes" --iters "$iters" --warmup "$warmup" \
@@ -154,9 +135,7 @@ run_order() {
         why=$(grep -v '^\s*$' "$dir/peer.$k.$i.log" | head -n 1 | cut -c1-160)
         result[$k]="fail peer $i exited with status $st: $why"
     done
-    kill -TERM "$cpid" 2>/dev/null
-    wait_all $((SECONDS + 5)) "$cpid" || kill -KILL "$cpid" 2>/dev/null
-    wait "$cpid" 2>/dev/null
+    bed_stop "$cpid"
     ring[$k]=$(grep -o 'epoch [0-9]*: [0-9]* members:.*' "$dir/coord.$k.log" | tail -n 1 |
         sed 's/.*members: *//')
     # Ring links that cross between the sites (a name's site: see peer_name).

@@ -41,6 +41,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 # shellcheck source=../tests/net/netbed.sh
 source "$root/tests/net/netbed.sh"
+# shellcheck source=bed_run.sh
+source "$here/bed_run.sh"
 # shellcheck source=docs_section.sh
 source "$here/docs_section.sh"
 
@@ -125,22 +127,7 @@ IFS='|' read -r k_rmem k_wmem k_rmax k_wmax k_cc <<<"$sysctls"
 echo "streams_delay: $hosts hosts, $rate links, +${delay_ms} ms one way on hosts $emu_hosts;" \
     "tcp_rmem '$k_rmem', tcp_wmem '$k_wmem', rmem_max $k_rmax, wmem_max $k_wmax, $k_cc" >&2
 
-# wait_all DEADLINE PID...: 0 once all have exited, 1 if the deadline (SECONDS) passed.
-wait_all() {
-    local end=$1 pid running
-    shift
-    while :; do
-        running=0
-        for pid in "$@"; do kill -0 "$pid" 2>/dev/null && running=1; done
-        [[ $running -eq 0 ]] && return 0
-        ((SECONDS < end)) || return 1
-        sleep 0.2
-    done
-}
 
-# median of numbers on stdin
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit 1;
-    if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # The measured round trip between host 0 and host 1: the time of a TCP connect (median of 5).
 rtt_ms=$(ip netns exec "$name-h0" /usr/bin/python3 - "$addr1" <<'EOF'
@@ -236,19 +223,12 @@ run_streams() {
     local k=$1 s=${2%@*} port=$((7400 + $1)) run="streams-$1" i st cpid why t
     local -a ppids=() buf=()
     [[ $2 == *@* ]] && buf=(--socket-buffer "${2#*@}")
-    ip netns exec "$name-h0" "$starling" coordinator --listen "$addr0:$port" --run "$run" \
-        --min-peers "$hosts" >"$dir/coord.$k.out" 2>"$dir/coord.$k.log" 9>&- &
-    cpid=$!
-    pids+=("$cpid")
-    local end=$((SECONDS + 15))
-    until grep -q '^coordinator listening' "$dir/coord.$k.out" 2>/dev/null; do
-        if ! kill -0 "$cpid" 2>/dev/null || ((SECONDS >= end)); then
-            result[$k]="fail coordinator did not start: $(head -c 200 "$dir/coord.$k.log")"
-            kill -KILL "$cpid" 2>/dev/null
-            return
-        fi
-        sleep 0.05
-    done
+    if ! bed_coordinator "$name-h0" "$addr0:$port" "$dir/coord.$k.out" "$dir/coord.$k.log" \
+        --run "$run" --min-peers "$hosts"; then
+        result[$k]="fail $bed_why"
+        return
+    fi
+    cpid=$bed_cpid
     for ((i = 0; i < hosts; i++)); do
         ip netns exec "$name-h$i" "$starling" bench-peer --coord "$addr0:$port" --run "$run" \
             --index "$i" --peers "$hosts" --bytes "$bytes" --iters "$iters" --warmup "$warmup" \
@@ -268,9 +248,7 @@ run_streams() {
         why=$(grep -v '^\s*$' "$dir/peer.$k.$i.log" | head -n 1 | cut -c1-160)
         result[$k]="fail peer $i exited with status $st: $why"
     done
-    kill -TERM "$cpid" 2>/dev/null
-    wait_all $((SECONDS + 5)) "$cpid" || kill -KILL "$cpid" 2>/dev/null
-    wait "$cpid" 2>/dev/null
+    bed_stop "$cpid"
     [[ -n ${result[$k]:-} ]] && return
     t=$(cat "$dir"/rep."$k".* | awk '$1 == "t" { print $3 }')
     [[ $(grep -c . <<<"$t") -eq $iters ]] || { result[$k]="fail rank 0 reported no timings"; return; }

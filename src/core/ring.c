@@ -4,8 +4,10 @@
  * right neighbour and receives one from its left. Segments are cut into pieces of at
  * most chunk_bytes, and a piece is sent as soon as the piece it depends on (the same
  * piece of the previous step, or of this step for the broadcast chain) has arrived,
- * so reduction of one piece overlaps the transfer of the next. Pieces travel round-robin
- * over the link's streams: item k of the op on stream k mod S, in order within a stream.
+ * so reduction of one piece overlaps the transfer of the next. Pieces are handed out in
+ * order to whichever of the link's streams has room (a stream carries one piece at a
+ * time), so a stream that TCP serves more slowly carries fewer: the call is not held back
+ * by its slowest stream's fixed share. The receiver tells the piece by its header.
  *
  * Results build up in `work` (the caller's recvbuf when that is not also the input, else
  * a scratch buffer) and reach the caller only at commit, after the DONE barrier (n-1
@@ -333,10 +335,6 @@ int starling__ring_start(starling_comm *c, struct starling_request *r)
     }
     o->nsout = e->nright;
     o->nsin = e->nleft;
-    for (int s = 0; s < STARLING_MAX_STREAMS; s++) {
-        o->tx[s].k = (size_t)s;
-        o->rx[s].k = (size_t)s;
-    }
     if (e->n > 1 && (rc = ensure_stream_bufs(e, o)))
         return rc;
     if (o->codec)
@@ -344,12 +342,14 @@ int starling__ring_start(starling_comm *c, struct starling_request *r)
     return STARLING_OK;
 }
 
+enum { RECV_NONE = 0, RECV_BUSY = 1, RECV_DONE = 2 };
+
 static int item_ready(const ring_op *o, const ring_item *it)
 {
     const ring_step *s = &o->steps[it->g];
     if (s->send_dep < 0)
         return 1;
-    return o->recv_done[o->recv_base[s->send_dep] + it->p];
+    return o->recv_done[o->recv_base[s->send_dep] + it->p] == RECV_DONE;
 }
 
 static void encode_hdr(const ring_op *o, uint8_t type, uint32_t step, uint32_t piece,
@@ -388,19 +388,25 @@ static void tx_payload(starling_comm *c, ring_op *o, int s, const ring_item *it,
     t->ready = 1;
 }
 
-/* Sends as many ready items on stream s as the socket takes. <0 on a dead link. */
+/* Sends on stream s as much as its socket takes: the item it carries, then the next ones
+ * in order while they are ready. <0 on a dead link. */
 static int tx_stream(starling_comm *c, ring_op *o, int s, int *want_out)
 {
     ring_tx *t = &o->tx[s];
     const size_t H = STARLING_FRAME_HDR + STARLING_DATA_HDR;
-    while (t->k < o->nsend) {
-        const ring_item *it = &o->send_items[t->k];
+    for (;;) {
+        const ring_item *it;
         struct iovec iov[2];
         struct msghdr mh;
         int niov = 0;
         ssize_t r;
-        if (!item_ready(o, it))
-            return STARLING_OK;
+        if (!t->busy) {
+            if (o->send_next == o->nsend || !item_ready(o, &o->send_items[o->send_next]))
+                return STARLING_OK;
+            t->k = o->send_next++;
+            t->busy = 1;
+        }
+        it = &o->send_items[t->k];
         if (!t->ready) {
             tx_payload(c, o, s, it, t);
             encode_hdr(o, MSG_DATA, it->g, it->p, (uint32_t)t->len, t->flags, t->hdr);
@@ -437,30 +443,28 @@ static int tx_stream(starling_comm *c, ring_op *o, int s, int *want_out)
         o->bytes += t->len;
         t->off = 0;
         t->ready = 0;
-        t->k += (size_t)o->nsout;
+        t->busy = 0;
         o->send_left--;
     }
-    return STARLING_OK;
 }
 
-/* Checks a data-plane header against the item expected next; `len` is the item's raw
- * size. *plen receives the payload size: len, or less when the lossless stage packed it. */
-static int check_hdr(const ring_op *o, const uint8_t *hdr, uint8_t want_type, uint32_t step,
-                     uint32_t piece, size_t len, size_t *plen, uint8_t *flags, char *why,
-                     size_t wl)
+/* Checks a data-plane header: a frame of this op (seq and descriptor) of type
+ * `want_type` (an ABORT is the left neighbour giving up). Fills *m, *plen (payload bytes
+ * after the data header) and *flags. */
+static int check_frame(const ring_op *o, const uint8_t *hdr, uint8_t want_type,
+                       starling__msg_data *m, size_t *plen, uint8_t *flags, char *why, size_t wl)
 {
     starling__frame_hdr h;
-    starling__msg_data m;
     if (starling__frame_hdr_decode(hdr, (uint32_t)o->piece, &h) ||
-        starling__data_decode(hdr + STARLING_FRAME_HDR, &m)) {
+        starling__data_decode(hdr + STARLING_FRAME_HDR, m)) {
         snprintf(why, wl, "malformed data frame from the left neighbour");
         return STARLING_E_PROTOCOL;
     }
-    if (m.seq != o->seq || m.desc != o->desc || (h.type != want_type && h.type != MSG_ABORT)) {
+    if (m->seq != o->seq || m->desc != o->desc || (h.type != want_type && h.type != MSG_ABORT)) {
         snprintf(why, wl,
                  "left neighbour is in a different collective (seq %llu vs %llu, or "
                  "different count/dtype/op/tag/codec)",
-                 (unsigned long long)m.seq, (unsigned long long)o->seq);
+                 (unsigned long long)m->seq, (unsigned long long)o->seq);
         return STARLING_E_MISMATCH;
     }
     if (h.type == MSG_ABORT) {
@@ -469,18 +473,64 @@ static int check_hdr(const ring_op *o, const uint8_t *hdr, uint8_t want_type, ui
     }
     *plen = h.len - STARLING_DATA_HDR;
     *flags = h.flags;
-    if (m.step != step || m.piece != piece) {
+    return STARLING_OK;
+}
+
+/* The item a DATA header names: a piece of one of this op's receive steps that no stream
+ * has brought yet. It is marked as arriving on this stream (x->k). */
+static int rx_claim(ring_op *o, ring_rx *x, char *why, size_t wl)
+{
+    starling__msg_data m;
+    size_t idx = 0;
+    int rc = check_frame(o, x->hdr, MSG_DATA, &m, &x->plen, &x->flags, why, wl), known;
+    if (rc)
+        return rc;
+    known = m.step < (uint32_t)o->nsteps && o->steps[m.step].recv_seg >= 0 &&
+            m.piece < pieces_of(o, o->steps[m.step].recv_seg);
+    if (known)
+        idx = o->recv_base[m.step] + m.piece;
+    if (!known || o->recv_done[idx] != RECV_NONE) {
         snprintf(why, wl, "unexpected piece %u/%u from the left neighbour", m.step, m.piece);
         return STARLING_E_PROTOCOL;
     }
-    /* A packed payload must be strictly smaller than the raw one: the sender only packs
-     * when it shrinks, and anything else would let a frame claim more than it holds. */
-    if ((h.flags & STARLING_DATA_F_ZSTD) ? !o->zlevel || *plen == 0 || *plen >= len
-                                         : *plen != len) {
+    o->recv_done[idx] = RECV_BUSY;
+    x->k = idx;
+    return STARLING_OK;
+}
+
+/* The payload size a claimed item may have: its raw size `len`, or (lossless stage) less
+ * than that: the sender only packs when it shrinks, and anything else would let a frame
+ * claim more than it holds. */
+static int check_len(const ring_op *o, const ring_rx *x, size_t len, char *why, size_t wl)
+{
+    const ring_item *it = &o->recv_items[x->k];
+    if ((x->flags & STARLING_DATA_F_ZSTD) ? !o->zlevel || x->plen == 0 || x->plen >= len
+                                          : x->plen != len) {
         snprintf(why, wl, "piece %u/%u from the left neighbour has %zu bytes (flags %u), "
-                 "expected %zu", m.step, m.piece, *plen, (unsigned)h.flags, len);
+                 "expected %zu", it->g, it->p, x->plen, (unsigned)x->flags, len);
         return STARLING_E_PROTOCOL;
     }
+    return STARLING_OK;
+}
+
+/* A DONE token (the header in x->hdr, stream 0): the next one in order. The left
+ * neighbour sends it once all its pieces are out, possibly before the last of them have
+ * arrived on other streams. */
+static int rx_done_token(ring_op *o, ring_rx *x, char *why, size_t wl)
+{
+    starling__msg_data m;
+    size_t plen;
+    uint8_t flags;
+    int rc = check_frame(o, x->hdr, MSG_DONE, &m, &plen, &flags, why, wl);
+    if (rc)
+        return rc;
+    if (o->done_recv >= o->n - 1 || m.step != (uint32_t)(o->done_recv + 1) || m.piece != 0 ||
+        plen != 0) {
+        snprintf(why, wl, "unexpected commit token %u from the left neighbour", m.step);
+        return STARLING_E_PROTOCOL;
+    }
+    o->done_recv++;
+    x->off = 0;
     return STARLING_OK;
 }
 
@@ -530,11 +580,11 @@ static int rx_stream(starling_comm *c, ring_op *o, int s, char *why, size_t wl)
     const size_t H = STARLING_FRAME_HDR + STARLING_DATA_HDR;
     engine *e = &c->eng;
     int fd = e->left[s];
-    while (x->k < o->nrecv) {
-        const ring_item *it = &o->recv_items[x->k];
+    while (x->off > 0 || o->recv_left > 0) {
+        const ring_item *it;
         size_t rawlen, got;
-        uint8_t *dst = rx_dest(c, o, s, it, &rawlen), *land;
-        int rc;
+        uint8_t *dst, *land;
+        int rc, fresh = 0;
         if (x->off < H) {
             if ((rc = rx_read(fd, x->hdr + x->off, H - x->off, &got)))
                 return rc;
@@ -543,10 +593,19 @@ static int rx_stream(starling_comm *c, ring_op *o, int s, char *why, size_t wl)
             x->off += got;
             if (x->off < H)
                 return STARLING_OK;
-            if ((rc = check_hdr(o, x->hdr, MSG_DATA, it->g, it->p, rawlen, &x->plen, &x->flags,
-                                why, wl)))
+            if (s == 0 && x->hdr[0] == MSG_DONE) {
+                if ((rc = rx_done_token(o, x, why, wl)))
+                    return rc;
+                continue;
+            }
+            if ((rc = rx_claim(o, x, why, wl)))
                 return rc;
+            fresh = 1;
         }
+        it = &o->recv_items[x->k];
+        dst = rx_dest(c, o, s, it, &rawlen);
+        if (fresh && (rc = check_len(o, x, rawlen, why, wl)))
+            return rc;
         land = (x->flags & STARLING_DATA_F_ZSTD) ? e->zrx[s] : dst;
         if (x->off < H + x->plen) {
             if ((rc = rx_read(fd, land + (x->off - H), H + x->plen - x->off, &got)))
@@ -564,10 +623,9 @@ static int rx_stream(starling_comm *c, ring_op *o, int s, char *why, size_t wl)
             return STARLING_E_PROTOCOL;
         }
         rx_post(c, o, s, it, dst);
-        o->recv_done[x->k] = 1;
+        o->recv_done[x->k] = RECV_DONE;
         o->recv_left--;
         x->off = 0;
-        x->k += (size_t)o->nsin;
     }
     return STARLING_OK;
 }
@@ -602,8 +660,7 @@ static int barrier_rx(starling_comm *c, ring_op *o, char *why, size_t wl)
     ring_rx *x = &o->rx[0];
     const size_t H = STARLING_FRAME_HDR + STARLING_DATA_HDR;
     while (o->done_recv < o->n - 1) {
-        size_t got, plen;
-        uint8_t flags;
+        size_t got;
         int rc = rx_read(c->eng.left[0], x->hdr + x->off, H - x->off, &got);
         if (rc)
             return rc;
@@ -612,11 +669,8 @@ static int barrier_rx(starling_comm *c, ring_op *o, char *why, size_t wl)
         x->off += got;
         if (x->off < H)
             return STARLING_OK;
-        x->off = 0;
-        if ((rc = check_hdr(o, x->hdr, MSG_DONE, (uint32_t)(o->done_recv + 1), 0, 0, &plen,
-                            &flags, why, wl)))
+        if ((rc = rx_done_token(o, x, why, wl)))
             return rc;
-        o->done_recv++;
     }
     return STARLING_OK;
 }
@@ -647,7 +701,7 @@ int starling__ring_progress(starling_comm *c, struct pollfd *fds, int *nfds)
         return 1;
     }
     for (int s = 0; s < o->nsin && !rc; s++)
-        if (o->rx[s].k < o->nrecv)
+        if (o->recv_left > 0 || o->rx[s].off > 0)
             rc = rx_stream(c, o, s, why, sizeof why);
     for (int s = 0; s < o->nsout && !rc; s++)
         rc = tx_stream(c, o, s, &want_out[s]);
@@ -671,7 +725,7 @@ int starling__ring_progress(starling_comm *c, struct pollfd *fds, int *nfds)
         return rc;
     }
     for (int s = 0; s < o->nsin; s++) {
-        int need = o->rx[s].k < o->nrecv || (s == 0 && o->data_done);
+        int need = o->recv_left > 0 || o->rx[s].off > 0 || (s == 0 && o->data_done);
         if (need) {
             fds[*nfds].fd = c->eng.left[s];
             fds[*nfds].events = POLLIN;

@@ -19,7 +19,8 @@ typedef struct ring_item {
 } ring_item;
 
 typedef struct ring_tx {
-    size_t k, off; /* item index (== stream mod S), bytes of it sent incl. header */
+    size_t k, off; /* the item this stream carries now, bytes of it sent incl. header */
+    int busy;      /* carrying item k */
     int ready;     /* src/len/flags computed for item k (encoding happens once) */
     const uint8_t *src;
     size_t len;
@@ -28,7 +29,7 @@ typedef struct ring_tx {
 } ring_tx;
 
 typedef struct ring_rx {
-    size_t k, off;
+    size_t k, off; /* the item being received (known once its header is in), bytes of it */
     size_t plen; /* payload bytes of the frame being read (from its header) */
     uint8_t flags;
     uint8_t hdr[STARLING_FRAME_HDR + STARLING_DATA_HDR];
@@ -49,8 +50,9 @@ typedef struct ring_op {
     ring_item *send_items, *recv_items;
     size_t nsend, nrecv;
     size_t *recv_base; /* per step: index of its first recv item */
-    uint8_t *recv_done;
+    uint8_t *recv_done; /* per recv item: RECV_NONE, RECV_BUSY (on some stream), RECV_DONE */
     size_t recv_left, send_left;
+    size_t send_next; /* the next send item to hand to a stream with room */
     ring_tx tx[STARLING_MAX_STREAMS];
     ring_rx rx[STARLING_MAX_STREAMS];
     int nsout, nsin;

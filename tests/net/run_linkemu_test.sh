@@ -176,7 +176,9 @@ echo "run_linkemu_test: restored (SIGUSR1): $got/$n back"
 
 # ---- loss ----
 bed --loss 0.5
-read -r n got _ < <(probe 200 0.005 1)
+# 400 probes: about 400 frames go a->b and 200 come back b->a, so that each direction has
+# well over the 100 frames the 35..65% bound is checked on (2.8 standard deviations at 100).
+read -r n got _ < <(probe 400 0.005 1)
 netbed_down "$name" || fail "could not take the bed down"
 for d in a-\>b b-\>a; do
     read -r rx lost < <(stats "$d")

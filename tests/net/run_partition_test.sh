@@ -271,9 +271,11 @@ done
 n_iters=$(sed -n 's/.*iters=\([0-9]*\).*/\1/p' <<<"$ref")
 say "every peer: DONE $ref"
 
-# Per-iteration checks, over every peer's ITER lines at once.
+# Per-iteration checks, over every peer's ITER lines at once. The victim completes every
+# iteration before the survivors' first with n-1 members (committed in the old epoch by all;
+# it may learn of the last ones only when it reconnects, after the heal), none of theirs.
 for i in "${all[@]}"; do awk -v p="$i" '$1 == "ITER" { print p, $2, $3, $4 }' "$dir/p$i.out"; done >"$dir/iters.all"
-why=$(awk -v n="$hosts" -v v="$victim" -v total="$n_iters" -v cut="$during" -v rj="$rj_iter" '
+why=$(awk -v n="$hosts" -v v="$victim" -v total="$n_iters" -v cut="$((first_small - 1))" -v rj="$rj_iter" '
     { p = $1; it = $2; size = $3; ep = $4
       if ((p, it) in seen) { print "peer " p " completed iteration " it " twice"; exit }
       seen[p, it] = 1; cnt[p]++

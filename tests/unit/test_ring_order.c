@@ -223,8 +223,14 @@ static void body_by_name(peer_arg *pa, starling_comm *c)
 {
     /* Named p0..p3: rank = index. Nothing measured: no link figures. */
     CHECK(pa, starling_comm_rank(c) == pa->idx, "p%d has rank %d", pa->idx, starling_comm_rank(c));
+    float one = 1.0f;
+    int rc;
     CHECK(pa, starling_comm_link(c, (pa->idx + 1) % 4, NULL, NULL) == STARLING_E_NOT_FOUND,
           "a link figure without a measurement");
+    /* A collective before leaving: a member whose update_topology returned first must not
+     * leave while the others still wait for their ring links. */
+    rc = starling_allreduce(c, &one, &one, 1, STARLING_F32, STARLING_SUM, NULL);
+    CHECK(pa, rc == STARLING_OK && one == 4.0f, "allreduce: %s", starling_strerror(rc));
 }
 
 static void test_order_by_name(void **state)

@@ -230,7 +230,9 @@ STARLING_API int starling_update_topology(starling_comm *comm);
  * starling_update_topology(), which it includes (before and after the measurement).
  * Member r measures, in round k = 1..n-1, the link to member (r + k) mod n: a TCP connect
  * (its time is the round-trip estimate) and probe_bytes sent and acknowledged. A link
- * that fails is reported as unusable, not as an error. The same measurement runs inside
+ * that fails, or is still unmeasured when op_timeout has passed since the measurement
+ * began, is reported as unusable, not as an error: the call takes at most two topology
+ * updates and one op_timeout of probing. The same measurement runs inside
  * starling_update_topology() when the coordinator asks for it. Errors: those of
  * starling_update_topology(). */
 STARLING_API int starling_measure_links(starling_comm *comm);

@@ -24,21 +24,46 @@
  * noisy, and a new order costs a new epoch (every ring link re-made). */
 #define REORDER_GAIN 0.8
 
-static int registered(starling_coord *c, uint64_t id) { return starling__coord_find(c, id) != NULL; }
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Drops the reporter's old links and those of peers no longer registered (looked up in a
+ * sorted list of the registered ids: the table can hold n^2 entries). */
+static void drop_links(starling_coord *c, uint64_t reporter)
+{
+    uint64_t *reg = starling__malloc(sizeof *reg * (size_t)(c->nconns > 0 ? c->nconns : 1));
+    int nreg = 0, keep = 0;
+    if (!reg) { /* keep the departed peers' entries; they are never read for an epoch */
+        for (int i = 0; i < c->nlinks; i++)
+            if (c->links[i].from != reporter)
+                c->links[keep++] = c->links[i];
+        c->nlinks = keep;
+        return;
+    }
+    for (int i = 0; i < c->nconns; i++)
+        if (c->conns[i]->registered && !c->conns[i]->closing)
+            reg[nreg++] = c->conns[i]->peer_id;
+    qsort(reg, (size_t)nreg, sizeof *reg, cmp_u64);
+    for (int i = 0; i < c->nlinks; i++) {
+        const starling__coord_link *l = &c->links[i];
+        if (l->from != reporter && bsearch(&l->from, reg, (size_t)nreg, sizeof *reg, cmp_u64) &&
+            bsearch(&l->to, reg, (size_t)nreg, sizeof *reg, cmp_u64))
+            c->links[keep++] = *l;
+    }
+    c->nlinks = keep;
+    starling__free(reg);
+}
 
 int starling__coord_on_links(starling_coord *c, starling__coord_conn *p,
                              const starling__msg_links *m)
 {
-    int keep = 0;
     for (uint32_t i = 0; i < m->n; i++)
         if (m->links[i].id == p->peer_id)
             return STARLING_E_PROTOCOL; /* a link to itself */
-    for (int i = 0; i < c->nlinks; i++) {
-        const starling__coord_link *l = &c->links[i];
-        if (l->from != p->peer_id && registered(c, l->from) && registered(c, l->to))
-            c->links[keep++] = *l;
-    }
-    c->nlinks = keep;
+    drop_links(c, p->peer_id);
     if (c->nlinks + (int)m->n > c->links_cap) {
         int cap = c->nlinks + (int)m->n + 64;
         starling__coord_link *t = starling__realloc(c->links, sizeof *t * (size_t)cap);
@@ -91,22 +116,38 @@ static uint64_t membership(const uint64_t *ids, uint32_t n)
     return s;
 }
 
-static int index_of(const uint64_t *ids, uint32_t n, uint64_t id)
+/* A member's id and its position in c->ids, sorted by id for lookups. */
+typedef struct id_pos {
+    uint64_t id;
+    int pos;
+} id_pos;
+
+static int cmp_id_pos(const void *a, const void *b)
 {
-    for (uint32_t i = 0; i < n; i++)
-        if (ids[i] == id)
-            return (int)i;
-    return -1;
+    uint64_t x = ((const id_pos *)a)->id, y = ((const id_pos *)b)->id;
+    return (x > y) - (x < y);
 }
 
-/* Fills the n x n matrices from the table; returns how many ordered pairs are known. */
-static size_t fill(starling_coord *c, uint32_t n, double *bw, double *rtt, char *known)
+static int position_of(const id_pos *index, uint32_t n, uint64_t id)
+{
+    id_pos key = {id, 0};
+    const id_pos *hit = bsearch(&key, index, n, sizeof *index, cmp_id_pos);
+    return hit ? hit->pos : -1;
+}
+
+/* Fills the n x n matrices from the table (index: scratch for n entries); returns how
+ * many ordered pairs are known. */
+static size_t fill(starling_coord *c, uint32_t n, id_pos *index, double *bw, double *rtt,
+                   char *known)
 {
     size_t have = 0;
+    for (uint32_t i = 0; i < n; i++)
+        index[i] = (id_pos){c->ids[i], (int)i};
+    qsort(index, n, sizeof *index, cmp_id_pos);
     for (int k = 0; k < c->nlinks; k++) {
         const starling__coord_link *l = &c->links[k];
-        int i = index_of(c->ids, n, l->from), j;
-        if (i < 0 || (j = index_of(c->ids, n, l->to)) < 0)
+        int i = position_of(index, n, l->from), j;
+        if (i < 0 || (j = position_of(index, n, l->to)) < 0)
             continue;
         bw[(size_t)i * n + (size_t)j] = l->bytes_per_s;
         rtt[(size_t)i * n + (size_t)j] = l->rtt_s;
@@ -152,12 +193,13 @@ static void order_by_links(starling_coord *c, uint32_t n)
     char *known = starling__calloc(nn, 1);
     int *order = starling__malloc(sizeof *order * n), *ident = starling__malloc(sizeof *ident * n);
     uint64_t *ids = starling__malloc(sizeof *ids * n);
+    id_pos *index = starling__malloc(sizeof *index * n);
     uint64_t set = membership(c->ids, n);
     starling__ring_model m = {0};
 
-    if (!bw || !rtt || !known || !order || !ident || !ids) {
+    if (!bw || !rtt || !known || !order || !ident || !ids || !index) {
         SLOG_WARN("coordinator: no memory to order the ring: keeping the join order");
-    } else if (fill(c, n, bw, rtt, known) < nn - n) {
+    } else if (fill(c, n, index, bw, rtt, known) < nn - n) {
         if (set != c->probed_set) {
             c->probed_set = set;
             c->probe_now = c->probe_bytes;
@@ -190,6 +232,7 @@ static void order_by_links(starling_coord *c, uint32_t n)
     starling__free(order);
     starling__free(ident);
     starling__free(ids);
+    starling__free(index);
 }
 
 void starling__coord_order(starling_coord *c, uint32_t n)

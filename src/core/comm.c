@@ -464,9 +464,11 @@ static uint8_t *links_frame(starling_comm *c, const struct starling_request *t,
 }
 
 /* Measures the links of the epoch `t` describes, reports them with a second topology
- * request, and hands back that request's result. */
+ * request, and hands back that request's result. The measurement as a whole stays within
+ * the op timeout (no hang: the call already holds one topology update). */
 static int measure_and_report(starling_comm *c, struct starling_request **t, uint32_t bytes)
 {
+    int64_t deadline = starling__now_ms() + c->cfg.op_timeout_ms;
     starling__link_est *est;
     uint8_t *frame;
     size_t len = 0;
@@ -474,7 +476,8 @@ static int measure_and_report(starling_comm *c, struct starling_request **t, uin
         return STARLING_OK;
     if (!(est = starling__calloc((size_t)(*t)->n, sizeof *est)))
         return app_err(c, STARLING_E_NOMEM, "out of memory");
-    starling__probe_links(c, (*t)->members, (*t)->n, (*t)->rank, (*t)->epoch, bytes, est);
+    starling__probe_links(c, (*t)->members, (*t)->n, (*t)->rank, (*t)->epoch, bytes, deadline,
+                          est);
     frame = links_frame(c, *t, est, &len);
     starling__free(est);
     if (!frame)

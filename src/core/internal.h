@@ -205,10 +205,12 @@ int starling__ctrl_register(starling_comm *c, int fd, int64_t deadline_ms, char 
 
 /* probe.c: link measurement (starling_measure_links). */
 /* Measures this member's links to every other member of an epoch (rank `rank` of n),
- * `bytes` per probe, into est[0..n) (est[rank] is left zero). Per-link failures give a
- * zero bandwidth, never an error. Runs on the application's thread. */
+ * `bytes` per probe, into est[0..n) (est[rank] is left zero), all by `deadline_ms`.
+ * Per-link failures, and links left when the deadline passes, give a zero bandwidth,
+ * never an error. Runs on the application's thread. */
 void starling__probe_links(starling_comm *c, const starling__member *m, int n, int rank,
-                           uint64_t epoch, uint32_t bytes, starling__link_est *est);
+                           uint64_t epoch, uint32_t bytes, int64_t deadline_ms,
+                           starling__link_est *est);
 /* The receiving side of a probe, on the handshake thread that authenticated it. */
 void starling__probe_serve(starling_comm *c, int fd, const starling__msg_hello *h);
 

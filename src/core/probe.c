@@ -81,7 +81,8 @@ static int64_t send_probe(starling_comm *c, int fd, uint32_t bytes, const uint8_
 }
 
 static void probe_one(starling_comm *c, const starling__member *to, uint64_t epoch,
-                      uint32_t bytes, const uint8_t *chunk, starling__link_est *out)
+                      uint32_t bytes, const uint8_t *chunk, int64_t all_deadline_ms,
+                      starling__link_est *out)
 {
     int64_t deadline = probe_deadline_ms(c), t0 = starling__now_ns(), rtt_us, us;
     starling__msg_hello h;
@@ -89,6 +90,13 @@ static void probe_one(starling_comm *c, const starling__member *to, uint64_t epo
     int fd, rc;
 
     out->id = to->id;
+    if (deadline > all_deadline_ms)
+        deadline = all_deadline_ms;
+    if (starling__ms_until(deadline) == 0) {
+        SLOG_WARN("%s: link to %s:%u not measured: no time left (op timeout)", c->name, to->host,
+                  (unsigned)to->port);
+        return;
+    }
     rc = starling__tcp_connect(to->host, to->port, (int)c->cfg.socket_buffer,
                                starling__ms_until(deadline), &fd);
     if (rc != STARLING_OK) {
@@ -122,7 +130,8 @@ static void probe_one(starling_comm *c, const starling__member *to, uint64_t epo
 }
 
 void starling__probe_links(starling_comm *c, const starling__member *m, int n, int rank,
-                           uint64_t epoch, uint32_t bytes, starling__link_est *est)
+                           uint64_t epoch, uint32_t bytes, int64_t deadline_ms,
+                           starling__link_est *est)
 {
     uint8_t *chunk = starling__calloc(PROBE_CHUNK, 1);
     memset(est, 0, sizeof *est * (size_t)n);
@@ -132,7 +141,7 @@ void starling__probe_links(starling_comm *c, const starling__member *m, int n, i
     }
     for (int k = 1; k < n; k++) {
         int j = (rank + k) % n;
-        probe_one(c, &m[j], epoch, bytes, chunk, &est[j]);
+        probe_one(c, &m[j], epoch, bytes, chunk, deadline_ms, &est[j]);
         SLOG_INFO("%s: link to %s:%u: %.1f Mbit/s, rtt %.3f ms", c->name, m[j].host,
                   (unsigned)m[j].port, (double)est[j].bytes_per_s * 8e-6,
                   (double)est[j].rtt_us * 1e-3);

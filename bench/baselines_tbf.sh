@@ -87,22 +87,9 @@ fi
 netbed_check || exit 77
 netbed_guard "$name" || exit 1
 
-dir=$(mktemp -d /tmp/baselines_tbf.XXXXXX)
-pids=()
-# shellcheck disable=SC2317 # called by the EXIT trap
-cleanup() {
-    local pid
-    trap - EXIT INT TERM
-    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
-    netbed_down "$name"
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-trap 'echo "baselines_tbf: interrupted" >&2; exit 1' INT TERM
+bed_session baselines_tbf "$name" || exit 1
 
 netbed_up --name "$name" --hosts "$hosts" --rate "$rate" || exit 1
-export STARLING_SECRET
-STARLING_SECRET=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
 addr0=$(netbed_addr "$name" 0)
 burst=$(netbed__burst "$rate")
 echo "baselines_tbf: $hosts hosts, links $rate (tbf burst $burst B), $bytes f32 sum," \
@@ -138,7 +125,7 @@ reap_hosts() {
 declare -A result=() wire=()
 
 run_starling() {
-    local port=7300 run="baselines" i st cpid why t
+    local port=7300 run="baselines" i cpid t
     local -a ppids=()
     if ! bed_coordinator "$name-h0" "$addr0:$port" "$dir/coord.out" "$dir/coord.log" \
         --run "$run" --min-peers "$hosts"; then
@@ -154,17 +141,7 @@ run_starling() {
         ppids+=($!)
         pids+=($!)
     done
-    if ! wait_all $((SECONDS + timeout_s)) "${ppids[@]}"; then
-        for i in "${ppids[@]}"; do kill -KILL "$i" 2>/dev/null; done
-        result[starling]="fail time-out after ${timeout_s}s"
-    fi
-    for ((i = 0; i < hosts; i++)); do
-        wait "${ppids[$i]}"
-        st=$?
-        [[ -n ${result[starling]:-} || $st -eq 0 ]] && continue
-        why=$(grep -v '^\s*$' "$dir/starling.$i.log" | head -n 1 | cut -c1-160)
-        result[starling]="fail peer $i exited with status $st: $why"
-    done
+    bed_wait_peers "$timeout_s" "$dir/starling." "${ppids[@]}" || result[starling]="fail $bed_why"
     bed_stop "$cpid"
     [[ -n ${result[starling]:-} ]] && return
     t=$(cat "$dir"/starling.rep.* | awk '$1 == "t" { print $3 }' | summary) ||

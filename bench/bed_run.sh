@@ -46,3 +46,51 @@ bed_stop() {
     wait_all $((SECONDS + 5)) "$1" || kill -KILL "$1" 2>/dev/null
     wait "$1" 2>/dev/null
 }
+
+# bed_session TAG BED: what every run on a bed needs: a scratch directory ($dir, named after
+# TAG), the list of processes started ($pids), a fresh run secret ($STARLING_SECRET,
+# exported) and traps that, on exit or interrupt, kill those processes, take bed BED down,
+# call the caller's bed_keep_logs if it defines one (the bed's processes have written
+# their last words by then), and remove $dir.
+bed_session() {
+    bed_tag=$1 bed_name=$2
+    dir=$(mktemp -d "/tmp/$1.XXXXXX") || return 1
+    pids=()
+    export STARLING_SECRET
+    STARLING_SECRET=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+    trap bed__cleanup EXIT
+    trap 'echo "$bed_tag: interrupted" >&2; exit 1' INT TERM
+}
+
+# shellcheck disable=SC2317 # called by the EXIT trap
+bed__cleanup() {
+    local pid
+    trap - EXIT INT TERM
+    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+    netbed_down "$bed_name"
+    declare -F bed_keep_logs >/dev/null && bed_keep_logs
+    rm -rf "$dir"
+}
+
+# bed_wait_peers TIMEOUT LOGPREFIX PID...: waits up to TIMEOUT seconds for the peers (peer
+# i's stderr in LOGPREFIX<i>.log) and reaps them. 0 if all exited with status 0; else 1
+# with bed_why saying what went wrong first, bed_status its exit status (124 for the
+# time-out, after which all are killed) and bed_peer the peer's index.
+bed_wait_peers() {
+    local limit=$1 prefix=$2 i st
+    shift 2
+    local -a peers=("$@")
+    bed_why="" bed_status=0 bed_peer=-1
+    if ! wait_all $((SECONDS + limit)) "${peers[@]}"; then
+        for i in "${peers[@]}"; do kill -KILL "$i" 2>/dev/null; done
+        bed_why="time-out after ${limit}s" bed_status=124
+    fi
+    for i in "${!peers[@]}"; do
+        wait "${peers[$i]}"
+        st=$?
+        [[ -n $bed_why || $st -eq 0 ]] && continue
+        bed_status=$st bed_peer=$i
+        bed_why="peer $i exited with status $st: $(grep -v '^\s*$' "$prefix$i.log" | head -n 1 | cut -c1-160)"
+    done
+    [[ -z $bed_why ]]
+}

@@ -64,22 +64,9 @@ netbed_check || exit 77
 netbed_guard "$name" || exit 1
 IFS=, read -r -a codec_list <<<"$codecs"
 
-dir=$(mktemp -d /tmp/compress_tbf.XXXXXX)
-pids=()
-# shellcheck disable=SC2317 # called by the EXIT trap
-cleanup() {
-    local pid
-    trap - EXIT INT TERM
-    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
-    netbed_down "$name"
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-trap 'echo "compress_tbf: interrupted" >&2; exit 1' INT TERM
+bed_session compress_tbf "$name" || exit 1
 
 netbed_up --name "$name" --hosts "$hosts" --rate "$rate" || exit 1
-export STARLING_SECRET
-STARLING_SECRET=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
 addr0=$(netbed_addr "$name" 0)
 burst=$(netbed__burst "$rate")
 echo "compress_tbf: $hosts hosts, links $rate (tbf burst $burst B), $bytes f32 sum," \
@@ -91,7 +78,7 @@ echo "compress_tbf: $hosts hosts, links $rate (tbf burst $burst B), $bytes f32 s
 # "ok MEDIAN MIN MAX SENT_PER_CALL_MEAN SENT_PER_CALL_MAX ERROR" or "skip WHY" / "fail WHY".
 declare -A result=()
 run_codec() {
-    local k=$1 spec=$2 port=$((7100 + $1)) run="compress-$1" i st cpid why
+    local k=$1 spec=$2 port=$((7100 + $1)) run="compress-$1" i cpid
     local -a ppids=() extra=()
     [[ $spec != none ]] && extra=(--compress "$spec")
     if ! bed_coordinator "$name-h0" "$addr0:$port" "$dir/coord.$k.out" "$dir/coord.$k.log" \
@@ -108,23 +95,15 @@ run_codec() {
         ppids+=($!)
         pids+=($!)
     done
-    if ! wait_all $((SECONDS + timeout_s)) "${ppids[@]}"; then
-        for i in "${ppids[@]}"; do kill -KILL "$i" 2>/dev/null; done
-        result[$k]="fail time-out after ${timeout_s}s"
-    fi
-    for ((i = 0; i < hosts; i++)); do
-        wait "${ppids[$i]}"
-        st=$?
-        [[ -n ${result[$k]:-} || $st -eq 0 ]] && continue
-        why=$(grep -v '^\s*$' "$dir/peer.$k.$i.log" | head -n 1 | cut -c1-160)
-        if [[ $st -eq 2 ]] && grep -q -- "unknown option '--compress'" "$dir/peer.$k.$i.log"; then
+    if ! bed_wait_peers "$timeout_s" "$dir/peer.$k." "${ppids[@]}"; then
+        if [[ $bed_status -eq 2 ]] && grep -q -- "unknown option '--compress'" "$dir/peer.$k.$bed_peer.log"; then
             result[$k]="skip bench-peer has no --compress option yet"
-        elif [[ $st -eq 2 ]]; then
-            result[$k]="fail bench-peer refused the arguments: $why"
+        elif [[ $bed_status -eq 2 ]]; then
+            result[$k]="fail bench-peer refused the arguments: $bed_why"
         else
-            result[$k]="fail peer $i exited with status $st: $why"
+            result[$k]="fail $bed_why"
         fi
-    done
+    fi
     bed_stop "$cpid"
     [[ -n ${result[$k]:-} ]] && return
     local times med mn mx sent_mean sent_max relerr

@@ -74,23 +74,10 @@ hosts=$((2 * per_site))
 netbed_check || exit 77
 netbed_guard "$name" || exit 1
 
-dir=$(mktemp -d /tmp/ring_order.XXXXXX)
-pids=()
-# shellcheck disable=SC2317 # called by the EXIT trap
-cleanup() {
-    local pid
-    trap - EXIT INT TERM
-    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
-    netbed_down "$name"
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-trap 'echo "ring_order: interrupted" >&2; exit 1' INT TERM
+bed_session ring_order "$name" || exit 1
 
 netbed_up --name "$name" --sites "$per_site,$per_site" --intra-rate "$intra" \
     --inter-rate "$inter" || exit 1
-export STARLING_SECRET
-STARLING_SECRET=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
 addr0=$(netbed_addr "$name" 0)
 echo "ring_order: 2 sites x $per_site hosts, $intra inside, $inter between; $bytes f32 sum," \
     "$warmup warm-up + $iters timed calls per order" >&2
@@ -108,7 +95,7 @@ peer_name() {
 # ring[K] to the member list of the coordinator's last epoch.
 declare -A result=() ring=() crossings=()
 run_order() {
-    local k=$1 policy=$2 names=$3 port=$((7300 + $1)) run="rorder-$1" i st cpid why
+    local k=$1 policy=$2 names=$3 port=$((7300 + $1)) run="rorder-$1" i cpid
     local -a ppids=()
     if ! bed_coordinator "$name-h0" "$addr0:$port" "$dir/coord.$k.out" "$dir/coord.$k.log" \
         --run "$run" --min-peers "$hosts" --ring-order "$policy" --probe-bytes "$probe"; then
@@ -124,17 +111,7 @@ run_order() {
         ppids+=($!)
         pids+=($!)
     done
-    if ! wait_all $((SECONDS + timeout_s)) "${ppids[@]}"; then
-        for i in "${ppids[@]}"; do kill -KILL "$i" 2>/dev/null; done
-        result[$k]="fail time-out after ${timeout_s}s"
-    fi
-    for ((i = 0; i < hosts; i++)); do
-        wait "${ppids[$i]}"
-        st=$?
-        [[ -n ${result[$k]:-} || $st -eq 0 ]] && continue
-        why=$(grep -v '^\s*$' "$dir/peer.$k.$i.log" | head -n 1 | cut -c1-160)
-        result[$k]="fail peer $i exited with status $st: $why"
-    done
+    bed_wait_peers "$timeout_s" "$dir/peer.$k." "${ppids[@]}" || result[$k]="fail $bed_why"
     bed_stop "$cpid"
     ring[$k]=$(grep -o 'epoch [0-9]*: [0-9]* members:.*' "$dir/coord.$k.log" | tail -n 1 |
         sed 's/.*members: *//')

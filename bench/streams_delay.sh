@@ -99,26 +99,17 @@ netbed_check || exit 77
 [[ -c /dev/net/tun ]] || { echo "streams_delay: no /dev/net/tun (the link emulator needs TAP devices)" >&2; exit 77; }
 netbed_guard "$name" || exit 1
 
-dir=$(mktemp -d /tmp/streams_delay.XXXXXX)
-pids=()
-# shellcheck disable=SC2317 # called by the EXIT trap
-cleanup() {
-    local pid
-    trap - EXIT INT TERM
-    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
-    netbed_down "$name"
+# shellcheck disable=SC2317 # called by bed_session's exit trap
+bed_keep_logs() {
     if [[ -n $logs ]]; then
         mkdir -p "$logs" && cp -r "$dir"/. "${TMPDIR:-/tmp}/netbed-$name".emu*.log "$logs"/
     fi
-    rm -rf "$dir" "${TMPDIR:-/tmp}/netbed-$name".emu*.log
+    rm -f "${TMPDIR:-/tmp}/netbed-$name".emu*.log
 }
-trap cleanup EXIT
-trap 'echo "streams_delay: interrupted" >&2; exit 1' INT TERM
+bed_session streams_delay "$name" || exit 1
 
 netbed_up --name "$name" --hosts "$hosts" --rate "$rate" --delay-ms "$delay_ms" --offload on \
     --emu-hosts "$emu_hosts" --emu "$linkemu" || exit 1
-export STARLING_SECRET
-STARLING_SECRET=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
 addr0=$(netbed_addr "$name" 0)
 addr1=$(netbed_addr "$name" 1)
 sysctls=$(ip netns exec "$name-h0" sysctl -n net.ipv4.tcp_rmem net.ipv4.tcp_wmem net.core.rmem_max \
@@ -220,7 +211,7 @@ fi
 # ---- starling: run_streams K S sets result[K] to "ok MEDIAN MIN MAX" or "fail WHY".
 declare -A result=()
 run_streams() {
-    local k=$1 s=${2%@*} port=$((7400 + $1)) run="streams-$1" i st cpid why t
+    local k=$1 s=${2%@*} port=$((7400 + $1)) run="streams-$1" i cpid t
     local -a ppids=() buf=()
     [[ $2 == *@* ]] && buf=(--socket-buffer "${2#*@}")
     if ! bed_coordinator "$name-h0" "$addr0:$port" "$dir/coord.$k.out" "$dir/coord.$k.log" \
@@ -237,17 +228,7 @@ run_streams() {
         ppids+=($!)
         pids+=($!)
     done
-    if ! wait_all $((SECONDS + timeout_s)) "${ppids[@]}"; then
-        for i in "${ppids[@]}"; do kill -KILL "$i" 2>/dev/null; done
-        result[$k]="fail time-out after ${timeout_s}s"
-    fi
-    for ((i = 0; i < hosts; i++)); do
-        wait "${ppids[$i]}"
-        st=$?
-        [[ -n ${result[$k]:-} || $st -eq 0 ]] && continue
-        why=$(grep -v '^\s*$' "$dir/peer.$k.$i.log" | head -n 1 | cut -c1-160)
-        result[$k]="fail peer $i exited with status $st: $why"
-    done
+    bed_wait_peers "$timeout_s" "$dir/peer.$k." "${ppids[@]}" || result[$k]="fail $bed_why"
     bed_stop "$cpid"
     [[ -n ${result[$k]:-} ]] && return
     t=$(cat "$dir"/rep."$k".* | awk '$1 == "t" { print $3 }')

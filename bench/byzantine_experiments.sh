@@ -211,11 +211,11 @@ if [[ $report_only == 0 ]]; then
 fi
 
 # ------------------------------------------------------------------ the report
-report=$(WORK="$work" FULL="$full" QUICK="$quick" SEED="$seed" STEPS="$steps" COMMON="$common" \
+report=$(set -o pipefail; WORK="$work" FULL="$full" QUICK="$quick" SEED="$seed" STEPS="$steps" COMMON="$common" \
     LOAD_START="${load_start:-?}" LOAD_END="${load_end:-?}" TOTAL_S="${total_s:-?}" \
     COMMIT="${commit:-unknown}" \
-    /usr/bin/python3 - <<'PYEOF'
-import json, os, re, time, textwrap
+    /usr/bin/python3 - <<'PYEOF' | /usr/bin/python3 "$here/md_wrap.py"
+import json, os, re, time
 
 work = os.environ["WORK"]
 full, quick = os.environ["FULL"] == "1", os.environ["QUICK"] == "1"
@@ -371,13 +371,7 @@ if os.path.exists(ba):
         out.append("")
     out.extend(l for l in lines if l.startswith("|"))
 
-def wrap(line):
-    if line.startswith("|") or len(line) <= 90:
-        return line
-    lead = len(line) - len(line.lstrip(" -"))
-    return textwrap.fill(line, width=90, subsequent_indent=" " * lead,
-                         break_long_words=False, break_on_hyphens=False)
-print("\n".join(wrap(l) for l in out))
+print("\n".join(out))  # wrapped at 90 columns by md_wrap.py
 PYEOF
 ) || { echo "byzantine_experiments: building the report failed" >&2; exit 1; }
 

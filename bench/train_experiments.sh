@@ -199,10 +199,10 @@ fi
 
 # ------------------------------------------------------------------ the report
 baselines=$(/usr/bin/python3 "$here/train_baselines.py" --json 2>/dev/null) || baselines="null"
-report=$(WORK="$work" BASELINES="$baselines" QUICK="$quick" SEED="$seed" STEPS="$steps" \
+report=$(set -o pipefail; WORK="$work" BASELINES="$baselines" QUICK="$quick" SEED="$seed" STEPS="$steps" \
     LOAD_START="${load_start:-?}" LOAD_END="${load_end:-?}" TOTAL_S="${total_s:-?}" \
     COMMIT="${commit:-unknown}" \
-    /usr/bin/python3 - <<'PYEOF'
+    /usr/bin/python3 - <<'PYEOF' | /usr/bin/python3 "$here/md_wrap.py"
 import csv, json, os, time
 
 work = os.environ["WORK"]
@@ -333,15 +333,7 @@ if g("diloco-h50-int8-noniid") and g("diloco-h50-int8"):
     a, b = g("diloco-h50-int8-noniid")["s"]["test_accuracy"], g("diloco-h50-int8")["s"]["test_accuracy"]
     out.append(f"- Non-IID (Dirichlet alpha 0.5) vs IID, diloco H=50 int8: {pct(a)} vs {pct(b)} "
                f"({100 * (a - b):+.2f} points; no target).")
-# wrap prose and list items at 90 columns like the rest of results.md; tables stay as they are
-import textwrap
-def wrap(line):
-    if line.startswith("|") or len(line) <= 90:
-        return line
-    lead = len(line) - len(line.lstrip(" -"))
-    return textwrap.fill(line, width=90, subsequent_indent=" " * lead,
-                         break_long_words=False, break_on_hyphens=False)
-print("\n".join(wrap(l) for l in out))
+print("\n".join(out))  # wrapped at 90 columns by md_wrap.py
 PYEOF
 ) || { echo "train_experiments: building the report failed" >&2; exit 1; }
 

@@ -165,7 +165,27 @@ def _secret_bytes(secret: Union[str, bytes]) -> bytes:
     return b
 
 
-class Coordinator:
+class _Closing:
+    """A handle released by ``close()`` (idempotent): also a context manager, and closed
+    when garbage-collected."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Coordinator(_Closing):
     """An in-process coordinator: starling_coord_create, then starling_coord_run on a
     Python daemon thread (the GIL is released while it runs). ``stop()`` / ``close()``
     end it; also a context manager."""
@@ -214,18 +234,6 @@ class Coordinator:
             self.stop()
             _lib.lib().starling_coord_destroy(self._h)
             self._h = c_void_p()
-
-    def __enter__(self) -> "Coordinator":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 class _Parsed:
@@ -387,7 +395,7 @@ def _op(op: Union[str, int]) -> int:
     return int(op)
 
 
-class Communicator:
+class Communicator(_Closing):
     """A peer's handle on a run. Create it, then call :meth:`update_topology` to join.
 
     Thread rule (from starling.h): one thread at a time per communicator; different
@@ -451,17 +459,6 @@ class Communicator:
                     r._keep = []
             self._state.clear()
 
-    def __enter__(self) -> "Communicator":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def update_topology(self) -> None:
         """Joins the next epoch / applies membership changes. Every live member calls it

@@ -106,32 +106,34 @@ int starling__agg_mean(const float *const *rows, size_t n, size_t d, float *out)
     return STARLING_OK;
 }
 
-int starling__agg_median(const float *const *rows, size_t n, size_t d, float *out)
+/* The coordinate-wise median into out_f (rounded to float) or, when it is NULL, out_d. */
+static int median_into(const float *const *rows, size_t n, size_t d, float *out_f,
+                       double *out_d)
 {
     uint32_t *k = starling__malloc(n * sizeof *k);
-    size_t j;
     if (!k)
         return STARLING_E_NOMEM;
-    for (j = 0; j < d; j++) {
+    for (size_t j = 0; j < d; j++) {
+        double m;
         gather_sorted(rows, n, j, k);
-        out[j] = (float)median_of_sorted(k, n);
+        m = median_of_sorted(k, n);
+        if (out_f)
+            out_f[j] = (float)m;
+        else
+            out_d[j] = m;
     }
     starling__free(k);
     return STARLING_OK;
 }
 
+int starling__agg_median(const float *const *rows, size_t n, size_t d, float *out)
+{
+    return median_into(rows, n, d, out, NULL);
+}
+
 int starling__agg_median_d(const float *const *rows, size_t n, size_t d, double *out)
 {
-    uint32_t *k = starling__malloc(n * sizeof *k);
-    size_t j;
-    if (!k)
-        return STARLING_E_NOMEM;
-    for (j = 0; j < d; j++) {
-        gather_sorted(rows, n, j, k);
-        out[j] = median_of_sorted(k, n);
-    }
-    starling__free(k);
-    return STARLING_OK;
+    return median_into(rows, n, d, NULL, out);
 }
 
 /* Sums the kept n - 2f values in ascending order. */

@@ -26,8 +26,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 # shellcheck source=../tests/net/netbed.sh
 source "$root/tests/net/netbed.sh"
-# shellcheck source=bed_run.sh
-source "$here/bed_run.sh"
+# shellcheck source=../tests/net/bed_run.sh
+source "$root/tests/net/bed_run.sh"
 
 codecs="none,bf16,int8,int4,topk:0.01" hosts=4 rate=100mbit bytes=64M iters=3 warmup=1
 streams=1 starling="$root/build/tools/starling" name=cbench out="$root/build/bench/compress_tbf.md"

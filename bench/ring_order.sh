@@ -35,8 +35,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 # shellcheck source=../tests/net/netbed.sh
 source "$root/tests/net/netbed.sh"
-# shellcheck source=bed_run.sh
-source "$here/bed_run.sh"
+# shellcheck source=../tests/net/bed_run.sh
+source "$root/tests/net/bed_run.sh"
 
 per_site=3 intra=1gbit inter=100mbit bytes=16M iters=3 warmup=1 probe=2M
 starling="$root/build/tools/starling" name=rorder out="$root/build/bench/ring_order.md" timeout_s=300

@@ -41,8 +41,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 # shellcheck source=../tests/net/netbed.sh
 source "$root/tests/net/netbed.sh"
-# shellcheck source=bed_run.sh
-source "$here/bed_run.sh"
+# shellcheck source=../tests/net/bed_run.sh
+source "$root/tests/net/bed_run.sh"
 # shellcheck source=docs_section.sh
 source "$here/docs_section.sh"
 

@@ -22,6 +22,8 @@
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=netbed.sh
 source "$here/netbed.sh"
+# shellcheck source=bed_run.sh
+source "$here/bed_run.sh"
 
 starling="" name="" hosts=4 rate=100mbit sites="" intra="" inter="" bytes=8M iters=2
 timeout_s=120 logs=""
@@ -56,21 +58,9 @@ netbed_check || exit 77
 netbed_guard "$name" $((timeout_s + 120)) || exit 1
 
 deadline=$((SECONDS + timeout_s))
-dir=$(mktemp -d /tmp/netbed-test.XXXXXX)
-pids=()
-# shellcheck disable=SC2317 # called by the EXIT trap
-cleanup() {
-    local pid
-    trap - EXIT INT TERM
-    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
-    netbed_down "$name" || echo "run_netbed_test: could not remove bed '$name'" >&2
-    if [[ -n $logs ]]; then
-        mkdir -p "$logs" && cp -r "$dir"/. "$logs"/
-    fi
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-trap 'echo "run_netbed_test: interrupted" >&2; exit 1' INT TERM
+# shellcheck disable=SC2317 # called by bed_session's exit trap
+bed_keep_logs() { [[ -z $logs ]] || { mkdir -p "$logs" && cp -r "$dir"/. "$logs"/; }; }
+bed_session netbed-test "$name" || exit 1
 
 fail() {
     local f
@@ -92,20 +82,12 @@ echo "run_netbed_test: bed '$name' up: ${bed_opts[*]}"
 
 nbytes=$(numfmt --from=iec "$bytes") || usage
 ring_bytes=$((iters * 2 * (hosts - 1) * nbytes / hosts)) # the least each peer sends
-export STARLING_SECRET
-STARLING_SECRET=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
 run=netbed-test
 coord_addr="$(netbed_addr "$name" 0):7000"
 
-ip netns exec "$name-h0" "$starling" coordinator --listen "$coord_addr" --run "$run" \
-    --min-peers "$hosts" >"$dir/coordinator.out" 2>"$dir/coordinator.log" 9>&- &
-coord_pid=$!
-pids+=("$coord_pid")
-until grep -q '^coordinator listening' "$dir/coordinator.out"; do
-    kill -0 "$coord_pid" 2>/dev/null || fail "the coordinator exited at start"
-    ((SECONDS < deadline)) || fail "the coordinator did not start"
-    sleep 0.05
-done
+bed_coordinator "$name-h0" "$coord_addr" "$dir/coordinator.out" "$dir/coordinator.log" \
+    --run "$run" --min-peers "$hosts" || fail "$bed_why"
+coord_pid=$bed_cpid
 
 peer_pids=()
 for ((i = 0; i < hosts; i++)); do

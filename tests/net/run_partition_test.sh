@@ -40,6 +40,8 @@
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=netbed.sh
 source "$here/netbed.sh"
+# shellcheck source=bed_run.sh
+source "$here/bed_run.sh"
 
 starling="" itest="" name="" hosts=4 rate=1gbit victim=3 cut=port cut_s=8 warm=20
 progress=30 count=65536 detect_ms=3000 timeout_s=100 logs=""
@@ -81,21 +83,9 @@ netbed_guard "$name" $((timeout_s + 120)) || exit 1
 
 t_start=$SECONDS
 deadline=$((SECONDS + timeout_s))
-dir=$(mktemp -d /tmp/partition-test.XXXXXX)
-pids=()
-# shellcheck disable=SC2317 # called by the EXIT trap
-cleanup() {
-    local pid
-    trap - EXIT INT TERM
-    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
-    netbed_down "$name" || echo "run_partition_test: could not remove bed '$name'" >&2
-    if [[ -n $logs ]]; then
-        mkdir -p "$logs" && cp -r "$dir"/. "$logs"/
-    fi
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-trap 'echo "run_partition_test: interrupted" >&2; exit 1' INT TERM
+# shellcheck disable=SC2317 # called by bed_session's exit trap
+bed_keep_logs() { [[ -z $logs ]] || { mkdir -p "$logs" && cp -r "$dir"/. "$logs"/; }; }
+bed_session partition-test "$name" || exit 1
 
 say() { echo "run_partition_test [$((SECONDS - t_start))s]: $*"; }
 fail() {
@@ -152,21 +142,11 @@ all_reached() {
 netbed_up --name "$name" --hosts "$hosts" --rate "$rate" || fail "netbed up"
 say "bed '$name' up: $hosts hosts, $rate links; victim host $victim, cut by $cut"
 
-export STARLING_SECRET
-STARLING_SECRET=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
 run=partition-test
 coord_addr="$(netbed_addr "$name" 0):7000"
-ip netns exec "$name-h0" "$starling" coordinator --listen "$coord_addr" --run "$run" \
-    --min-peers "$hosts" --timeout-ms "$detect_ms" --verbose \
-    >"$dir/coord.out" 2>"$dir/coord.log" </dev/null 9>&- &
-coord_pid=$!
-pids+=("$coord_pid")
-end=$((SECONDS + 15))
-until grep -q '^coordinator listening' "$dir/coord.out"; do
-    kill -0 "$coord_pid" 2>/dev/null || fail "the coordinator exited at start"
-    ((SECONDS < end)) || fail "the coordinator did not start"
-    sleep 0.05
-done
+bed_coordinator "$name-h0" "$coord_addr" "$dir/coord.out" "$dir/coord.log" --run "$run" \
+    --min-peers "$hosts" --timeout-ms "$detect_ms" --verbose || fail "$bed_why"
+coord_pid=$bed_cpid
 
 # By default 64 Ki f32 (256 KiB) per all-reduce and 10 ms between iterations: a few dozen
 # iterations a second, so a topology point (every 8) comes often and the run stays short.

@@ -1,7 +1,8 @@
 #!/bin/bash
-# bed_run.sh -- what the benchmarks that run starling on a test bed share
-# (compress_tbf.sh, baselines_tbf.sh, streams_delay.sh, ring_order.sh). Sourced: defines
-# functions only, changes no shell option. They use the caller's $starling (the program)
+# bed_run.sh -- what the scripts that run starling on a test bed share (the benchmarks
+# bench/compress_tbf.sh, baselines_tbf.sh, streams_delay.sh, ring_order.sh and the tests
+# run_netbed_test.sh, run_partition_test.sh). Sourced after netbed.sh: defines functions
+# only, changes no shell option. They use the caller's $starling (the program)
 # and append every process they start to the caller's array `pids` (killed on exit).
 
 # wait_all DEADLINE PID...: 0 once all have exited, 1 if the deadline (SECONDS) passed.
@@ -27,7 +28,8 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit 1;
 bed_coordinator() {
     local ns=$1 listen=$2 out=$3 log=$4 end=$((SECONDS + 15))
     shift 4
-    ip netns exec "$ns" "$starling" coordinator --listen "$listen" "$@" >"$out" 2>"$log" 9>&- &
+    ip netns exec "$ns" "$starling" coordinator --listen "$listen" "$@" >"$out" 2>"$log" \
+        </dev/null 9>&- &
     bed_cpid=$!
     pids+=("$bed_cpid")
     until grep -q '^coordinator listening' "$out" 2>/dev/null; do
@@ -67,7 +69,7 @@ bed__cleanup() {
     local pid
     trap - EXIT INT TERM
     for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
-    netbed_down "$bed_name"
+    netbed_down "$bed_name" || echo "$bed_tag: could not remove bed '$bed_name'" >&2
     declare -F bed_keep_logs >/dev/null && bed_keep_logs
     rm -rf "$dir"
 }

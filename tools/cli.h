@@ -3,7 +3,9 @@
  *
  * The program uses only the public API (starling.h). Its pieces:
  *   cli_main.c     dispatch, usage, version
- *   cli_args.c     option parsing and validation of numbers, sizes, names, secrets
+ *   cli_opts.c     the option parser shared by every subcommand, and its --help
+ *   cli_suggest.c  "did you mean": edit distance to the known options and commands
+ *   cli_args.c     validation of numbers, sizes, names, addresses; secrets, formatting
  *   cli_proc.c     child peer processes: spawn, read their report pipes, reap, kill
  *   cli_pattern.c  rank-dependent test data and the check of reduced results
  *   cmd_coord.c    `starling coordinator`, and the in-process coordinator thread that
@@ -41,26 +43,84 @@ enum { CLI_EXIT_OK = 0, CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2 };
 
 /* ------------------------------------------------------------ cli_main.c */
 
-/* Full usage text. */
+/* The top-level usage: the commands, one line each. */
 void cli_usage(FILE *out);
 /* Prints "starling <cmd>: <message>" and a hint to stderr; returns CLI_EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) CLI_PRINTF(2, 3);
 
 /* ------------------------------------------------------------ cli_args.c */
 
-/* One accepted option of a subcommand. A flag has value == NULL; *seen is set to 1
- * when it is given. An option with a value stores a pointer into argv in *value. */
+/* One accepted option of a subcommand; write entries with the CLI_OPT_* macros below.
+ * Exactly one of value, seen, list is set:
+ *   value: an option with a value; *value points into argv (NULL if absent)
+ *   seen:  a flag; *seen is set to 1 when given
+ *   list:  an option with a value that may repeat; each occurrence is appended
+ * `arg` is the value's placeholder in the help ("N", "HOST:PORT"; NULL for a flag) and
+ * `help` one line for the generated --help, defaults included ("(default 4)"). */
+typedef struct cli_list {
+    const char **items;
+    int n, max;
+} cli_list;
+
 typedef struct cli_opt {
     const char *name; /* "--peers" */
+    const char *arg;
+    const char *help;
     const char **value;
     int *seen;
+    cli_list *list;
 } cli_opt;
 
-/* Parses argv[first..argc) against `opts` ("--name VALUE" or "--name=VALUE").
- * Unknown options, positional arguments, missing values and repeated options are
- * usage errors: the message is printed and CLI_EXIT_USAGE returned; else 0. */
-int cli_parse_opts(const char *cmd, int argc, char **argv, int first, const cli_opt *opts,
-                   size_t nopts);
+#define CLI_OPT_VALUE(name, arg, help, value) {name, arg, help, value, NULL, NULL}
+#define CLI_OPT_FLAG(name, help, seen) {name, NULL, help, NULL, seen, NULL}
+#define CLI_OPT_LIST(name, arg, help, list) {name, arg, help, NULL, NULL, list}
+
+/* A subcommand as its parser and its --help see it. */
+typedef struct cli_cmd {
+    const char *name;     /* "run", "bench codec": for messages and the usage line */
+    const char *synopsis; /* what follows "starling NAME" in the usage line */
+    const char *about;    /* what the command does: lines ending in "\n", printed as is */
+    const char *notes;    /* printed after the options, as is; NULL for none */
+    const cli_opt *opts;
+    size_t nopts;
+} cli_cmd;
+
+/* Returned by cli_parse_opts (and so by a subcommand) once --help has been printed;
+ * main turns it into exit status 0. */
+#define CLI_HELP_SHOWN (-1)
+
+/* Parses argv[first..argc) against c->opts ("--name VALUE" or "--name=VALUE").
+ * "--help" or "-h" prints the command's help on stdout and returns CLI_HELP_SHOWN.
+ * Unknown options (with the nearest known one suggested), positional arguments,
+ * missing values, a separate value that starts with "--" (a forgotten value: use
+ * "--name=--x" to mean it) and repeated single options are usage errors: the message
+ * is printed and CLI_EXIT_USAGE returned; else 0. */
+int cli_parse_opts(const cli_cmd *c, int argc, char **argv, int first);
+/* The generated help: usage line, about, every option with its placeholder and help. */
+void cli_print_help(const cli_cmd *c, FILE *out);
+/* 1 if `arg` asks for help ("--help" or "-h"). */
+int cli_is_help(const char *arg);
+
+/* ------------------------------------------------------------ cli_suggest.c */
+
+/* Edit distance between a[0..alen) and b[0..blen): insertions, deletions,
+ * substitutions and transpositions of two adjacent characters each cost 1 (optimal
+ * string alignment). Strings longer than CLI_SUGGEST_MAX count as far apart. */
+#define CLI_SUGGEST_MAX 64
+size_t cli_edit_distance(const char *a, size_t alen, const char *b, size_t blen);
+
+/* The nearest of several candidates to a mistyped word, fed one by one. */
+typedef struct cli_suggest {
+    const char *word;
+    size_t len;
+    const char *best;
+    size_t best_score;
+} cli_suggest;
+void cli_suggest_init(cli_suggest *s, const char *word, size_t len);
+void cli_suggest_add(cli_suggest *s, const char *candidate);
+/* The best candidate if it is close enough to be what was meant, else NULL. Leading
+ * dashes are ignored on both sides, so "-peers" finds "--peers". */
+const char *cli_suggest_result(const cli_suggest *s);
 
 /* Each converter leaves *out alone and returns 0 if `text` is NULL (option absent);
  * prints a usage error and returns CLI_EXIT_USAGE if `text` is invalid. */
@@ -197,23 +257,5 @@ int cmd_demo(int argc, char **argv);
 int cmd_demo_peer(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_run_peer(int argc, char **argv);
-
-/* ------------------------------------------------------------ cmd_run.c */
-
-/* An option of `run` and `run-peer`, which may repeat: like cli_opt, plus `list`: each
- * occurrence appends its value there (at most `max`). Exactly one of value, seen, list
- * is set. */
-typedef struct cli_multi_opt {
-    const char *name;
-    const char **value;
-    int *seen;
-    const char **list;
-    int *nlist, max;
-} cli_multi_opt;
-
-/* cli_parse_opts for cli_multi_opt: a single-valued option or flag given twice is a
- * usage error, a list option is not. Returns 0 or CLI_EXIT_USAGE (message printed). */
-int cli_parse_multi_opts(const char *cmd, int argc, char **argv, int first,
-                         const cli_multi_opt *opts, size_t nopts);
 
 #endif /* STARLING_TOOLS_CLI_H */

@@ -1,5 +1,6 @@
 /*
- * cli_args.c -- option parsing and validation for the `starling` program.
+ * cli_args.c -- validation of option values for the `starling` program (the parser
+ * itself is cli_opts.c).
  *
  * Every value from the command line is checked here before it reaches the library, so
  * a typo gives a message naming the option rather than an error from deep inside a run.
@@ -17,57 +18,6 @@
 
 #define CLI_SIZE_MAX ((uint64_t)64 << 30)
 #define CLI_SECRET_MAX (64 * 1024)
-
-static const cli_opt *find_opt(const cli_opt *opts, size_t nopts, const char *name, size_t name_len)
-{
-    size_t k;
-    for (k = 0; k < nopts; k++)
-        if (strlen(opts[k].name) == name_len && memcmp(opts[k].name, name, name_len) == 0)
-            return &opts[k];
-    return NULL;
-}
-
-int cli_parse_opts(const char *cmd, int argc, char **argv, int first, const cli_opt *opts,
-                   size_t nopts)
-{
-    unsigned char given[64];
-    int i;
-
-    if (nopts > sizeof given)
-        return cli_usage_error(cmd, "internal error: too many options");
-    memset(given, 0, sizeof given);
-    for (i = first; i < argc; i++) {
-        const char *arg = argv[i];
-        const char *eq;
-        const cli_opt *o;
-        size_t name_len;
-
-        if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0')
-            return cli_usage_error(cmd, "unexpected argument '%s'", arg);
-        eq = strchr(arg, '=');
-        name_len = eq ? (size_t)(eq - arg) : strlen(arg);
-        o = find_opt(opts, nopts, arg, name_len);
-        if (!o)
-            return cli_usage_error(cmd, "unknown option '%.*s'", (int)name_len, arg);
-        if (given[o - opts]++)
-            return cli_usage_error(cmd, "option %s given twice", o->name);
-        if (!o->value) {
-            if (eq)
-                return cli_usage_error(cmd, "option %s takes no value", o->name);
-        } else if (eq) {
-            *o->value = eq + 1;
-        } else {
-            if (i + 1 >= argc)
-                return cli_usage_error(cmd, "option %s needs a value", o->name);
-            *o->value = argv[++i];
-        }
-        if (o->value && (*o->value)[0] == '\0')
-            return cli_usage_error(cmd, "option %s needs a non-empty value", o->name);
-        if (o->seen)
-            *o->seen = 1;
-    }
-    return 0;
-}
 
 int cli_get_long(const char *cmd, const char *opt, const char *text, long min, long max, long *out)
 {

@@ -316,31 +316,71 @@ int cmd_bench(int argc, char **argv)
     size_t esize;
     bench_run *b;
     const cli_opt opts[] = {
-        {"--peers", &peers_t, NULL},
-        {"--bytes", &bytes_t, NULL},
-        {"--iters", &iters_t, NULL},
-        {"--warmup", &warmup_t, NULL},
-        {"--streams", &streams_t, NULL},
-        {"--dtype", &dtype_t, NULL},
-        {"--op", &op_t, NULL},
-        {"--timeout-ms", &timeout_t, NULL},
-        {"--deadline-s", &deadline_t, NULL},
-        {"--compress", &compress_t, NULL},
-        {"--json", NULL, &json},
-        {"--verbose", NULL, &verbose},
+        CLI_OPT_VALUE("--peers", "N", "peer processes to start, 1..64 (required)", &peers_t),
+        CLI_OPT_VALUE("--bytes", "SIZE[,SIZE...]",
+                      "buffer sizes, K, M or G suffixes, powers of 1024 (required by "
+                      "allreduce; latency: 4)",
+                      &bytes_t),
+        CLI_OPT_VALUE("--iters", "K",
+                      "timed all-reduces per size, 1..1000000 (required by allreduce; "
+                      "latency: default 100)",
+                      &iters_t),
+        CLI_OPT_VALUE("--warmup", "W", "untimed all-reduces per size first (default 1)",
+                      &warmup_t),
+        CLI_OPT_VALUE("--streams", "S", "TCP streams per ring link, 1..16 (default 1)",
+                      &streams_t),
+        CLI_OPT_VALUE("--dtype", "T", "f32, f64, f16, bf16, i32, i64 or u8 (default f32)",
+                      &dtype_t),
+        CLI_OPT_VALUE("--op", "OP", "sum, avg, min or max (default sum)", &op_t),
+        CLI_OPT_VALUE("--timeout-ms", "N", "failure-detection timeout, 100..600000 (default 3000)",
+                      &timeout_t),
+        CLI_OPT_VALUE("--deadline-s", "N",
+                      "give up after N seconds (default: estimated from sizes and iterations)",
+                      &deadline_t),
+        CLI_OPT_VALUE("--compress", "SPEC",
+                      "codec for the all-reduce, with --dtype f32 and --op sum or avg (default "
+                      "none); also reports its error and checks bit parity",
+                      &compress_t),
+        CLI_OPT_FLAG("--json", "one JSON object per size instead of the table", &json),
+        CLI_OPT_FLAG("--verbose", "log the library and the peers at info level", &verbose),
     };
+    cli_cmd c = {"bench", "allreduce|latency [options]",
+                 "Start a coordinator and N peer processes on loopback and time all-reduces.\n"
+                 "Prints per size the median and minimum time, algorithm and bus bandwidth\n"
+                 "(busbw = S*2(N-1)/N / t, GB/s = 1e9 B/s), bytes sent per peer against the\n"
+                 "ring bound 2(N-1)/N*S, and the peak RSS of rank 0. 'bench latency' is\n"
+                 "'bench allreduce --bytes 4'.\n",
+                 "'starling bench codec --help': one codec's size, error and speed.\n", opts,
+                 sizeof opts / sizeof opts[0]};
+    static const char *const kinds[] = {"allreduce", "latency", "codec"};
 
     if (argc < 3)
         return cli_usage_error("bench", "which benchmark? 'allreduce', 'latency' or 'codec'");
     kind = argv[2];
+    if (cli_is_help(kind)) {
+        cli_print_help(&c, stdout);
+        return CLI_HELP_SHOWN;
+    }
     if (strcmp(kind, "codec") == 0)
         return cmd_bench_codec(argc, argv);
-    if (strcmp(kind, "allreduce") != 0 && strcmp(kind, "latency") != 0)
+    if (strcmp(kind, "allreduce") != 0 && strcmp(kind, "latency") != 0) {
+        cli_suggest s;
+        const char *near;
+        cli_suggest_init(&s, kind, strlen(kind));
+        for (k = 0; k < 3; k++)
+            cli_suggest_add(&s, kinds[k]);
+        near = cli_suggest_result(&s);
+        if (near)
+            return cli_usage_error("bench", "unknown benchmark '%s' (did you mean '%s'?)", kind,
+                                   near);
         return cli_usage_error("bench", "unknown benchmark '%s' ('allreduce', 'latency' or 'codec')",
                                kind);
+    }
     latency = kind[0] == 'l';
     snprintf(cmd, sizeof cmd, "bench %s", kind);
-    if ((rc = cli_parse_opts(cmd, argc, argv, 3, opts, sizeof opts / sizeof opts[0])))
+    c.name = cmd;
+    c.synopsis = "[options]";
+    if ((rc = cli_parse_opts(&c, argc, argv, 3)))
         return rc;
 
     b = calloc(1, sizeof *b);

@@ -242,14 +242,37 @@ int cmd_bench_codec(int argc, char **argv)
     double *times = NULL;
     size_t cap;
     const cli_opt opts[] = {
-        {"--count", &count_t, NULL}, {"--data", &data_t, NULL},     {"--iters", &iters_t, NULL},
-        {"--seed", &seed_t, NULL},   {"--reference", &ref_t, NULL}, {"--json", NULL, &json},
+        CLI_OPT_VALUE("--count", "N", "f32 values, 1..1G, K, M, G suffixes (default 16M)",
+                      &count_t),
+        CLI_OPT_VALUE("--data", "KIND",
+                      "normal (mean 0, sd 1; the default), skewed (lognormal), negative, "
+                      "constant or tiny (sd 1e-8)",
+                      &data_t),
+        CLI_OPT_VALUE("--iters", "K", "timed runs; the median is reported, 1..10000 (default 5)",
+                      &iters_t),
+        CLI_OPT_VALUE("--seed", "S", "seed of the data and of random-k (default 1)", &seed_t),
+        CLI_OPT_VALUE("--reference", "pccl",
+                      "add PCCL's 8-bit scheme (1 MiB chunks, truncation) and our int8 at its "
+                      "default block and at equal bytes (block 65536)",
+                      &ref_t),
+        CLI_OPT_FLAG("--json", "one JSON object per row instead of the table", &json),
     };
+    const cli_cmd c = {CODEC_CMD, "SPEC [options]",
+                       "Encode and decode N f32 values with the codec SPEC (e.g. int8, bf16,\n"
+                       "topk:0.01, int8+zstd:3; see docs/codecs.md) on one thread, no network.\n"
+                       "Prints the encoded size and ratio, the max, rms and relative rms error of\n"
+                       "decode(encode(x)), and encode, decode and round-trip GB/s (f32 input\n"
+                       "bytes / median time, GB/s = 1e9 B/s).\n",
+                       NULL, opts, sizeof opts / sizeof opts[0]};
 
+    if (argc >= 4 && cli_is_help(argv[3])) {
+        cli_print_help(&c, stdout);
+        return CLI_HELP_SHOWN;
+    }
     if (argc < 4 || strncmp(argv[3], "--", 2) == 0)
         return cli_usage_error(CODEC_CMD, "which codec? e.g. 'starling bench codec int8'");
     spec = argv[3];
-    if ((rc = cli_parse_opts(CODEC_CMD, argc, argv, 4, opts, sizeof opts / sizeof opts[0])))
+    if ((rc = cli_parse_opts(&c, argc, argv, 4)))
         return rc;
     if (cli_get_long(CODEC_CMD, "--iters", iters_t, 1, 10000, &iters) ||
         cli_get_long(CODEC_CMD, "--seed", seed_t, 0, 2147483647L, &seed_l))

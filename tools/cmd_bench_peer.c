@@ -228,22 +228,50 @@ int cmd_bench_peer(int argc, char **argv)
     starling_config *cfg = NULL;
     bench_peer p;
     const cli_opt opts[] = {
-        {"--coord", &coord, NULL},          {"--run", &run, NULL},
-        {"--index", &index_t, NULL},        {"--peers", &peers_t, NULL},
-        {"--bytes", &bytes_t, NULL},        {"--iters", &iters_t, NULL},
-        {"--warmup", &warmup_t, NULL},      {"--streams", &streams_t, NULL},
-        {"--dtype", &dtype_t, NULL},        {"--op", &op_t, NULL},
-        {"--timeout-ms", &timeout_t, NULL}, {"--report-fd", &report_t, NULL},
-        {"--listen", &listen_t, NULL},      {"--compress", &compress_t, NULL},
-        {"--name", &name_t, NULL},          {"--socket-buffer", &sockbuf_t, NULL},
-        {"--verbose", NULL, &verbose},
+        CLI_OPT_VALUE("--coord", "HOST:PORT", "the run's coordinator (required)", &coord),
+        CLI_OPT_VALUE("--run", "NAME", "the run's name (required)", &run),
+        CLI_OPT_VALUE("--index", "I", "this peer's index among the bench's children (required)",
+                      &index_t),
+        CLI_OPT_VALUE("--peers", "N", "members to wait for before the first size (required)",
+                      &peers_t),
+        CLI_OPT_VALUE("--bytes", "SIZE[,SIZE...]", "buffer sizes, K, M or G suffixes (required)",
+                      &bytes_t),
+        CLI_OPT_VALUE("--iters", "K", "timed all-reduces per size (required)", &iters_t),
+        CLI_OPT_VALUE("--warmup", "W", "untimed all-reduces per size first (default 0)",
+                      &warmup_t),
+        CLI_OPT_VALUE("--streams", "S", "TCP streams per ring link, 1..16 (default 1)",
+                      &streams_t),
+        CLI_OPT_VALUE("--dtype", "T", "f32, f64, f16, bf16, i32, i64 or u8 (default f32)",
+                      &dtype_t),
+        CLI_OPT_VALUE("--op", "OP", "sum, avg, min or max (default sum)", &op_t),
+        CLI_OPT_VALUE("--timeout-ms", "N",
+                      "failure-detection timeout, 100..600000 ms (default 3000)",
+                      &timeout_t),
+        CLI_OPT_VALUE("--report-fd", "FD", "the pipe for report lines to the parent (required)",
+                      &report_t),
+        CLI_OPT_VALUE("--listen", "HOST:PORT", "data-plane address (default 127.0.0.1:0)",
+                      &listen_t),
+        CLI_OPT_VALUE("--compress", "SPEC", "codec for the all-reduce, f32 only (default none)",
+                      &compress_t),
+        CLI_OPT_VALUE("--name", "NAME", "peer name, 1..24 characters (default bench-peer-I)",
+                      &name_t),
+        CLI_OPT_VALUE("--socket-buffer", "SIZE",
+                      "socket send and receive buffers, 4K..1G (default: the system's)",
+                      &sockbuf_t),
+        CLI_OPT_FLAG("--verbose", "log the library at info level (default: warnings)",
+                     &verbose),
     };
+    const cli_cmd c = {cmd, "--coord HOST:PORT --run NAME --index I --peers N [options]",
+                       "One peer of 'starling bench' (started by it, with the run's secret in\n"
+                       "$" CLI_SECRET_ENV "): times all-reduces of each size and reports them on\n"
+                       "the report pipe.\n",
+                       NULL, opts, sizeof opts / sizeof opts[0]};
 
     memset(&p, 0, sizeof p);
     p.dtype = STARLING_F32;
     p.op = STARLING_SUM;
     cli_ignore_sigpipe();
-    if ((rc = cli_parse_opts(cmd, argc, argv, 2, opts, sizeof opts / sizeof opts[0])))
+    if ((rc = cli_parse_opts(&c, argc, argv, 2)))
         return rc;
     if (!coord || !run || !index_t || !peers_t || !bytes_t || !iters_t)
         return cli_usage_error(cmd, "--coord, --run, --index, --peers, --bytes and --iters "

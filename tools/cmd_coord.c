@@ -80,14 +80,41 @@ int cmd_coordinator(int argc, char **argv)
     starling_config *cfg = NULL;
     starling_coord *coord = NULL;
     const cli_opt opts[] = {
-        {"--listen", &listen, NULL},           {"--run", &run, NULL},
-        {"--secret-file", &secret_file, NULL}, {"--secret-env", &secret_env, NULL},
-        {"--timeout-ms", &timeout_text, NULL}, {"--min-peers", &min_peers_text, NULL},
-        {"--ring-order", &order_text, NULL},   {"--probe-bytes", &probe_text, NULL},
-        {"--verbose", NULL, &verbose},
+        CLI_OPT_VALUE("--listen", "HOST:PORT",
+                      "address to listen on; port 0 picks a free one (required)", &listen),
+        CLI_OPT_VALUE("--run", "NAME", "the run's name; peers must give the same (required)",
+                      &run),
+        CLI_OPT_VALUE("--secret-file", "PATH",
+                      "read the run's secret from PATH (a trailing newline is removed)",
+                      &secret_file),
+        CLI_OPT_VALUE("--secret-env", "VAR",
+                      "read the secret from environment variable VAR (default " CLI_SECRET_ENV
+                      ")",
+                      &secret_env),
+        CLI_OPT_VALUE("--timeout-ms", "N",
+                      "a peer silent this long is declared dead, 100..600000 (default 3000)",
+                      &timeout_text),
+        CLI_OPT_VALUE("--min-peers", "N",
+                      "peers needed before the first epoch forms, 1..65536 (default 1)",
+                      &min_peers_text),
+        CLI_OPT_VALUE("--ring-order", "ORDER",
+                      "join (survivors keep their order, newcomers last; the default), name "
+                      "(by peer name) or measured (peers probe their links and the ring avoids "
+                      "the slow ones; docs/architecture.md)",
+                      &order_text),
+        CLI_OPT_VALUE("--probe-bytes", "SIZE",
+                      "bytes per link probe for --ring-order measured, 64K..256M (default 2M)",
+                      &probe_text),
+        CLI_OPT_FLAG("--verbose", "log at debug level (default: info)", &verbose),
     };
+    const cli_cmd c = {cmd, "--listen HOST:PORT --run NAME [options]",
+                       "Run the control plane of a run: admit peers that know the secret, detect\n"
+                       "dead ones, decide each epoch's membership and ring order. It holds no\n"
+                       "model data, so it can be restarted; peers re-register. Prints the address\n"
+                       "it listens on; stops cleanly on SIGINT or SIGTERM.\n",
+                       NULL, opts, sizeof opts / sizeof opts[0]};
 
-    if ((rc = cli_parse_opts(cmd, argc, argv, 2, opts, sizeof opts / sizeof opts[0])))
+    if ((rc = cli_parse_opts(&c, argc, argv, 2)))
         return rc;
     if (!listen)
         return cli_usage_error(cmd, "--listen HOST:PORT is required");

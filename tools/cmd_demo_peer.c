@@ -200,17 +200,34 @@ int cmd_demo_peer(int argc, char **argv)
     starling_config *cfg = NULL;
     demo_peer p;
     const cli_opt opts[] = {
-        {"--coord", &coord, NULL},           {"--run", &run, NULL},
-        {"--index", &index_t, NULL},         {"--peers", &peers_t, NULL},
-        {"--steps", &steps_t, NULL},         {"--elements", &elements_t, NULL},
-        {"--step-ms", &step_ms_t, NULL},     {"--timeout-ms", &timeout_t, NULL},
-        {"--join-step", &join_step_t, NULL}, {"--report-fd", &report_t, NULL},
-        {"--joiner", NULL, &joiner},         {"--verbose", NULL, &verbose},
+        CLI_OPT_VALUE("--coord", "HOST:PORT", "the run's coordinator (required)", &coord),
+        CLI_OPT_VALUE("--run", "NAME", "the run's name (required)", &run),
+        CLI_OPT_VALUE("--index", "I", "this peer's index among the demo's children (required)",
+                      &index_t),
+        CLI_OPT_VALUE("--peers", "N", "members to wait for at the start (required)", &peers_t),
+        CLI_OPT_VALUE("--steps", "S", "steps of the toy loop (required)", &steps_t),
+        CLI_OPT_VALUE("--elements", "N", "f32 values all-reduced per step (required)",
+                      &elements_t),
+        CLI_OPT_VALUE("--step-ms", "N", "pause per step, 0..60000 ms (default 0)", &step_ms_t),
+        CLI_OPT_VALUE("--timeout-ms", "N",
+                      "failure-detection timeout, 100..600000 ms (default 3000)",
+                      &timeout_t),
+        CLI_OPT_VALUE("--join-step", "S", "the step at which the newcomer joins (required)",
+                      &join_step_t),
+        CLI_OPT_VALUE("--report-fd", "FD", "the pipe for report lines to the parent (required)",
+                      &report_t),
+        CLI_OPT_FLAG("--joiner", "this peer is the newcomer", &joiner),
+        CLI_OPT_FLAG("--verbose", "log the library at info level (default: warnings)",
+                     &verbose),
     };
+    const cli_cmd c = {cmd, "--coord HOST:PORT --run NAME --index I [options]",
+                       "One peer of 'starling demo' (started by it, with the run's secret in\n"
+                       "$" CLI_SECRET_ENV "): a toy loop of checked all-reduces and state syncs.\n",
+                       NULL, opts, sizeof opts / sizeof opts[0]};
 
     memset(&p, 0, sizeof p);
     cli_ignore_sigpipe();
-    if ((rc = cli_parse_opts(cmd, argc, argv, 2, opts, sizeof opts / sizeof opts[0])))
+    if ((rc = cli_parse_opts(&c, argc, argv, 2)))
         return rc;
     if (!coord || !run || !index_t || !peers_t || !steps_t || !elements_t || !join_step_t)
         return cli_usage_error(cmd, "missing options (this command is started by "

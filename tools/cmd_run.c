@@ -111,54 +111,6 @@ typedef struct run_state {
 
 /* ------------------------------------------------------------ option parsing */
 
-int cli_parse_multi_opts(const char *cmd, int argc, char **argv, int first,
-                         const cli_multi_opt *opts, size_t nopts)
-{
-    int i;
-
-    for (i = first; i < argc; i++) {
-        const char *arg = argv[i], *eq, *val = NULL;
-        const cli_multi_opt *o = NULL;
-        size_t name_len, k;
-
-        if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0')
-            return cli_usage_error(cmd, "unexpected argument '%s'", arg);
-        eq = strchr(arg, '=');
-        name_len = eq ? (size_t)(eq - arg) : strlen(arg);
-        for (k = 0; k < nopts; k++)
-            if (strlen(opts[k].name) == name_len && memcmp(opts[k].name, arg, name_len) == 0)
-                o = &opts[k];
-        if (!o)
-            return cli_usage_error(cmd, "unknown option '%.*s'", (int)name_len, arg);
-        if (o->seen) {
-            if (eq)
-                return cli_usage_error(cmd, "option %s takes no value", o->name);
-            if (*o->seen)
-                return cli_usage_error(cmd, "option %s given twice", o->name);
-            *o->seen = 1;
-            continue;
-        }
-        if (eq)
-            val = eq + 1;
-        else if (i + 1 < argc)
-            val = argv[++i];
-        else
-            return cli_usage_error(cmd, "option %s needs a value", o->name);
-        if (val[0] == '\0')
-            return cli_usage_error(cmd, "option %s needs a non-empty value", o->name);
-        if (o->list) {
-            if (*o->nlist >= o->max)
-                return cli_usage_error(cmd, "option %s given more than %d times", o->name, o->max);
-            o->list[(*o->nlist)++] = val;
-        } else {
-            if (*o->value)
-                return cli_usage_error(cmd, "option %s given twice", o->name);
-            *o->value = val;
-        }
-    }
-    return 0;
-}
-
 static int parse_num(const char *s, long *out, const char **end)
 {
     char *e;
@@ -1054,49 +1006,105 @@ int cmd_run(int argc, char **argv)
     const char *byz_t = NULL, *attack_t = NULL, *agg_t = NULL, *f_t = NULL;
     int nnm = 0;
     long byz = 0, byz_f = -1;
-    const char *kill_l[RUN_MAX_EVENTS], *freeze_l[RUN_MAX_EVENTS], *join_l[RUN_MAX_EVENTS];
-    const char *set_l[RUN_MAX_SETS];
+    const char *kill_v[RUN_MAX_EVENTS], *freeze_v[RUN_MAX_EVENTS], *join_v[RUN_MAX_EVENTS];
+    const char *set_v[RUN_MAX_SETS];
     int nkill = 0, nfreeze = 0, njoin = 0, nset = 0, json = 0, verbose = 0, no_faults = 0, rc, k;
     long peers = RUN_DEFAULT_PEERS, v;
     int defaults_schedule;
     starling_train_config *tc = NULL;
     char err[256];
     run_opts *o;
-    const cli_multi_opt opts[] = {
-        {"--peers", &peers_t, NULL, NULL, NULL, 0},
-        {"--algo", &algo_t, NULL, NULL, NULL, 0},
-        {"--steps", &steps_t, NULL, NULL, NULL, 0},
-        {"--inner-steps", &inner_t, NULL, NULL, NULL, 0},
-        {"--fragments", &frag_t, NULL, NULL, NULL, 0},
-        {"--compress", &compress_t, NULL, NULL, NULL, 0},
-        {"--kill", NULL, NULL, kill_l, &nkill, RUN_MAX_EVENTS},
-        {"--freeze", NULL, NULL, freeze_l, &nfreeze, RUN_MAX_EVENTS},
-        {"--join", NULL, NULL, join_l, &njoin, RUN_MAX_EVENTS},
-        {"--seed", &seed_t, NULL, NULL, NULL, 0},
-        {"--noniid", &noniid_t, NULL, NULL, NULL, 0},
-        {"--checkpoint-every", &ckpt_t, NULL, NULL, NULL, 0},
-        {"--resume", &resume_t, NULL, NULL, NULL, 0},
-        {"--out", &out_t, NULL, NULL, NULL, 0},
-        {"--timeout-ms", &timeout_t, NULL, NULL, NULL, 0},
-        {"--deadline-s", &deadline_t, NULL, NULL, NULL, 0},
-        {"--hidden", &hidden_t, NULL, NULL, NULL, 0},
-        {"--batch", &batch_t, NULL, NULL, NULL, 0},
-        {"--lr", &lr_t, NULL, NULL, NULL, 0},
-        {"--data", &data_t, NULL, NULL, NULL, 0},
-        {"--eval-every", &eval_t, NULL, NULL, NULL, 0},
-        {"--set", NULL, NULL, set_l, &nset, RUN_MAX_SETS - 16},
-        {"--no-faults", NULL, &no_faults, NULL, NULL, 0},
-        {"--byzantine", &byz_t, NULL, NULL, NULL, 0},
-        {"--attack", &attack_t, NULL, NULL, NULL, 0},
-        {"--aggregator", &agg_t, NULL, NULL, NULL, 0},
-        {"--f", &f_t, NULL, NULL, NULL, 0},
-        {"--nnm", NULL, &nnm, NULL, NULL, 0},
-        {"--json", NULL, &json, NULL, NULL, 0},
-        {"--verbose", NULL, &verbose, NULL, NULL, 0},
+    cli_list kill_l = {kill_v, 0, RUN_MAX_EVENTS}, freeze_l = {freeze_v, 0, RUN_MAX_EVENTS};
+    cli_list join_l = {join_v, 0, RUN_MAX_EVENTS}, set_l = {set_v, 0, RUN_MAX_SETS - 16};
+    const cli_opt opts[] = {
+        CLI_OPT_VALUE("--peers", "N", "peer processes to start, 1..64 (default 4)", &peers_t),
+        CLI_OPT_VALUE("--algo", "ALGO", "ddp, diloco or streaming (default diloco)", &algo_t),
+        CLI_OPT_VALUE("--steps", "S", "training steps in total, 2..100000000 (default 2000)",
+                      &steps_t),
+        CLI_OPT_VALUE("--inner-steps", "H",
+                      "diloco, streaming: inner steps between synchronisations (default 50)",
+                      &inner_t),
+        CLI_OPT_VALUE("--fragments", "P",
+                      "streaming: parameter fragments synchronised in turn (default 4)", &frag_t),
+        CLI_OPT_VALUE("--compress", "SPEC",
+                      "codec of the synchronising all-reduce, docs/codecs.md (default int8 with "
+                      "diloco, none otherwise)",
+                      &compress_t),
+        CLI_OPT_LIST("--kill", "RANK@STEP", "SIGKILL starting peer RANK when it reports STEP",
+                     &kill_l),
+        CLI_OPT_LIST("--freeze", "RANK@STEP:SECONDS",
+                     "SIGSTOP peer RANK at STEP, SIGCONT after SECONDS (at most 3600)",
+                     &freeze_l),
+        CLI_OPT_LIST("--join", "@STEP", "start a newcomer once the run passes STEP", &join_l),
+        CLI_OPT_VALUE("--seed", "N", "initial parameters, data order, synthetic data (default 1)",
+                      &seed_t),
+        CLI_OPT_VALUE("--noniid", "ALPHA",
+                      "label skew across peers with this Dirichlet alpha > 0 (default IID)",
+                      &noniid_t),
+        CLI_OPT_VALUE("--checkpoint-every", "K",
+                      "the rank-0 peer writes OUT/checkpoint every K steps (default never)",
+                      &ckpt_t),
+        CLI_OPT_VALUE("--resume", "DIR", "start from DIR/checkpoint.bin (e.g. OUT/checkpoint)",
+                      &resume_t),
+        CLI_OPT_VALUE("--out", "DIR", "output directory (default " RUN_DEFAULT_OUT ")", &out_t),
+        CLI_OPT_VALUE("--timeout-ms", "N",
+                      "failure-detection timeout, 100..600000 (default 3000)", &timeout_t),
+        CLI_OPT_VALUE("--deadline-s", "N",
+                      "give up after N seconds (default 300 + 0.05 per step per peer, plus the "
+                      "freezes)",
+                      &deadline_t),
+        CLI_OPT_VALUE("--hidden", "W,W", "hidden layer widths, up to 7 (default 256,128)",
+                      &hidden_t),
+        CLI_OPT_VALUE("--batch", "B", "samples per peer per step (default " RUN_DEFAULT_BATCH ")",
+                      &batch_t),
+        CLI_OPT_VALUE("--lr", "X", "base learning rate (default 1e-3 with adamw)", &lr_t),
+        CLI_OPT_VALUE("--data", "DIR",
+                      "Fashion-MNIST IDX files, or synthetic[:N] (default " RUN_DEFAULT_DATA
+                      ", the synthetic set when absent)",
+                      &data_t),
+        CLI_OPT_VALUE("--eval-every", "K", "evaluate every K steps (default 5% of the steps)",
+                      &eval_t),
+        CLI_OPT_LIST("--set", "KEY=VALUE",
+                     "any trainer key (docs/training.md), after the options above; the last wins",
+                     &set_l),
+        CLI_OPT_FLAG("--no-faults",
+                     "no fault schedule (default: peer 1 killed at 40% of the steps, a newcomer "
+                     "at 60%)",
+                     &no_faults),
+        CLI_OPT_VALUE("--byzantine", "K", "the last K starting peers attack (needs --attack)",
+                      &byz_t),
+        CLI_OPT_VALUE("--attack", "NAME",
+                      "sign_flip, noise, alie, ipm, label_flip or garbage", &attack_t),
+        CLI_OPT_VALUE("--aggregator", "SPEC",
+                      "robust rule every peer aggregates with, e.g. median, krum, geomed "
+                      "(docs/aggregation.md; default the plain average)",
+                      &agg_t),
+        CLI_OPT_VALUE("--f", "F", "Byzantine peers the aggregator assumes (default K)", &f_t),
+        CLI_OPT_FLAG("--nnm", "nearest-neighbour mixing before the aggregator", &nnm),
+        CLI_OPT_FLAG("--json", "the summary is also the last line of stdout", &json),
+        CLI_OPT_FLAG("--verbose", "log the coordinator and the peers at info level", &verbose),
     };
+    const cli_cmd c = {
+        cmd, "[options]",
+        "The main job: start a coordinator and N peer processes on loopback and train the\n"
+        "built-in model (an MLP on Fashion-MNIST, or a synthetic stand-in when\n"
+        RUN_DEFAULT_DATA " is absent, announced on stdout), through a\n"
+        "fault schedule. With no options this is `make demo`.\n",
+        "Faults: any --kill, --freeze or --join replaces the default schedule; --no-faults\n"
+        "drops it. RANK is the peer's index at start (0..N-1), not its ring rank; STEP is\n"
+        "below --steps.\n"
+        "Byzantine peers: --byzantine K --attack NAME --aggregator SPEC [--f F] [--nnm].\n"
+        "Outputs: OUT/metrics.csv, OUT/summary.json and OUT/plot.png (with gnuplot), and a\n"
+        "progress line on a terminal. Exit 0 if the run completed and all survivors' state\n"
+        "hashes agree.\n",
+        opts, sizeof opts / sizeof opts[0]};
 
-    if ((rc = cli_parse_multi_opts(cmd, argc, argv, 2, opts, sizeof opts / sizeof opts[0])))
+    if ((rc = cli_parse_opts(&c, argc, argv, 2)))
         return rc;
+    nkill = kill_l.n;
+    nfreeze = freeze_l.n;
+    njoin = join_l.n;
+    nset = set_l.n;
     o = calloc(1, sizeof *o);
     if (!o) {
         fprintf(stderr, "starling run: out of memory\n");
@@ -1160,13 +1168,13 @@ int cmd_run(int argc, char **argv)
      * the demo's: peer 1 dies at 40% of the steps, a newcomer joins at 60%. */
     defaults_schedule = nkill == 0 && nfreeze == 0 && njoin == 0 && !no_faults;
     for (k = 0; k < nkill; k++)
-        if ((rc = parse_event(cmd, "--kill", kill_l[k], 1, 0, &o->kills[k])) != 0)
+        if ((rc = parse_event(cmd, "--kill", kill_v[k], 1, 0, &o->kills[k])) != 0)
             goto out;
     for (k = 0; k < nfreeze; k++)
-        if ((rc = parse_event(cmd, "--freeze", freeze_l[k], 1, 1, &o->freezes[k])) != 0)
+        if ((rc = parse_event(cmd, "--freeze", freeze_v[k], 1, 1, &o->freezes[k])) != 0)
             goto out;
     for (k = 0; k < njoin; k++)
-        if ((rc = parse_event(cmd, "--join", join_l[k], 0, 0, &o->joins[k])) != 0)
+        if ((rc = parse_event(cmd, "--join", join_v[k], 0, 0, &o->joins[k])) != 0)
             goto out;
     rc = CLI_EXIT_USAGE;
     o->nkills = nkill;
@@ -1286,13 +1294,13 @@ int cmd_run(int argc, char **argv)
             goto out;
     }
     for (k = 0; k < nset; k++) {
-        const char *eq = strchr(set_l[k], '=');
+        const char *eq = strchr(set_v[k], '=');
         char key[64];
-        if (!eq || eq == set_l[k] || (size_t)(eq - set_l[k]) >= sizeof key) {
-            cli_usage_error(cmd, "--set: expected KEY=VALUE, got '%s'", set_l[k]);
+        if (!eq || eq == set_v[k] || (size_t)(eq - set_v[k]) >= sizeof key) {
+            cli_usage_error(cmd, "--set: expected KEY=VALUE, got '%s'", set_v[k]);
             goto out;
         }
-        snprintf(key, sizeof key, "%.*s", (int)(eq - set_l[k]), set_l[k]);
+        snprintf(key, sizeof key, "%.*s", (int)(eq - set_v[k]), set_v[k]);
         if (add_set(cmd, o, key, eq + 1))
             goto out;
     }

@@ -68,26 +68,42 @@ int cmd_run_peer(int argc, char **argv)
     starling_config *cfg = NULL;
     starling_train_stats st;
     run_peer p;
-    const cli_multi_opt opts[] = {
-        {"--coord", &coord, NULL, NULL, NULL, 0},
-        {"--run", &run, NULL, NULL, NULL, 0},
-        {"--index", &index_t, NULL, NULL, NULL, 0},
-        {"--peers", &peers_t, NULL, NULL, NULL, 0},
-        {"--eval-every", &eval_t, NULL, NULL, NULL, 0},
-        {"--report-every", &report_every_t, NULL, NULL, NULL, 0},
-        {"--timeout-ms", &timeout_t, NULL, NULL, NULL, 0},
-        {"--checkpoint-every", &ckpt_t, NULL, NULL, NULL, 0},
-        {"--checkpoint-dir", &ckpt_dir, NULL, NULL, NULL, 0},
-        {"--report-fd", &report_t, NULL, NULL, NULL, 0},
-        {"--set", NULL, NULL, set_l, &nset, PEER_MAX_SETS},
-        {"--joiner", NULL, &joiner, NULL, NULL, 0},
-        {"--verbose", NULL, &verbose, NULL, NULL, 0},
+    cli_list sets = {set_l, 0, PEER_MAX_SETS};
+    const cli_opt opts[] = {
+        CLI_OPT_VALUE("--coord", "HOST:PORT", "the run's coordinator (required)", &coord),
+        CLI_OPT_VALUE("--run", "NAME", "the run's name (required)", &run),
+        CLI_OPT_VALUE("--index", "I", "this peer's index among the run's children (required)",
+                      &index_t),
+        CLI_OPT_VALUE("--peers", "N", "members to wait for at the start (required)", &peers_t),
+        CLI_OPT_VALUE("--eval-every", "K",
+                      "evaluate every K steps while ring rank 0 (required)", &eval_t),
+        CLI_OPT_VALUE("--report-every", "K", "report an m line every K steps (default 1)",
+                      &report_every_t),
+        CLI_OPT_VALUE("--timeout-ms", "N",
+                      "failure-detection timeout, 100..600000 ms (default 3000)",
+                      &timeout_t),
+        CLI_OPT_VALUE("--checkpoint-every", "K",
+                      "write a checkpoint every K steps while ring rank 0 (default never)",
+                      &ckpt_t),
+        CLI_OPT_VALUE("--checkpoint-dir", "DIR", "where checkpoints go (needed with "
+                      "--checkpoint-every)", &ckpt_dir),
+        CLI_OPT_VALUE("--report-fd", "FD", "the pipe for report lines to the parent (required)",
+                      &report_t),
+        CLI_OPT_LIST("--set", "KEY=VALUE", "a training key (docs/training.md)", &sets),
+        CLI_OPT_FLAG("--joiner", "a newcomer: join a run already under way", &joiner),
+        CLI_OPT_FLAG("--verbose", "log the library at info level (default: errors only)",
+                     &verbose),
     };
+    const cli_cmd c = {cmd, "--coord HOST:PORT --run NAME --index I [options]",
+                       "One peer of 'starling run' (started by it, with the run's secret in\n"
+                       "$" CLI_SECRET_ENV "): builds a trainer from the --set keys and trains.\n",
+                       NULL, opts, sizeof opts / sizeof opts[0]};
 
     memset(&p, 0, sizeof p);
     cli_ignore_sigpipe();
-    if ((rc = cli_parse_multi_opts(cmd, argc, argv, 2, opts, sizeof opts / sizeof opts[0])))
+    if ((rc = cli_parse_opts(&c, argc, argv, 2)))
         return rc;
+    nset = sets.n;
     if (!coord || !run || !index_t || !peers_t || !eval_t)
         return cli_usage_error(cmd, "missing options (this command is started by "
                                     "'starling run')");

@@ -13,8 +13,12 @@
  *   cmd_bench.c    `starling bench` (parent) and cmd_bench_peer.c (`bench-peer`, a child)
  *   cmd_bench_codec.c  `starling bench codec`: one codec's size, error and speed, no network
  *   cmd_demo.c     `starling demo` (parent) and cmd_demo_peer.c (`demo-peer`, a child)
- *   cmd_run.c      `starling run`, the main job (parent), and cmd_run_peer.c (`run-peer`,
- *                  a child that trains through the public trainer API)
+ *   cmd_run.c      `starling run`, the main job (parent): its peers and their report
+ *                  lines; its pieces share cmd_run.h:
+ *     cmd_run_opts.c    its options and the validation of every flag and training key
+ *     cmd_run_faults.c  the fault schedule (--kill, --freeze with its thaw thread, --join)
+ *     cmd_run_output.c  progress line, metrics.csv, summary.json, plot.png, the result
+ *   cmd_run_peer.c `run-peer`, a child of `run` that trains through the public trainer API
  *
  * Exit status everywhere: 0 success, 1 failure at run time, 2 bad usage.
  */

@@ -53,12 +53,20 @@ static const char *skip_dashes(const char *s, size_t *len)
     return s;
 }
 
-/* How many edits still read as a typo of a word this long: one for short words, about
- * one in three characters beyond that ("--stpes" -> "--steps", not "--seed" -> "--f"). */
-static size_t max_score(size_t len)
+/* How many edits still read as a typo of a word this long: none for one or two
+ * characters ("--x" is not "--f"), else one, or one in three characters for long words
+ * ("--stpes" -> "--steps", "--chekpoint-evry" -> "--checkpoint-every"). */
+static size_t max_edits(size_t len)
 {
+    if (len < 3)
+        return 0;
     return len / 3 > 1 ? len / 3 : 1;
 }
+
+/* Scores are in half edits: a word that starts a longer name ("--check" for
+ * "--checkpoint-every") scores half an edit worse than the loosest typo, so it is
+ * accepted, but a real typo of another name wins over it. */
+#define PREFIX_SCORE(len) (2 * max_edits(len) + 1)
 
 void cli_suggest_init(cli_suggest *s, const char *word, size_t len)
 {
@@ -77,11 +85,10 @@ void cli_suggest_add(cli_suggest *s, const char *candidate)
     if (s->len == 0 || clen == 0)
         return;
     score = cli_edit_distance(s->word, s->len, c, clen);
-    /* A word that starts a longer name ("--check" for "--checkpoint-every") is as good as
-     * the loosest typo, so a real typo of another name still wins over it. */
+    score = score == (size_t)-1 ? score : 2 * score;
     if (s->len >= 3 && s->len < clen && memcmp(s->word, c, s->len) == 0 &&
-        max_score(s->len) < score)
-        score = max_score(s->len);
+        PREFIX_SCORE(s->len) < score)
+        score = PREFIX_SCORE(s->len);
     if (score < s->best_score) {
         s->best_score = score;
         s->best = candidate;
@@ -90,7 +97,7 @@ void cli_suggest_add(cli_suggest *s, const char *candidate)
 
 const char *cli_suggest_result(const cli_suggest *s)
 {
-    if (!s->best || s->best_score > max_score(s->len))
+    if (!s->best || s->best_score > PREFIX_SCORE(s->len))
         return NULL;
     return s->best;
 }

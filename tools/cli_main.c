@@ -16,15 +16,10 @@ typedef struct cli_command {
 } cli_command;
 
 static const cli_command commands[] = {
-    {"run", cmd_run,
-     "the main job: train the built-in model with N peer processes on loopback, "
-     "through a fault schedule; writes metrics, a summary and a plot"},
+    {"run", cmd_run, "the main job: train the built-in model on N local peers"},
     {"coordinator", cmd_coordinator, "the control plane of a run, listening on HOST:PORT"},
-    {"bench", cmd_bench,
-     "measure all-reduce time and bandwidth (bench allreduce, bench latency) or one "
-     "codec's size, error and speed (bench codec SPEC)"},
-    {"demo", cmd_demo,
-     "fault-tolerance walk-through: peers all-reduce, one is killed, one joins"},
+    {"bench", cmd_bench, "time all-reduces (allreduce, latency) or one codec (codec SPEC)"},
+    {"demo", cmd_demo, "fault-tolerance walk-through: all-reduces, a death, a join"},
     {"bench-peer", cmd_bench_peer, NULL},
     {"demo-peer", cmd_demo_peer, NULL},
     {"run-peer", cmd_run_peer, NULL},

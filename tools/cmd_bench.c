@@ -373,8 +373,8 @@ int cmd_bench(int argc, char **argv)
         if (near)
             return cli_usage_error("bench", "unknown benchmark '%s' (did you mean '%s'?)", kind,
                                    near);
-        return cli_usage_error("bench", "unknown benchmark '%s' ('allreduce', 'latency' or 'codec')",
-                               kind);
+        return cli_usage_error("bench",
+                               "unknown benchmark '%s' ('allreduce', 'latency' or 'codec')", kind);
     }
     latency = kind[0] == 'l';
     snprintf(cmd, sizeof cmd, "bench %s", kind);

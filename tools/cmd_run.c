@@ -120,12 +120,12 @@ static int run_on_line(void *user, cli_group *g, int child, const char *line)
         kid->admitted = 1;
         if (child >= s->o->peers)
             run_say(s,
-                "peer-%d admitted: rank %d of %d in epoch %llu; it receives the shared "
-                "state at its first synchronisation",
-                index, rank, size, epoch);
+                    "peer-%d admitted: rank %d of %d in epoch %llu; it receives the shared "
+                    "state at its first synchronisation",
+                    index, rank, size, epoch);
         else if (s->o->verbose)
             run_say(s, "peer-%d admitted: rank %d of %d, epoch %llu, step %llu", index, rank, size,
-                epoch, step);
+                    epoch, step);
         return 0;
     }
     if (sscanf(line, "h %d %32s %llu %c", &index, hex, &step, &tail) == 3 && index == child &&
@@ -154,7 +154,7 @@ static int run_on_line(void *user, cli_group *g, int child, const char *line)
         if (kid->frozen_ever) {
             /* Frozen past the failure timeout, it was expelled: an expected casualty. */
             run_say(s, "peer-%d (frozen earlier) was dropped from the run: %s", child,
-                msg ? msg + 1 : "");
+                    msg ? msg + 1 : "");
             cli_group_kill(g, child);
             kid->killed = 1;
             kid->dropped = 1;
@@ -233,22 +233,22 @@ static int run_job(run_opts *o)
         run_say(s, "data: synthetic stand-in for Fashion-MNIST (--data %s)", o->data);
     else if (o->synthetic)
         run_say(s,
-            "data: synthetic stand-in for Fashion-MNIST (%s not found; install "
-            "dataset-fashion-mnist for the real one)",
-            RUN_DEFAULT_DATA);
+                "data: synthetic stand-in for Fashion-MNIST (%s not found; install "
+                "dataset-fashion-mnist for the real one)",
+                RUN_DEFAULT_DATA);
     else
         run_say(s, "data: Fashion-MNIST from %s", o->data ? o->data : RUN_DEFAULT_DATA);
     {
         const char *c = run_set_value(o, "compress");
         const char *h = run_set_value(o, "inner_steps");
         run_say(s, "plan: %d peers, %s%s%s, %ld steps%s%s; coordinator %s", o->peers, o->algo,
-            h ? " H=" : "", h ? h : "", o->steps, c ? ", outer gradients " : "", c ? c : "",
-            s->addr);
+                h ? " H=" : "", h ? h : "", o->steps, c ? ", outer gradients " : "", c ? c : "",
+                s->addr);
         for (k = 0; k < o->nkills; k++)
             run_say(s, "plan: kill peer-%d at step %ld", o->kills[k].rank, o->kills[k].step);
         for (k = 0; k < o->nfreezes; k++)
             run_say(s, "plan: freeze peer-%d at step %ld for %g s", o->freezes[k].rank,
-                o->freezes[k].step, o->freezes[k].secs);
+                    o->freezes[k].step, o->freezes[k].secs);
         for (k = 0; k < o->njoins; k++)
             run_say(s, "plan: a newcomer joins after step %ld", o->joins[k].step);
     }

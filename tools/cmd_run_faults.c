@@ -68,7 +68,7 @@ void run_apply_schedule(run_state *s, int child, unsigned long long step)
             !s->kids[child].killed && !s->g->kids[child].reaped) {
             e->done = 1;
             run_say(s, "peer-%d reached step %llu: freezing it (SIGSTOP) for %.1f s", child, step,
-                e->secs);
+                    e->secs);
             pthread_mutex_lock(&s->mu);
             s->thaw_pid[k] = s->g->kids[child].pid;
             s->thaw_at[k] = cli_now() + e->secs;
@@ -89,8 +89,8 @@ void run_apply_schedule(run_state *s, int child, unsigned long long step)
         if (run_spawn_peer(s, idx, 1) < 0)
             continue;
         e->rank = idx; /* from now on, the newcomer's child index */
-        run_say(s, "the run passed step %llu: starting newcomer peer-%d (pid %ld)", s->max_step, idx,
-            (long)s->g->kids[idx].pid);
+        run_say(s, "the run passed step %llu: starting newcomer peer-%d (pid %ld)", s->max_step,
+                idx, (long)s->g->kids[idx].pid);
     }
 }
 

@@ -290,9 +290,9 @@ int run_finish(run_state *s, int waited_ok)
             if (s->kids[k].frozen_ever && !s->kids[k].killed && s->kids[k].have_hash &&
                 strcmp(s->kids[k].hash, major) != 0) {
                 run_say(s,
-                    "peer-%d, frozen past the failure timeout, was dropped from the run and "
-                    "trained on alone; its state is not counted",
-                    k);
+                        "peer-%d, frozen past the failure timeout, was dropped from the run and "
+                        "trained on alone; its state is not counted",
+                        k);
                 s->kids[k].killed = 1;
                 s->kids[k].dropped = 1;
             }

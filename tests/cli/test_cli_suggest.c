@@ -32,7 +32,8 @@ static void test_distance(void **state)
     assert_int_equal(dist("ca", "abc"), 3);       /* OSA: no edit of a moved pair */
     assert_int_equal(dist("peers", "seed"), 3);
     /* symmetric */
-    assert_int_equal(dist("--checkpoint", "--chekcpoint-every"), dist("--chekcpoint-every", "--checkpoint"));
+    assert_int_equal(dist("--checkpoint", "--chekcpoint-every"),
+                     dist("--chekcpoint-every", "--checkpoint"));
     memset(longer, 'a', sizeof longer - 1);
     longer[sizeof longer - 1] = '\0';
     assert_true(dist(longer, "a") == (size_t)-1);

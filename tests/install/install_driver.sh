@@ -11,7 +11,8 @@
 #                               static, CMAKE_PREFIX_PATH into STAGE
 #   install_driver.sh python    pip install --no-build-isolation --no-index of python/ into a
 #                               venv (--system-site-packages), then an all-reduce from
-#                               outside the tree with STARLING_LIB unset
+#                               outside the tree with STARLING_LIB unset (and, with no
+#                               LD_LIBRARY_PATH, the error when the library is not found)
 #
 # Settings come from the environment (set by CMake): SRC (source tree), BUILD (build tree),
 # STAGE, WORK (this test's scratch directory), LIBDIR (CMAKE_INSTALL_LIBDIR), VERSION,
@@ -27,6 +28,9 @@ lib="$STAGE$PREFIX/$LIBDIR"
 fail() { echo "install.$mode: $*" >&2; exit 1; }
 skip() { echo "install.$mode: skipped: $*"; exit 77; }
 need() { command -v "$1" >/dev/null 2>&1 || skip "$1 not found${2:+ ($2)}"; }
+# has TEXT PATTERN [grep options]: grep on a captured output, not on a pipe (with
+# pipefail, `cmd | grep -q` fails when grep exits first and cmd gets SIGPIPE).
+has() { grep -q "${@:3}" -e "$2" <<<"$1"; }
 
 rm -rf "$WORK"
 mkdir -p "$WORK"
@@ -62,8 +66,9 @@ install_once() {
 stage() {
     local manifest="$BUILD/install_manifest.txt" saved="$WORK/install_manifest.saved"
     if [ -e "$manifest" ]; then
-        [ -w "$manifest" ] && [ -w "$BUILD" ] ||
+        if [ ! -w "$manifest" ] || [ ! -w "$BUILD" ]; then
             skip "$manifest is not writable (a root install?): not overwriting it"
+        fi
         cp -p "$manifest" "$saved"
         # shellcheck disable=SC2064 # expanded now: the locals are gone at exit
         trap "mv -f '$saved' '$manifest'" EXIT
@@ -75,15 +80,16 @@ stage() {
         [ -e "$STAGE$f" ] || fail "not installed: $f"
         grep -qxF "$f" "$WORK/install_manifest.txt" || fail "not in the manifest: $f"
     done < <(expected_files)
-    [ -L "$lib/libstarling.so" ] && [ -L "$lib/libstarling.so.$SOVERSION" ] ||
+    if [ ! -L "$lib/libstarling.so" ] || [ ! -L "$lib/libstarling.so.$SOVERSION" ]; then
         fail "libstarling.so and .so.$SOVERSION should be symbolic links"
+    fi
     if command -v readelf >/dev/null; then
-        readelf -d "$lib/libstarling.so.$VERSION" | grep -q "SONAME.*\[libstarling.so.$SOVERSION\]" ||
+        has "$(readelf -d "$lib/libstarling.so.$VERSION")" "SONAME.*\[libstarling.so.$SOVERSION\]" ||
             fail "SONAME is not libstarling.so.$SOVERSION"
-        ! readelf -d "$STAGE$PREFIX/bin/starling" | grep -q 'libstarling' ||
+        ! has "$(readelf -d "$STAGE$PREFIX/bin/starling")" libstarling ||
             fail "the installed CLI should not need libstarling.so (static link)"
     fi
-    "$STAGE$PREFIX/bin/starling" --version | grep -qF "$VERSION" ||
+    has "$("$STAGE$PREFIX/bin/starling" --version)" "$VERSION" -F ||
         fail "installed 'starling --version' does not print $VERSION"
     grep -qx "prefix=$PREFIX" "$lib/pkgconfig/starling.pc" ||
         fail "starling.pc does not say prefix=$PREFIX"
@@ -115,8 +121,10 @@ pkgconfig_test() {
     "${CC:-cc}" -std=c99 -pedantic -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L \
         -o outside_pc "$SRC/tests/install/outside_allreduce.c" $flags -pthread ||
         fail "compiling against the installed header and library failed"
-    LD_LIBRARY_PATH="$lib" ldd ./outside_pc | grep -qF "$lib/libstarling.so.$SOVERSION" ||
-        fail "outside_pc does not load the staged libstarling.so.$SOVERSION: $(ldd ./outside_pc)"
+    local deps
+    deps=$(LD_LIBRARY_PATH="$lib" ldd ./outside_pc)
+    has "$deps" "$lib/libstarling.so.$SOVERSION" -F ||
+        fail "outside_pc does not load the staged libstarling.so.$SOVERSION: $deps"
     LD_LIBRARY_PATH="$lib" timeout 55 ./outside_pc || fail "outside_pc failed"
 }
 
@@ -132,14 +140,16 @@ cmake_test() {
     cmake --build "$WORK/outside" >"$WORK/build.log" 2>&1 ||
         { cat "$WORK/build.log"; fail "build failed"; }
     if command -v readelf >/dev/null; then
-        readelf -d "$WORK/outside/outside_shared" | grep -q "NEEDED.*libstarling.so.$SOVERSION" ||
+        has "$(readelf -d "$WORK/outside/outside_shared")" "NEEDED.*libstarling.so.$SOVERSION" ||
             fail "outside_shared does not need libstarling.so.$SOVERSION"
-        ! readelf -d "$WORK/outside/outside_static" | grep -q 'libstarling' ||
+        ! has "$(readelf -d "$WORK/outside/outside_static")" libstarling ||
             fail "outside_static should not need libstarling.so"
     fi
     # No LD_LIBRARY_PATH: the imported target's location is in the build RPATH.
-    ldd "$WORK/outside/outside_shared" | grep -qF "$lib/libstarling.so.$SOVERSION" ||
-        fail "outside_shared does not load the staged library: $(ldd "$WORK/outside/outside_shared")"
+    local deps
+    deps=$(ldd "$WORK/outside/outside_shared")
+    has "$deps" "$lib/libstarling.so.$SOVERSION" -F ||
+        fail "outside_shared does not load the staged library: $deps"
     timeout 55 "$WORK/outside/outside_shared" || fail "outside_shared failed"
     timeout 55 "$WORK/outside/outside_static" || fail "outside_static failed"
 }
@@ -163,6 +173,9 @@ python_test() {
         { cat "$WORK/pip.log"; fail "pip install --no-build-isolation --no-index failed"; }
     rm -rf "$WORK/pysrc"
     # -I: no PYTHONPATH, no user site, no script directory on sys.path.
+    env -u STARLING_LIB -u PYTHONPATH -u LD_LIBRARY_PATH \
+        timeout 55 "$WORK/venv/bin/python" -I "$SRC/tests/install/outside_allreduce.py" \
+        --missing
     env -u STARLING_LIB -u PYTHONPATH LD_LIBRARY_PATH="$lib" \
         timeout 55 "$WORK/venv/bin/python" -I "$SRC/tests/install/outside_allreduce.py" \
         "$lib" "$VERSION"

@@ -61,8 +61,7 @@ static void *peer_main(void *arg)
         goto fail;
     for (int i = 0; i < COUNT; i++) {
         if (x[i] != (float)(3 + 2 * i)) {
-            snprintf(p->why, sizeof p->why, "element %d is %g, expected %d", i, x[i],
-                     3 + 2 * i);
+            snprintf(p->why, sizeof p->why, "element %d is %g, expected %d", i, x[i], 3 + 2 * i);
             goto out;
         }
     }
@@ -89,8 +88,7 @@ int main(void)
                 starling_version_string());
         return 1;
     }
-    rc = starling_coord_create(&coord, "127.0.0.1:0", "outside", secret, sizeof secret - 1,
-                               NULL);
+    rc = starling_coord_create(&coord, "127.0.0.1:0", "outside", secret, sizeof secret - 1, NULL);
     if (rc != STARLING_OK) {
         fprintf(stderr, "coordinator: %s\n", starling_strerror(rc));
         return 1;

@@ -4,6 +4,7 @@ package must find the installed library by itself and all-reduce between two
 Communicators (one thread each) of an in-process Coordinator.
 
 usage: outside_allreduce.py EXPECTED_LIB_DIR EXPECTED_VERSION
+       outside_allreduce.py --missing    (no LD_LIBRARY_PATH: the error names what it tried)
 """
 import os
 import sys
@@ -18,7 +19,28 @@ def fail(msg):
     sys.exit(1)
 
 
+def missing():
+    """Without the staged directory the library is not found (unless one is installed on
+    this machine), and the error says where it looked and what to do."""
+    import starling
+    try:
+        path = starling.find_library()
+    except OSError as e:
+        msg = str(e)
+        for part in ("$STARLING_LIB", "libstarling.so.0 through the dynamic loader",
+                     "/usr/local/lib/libstarling.so.0", "make install", "LD_LIBRARY_PATH"):
+            if part not in msg:
+                fail(f"the not-found error does not mention {part!r}: {msg}")
+        print("install.python: not-found error ok")
+        return
+    print(f"install.python: a libstarling is installed on this machine ({path}): "
+          f"not-found error not checked")
+
+
 def main():
+    if sys.argv[1:] == ["--missing"]:
+        missing()
+        return
     lib_dir, version = os.path.realpath(sys.argv[1]), sys.argv[2]
     try:
         import numpy as np

@@ -8,9 +8,15 @@
 #   make bench          starling vs gloo vs OpenMPI all-reduce, side by side (bench/run_bench.sh)
 #   make demo           deps, build, then `starling run` with its defaults (~15-25 s run)
 #   make format         clang-format -i over the C sources
+#   make install        build, then install the CLI, header, shared and static library,
+#                       starling.pc and the CMake package under PREFIX (default /usr/local;
+#                       DESTDIR=/staging honoured); as root with no DESTDIR, runs ldconfig
+#   make uninstall      remove exactly the files the last install from BUILD_DIR wrote
+#                       ($(BUILD_DIR)/install_manifest.txt; pass the same DESTDIR)
 #   make clean          remove the build directories
 #
-# Variables: JOBS (default 2), CMAKE_ARGS (extra -D options), BUILD_DIR, ASAN_BUILD_DIR.
+# Variables: JOBS (default 2), CMAKE_ARGS (extra -D options), BUILD_DIR, ASAN_BUILD_DIR,
+# PREFIX, DESTDIR.
 
 JOBS ?= 2
 BUILD_TYPE ?= RelWithDebInfo
@@ -18,12 +24,14 @@ BUILD_DIR ?= ./build
 ASAN_BUILD_DIR ?= build-asan
 FUZZ_BUILD_DIR ?= build-fuzz
 CMAKE_ARGS ?=
+PREFIX ?= /usr/local
+DESTDIR ?=
 CTEST_ARGS ?= --output-on-failure -j$(JOBS) --timeout 300
 
 DEPS := tools/install-deps.sh
 FORMAT_DIRS := src include tools tests bench
 
-.PHONY: all build deps test test-asan fuzz bench demo clean format help
+.PHONY: all build deps test test-asan fuzz bench demo clean format help install uninstall
 
 all: build
 
@@ -76,6 +84,20 @@ demo:
 	$(MAKE) --no-print-directory build
 	$(BUILD_DIR)/tools/starling run
 
+# The prefix is given at configure time too: GNUInstallDirs picks the library directory
+# from it (lib/x86_64-linux-gnu under /usr on Debian, lib elsewhere). ldconfig refreshes
+# ld.so.cache so that `import starling` and programs find libstarling.so.0 at once.
+install:
+	$(MAKE) --no-print-directory build CMAKE_ARGS="$(CMAKE_ARGS) -DCMAKE_INSTALL_PREFIX=$(PREFIX)"
+	DESTDIR="$(DESTDIR)" cmake --install $(BUILD_DIR) --prefix "$(PREFIX)"
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" -eq 0 ]; then \
+	    echo "ldconfig"; PATH="$$PATH:/sbin:/usr/sbin" ldconfig; fi
+
+uninstall:
+	DESTDIR="$(DESTDIR)" cmake -DMANIFEST=$(BUILD_DIR)/install_manifest.txt -P cmake/uninstall.cmake
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" -eq 0 ]; then \
+	    echo "ldconfig"; PATH="$$PATH:/sbin:/usr/sbin" ldconfig; fi
+
 format:
 	@command -v clang-format >/dev/null || { echo "clang-format not found (apt-get install clang-format)" >&2; exit 1; }
 	find $(FORMAT_DIRS) -type f \( -name '*.c' -o -name '*.h' \) -print0 | xargs -0 -r clang-format -i
@@ -84,4 +106,4 @@ clean:
 	rm -rf $(BUILD_DIR) $(ASAN_BUILD_DIR)
 
 help:
-	@sed -n '3,12p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,/^$$/p' Makefile | sed 's/^# \{0,1\}//'

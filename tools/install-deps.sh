@@ -13,9 +13,11 @@ set -euo pipefail
 
 # make and libc6-dev are listed explicitly: on a minimal Debian they are absent, and gcc only
 # *recommends* libc6-dev, which --no-install-recommends would skip.
+# python3-venv, -setuptools and -wheel: tests/install pip-installs python/ offline into a
+# venv (python3-venv brings pip's and setuptools' wheels for ensurepip).
 pkgs_core=(make cmake pkg-config gcc libc6-dev libsodium-dev libxxhash-dev libzstd-dev zlib1g-dev
     libcmocka-dev libopenblas-dev libuv1-dev python3 python3-numpy python3-pytest python3-torch
-    iproute2)
+    python3-venv python3-setuptools python3-wheel iproute2)
 pkgs_bench=(openmpi-bin libopenmpi-dev)
 pkgs_demo=(gnuplot-nox dataset-fashion-mnist)
 

@@ -1,8 +1,10 @@
 """Locate and load libstarling.so, and declare the C signatures the package uses.
 
-Search order: the ``STARLING_LIB`` environment variable (a path to the shared library),
-then the build tree relative to this package (``../../build/src/libstarling.so``), then
-``ctypes.util.find_library("starling")``. The library is loaded once per process.
+Search order (find_library): the ``STARLING_LIB`` environment variable (a path to the
+shared library), then the build tree relative to this package
+(``../../build/src/libstarling.so``), then ``libstarling.so.0`` through the dynamic loader,
+then the lib directories of /usr/local, /usr and sys.prefix. The library is loaded once
+per process.
 
 ctypes releases the GIL around every foreign call, so a blocking collective in one
 thread does not stop other Python threads. The library never calls back into Python.
@@ -10,31 +12,94 @@ thread does not stop other Python threads. The library never calls back into Pyt
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
+import sys
+import sysconfig
 from ctypes import (POINTER, c_char, c_char_p, c_double, c_int, c_size_t, c_uint, c_uint64,
                     c_void_p)
-from typing import Optional
+from typing import List, Optional
 
 __all__ = ["lib", "find_library"]
 
 
+# The SONAME of the installed library (CMakeLists.txt STARLING_SOVERSION): a library of
+# another ABI version is never picked up by accident.
+SONAME = "libstarling.so.0"
+
+
+def _tree_library() -> str:
+    """libstarling.so of the source checkout this package sits in (build/ from make)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.path.normpath(os.path.join(here, "..", "..", "build", "src", "libstarling.so"))
+
+
+def _prefix_dirs() -> List[str]:
+    """Library directories of the usual install prefixes, for a library installed where
+    the loader does not look (no ldconfig after `make install`, or PREFIX=sys.prefix)."""
+    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+    dirs = []
+    for prefix in ("/usr/local", "/usr", sys.prefix):
+        for sub in (os.path.join("lib", multiarch) if multiarch else "", "lib64", "lib"):
+            if sub:
+                d = os.path.join(prefix, sub)
+                if d not in dirs:
+                    dirs.append(d)
+    return dirs
+
+
+def _loaded_path(handle: ctypes.CDLL) -> Optional[str]:
+    """The file the dynamic loader chose for `handle` (dladdr on one of its functions)."""
+
+    class _DlInfo(ctypes.Structure):
+        _fields_ = [("dli_fname", c_char_p), ("dli_fbase", c_void_p),
+                    ("dli_sname", c_char_p), ("dli_saddr", c_void_p)]
+
+    try:
+        dladdr = ctypes.CDLL(None).dladdr
+    except (OSError, AttributeError):
+        return None
+    dladdr.argtypes = [c_void_p, POINTER(_DlInfo)]
+    dladdr.restype = c_int
+    info = _DlInfo()
+    addr = ctypes.cast(handle.starling_version, c_void_p)
+    if dladdr(addr, ctypes.byref(info)) == 0 or not info.dli_fname:
+        return None
+    return os.path.abspath(os.fsdecode(info.dli_fname))
+
+
 def find_library() -> str:
-    """Returns the path of the libstarling.so this package will load."""
+    """Returns the path of the libstarling.so this package will load.
+
+    Tried in order: $STARLING_LIB; the build tree of the checkout this package is in;
+    the dynamic loader (``libstarling.so.0`` through ld.so.cache, LD_LIBRARY_PATH and
+    the default directories); the lib directories of /usr/local, /usr and sys.prefix.
+    Raises OSError naming everything tried when none is found."""
     env = os.environ.get("STARLING_LIB")
     if env:
         if not os.path.exists(env):
-            raise OSError(f"STARLING_LIB={env!r} does not exist")
+            raise OSError(f"STARLING_LIB={env!r} does not exist (unset it to search the "
+                          f"build tree and the system)")
         return env
-    here = os.path.dirname(os.path.abspath(__file__))
-    tree = os.path.normpath(os.path.join(here, "..", "..", "build", "src", "libstarling.so"))
+    tried = ["$STARLING_LIB (unset)"]
+    tree = _tree_library()
     if os.path.exists(tree):
         return tree
-    found = ctypes.util.find_library("starling")
-    if found:
-        return found
-    raise OSError("libstarling.so not found: set STARLING_LIB to its path, or build the "
-                  "tree (cmake -S . -B build && cmake --build build)")
+    tried.append(tree)
+    try:
+        handle = ctypes.CDLL(SONAME)
+    except OSError:
+        tried.append(f"{SONAME} through the dynamic loader (ld.so.cache, LD_LIBRARY_PATH)")
+    else:
+        return _loaded_path(handle) or SONAME
+    for d in _prefix_dirs():
+        path = os.path.join(d, SONAME)
+        if os.path.exists(path):
+            return path
+        tried.append(path)
+    raise OSError("libstarling not found; tried:\n  " + "\n  ".join(tried) +
+                  "\nInstall it (from the source tree: `make install` as root, which also "
+                  "runs ldconfig), add its directory to LD_LIBRARY_PATH, or set STARLING_LIB "
+                  "to the path of libstarling.so.")
 
 
 # Opaque handles are plain void pointers on the Python side.

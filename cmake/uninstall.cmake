@@ -1,0 +1,41 @@
+# Removes what an install wrote, as listed in its manifest (the `make uninstall` target):
+#   [DESTDIR=D] cmake -DMANIFEST=build/install_manifest.txt -P cmake/uninstall.cmake
+# The manifest's paths do not include the DESTDIR the install used: give the same one
+# here (it is prepended to every path, as the install did). Only the listed
+# files are removed, then the CMake package's own directory (lib/cmake/starling) when it
+# is left empty; shared directories (bin, lib, include) stay.
+if(NOT DEFINED MANIFEST OR NOT EXISTS "${MANIFEST}")
+  message(FATAL_ERROR "uninstall: no manifest '${MANIFEST}' (nothing was installed from "
+                      "this build tree, or it was removed)")
+endif()
+file(STRINGS "${MANIFEST}" files)
+set(failed "")
+set(dirs "")
+foreach(f IN LISTS files)
+  set(f "$ENV{DESTDIR}${f}")
+  if(EXISTS "${f}" OR IS_SYMLINK "${f}")
+    message(STATUS "Removing ${f}")
+    file(REMOVE "${f}")
+    if(EXISTS "${f}" OR IS_SYMLINK "${f}")
+      list(APPEND failed "${f}")
+    endif()
+    get_filename_component(d "${f}" DIRECTORY)
+    list(APPEND dirs "${d}")
+  else()
+    message(STATUS "Already absent: ${f}")
+  endif()
+endforeach()
+list(REMOVE_DUPLICATES dirs)
+foreach(d IN LISTS dirs)
+  get_filename_component(name "${d}" NAME)
+  get_filename_component(parent "${d}" DIRECTORY)
+  get_filename_component(parent_name "${parent}" NAME)
+  file(GLOB left "${d}/*")
+  if(name STREQUAL "starling" AND parent_name STREQUAL "cmake" AND NOT left)
+    message(STATUS "Removing directory ${d}")
+    file(REMOVE_RECURSE "${d}")
+  endif()
+endforeach()
+if(failed)
+  message(FATAL_ERROR "uninstall: could not remove: ${failed}")
+endif()

@@ -53,8 +53,8 @@ def worker_starling(nbytes, iters):
     comm.update_topology()
     t = torch.ones(nbytes // 4, dtype=torch.float32)
     one = torch.ones(1, dtype=torch.float32)
-    ts = timed(lambda: comm.allreduce(t, "sum", inplace=True),
-               lambda: comm.allreduce(one, "sum", inplace=True), iters)
+    ts = timed(lambda: comm.allreduce(t, "sum"),
+               lambda: comm.allreduce(one, "sum"), iters)
     report("starling", comm.size, nbytes, ts)
     comm.close()
 

@@ -8,7 +8,7 @@ NumPy arrays or PyTorch CPU tensors, passed without copies. See docs/python.md.
     comm.update_topology()
     while True:
         try:
-            comm.allreduce(grad, "avg", inplace=True)
+            comm.allreduce(grad, "avg")
         except starling.PeerLost:
             comm.update_topology()
             continue

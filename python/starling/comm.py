@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import warnings
 import weakref
 from ctypes import byref, c_double, c_int, c_size_t, c_void_p
 from typing import Any, List, Optional, Tuple, Union
@@ -23,6 +24,9 @@ __all__ = ["Config", "Coordinator", "Communicator", "Codec", "Request", "DTYPES"
 F32, F64, F16, BF16, I32, I64, U8 = range(7)
 DTYPES = {"f32": F32, "f64": F64, "f16": F16, "bf16": BF16, "i32": I32, "i64": I64, "u8": U8}
 OPS = {"sum": 0, "avg": 1, "min": 2, "max": 3}
+# The tag of barrier(): apart from the default 0, so that a barrier facing some other
+# collective on another member is reported as a Mismatch.
+BARRIER_TAG = 0x5354_4252_0000  # "STBR"
 
 _NUMPY_DTYPES = {"float32": F32, "float64": F64, "float16": F16, "int32": I32,
                  "int64": I64, "uint8": U8}
@@ -395,6 +399,34 @@ def _op(op: Union[str, int]) -> int:
     return int(op)
 
 
+def _legacy_inplace(inplace: Optional[bool], out: Optional[Array], method: str) -> bool:
+    """``inplace=`` of release 0.1 (out-of-place by default then), accepted for one more
+    release with a DeprecationWarning: ``inplace=True`` is now the default and does
+    nothing; ``inplace=False`` without ``out=`` keeps its old meaning (the result in a new
+    buffer, ``data`` untouched), so old code is not silently changed. Returns whether a new
+    output buffer must be made."""
+    if inplace is None:
+        return False
+    warnings.warn(f"Communicator.{method}: inplace= is deprecated and will be removed; "
+                  f"collectives are in place by default, pass out= for a separate result",
+                  DeprecationWarning, stacklevel=3)
+    if inplace and out is not None:
+        raise Invalid(f"Communicator.{method}: inplace=True and out= contradict each other")
+    return not inplace and out is None
+
+
+def _legacy_root(src: int, root: Optional[int], method: str) -> int:
+    """``root=``, broadcast's source before it took torch's name ``src``: accepted for one
+    more release with a DeprecationWarning."""
+    if root is None:
+        return int(src)
+    warnings.warn(f"Communicator.{method}: root= is deprecated and will be removed; use src=",
+                  DeprecationWarning, stacklevel=3)
+    if src not in (0, root):
+        raise Invalid(f"Communicator.{method}: src={src} and root={root} differ")
+    return int(root)
+
+
 class Communicator(_Closing):
     """A peer's handle on a run. Create it, then call :meth:`update_topology` to join.
 
@@ -541,29 +573,30 @@ class Communicator(_Closing):
         return result
 
     def allreduce(self, data: Array, op: Union[str, int] = "sum", *, out: Optional[Array] = None,
-                  inplace: bool = False, codec: Union[None, str, Codec] = None, tag: int = 0
-                  ) -> Array:
+                  codec: Union[None, str, Codec] = None, tag: int = 0,
+                  inplace: Optional[bool] = None) -> Array:
         """All-reduce ``data`` with ``op`` ("sum", "avg", "min", "max").
 
-        Out-of-place by default (a new array/tensor like ``data``); ``out=`` gives the
-        destination (same dtype and size), ``inplace=True`` writes into ``data``.
-        Returns the result buffer."""
-        return self._allreduce(data, op, out, inplace, codec, tag, False)
+        In place, as ``torch.distributed.all_reduce``: ``data`` receives the result and is
+        returned. With ``out=`` (same dtype and size) the result goes there instead and
+        ``data`` is only read. If the call fails (e.g. :class:`PeerLost`) ``data`` is
+        unchanged. ``inplace=`` is deprecated (see :func:`_legacy_inplace`)."""
+        copy = _legacy_inplace(inplace, out, "allreduce")
+        return self._allreduce(data, op, out, copy, codec, tag, False)
 
     def allreduce_async(self, data: Array, op: Union[str, int] = "sum", *,
-                        out: Optional[Array] = None, inplace: bool = False,
-                        codec: Union[None, str, Codec] = None, tag: int = 0) -> Request:
+                        out: Optional[Array] = None, codec: Union[None, str, Codec] = None,
+                        tag: int = 0, inplace: Optional[bool] = None) -> Request:
         """As :meth:`allreduce`, returning a :class:`Request`; buffers must not be touched
         until it completes."""
-        return self._allreduce(data, op, out, inplace, codec, tag, True)
+        copy = _legacy_inplace(inplace, out, "allreduce_async")
+        return self._allreduce(data, op, out, copy, codec, tag, True)
 
-    def _allreduce(self, data, op, out, inplace, codec, tag, asy):
+    def _allreduce(self, data, op, out, copy, codec, tag, asy):
         h = self._handle()
-        src = _Buf(data, "data", writable=inplace)
-        if inplace:
-            out = data
-        elif out is None:
-            out = _empty_like(src, tuple(data.shape))
+        src = _Buf(data, "data", writable=out is None and not copy)
+        if out is None:
+            out = _empty_like(src, tuple(data.shape)) if copy else data
         dst = _Buf(out, "out", writable=True)
         self._same(src, dst, src.count, "out")
         return self._call("starling_allreduce",
@@ -630,39 +663,58 @@ class Communicator(_Closing):
         return self._call("starling_allgather", (h, src.ptr, dst.ptr, src.count, src.dtype),
                           tag, codec, asy, [data, out], out)
 
-    def broadcast(self, data: Array, root: int = 0, *,
-                  codec: Union[None, str, Codec] = None, tag: int = 0) -> Array:
-        """Copies ``data`` of member ``root`` into ``data`` on every member (in place);
-        returns ``data``."""
-        return self._broadcast(data, root, codec, tag, False)
+    def broadcast(self, data: Array, src: int = 0, *, codec: Union[None, str, Codec] = None,
+                  tag: int = 0, root: Optional[int] = None) -> Array:
+        """Copies ``data`` of the member of rank ``src`` into ``data`` on every member (in
+        place, as ``torch.distributed.broadcast``); returns ``data``. ``root=`` is a
+        deprecated alias of ``src``."""
+        src = _legacy_root(src, root, "broadcast")
+        return self._broadcast(data, src, codec, tag, False)
 
-    def broadcast_async(self, data: Array, root: int = 0, *,
-                        codec: Union[None, str, Codec] = None, tag: int = 0) -> Request:
-        return self._broadcast(data, root, codec, tag, True)
+    def broadcast_async(self, data: Array, src: int = 0, *,
+                        codec: Union[None, str, Codec] = None, tag: int = 0,
+                        root: Optional[int] = None) -> Request:
+        src = _legacy_root(src, root, "broadcast_async")
+        return self._broadcast(data, src, codec, tag, True)
 
-    def _broadcast(self, data, root, codec, tag, asy):
+    def _broadcast(self, data, src, codec, tag, asy):
         h = self._handle()
         b = _Buf(data, "data", writable=True)
-        return self._call("starling_broadcast", (h, b.ptr, b.count, b.dtype, int(root)),
+        size = self.size
+        if size > 0 and not 0 <= src < size:  # size 0: not joined, the library says so
+            raise Invalid(f"src: rank {src} is outside 0..{size - 1}")
+        return self._call("starling_broadcast", (h, b.ptr, b.count, b.dtype, int(src)),
                           tag, codec, asy, [data], data)
+
+    def barrier(self, *, tag: int = BARRIER_TAG) -> None:
+        """Returns once every member of the epoch has called it (a collective of zero
+        elements, as ``torch.distributed.barrier``). Raises like any collective
+        (:class:`PeerLost`: update the topology and call it again)."""
+        self._call("starling_allreduce", (self._handle(), None, None, 0, U8, 0), tag, None,
+                   False, [], None)
+
+    def barrier_async(self, *, tag: int = BARRIER_TAG) -> Request:
+        """As :meth:`barrier`, returning a :class:`Request` (``wait()`` returns None)."""
+        return self._call("starling_allreduce", (self._handle(), None, None, 0, U8, 0), tag,
+                          None, True, [], None)
 
     # ------------------------------------------------------------ error feedback
     def robust_allreduce(self, data: Array, aggregator: Union[str, "Aggregator"], f: int, *,
-                         out: Optional[Array] = None, inplace: bool = False,
-                         codec: Union[None, str, Codec] = None, tag: int = 0) -> Array:
+                         out: Optional[Array] = None, codec: Union[None, str, Codec] = None,
+                         tag: int = 0, inplace: Optional[bool] = None) -> Array:
         """Byzantine-robust all-reduce of a float32 buffer: every member's vector is
         gathered and ``aggregator`` (assuming at most ``f`` Byzantine members) is applied
         identically everywhere, so all members get the same bytes. Costs n/2 times the
-        bytes of :meth:`allreduce` (docs/aggregation.md)."""
+        bytes of :meth:`allreduce` (docs/aggregation.md). In place unless ``out=`` is
+        given, like :meth:`allreduce`."""
+        copy = _legacy_inplace(inplace, out, "robust_allreduce")
         h = self._handle()
         agg = aggregator if isinstance(aggregator, Aggregator) else Aggregator(aggregator)
-        src = _Buf(data, "data", writable=inplace)
+        src = _Buf(data, "data", writable=out is None and not copy)
         if src.dtype != F32:
             raise Invalid("data: the robust all-reduce takes float32")
-        if inplace:
-            out = data
-        elif out is None:
-            out = _empty_like(src, tuple(data.shape))
+        if out is None:
+            out = _empty_like(src, tuple(data.shape)) if copy else data
         dst = _Buf(out, "out", writable=True)
         self._same(src, dst, src.count, "out")
         L = _lib.lib()

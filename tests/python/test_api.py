@@ -66,7 +66,7 @@ def test_read_only_refused_for_outputs(lone_comm):
     a = np.zeros(8, np.float32)
     a.setflags(write=False)
     with pytest.raises(starling.Invalid, match="data: array is read-only, it cannot receive"):
-        lone_comm.allreduce(a, inplace=True)
+        lone_comm.allreduce(a)  # in place by default
     with pytest.raises(starling.Invalid, match="out: array is read-only"):
         lone_comm.allreduce(np.zeros(8, np.float32), out=a)
     with pytest.raises(starling.Invalid, match="data: array is read-only"):
@@ -79,7 +79,7 @@ def test_read_only_input_accepted(group3):
     def body(c, i):
         a = np.full(8, i, np.float32)
         a.setflags(write=False)
-        return c.allreduce(a)
+        return c.allreduce(a, out=np.empty(8, np.float32))
     for r in group3.run(body):
         assert (r == 3).all()
 
@@ -164,14 +164,14 @@ def test_int8_allreduce_within_tolerance_and_identical(group3):
     rng = np.random.default_rng(7)
     raw = [rng.standard_normal(10000).astype(np.float32) for _ in range(3)]
     codec = starling.Codec("int8")
-    res = group3.run(lambda c, i: c.allreduce(raw[i], "sum", codec=codec, tag=7))
+    res = group3.run(lambda c, i: c.allreduce(raw[i].copy(), "sum", codec=codec, tag=7))
     ref = sum(r.astype(np.float64) for r in raw)
     scale = max(np.abs(r).max() for r in raw)
     for r in res:
         assert np.abs(r - ref).max() < 3 * 3 * scale / 127
         assert r.tobytes() == res[0].tobytes()
     # a spec string works too, and bf16 casts
-    res = group3.run(lambda c, i: c.allreduce(raw[i], "avg", codec="bf16"))
+    res = group3.run(lambda c, i: c.allreduce(raw[i].copy(), "avg", codec="bf16"))
     for r in res:
         np.testing.assert_allclose(r, ref / 3, atol=0.05)
         assert r.tobytes() == res[0].tobytes()
@@ -189,7 +189,7 @@ def test_error_feedback_residual(group3):
     x = np.random.default_rng(1).standard_normal(512).astype(np.float32)
 
     def body(c, i):
-        c.allreduce(x, codec="int4+ef", tag=99)
+        c.allreduce(x.copy(), codec="int4+ef", tag=99)
         r = c.residual_get(99, np.empty(512, np.float32))
         with pytest.raises(starling.NotFound):
             c.residual_get(12345, np.empty(512, np.float32))
@@ -203,7 +203,7 @@ def test_async_wait_and_test(group3):
     def body(c, i):
         a = np.full(100000, i + 1, np.float32)
         b = np.full(1000, i, np.int64)
-        ra = c.allreduce_async(a, "sum", inplace=True, tag=1)
+        ra = c.allreduce_async(a, "sum", tag=1)
         rb = c.allgather_async(b, tag=2)
         deadline = time.monotonic() + 20
         while not ra.test():
@@ -234,7 +234,7 @@ def test_async_torch_reduce_scatter_broadcast(group3):
         t = torch.arange(30, dtype=torch.float32) * (i + 1)
         r1 = c.reduce_scatter_async(t)
         bt = torch.full((5,), float(c.rank), dtype=torch.bfloat16)
-        r2 = c.broadcast_async(bt, root=2)
+        r2 = c.broadcast_async(bt, src=2)
         return c.rank, r1.wait(), r2.wait()
     for rank, rs, bt in group3.run(body):
         expect = (torch.arange(30, dtype=torch.float32) * 6)[rank * 10:(rank + 1) * 10]
@@ -337,6 +337,6 @@ def test_socket_buffer_config_carries_collectives(fresh_group):
 
     def body(c, i):
         x = np.full(300_000, i + 1, dtype=np.float32)
-        c.allreduce(x, inplace=True)
+        c.allreduce(x)
         return float(x[0]), float(x[-1])
     assert g.run(body) == [(3.0, 3.0), (3.0, 3.0)]

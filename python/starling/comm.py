@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import threading
 import warnings
 import weakref
@@ -37,8 +38,26 @@ _TORCH_DTYPES = {"torch.float32": F32, "torch.float64": F64, "torch.float16": F1
 Array = Any  # numpy.ndarray or torch.Tensor
 
 
+# C names that the library's detail messages may mention, as the Python user calls them.
+_PY_NAMES = {
+    "starling_update_topology": "Communicator.update_topology()",
+    "starling_measure_links": "Communicator.measure_links()",
+    "starling_sync_state": "Communicator.sync()",
+    "starling_state_register": "Communicator.register()",
+    "starling_comm_destroy": "Communicator.close()",
+}
+_C_NAME = re.compile(r"\bstarling_[a-z0-9_]+\b")
+
+
+def _python_names(text: str) -> str:
+    return _C_NAME.sub(lambda m: _PY_NAMES.get(m.group(0), m.group(0)), text)
+
+
 def _check(rc: int, comm: Optional["Communicator"] = None, what: str = "") -> None:
-    """Raises the exception matching `rc` (no-op for STARLING_OK)."""
+    """Raises the exception matching `rc` (no-op for STARLING_OK) with the message
+    "<what>: <starling_strerror> (<starling_comm_errmsg>)", ``what`` naming the Python
+    call (e.g. "Communicator.allreduce"); C function names in the detail are replaced by
+    their Python equivalents."""
     if rc == 0:
         return
     L = _lib.lib()
@@ -46,11 +65,9 @@ def _check(rc: int, comm: Optional["Communicator"] = None, what: str = "") -> No
     detail = ""
     if comm is not None and comm._h:
         detail = (L.starling_comm_errmsg(comm._h) or b"").decode(errors="replace")
-    msg = text
-    if what:
-        msg = f"{what}: {msg}"
-    if detail:
-        msg = f"{msg}: {detail}"
+    msg = f"{what}: {text}" if what else text
+    if detail and detail != text:
+        msg = f"{msg} ({_python_names(detail)})"
     raise error_for(rc, msg)
 
 
@@ -136,7 +153,7 @@ class Config:
         """A new starling_config handle (caller destroys it)."""
         L = _lib.lib()
         h = c_void_p()
-        _check(L.starling_config_create(byref(h)), what="config")
+        _check(L.starling_config_create(byref(h)), what="Config")
         try:
             for field, fn, conv in (
                     ("timeout_ms", L.starling_config_set_timeout_ms, int),
@@ -151,7 +168,7 @@ class Config:
                     ("probe_bytes", L.starling_config_set_probe_bytes, int)):
                 v = getattr(self, field)
                 if v is not None:
-                    _check(fn(h, conv(v)), what=f"config {field}={v!r}")
+                    _check(fn(h, conv(v)), what=f"Config({field}={v!r})")
         except BaseException:
             L.starling_config_destroy(h)
             raise
@@ -204,7 +221,7 @@ class Coordinator(_Closing):
         cfg = config._make() if config else None
         try:
             _check(L.starling_coord_create(byref(self._h), listen.encode(), run.encode(),
-                                           sec, len(sec), cfg), what="coordinator")
+                                           sec, len(sec), cfg), what=f"Coordinator({listen!r})")
         finally:
             if cfg:
                 L.starling_config_destroy(cfg)
@@ -243,7 +260,7 @@ class Coordinator(_Closing):
 class _Parsed:
     """A library handle made once from a spec string (codecs, aggregators): a bad spec
     raises the matching exception with the library's message naming the problem."""
-    _create = _destroy = _spec = _what = ""  # the C functions and a word for messages
+    _create = _destroy = _spec = ""  # the C functions
 
     def __init__(self, spec: str) -> None:
         L = _lib.lib()
@@ -254,8 +271,8 @@ class _Parsed:
             self._h = c_void_p()
             detail = err.value.decode(errors="replace")
             text = L.starling_strerror(rc).decode()
-            raise error_for(rc, f"{self._what} {spec!r}: {text}" +
-                            (f": {detail}" if detail else ""))
+            raise error_for(rc, f"{type(self).__name__}({spec!r}): {text}" +
+                            (f" ({detail})" if detail else ""))
 
     @property
     def spec(self) -> str:
@@ -277,8 +294,8 @@ class Codec(_Parsed):
     Immutable; may be shared by threads and calls. A bad spec raises :class:`Invalid`
     with the library's message."""
 
-    _create, _destroy, _spec, _what = ("starling_codec_create", "starling_codec_destroy",
-                                       "starling_codec_spec", "codec")
+    _create, _destroy, _spec = ("starling_codec_create", "starling_codec_destroy",
+                                "starling_codec_spec")
 
     def max_encoded(self, count: int) -> int:
         return _lib.lib().starling_codec_max_encoded(self._h, count)
@@ -292,7 +309,7 @@ class Codec(_Parsed):
         out = ctypes.create_string_buffer(max(cap, 1))
         n = c_size_t()
         _check(_lib.lib().starling_codec_encode(self._h, b.ptr, b.count, seed, out, cap,
-                                                byref(n)), what="encode")
+                                                byref(n)), what="Codec.encode")
         return out.raw[:n.value]
 
     def decode(self, data: bytes, out: Array, seed: int = 0) -> Array:
@@ -301,7 +318,7 @@ class Codec(_Parsed):
         if b.dtype != F32:
             raise Invalid("out: codecs decode into float32 only")
         _check(_lib.lib().starling_codec_decode(self._h, data, len(data), b.count, seed,
-                                                b.ptr), what="decode")
+                                                b.ptr), what="Codec.decode")
         return out
 
 
@@ -309,9 +326,8 @@ class Aggregator(_Parsed):
     """A robust aggregation rule parsed once from a spec, e.g. ``"median"``, ``"krum"``,
     ``"nnm+trimmed_mean"``, ``"geomed:iters=50"`` (docs/aggregation.md). Immutable."""
 
-    _create, _destroy, _spec, _what = ("starling_aggregator_create",
-                                       "starling_aggregator_destroy",
-                                       "starling_aggregator_spec", "aggregator")
+    _create, _destroy, _spec = ("starling_aggregator_create", "starling_aggregator_destroy",
+                                "starling_aggregator_spec")
 
     def aggregate(self, vectors: Array, f: int, out: Optional[Array] = None) -> Array:
         """Aggregates the rows of a 2-D float32 array (n vectors of d values) assuming at
@@ -332,7 +348,9 @@ class Aggregator(_Parsed):
                                            len(err))
         if rc != 0:
             text = _lib.lib().starling_strerror(rc).decode()
-            raise error_for(rc, f"aggregate: {text}: {err.value.decode(errors='replace')}")
+            detail = err.value.decode(errors="replace")
+            raise error_for(rc, f"Aggregator.aggregate: {text}" +
+                            (f" ({detail})" if detail else ""))
         return out
 
 
@@ -342,8 +360,9 @@ class Request:
     non-blocking and returns True once complete (raising if it failed)."""
 
     def __init__(self, comm: "Communicator", handle: c_void_p, keep: List[Any],
-                 result: Any) -> None:
+                 result: Any, method: str = "") -> None:
         self._comm = comm
+        self._what = f"Communicator.{method}" if method else "Request"
         self._h = handle
         self._keep = keep
         self._result = result
@@ -356,26 +375,26 @@ class Request:
             self._h = c_void_p()
         self._keep = []
         self._comm._requests.discard(self)
-        _check(rc, self._comm)
+        _check(rc, what=self._what)
         return self._result
 
     def wait(self) -> Any:
         """Blocks until complete (bounded by the communicator's op_timeout); returns the
         output buffer or raises the collective's error. May be called again."""
         if self._rc is not None:
-            _check(self._rc, self._comm)
+            _check(self._rc, what=self._what)
             return self._result
         return self._finish(_lib.lib().starling_request_wait(self._h))
 
     def test(self) -> bool:
         """True if complete (raises if it failed), False if still running."""
         if self._rc is not None:
-            _check(self._rc, self._comm)
+            _check(self._rc, what=self._what)
             return True
         done = c_int(0)
         rc = _lib.lib().starling_request_test(self._h, byref(done))
         if not done.value:
-            _check(rc, self._comm)
+            _check(rc, what=self._what)
             return False
         self._finish(rc)
         return True
@@ -451,7 +470,7 @@ class Communicator(_Closing):
         finally:
             if cfg:
                 L.starling_config_destroy(cfg)
-        _check(rc, what=f"connect to {addr}")
+        _check(rc, what=f"Communicator({addr!r}, run={run!r})")
         self._h = h
 
     @classmethod
@@ -473,7 +492,7 @@ class Communicator(_Closing):
     # ------------------------------------------------------------ lifecycle
     def _handle(self) -> c_void_p:
         if not self._h:
-            raise error_for(-11, "communicator is closed")
+            raise error_for(-11, "Communicator: closed (close() was called)")
         return self._h
 
     def close(self) -> None:
@@ -495,13 +514,15 @@ class Communicator(_Closing):
     def update_topology(self) -> None:
         """Joins the next epoch / applies membership changes. Every live member calls it
         at the same point. Raises Timeout, Closed, or PeerLost (call it again)."""
-        _check(_lib.lib().starling_update_topology(self._handle()), self, "update_topology")
+        _check(_lib.lib().starling_update_topology(self._handle()), self,
+               "Communicator.update_topology")
 
     def measure_links(self) -> None:
         """Measures this member's links to the others and reports them to the coordinator,
         which may reorder the ring (ring order "measured"). Collective, like
         update_topology (which it includes)."""
-        _check(_lib.lib().starling_measure_links(self._handle()), self, "measure_links")
+        _check(_lib.lib().starling_measure_links(self._handle()), self,
+               "Communicator.measure_links")
 
     def link(self, rank: int) -> Optional[tuple]:
         """(bytes per second, round-trip seconds) of this member's last measurement of its
@@ -510,7 +531,7 @@ class Communicator(_Closing):
         rc = _lib.lib().starling_comm_link(self._handle(), int(rank), byref(bps), byref(rtt))
         if rc == NotFound.code:
             return None
-        _check(rc, self, "link")
+        _check(rc, self, "Communicator.link")
         return bps.value, rtt.value
 
     @property
@@ -535,27 +556,32 @@ class Communicator(_Closing):
             errors="replace")
 
     # ------------------------------------------------------------ collectives
-    def _opts(self, tag: int, codec: Union[None, str, Codec]) -> Optional[c_void_p]:
+    def _opts(self, tag: int, codec: Union[None, str, Codec], what: str
+              ) -> Optional[c_void_p]:
         if not tag and codec is None:
             return None
         L = _lib.lib()
         h = c_void_p()
-        _check(L.starling_callopts_create(byref(h)), what="callopts")
+        _check(L.starling_callopts_create(byref(h)), what=what)
         try:
             if tag:
-                _check(L.starling_callopts_set_tag(h, int(tag)), what="tag")
+                _check(L.starling_callopts_set_tag(h, int(tag)), what=f"{what}: tag={tag}")
             if codec is not None:
                 c = codec if isinstance(codec, Codec) else Codec(codec)
-                _check(L.starling_callopts_set_codec(h, c._h), what="codec")
+                _check(L.starling_callopts_set_codec(h, c._h), what=f"{what}: codec")
         except BaseException:
             L.starling_callopts_destroy(h)
             raise
         return h
 
     def _call(self, name: str, args: tuple, tag: int, codec: Any, asynchronous: bool,
-              keep: List[Any], result: Any) -> Any:
+              keep: List[Any], result: Any, method: str = "") -> Any:
+        """Runs C collective ``name`` (or its _async twin); ``method`` is the Python
+        method's name for messages (default: the C name without its prefix)."""
+        method = method or name[len("starling_"):] + ("_async" if asynchronous else "")
+        what = f"Communicator.{method}"
         L = _lib.lib()
-        opts = self._opts(tag, codec)
+        opts = self._opts(tag, codec, what)
         try:
             if asynchronous:
                 req = c_void_p()
@@ -565,9 +591,9 @@ class Communicator(_Closing):
         finally:
             if opts:
                 L.starling_callopts_destroy(opts)  # allowed once the call returned
-        _check(rc, self, name[len("starling_"):])
+        _check(rc, self, what)
         if asynchronous:
-            r = Request(self, req, keep, result)
+            r = Request(self, req, keep, result, method)
             self._requests.add(r)
             return r
         return result
@@ -691,12 +717,12 @@ class Communicator(_Closing):
         elements, as ``torch.distributed.barrier``). Raises like any collective
         (:class:`PeerLost`: update the topology and call it again)."""
         self._call("starling_allreduce", (self._handle(), None, None, 0, U8, 0), tag, None,
-                   False, [], None)
+                   False, [], None, "barrier")
 
     def barrier_async(self, *, tag: int = BARRIER_TAG) -> Request:
         """As :meth:`barrier`, returning a :class:`Request` (``wait()`` returns None)."""
         return self._call("starling_allreduce", (self._handle(), None, None, 0, U8, 0), tag,
-                          None, True, [], None)
+                          None, True, [], None, "barrier_async")
 
     # ------------------------------------------------------------ error feedback
     def robust_allreduce(self, data: Array, aggregator: Union[str, "Aggregator"], f: int, *,
@@ -718,14 +744,14 @@ class Communicator(_Closing):
         dst = _Buf(out, "out", writable=True)
         self._same(src, dst, src.count, "out")
         L = _lib.lib()
-        opts = self._opts(tag, codec)
+        opts = self._opts(tag, codec, "Communicator.robust_allreduce")
         try:
             rc = L.starling_robust_allreduce(h, src.ptr, dst.ptr, src.count, agg._h, int(f),
                                              opts)
         finally:
             if opts:
                 L.starling_callopts_destroy(opts)
-        _check(rc, self, "robust_allreduce")
+        _check(rc, self, "Communicator.robust_allreduce")
         return out
 
     def residual_get(self, tag: int, out: Array) -> Array:
@@ -734,7 +760,7 @@ class Communicator(_Closing):
         if b.dtype != F32:
             raise Invalid("out: residuals are float32")
         _check(_lib.lib().starling_residual_get(self._handle(), tag, b.ptr, b.count), self,
-               "residual_get")
+               "Communicator.residual_get")
         return out
 
     def residual_set(self, tag: int, data: Array) -> None:
@@ -742,7 +768,7 @@ class Communicator(_Closing):
         if b.dtype != F32:
             raise Invalid("data: residuals are float32")
         _check(_lib.lib().starling_residual_set(self._handle(), tag, b.ptr, b.count), self,
-               "residual_set")
+               "Communicator.residual_set")
 
     # ------------------------------------------------------------ shared state
     def register(self, name: str, data: Array) -> None:
@@ -751,12 +777,13 @@ class Communicator(_Closing):
         overwrite it during :meth:`sync`."""
         b = _Buf(data, f"state {name!r}", writable=True)
         _check(_lib.lib().starling_state_register(self._handle(), name.encode(), b.ptr,
-                                                  b.count, b.dtype), self, "register")
+                                                  b.count, b.dtype), self,
+               "Communicator.register")
         self._state[name] = data
 
     def unregister(self, name: str) -> None:
         _check(_lib.lib().starling_state_unregister(self._handle(), name.encode()), self,
-               "unregister")
+               "Communicator.unregister")
         self._state.pop(name, None)
 
     @property
@@ -766,19 +793,22 @@ class Communicator(_Closing):
 
     @step.setter
     def step(self, value: int) -> None:
-        _check(_lib.lib().starling_state_set_step(self._handle(), int(value)), self, "step")
+        _check(_lib.lib().starling_state_set_step(self._handle(), int(value)), self,
+               "Communicator.step")
 
     def sync(self) -> bool:
         """Collective: makes every member's shared state equal to the majority's. Returns
         True if this member's state was replaced."""
         changed = c_int(0)
-        _check(_lib.lib().starling_sync_state(self._handle(), byref(changed)), self, "sync")
+        _check(_lib.lib().starling_sync_state(self._handle(), byref(changed)), self,
+               "Communicator.sync")
         return bool(changed.value)
 
     def state_hash(self) -> str:
         """The 128-bit content hash of this member's shared state (32 hex digits)."""
         buf = ctypes.create_string_buffer(33)
-        _check(_lib.lib().starling_state_hash_hex(self._handle(), buf), self, "state_hash")
+        _check(_lib.lib().starling_state_hash_hex(self._handle(), buf), self,
+               "Communicator.state_hash")
         return buf.value.decode()
 
     def __repr__(self) -> str:

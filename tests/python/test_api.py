@@ -90,7 +90,8 @@ def test_collective_before_update_topology_is_state_error(lone_comm):
         lone_comm.allreduce(np.zeros(4, np.float32))
     assert e.value.code == -10
     assert isinstance(e.value, starling.StarlingError)
-    assert str(e.value).startswith("allreduce: ")
+    assert str(e.value) == ("Communicator.allreduce: handle in the wrong state (not a member "
+                            "yet: call Communicator.update_topology() first)")
 
 
 def test_bad_codec_spec_is_invalid_with_library_message():
@@ -134,6 +135,41 @@ def test_closed_communicator(coord):
     c.close()  # twice is fine
 
 
+def test_error_messages_name_python_calls(lone_comm, fresh_group):
+    """Messages say which Python call failed, never a C function (starling_*)."""
+    msgs = []
+    for call, name in ((lambda: lone_comm.barrier(), "barrier"),
+                       (lambda: lone_comm.allreduce_async(np.zeros(2, np.float32)),
+                        "allreduce_async"),
+                       (lambda: lone_comm.sync(), "sync"),
+                       (lambda: lone_comm.allgather(np.zeros(2, np.float32)), "allgather")):
+        with pytest.raises(starling.State) as e:
+            call()
+        assert str(e.value).startswith(f"Communicator.{name}: handle in the wrong state")
+        msgs.append(str(e.value))
+    with pytest.raises(starling.StarlingError) as e:
+        starling.Communicator("127.0.0.1:1", "x", "s", starling.Config(op_timeout_ms=500))
+    assert str(e.value).startswith("Communicator('127.0.0.1:1', run='x'): ")
+    msgs.append(str(e.value))
+    with pytest.raises(starling.Invalid) as e:
+        starling.Codec("int9")
+    assert str(e.value).startswith("Codec('int9'): invalid argument (unknown codec")
+    msgs.append(str(e.value))
+
+    g = fresh_group(2)
+
+    def body(c, i):  # an asynchronous failure names the _async method that made it
+        req = c.allreduce_async(np.zeros(4 + i, np.float32))
+        with pytest.raises(starling.Mismatch) as e:
+            req.wait()
+        c.update_topology()
+        return str(e.value)
+    for m in g.run(body):
+        assert m.startswith("Communicator.allreduce_async: peers disagree on the call"), m
+        msgs.append(m)
+    assert not [m for m in msgs if "starling_" in m], msgs
+
+
 def test_error_table_complete():
     L = starling._lib.lib()
     for code, cls in starling.ERRORS.items():
@@ -142,7 +178,7 @@ def test_error_table_complete():
 
 
 def test_config_bad_value_is_invalid(coord):
-    with pytest.raises(starling.Invalid, match="config streams=99"):
+    with pytest.raises(starling.Invalid, match=r"Config\(streams=99\): invalid argument"):
         starling.Communicator(coord, "solo", "s3cret", starling.Config(streams=99))
 
 

@@ -5,7 +5,8 @@ then the build tree relative to this package (``../../build/src/libstarling.so``
 ``ctypes.util.find_library("starling")``. The library is loaded once per process.
 
 ctypes releases the GIL around every foreign call, so a blocking collective in one
-thread does not stop other Python threads. The library never calls back into Python.
+thread does not stop other Python threads. The library calls back into Python only
+to log (starling._log, installed here once the library is loaded).
 """
 from __future__ import annotations
 
@@ -133,5 +134,7 @@ def lib() -> ctypes.CDLL:
             fn = getattr(handle, name)
             fn.restype = restype
             fn.argtypes = argtypes
+        from . import _log
+        _log.install(handle)
         _lib = handle
     return _lib

@@ -16,7 +16,7 @@ import weakref
 from ctypes import byref, c_double, c_int, c_size_t, c_void_p
 from typing import Any, List, Optional, Tuple, Union
 
-from . import _lib
+from . import _lib, _log
 from .errors import Invalid, NotFound, StarlingError, error_for
 
 __all__ = ["Config", "Coordinator", "Communicator", "Codec", "Request", "DTYPES", "OPS"]
@@ -215,6 +215,7 @@ class Coordinator(_Closing):
                  secret: Union[str, bytes] = "starling", config: Optional[Config] = None
                  ) -> None:
         L = _lib.lib()
+        _log.sync_level()
         self._h = c_void_p()
         self._thread: Optional[threading.Thread] = None
         sec = _secret_bytes(secret)
@@ -457,6 +458,7 @@ class Communicator(_Closing):
                  secret: Union[str, bytes] = "starling", config: Optional[Config] = None
                  ) -> None:
         L = _lib.lib()
+        _log.sync_level()
         self._h = c_void_p()
         self._requests: "weakref.WeakSet[Request]" = weakref.WeakSet()
         self._state: dict = {}

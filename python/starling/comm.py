@@ -7,17 +7,18 @@ results. Anything else raises :class:`starling.Invalid` with a message saying wh
 """
 from __future__ import annotations
 
+import copy
 import ctypes
-import os
 import re
 import threading
+import time
 import warnings
 import weakref
 from ctypes import byref, c_double, c_int, c_size_t, c_void_p
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, List, Mapping, Optional, Tuple, Union
 
 from . import _lib, _log
-from .errors import Invalid, NotFound, StarlingError, error_for
+from .errors import Invalid, NotFound, OSFailure, StarlingError, Timeout, error_for
 
 __all__ = ["Config", "Coordinator", "Communicator", "Codec", "Request", "DTYPES", "OPS"]
 
@@ -460,6 +461,8 @@ class Communicator(_Closing):
         L = _lib.lib()
         _log.sync_level()
         self._h = c_void_p()
+        self._coordinator: Optional[Coordinator] = None  # hosted for from_env's rank 0
+        self.env = None  # the starling.Env read by from_env
         self._requests: "weakref.WeakSet[Request]" = weakref.WeakSet()
         self._state: dict = {}
         addr = coordinator.address if isinstance(coordinator, Coordinator) else coordinator
@@ -476,20 +479,72 @@ class Communicator(_Closing):
         self._h = h
 
     @classmethod
-    def from_env(cls, config: Optional[Config] = None) -> "Communicator":
-        """Made from the variables set by ``python3 -m starling.launch``: STARLING_COORD,
-        STARLING_RUN, STARLING_SECRET, and STARLING_PEERS as min_peers (unless ``config``
-        sets it). STARLING_RANK_HINT, if set, names the peer "peer<hint>"."""
-        env = os.environ
-        if "STARLING_COORD" not in env:
-            raise Invalid("STARLING_COORD is not set (start with python3 -m starling.launch)")
-        config = config or Config()
-        if config.min_peers is None and env.get("STARLING_PEERS"):
-            config.min_peers = int(env["STARLING_PEERS"])
-        if config.name is None and env.get("STARLING_RANK_HINT"):
-            config.name = "peer" + env["STARLING_RANK_HINT"]
-        return cls(env["STARLING_COORD"], env.get("STARLING_RUN", "default"),
-                   env.get("STARLING_SECRET", "starling"), config)
+    def from_env(cls, config: Optional[Config] = None,
+                 environ: Optional[Mapping[str, str]] = None) -> "Communicator":
+        """Made from the launch environment (``environ``, default ``os.environ``) as read
+        by :meth:`starling.Env.read`: starling's variables (``python3 -m starling.launch``),
+        else torchrun's (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), else SLURM's.
+
+        The world size becomes ``min_peers`` and the rank hint the name "peer<rank>"
+        (unless ``config`` sets them; ``config`` itself is not modified). Without
+        starling's variables, rank 0 first starts a :class:`Coordinator` in this process,
+        kept by the communicator and closed with it (rank 0 should close last), and every
+        rank connects to it, retrying until rank 0 is up (bounded by ``op_timeout_ms``,
+        default 60 s). The values read are :attr:`env` (rank, world_size, local_rank, ...)
+        for sharding data. Not yet a member: call :meth:`update_topology`."""
+        from .env import Env
+        env = Env.read(environ)
+        config = copy.copy(config) if config is not None else Config()
+        if config.min_peers is None and env.world_size:
+            config.min_peers = env.world_size
+        if config.name is None and env.rank is not None:
+            config.name = f"peer{env.rank}"
+        if env.default_secret:
+            _log.logger.warning(
+                "STARLING_SECRET is not set: using the documented default secret, so any "
+                "process that can reach %s may join run '%s' (no better than torchrun's "
+                "unauthenticated store); set STARLING_SECRET on every rank",
+                env.coordinator, env.run)
+        coord = None
+        if env.host_coordinator:
+            try:
+                coord = Coordinator(env.listen, env.run, env.secret,
+                                    Config(timeout_ms=config.timeout_ms))
+            except StarlingError as e:
+                raise type(e)(f"{e.message}: rank 0 starts the run's coordinator on "
+                              f"{env.listen} (from {env.source}'s environment); if that "
+                              f"port is taken (by torch.distributed's store?), set "
+                              f"STARLING_COORD_PORT on every rank", e.code) from None
+            _log.logger.info("rank 0 started the coordinator on %s", coord.address)
+        try:
+            if env.source == "starling":
+                comm = cls(env.coordinator, env.run, env.secret, config)
+            else:
+                comm = cls._connect_retrying(env.coordinator, env.run, env.secret, config)
+        except BaseException:
+            if coord is not None:
+                coord.close()
+            raise
+        comm._coordinator = coord
+        comm.env = env
+        return comm
+
+    @classmethod
+    def _connect_retrying(cls, address: str, run: str, secret: str,
+                          config: Config) -> "Communicator":
+        """Connects, retrying while the coordinator is not up yet (OSFailure: refused;
+        Timeout), for at most op_timeout_ms (the library's default: 60 s)."""
+        budget_s = (config.op_timeout_ms or 60000) / 1000.0
+        deadline = time.monotonic() + budget_s
+        pause = 0.05
+        while True:
+            try:
+                return cls(address, run, secret, config)
+            except (OSFailure, Timeout):
+                if time.monotonic() + pause >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
     # ------------------------------------------------------------ lifecycle
     def _handle(self) -> c_void_p:
@@ -499,7 +554,8 @@ class Communicator(_Closing):
 
     def close(self) -> None:
         """Leaves the run and frees the communicator (requests in flight fail with
-        Closed). Buffers registered as shared state are released."""
+        Closed). Buffers registered as shared state are released, and the coordinator
+        that :meth:`from_env` started on rank 0 is closed."""
         if self._h:
             h, self._h = self._h, c_void_p()
             _lib.lib().starling_comm_destroy(h)
@@ -511,6 +567,9 @@ class Communicator(_Closing):
                     r._h = c_void_p()
                     r._keep = []
             self._state.clear()
+        coord, self._coordinator = getattr(self, "_coordinator", None), None
+        if coord is not None:
+            coord.close()
 
 
     def update_topology(self) -> None:

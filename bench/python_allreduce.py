@@ -112,7 +112,8 @@ def main():
     common = ["--peers", str(a.peers), "--mib", str(a.mib), "--iters", str(a.iters)]
     calls = {"starling": [], "gloo": [], "C": []}
     for k in range(a.rounds):
-        res = run([[sys.executable, "-m", "starling.launch", "--peers", str(a.peers), HERE]
+        res = run([[sys.executable, "-m", "starling.launch", "--no-prefix", "--peers",
+                    str(a.peers), HERE]
                    + common + ["--worker", "starling"]], env)
         port = free_port()
         res += run([[sys.executable, HERE] + common + ["--worker", "gloo", str(r), str(port)]

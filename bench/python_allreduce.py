@@ -53,8 +53,8 @@ def worker_starling(nbytes, iters):
     comm.update_topology()
     t = torch.ones(nbytes // 4, dtype=torch.float32)
     one = torch.ones(1, dtype=torch.float32)
-    ts = timed(lambda: comm.allreduce(t, "sum", inplace=True),
-               lambda: comm.allreduce(one, "sum", inplace=True), iters)
+    ts = timed(lambda: comm.allreduce(t, "sum"),
+               lambda: comm.allreduce(one, "sum"), iters)
     report("starling", comm.size, nbytes, ts)
     comm.close()
 
@@ -112,7 +112,8 @@ def main():
     common = ["--peers", str(a.peers), "--mib", str(a.mib), "--iters", str(a.iters)]
     calls = {"starling": [], "gloo": [], "C": []}
     for k in range(a.rounds):
-        res = run([[sys.executable, "-m", "starling.launch", "--peers", str(a.peers), HERE]
+        res = run([[sys.executable, "-m", "starling.launch", "--no-prefix", "--peers",
+                    str(a.peers), HERE]
                    + common + ["--worker", "starling"]], env)
         port = free_port()
         res += run([[sys.executable, HERE] + common + ["--worker", "gloo", str(r), str(port)]

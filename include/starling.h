@@ -101,7 +101,9 @@ typedef enum starling_log_level {
 typedef void (*starling_log_fn)(void *user, starling_log_level level, const char *msg);
 
 /* Process-wide log handler and level. The library is silent until a handler is set.
- * Set it before creating handles; not safe to change while handles exist. */
+ * Set it before creating handles. It may be replaced or removed (NULL) while handles
+ * exist, but a thread that was already logging may still call the previous handler
+ * once, so keep what it uses alive (`user` must match the handler it goes with). */
 STARLING_API void starling_log_set_handler(starling_log_fn fn, void *user);
 STARLING_API void starling_log_set_level(starling_log_level level);
 /* A ready-made handler writing "starling[level] msg\n" to stderr. */

@@ -8,7 +8,7 @@ NumPy arrays or PyTorch CPU tensors, passed without copies. See docs/python.md.
     comm.update_topology()
     while True:
         try:
-            comm.allreduce(grad, "avg", inplace=True)
+            comm.allreduce(grad, "avg")
         except starling.PeerLost:
             comm.update_topology()
             continue
@@ -16,13 +16,14 @@ NumPy arrays or PyTorch CPU tensors, passed without copies. See docs/python.md.
 from ._lib import find_library
 from .comm import (DTYPES, OPS, Aggregator, Codec, Communicator, Config, Coordinator,
                    Request)
+from .env import Env
 from .errors import (ERRORS, Auth, Busy, Closed, Corrupt, Invalid, Limit, Mismatch,
                      NoMemory, NotFound, OSFailure, PeerLost, Protocol, StarlingError,
                      State, Timeout, Unsupported, Version)
 
 __all__ = [
     "Aggregator", "Codec", "Communicator", "Config", "Coordinator", "Request", "DTYPES", "OPS",
-    "StarlingError", "Invalid", "NoMemory", "OSFailure", "Timeout", "PeerLost", "Mismatch",
+    "Env", "StarlingError", "Invalid", "NoMemory", "OSFailure", "Timeout", "PeerLost", "Mismatch",
     "Protocol", "Auth", "Version", "State", "Closed", "Unsupported", "Corrupt", "Limit",
     "NotFound", "Busy", "ERRORS", "find_library", "version", "__version__",
 ]

@@ -7,7 +7,8 @@ then the lib directories of /usr/local, /usr and sys.prefix. The library is load
 per process.
 
 ctypes releases the GIL around every foreign call, so a blocking collective in one
-thread does not stop other Python threads. The library never calls back into Python.
+thread does not stop other Python threads. The library calls back into Python only
+to log (starling._log, installed here once the library is loaded).
 """
 from __future__ import annotations
 
@@ -198,5 +199,7 @@ def lib() -> ctypes.CDLL:
             fn = getattr(handle, name)
             fn.restype = restype
             fn.argtypes = argtypes
+        from . import _log
+        _log.install(handle)
         _lib = handle
     return _lib

@@ -7,15 +7,18 @@ results. Anything else raises :class:`starling.Invalid` with a message saying wh
 """
 from __future__ import annotations
 
+import copy
 import ctypes
-import os
+import re
 import threading
+import time
+import warnings
 import weakref
 from ctypes import byref, c_double, c_int, c_size_t, c_void_p
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, List, Mapping, Optional, Tuple, Union
 
-from . import _lib
-from .errors import Invalid, NotFound, StarlingError, error_for
+from . import _lib, _log
+from .errors import Invalid, NotFound, OSFailure, StarlingError, Timeout, error_for
 
 __all__ = ["Config", "Coordinator", "Communicator", "Codec", "Request", "DTYPES", "OPS"]
 
@@ -23,6 +26,9 @@ __all__ = ["Config", "Coordinator", "Communicator", "Codec", "Request", "DTYPES"
 F32, F64, F16, BF16, I32, I64, U8 = range(7)
 DTYPES = {"f32": F32, "f64": F64, "f16": F16, "bf16": BF16, "i32": I32, "i64": I64, "u8": U8}
 OPS = {"sum": 0, "avg": 1, "min": 2, "max": 3}
+# The tag of barrier(): apart from the default 0, so that a barrier facing some other
+# collective on another member is reported as a Mismatch.
+BARRIER_TAG = 0x5354_4252_0000  # "STBR"
 
 _NUMPY_DTYPES = {"float32": F32, "float64": F64, "float16": F16, "int32": I32,
                  "int64": I64, "uint8": U8}
@@ -33,8 +39,26 @@ _TORCH_DTYPES = {"torch.float32": F32, "torch.float64": F64, "torch.float16": F1
 Array = Any  # numpy.ndarray or torch.Tensor
 
 
+# C names that the library's detail messages may mention, as the Python user calls them.
+_PY_NAMES = {
+    "starling_update_topology": "Communicator.update_topology()",
+    "starling_measure_links": "Communicator.measure_links()",
+    "starling_sync_state": "Communicator.sync()",
+    "starling_state_register": "Communicator.register()",
+    "starling_comm_destroy": "Communicator.close()",
+}
+_C_NAME = re.compile(r"\bstarling_[a-z0-9_]+\b")
+
+
+def _python_names(text: str) -> str:
+    return _C_NAME.sub(lambda m: _PY_NAMES.get(m.group(0), m.group(0)), text)
+
+
 def _check(rc: int, comm: Optional["Communicator"] = None, what: str = "") -> None:
-    """Raises the exception matching `rc` (no-op for STARLING_OK)."""
+    """Raises the exception matching `rc` (no-op for STARLING_OK) with the message
+    "<what>: <starling_strerror> (<starling_comm_errmsg>)", ``what`` naming the Python
+    call (e.g. "Communicator.allreduce"); C function names in the detail are replaced by
+    their Python equivalents."""
     if rc == 0:
         return
     L = _lib.lib()
@@ -42,11 +66,9 @@ def _check(rc: int, comm: Optional["Communicator"] = None, what: str = "") -> No
     detail = ""
     if comm is not None and comm._h:
         detail = (L.starling_comm_errmsg(comm._h) or b"").decode(errors="replace")
-    msg = text
-    if what:
-        msg = f"{what}: {msg}"
-    if detail:
-        msg = f"{msg}: {detail}"
+    msg = f"{what}: {text}" if what else text
+    if detail and detail != text:
+        msg = f"{msg} ({_python_names(detail)})"
     raise error_for(rc, msg)
 
 
@@ -132,7 +154,7 @@ class Config:
         """A new starling_config handle (caller destroys it)."""
         L = _lib.lib()
         h = c_void_p()
-        _check(L.starling_config_create(byref(h)), what="config")
+        _check(L.starling_config_create(byref(h)), what="Config")
         try:
             for field, fn, conv in (
                     ("timeout_ms", L.starling_config_set_timeout_ms, int),
@@ -147,7 +169,7 @@ class Config:
                     ("probe_bytes", L.starling_config_set_probe_bytes, int)):
                 v = getattr(self, field)
                 if v is not None:
-                    _check(fn(h, conv(v)), what=f"config {field}={v!r}")
+                    _check(fn(h, conv(v)), what=f"Config({field}={v!r})")
         except BaseException:
             L.starling_config_destroy(h)
             raise
@@ -194,13 +216,14 @@ class Coordinator(_Closing):
                  secret: Union[str, bytes] = "starling", config: Optional[Config] = None
                  ) -> None:
         L = _lib.lib()
+        _log.sync_level()
         self._h = c_void_p()
         self._thread: Optional[threading.Thread] = None
         sec = _secret_bytes(secret)
         cfg = config._make() if config else None
         try:
             _check(L.starling_coord_create(byref(self._h), listen.encode(), run.encode(),
-                                           sec, len(sec), cfg), what="coordinator")
+                                           sec, len(sec), cfg), what=f"Coordinator({listen!r})")
         finally:
             if cfg:
                 L.starling_config_destroy(cfg)
@@ -239,7 +262,7 @@ class Coordinator(_Closing):
 class _Parsed:
     """A library handle made once from a spec string (codecs, aggregators): a bad spec
     raises the matching exception with the library's message naming the problem."""
-    _create = _destroy = _spec = _what = ""  # the C functions and a word for messages
+    _create = _destroy = _spec = ""  # the C functions
 
     def __init__(self, spec: str) -> None:
         L = _lib.lib()
@@ -250,8 +273,8 @@ class _Parsed:
             self._h = c_void_p()
             detail = err.value.decode(errors="replace")
             text = L.starling_strerror(rc).decode()
-            raise error_for(rc, f"{self._what} {spec!r}: {text}" +
-                            (f": {detail}" if detail else ""))
+            raise error_for(rc, f"{type(self).__name__}({spec!r}): {text}" +
+                            (f" ({detail})" if detail else ""))
 
     @property
     def spec(self) -> str:
@@ -273,8 +296,8 @@ class Codec(_Parsed):
     Immutable; may be shared by threads and calls. A bad spec raises :class:`Invalid`
     with the library's message."""
 
-    _create, _destroy, _spec, _what = ("starling_codec_create", "starling_codec_destroy",
-                                       "starling_codec_spec", "codec")
+    _create, _destroy, _spec = ("starling_codec_create", "starling_codec_destroy",
+                                "starling_codec_spec")
 
     def max_encoded(self, count: int) -> int:
         return _lib.lib().starling_codec_max_encoded(self._h, count)
@@ -288,7 +311,7 @@ class Codec(_Parsed):
         out = ctypes.create_string_buffer(max(cap, 1))
         n = c_size_t()
         _check(_lib.lib().starling_codec_encode(self._h, b.ptr, b.count, seed, out, cap,
-                                                byref(n)), what="encode")
+                                                byref(n)), what="Codec.encode")
         return out.raw[:n.value]
 
     def decode(self, data: bytes, out: Array, seed: int = 0) -> Array:
@@ -297,7 +320,7 @@ class Codec(_Parsed):
         if b.dtype != F32:
             raise Invalid("out: codecs decode into float32 only")
         _check(_lib.lib().starling_codec_decode(self._h, data, len(data), b.count, seed,
-                                                b.ptr), what="decode")
+                                                b.ptr), what="Codec.decode")
         return out
 
 
@@ -305,9 +328,8 @@ class Aggregator(_Parsed):
     """A robust aggregation rule parsed once from a spec, e.g. ``"median"``, ``"krum"``,
     ``"nnm+trimmed_mean"``, ``"geomed:iters=50"`` (docs/aggregation.md). Immutable."""
 
-    _create, _destroy, _spec, _what = ("starling_aggregator_create",
-                                       "starling_aggregator_destroy",
-                                       "starling_aggregator_spec", "aggregator")
+    _create, _destroy, _spec = ("starling_aggregator_create", "starling_aggregator_destroy",
+                                "starling_aggregator_spec")
 
     def aggregate(self, vectors: Array, f: int, out: Optional[Array] = None) -> Array:
         """Aggregates the rows of a 2-D float32 array (n vectors of d values) assuming at
@@ -328,7 +350,9 @@ class Aggregator(_Parsed):
                                            len(err))
         if rc != 0:
             text = _lib.lib().starling_strerror(rc).decode()
-            raise error_for(rc, f"aggregate: {text}: {err.value.decode(errors='replace')}")
+            detail = err.value.decode(errors="replace")
+            raise error_for(rc, f"Aggregator.aggregate: {text}" +
+                            (f" ({detail})" if detail else ""))
         return out
 
 
@@ -338,8 +362,9 @@ class Request:
     non-blocking and returns True once complete (raising if it failed)."""
 
     def __init__(self, comm: "Communicator", handle: c_void_p, keep: List[Any],
-                 result: Any) -> None:
+                 result: Any, method: str = "") -> None:
         self._comm = comm
+        self._what = f"Communicator.{method}" if method else "Request"
         self._h = handle
         self._keep = keep
         self._result = result
@@ -352,26 +377,26 @@ class Request:
             self._h = c_void_p()
         self._keep = []
         self._comm._requests.discard(self)
-        _check(rc, self._comm)
+        _check(rc, what=self._what)
         return self._result
 
     def wait(self) -> Any:
         """Blocks until complete (bounded by the communicator's op_timeout); returns the
         output buffer or raises the collective's error. May be called again."""
         if self._rc is not None:
-            _check(self._rc, self._comm)
+            _check(self._rc, what=self._what)
             return self._result
         return self._finish(_lib.lib().starling_request_wait(self._h))
 
     def test(self) -> bool:
         """True if complete (raises if it failed), False if still running."""
         if self._rc is not None:
-            _check(self._rc, self._comm)
+            _check(self._rc, what=self._what)
             return True
         done = c_int(0)
         rc = _lib.lib().starling_request_test(self._h, byref(done))
         if not done.value:
-            _check(rc, self._comm)
+            _check(rc, what=self._what)
             return False
         self._finish(rc)
         return True
@@ -395,6 +420,34 @@ def _op(op: Union[str, int]) -> int:
     return int(op)
 
 
+def _legacy_inplace(inplace: Optional[bool], out: Optional[Array], method: str) -> bool:
+    """``inplace=`` of release 0.1 (out-of-place by default then), accepted for one more
+    release with a DeprecationWarning: ``inplace=True`` is now the default and does
+    nothing; ``inplace=False`` without ``out=`` keeps its old meaning (the result in a new
+    buffer, ``data`` untouched), so old code is not silently changed. Returns whether a new
+    output buffer must be made."""
+    if inplace is None:
+        return False
+    warnings.warn(f"Communicator.{method}: inplace= is deprecated and will be removed; "
+                  f"collectives are in place by default, pass out= for a separate result",
+                  DeprecationWarning, stacklevel=3)
+    if inplace and out is not None:
+        raise Invalid(f"Communicator.{method}: inplace=True and out= contradict each other")
+    return not inplace and out is None
+
+
+def _legacy_root(src: int, root: Optional[int], method: str) -> int:
+    """``root=``, broadcast's source before it took torch's name ``src``: accepted for one
+    more release with a DeprecationWarning."""
+    if root is None:
+        return int(src)
+    warnings.warn(f"Communicator.{method}: root= is deprecated and will be removed; use src=",
+                  DeprecationWarning, stacklevel=3)
+    if src not in (0, root):
+        raise Invalid(f"Communicator.{method}: src={src} and root={root} differ")
+    return int(root)
+
+
 class Communicator(_Closing):
     """A peer's handle on a run. Create it, then call :meth:`update_topology` to join.
 
@@ -406,7 +459,10 @@ class Communicator(_Closing):
                  secret: Union[str, bytes] = "starling", config: Optional[Config] = None
                  ) -> None:
         L = _lib.lib()
+        _log.sync_level()
         self._h = c_void_p()
+        self._coordinator: Optional[Coordinator] = None  # hosted for from_env's rank 0
+        self.env = None  # the starling.Env read by from_env
         self._requests: "weakref.WeakSet[Request]" = weakref.WeakSet()
         self._state: dict = {}
         addr = coordinator.address if isinstance(coordinator, Coordinator) else coordinator
@@ -419,34 +475,87 @@ class Communicator(_Closing):
         finally:
             if cfg:
                 L.starling_config_destroy(cfg)
-        _check(rc, what=f"connect to {addr}")
+        _check(rc, what=f"Communicator({addr!r}, run={run!r})")
         self._h = h
 
     @classmethod
-    def from_env(cls, config: Optional[Config] = None) -> "Communicator":
-        """Made from the variables set by ``python3 -m starling.launch``: STARLING_COORD,
-        STARLING_RUN, STARLING_SECRET, and STARLING_PEERS as min_peers (unless ``config``
-        sets it). STARLING_RANK_HINT, if set, names the peer "peer<hint>"."""
-        env = os.environ
-        if "STARLING_COORD" not in env:
-            raise Invalid("STARLING_COORD is not set (start with python3 -m starling.launch)")
-        config = config or Config()
-        if config.min_peers is None and env.get("STARLING_PEERS"):
-            config.min_peers = int(env["STARLING_PEERS"])
-        if config.name is None and env.get("STARLING_RANK_HINT"):
-            config.name = "peer" + env["STARLING_RANK_HINT"]
-        return cls(env["STARLING_COORD"], env.get("STARLING_RUN", "default"),
-                   env.get("STARLING_SECRET", "starling"), config)
+    def from_env(cls, config: Optional[Config] = None,
+                 environ: Optional[Mapping[str, str]] = None) -> "Communicator":
+        """Made from the launch environment (``environ``, default ``os.environ``) as read
+        by :meth:`starling.Env.read`: starling's variables (``python3 -m starling.launch``),
+        else torchrun's (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), else SLURM's.
+
+        The world size becomes ``min_peers`` and the rank hint the name "peer<rank>"
+        (unless ``config`` sets them; ``config`` itself is not modified). Without
+        starling's variables, rank 0 first starts a :class:`Coordinator` in this process,
+        kept by the communicator and closed with it (rank 0 should close last), and every
+        rank connects to it, retrying until rank 0 is up (bounded by ``op_timeout_ms``,
+        default 60 s). The values read are :attr:`env` (rank, world_size, local_rank, ...)
+        for sharding data. Not yet a member: call :meth:`update_topology`."""
+        from .env import Env
+        env = Env.read(environ)
+        config = copy.copy(config) if config is not None else Config()
+        if config.min_peers is None and env.world_size:
+            config.min_peers = env.world_size
+        if config.name is None and env.rank is not None:
+            config.name = f"peer{env.rank}"
+        if env.default_secret:
+            _log.logger.warning(
+                "STARLING_SECRET is not set: using the documented default secret, so any "
+                "process that can reach %s may join run '%s' (no better than torchrun's "
+                "unauthenticated store); set STARLING_SECRET on every rank",
+                env.coordinator, env.run)
+        coord = None
+        if env.host_coordinator:
+            try:
+                coord = Coordinator(env.listen, env.run, env.secret,
+                                    Config(timeout_ms=config.timeout_ms))
+            except StarlingError as e:
+                raise type(e)(f"{e.message}: rank 0 starts the run's coordinator on "
+                              f"{env.listen} (from {env.source}'s environment); if that "
+                              f"port is taken (by torch.distributed's store?), set "
+                              f"STARLING_COORD_PORT on every rank", e.code) from None
+            _log.logger.info("rank 0 started the coordinator on %s", coord.address)
+        try:
+            if env.source == "starling":
+                comm = cls(env.coordinator, env.run, env.secret, config)
+            else:
+                comm = cls._connect_retrying(env.coordinator, env.run, env.secret, config)
+        except BaseException:
+            if coord is not None:
+                coord.close()
+            raise
+        comm._coordinator = coord
+        comm.env = env
+        return comm
+
+    @classmethod
+    def _connect_retrying(cls, address: str, run: str, secret: str,
+                          config: Config) -> "Communicator":
+        """Connects, retrying while the coordinator is not up yet (OSFailure: refused;
+        Timeout), for at most op_timeout_ms (the library's default: 60 s)."""
+        budget_s = (config.op_timeout_ms or 60000) / 1000.0
+        deadline = time.monotonic() + budget_s
+        pause = 0.05
+        while True:
+            try:
+                return cls(address, run, secret, config)
+            except (OSFailure, Timeout):
+                if time.monotonic() + pause >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
     # ------------------------------------------------------------ lifecycle
     def _handle(self) -> c_void_p:
         if not self._h:
-            raise error_for(-11, "communicator is closed")
+            raise error_for(-11, "Communicator: closed (close() was called)")
         return self._h
 
     def close(self) -> None:
         """Leaves the run and frees the communicator (requests in flight fail with
-        Closed). Buffers registered as shared state are released."""
+        Closed). Buffers registered as shared state are released, and the coordinator
+        that :meth:`from_env` started on rank 0 is closed."""
         if self._h:
             h, self._h = self._h, c_void_p()
             _lib.lib().starling_comm_destroy(h)
@@ -458,18 +567,23 @@ class Communicator(_Closing):
                     r._h = c_void_p()
                     r._keep = []
             self._state.clear()
+        coord, self._coordinator = getattr(self, "_coordinator", None), None
+        if coord is not None:
+            coord.close()
 
 
     def update_topology(self) -> None:
         """Joins the next epoch / applies membership changes. Every live member calls it
         at the same point. Raises Timeout, Closed, or PeerLost (call it again)."""
-        _check(_lib.lib().starling_update_topology(self._handle()), self, "update_topology")
+        _check(_lib.lib().starling_update_topology(self._handle()), self,
+               "Communicator.update_topology")
 
     def measure_links(self) -> None:
         """Measures this member's links to the others and reports them to the coordinator,
         which may reorder the ring (ring order "measured"). Collective, like
         update_topology (which it includes)."""
-        _check(_lib.lib().starling_measure_links(self._handle()), self, "measure_links")
+        _check(_lib.lib().starling_measure_links(self._handle()), self,
+               "Communicator.measure_links")
 
     def link(self, rank: int) -> Optional[tuple]:
         """(bytes per second, round-trip seconds) of this member's last measurement of its
@@ -478,7 +592,7 @@ class Communicator(_Closing):
         rc = _lib.lib().starling_comm_link(self._handle(), int(rank), byref(bps), byref(rtt))
         if rc == NotFound.code:
             return None
-        _check(rc, self, "link")
+        _check(rc, self, "Communicator.link")
         return bps.value, rtt.value
 
     @property
@@ -503,27 +617,32 @@ class Communicator(_Closing):
             errors="replace")
 
     # ------------------------------------------------------------ collectives
-    def _opts(self, tag: int, codec: Union[None, str, Codec]) -> Optional[c_void_p]:
+    def _opts(self, tag: int, codec: Union[None, str, Codec], what: str
+              ) -> Optional[c_void_p]:
         if not tag and codec is None:
             return None
         L = _lib.lib()
         h = c_void_p()
-        _check(L.starling_callopts_create(byref(h)), what="callopts")
+        _check(L.starling_callopts_create(byref(h)), what=what)
         try:
             if tag:
-                _check(L.starling_callopts_set_tag(h, int(tag)), what="tag")
+                _check(L.starling_callopts_set_tag(h, int(tag)), what=f"{what}: tag={tag}")
             if codec is not None:
                 c = codec if isinstance(codec, Codec) else Codec(codec)
-                _check(L.starling_callopts_set_codec(h, c._h), what="codec")
+                _check(L.starling_callopts_set_codec(h, c._h), what=f"{what}: codec")
         except BaseException:
             L.starling_callopts_destroy(h)
             raise
         return h
 
     def _call(self, name: str, args: tuple, tag: int, codec: Any, asynchronous: bool,
-              keep: List[Any], result: Any) -> Any:
+              keep: List[Any], result: Any, method: str = "") -> Any:
+        """Runs C collective ``name`` (or its _async twin); ``method`` is the Python
+        method's name for messages (default: the C name without its prefix)."""
+        method = method or name[len("starling_"):] + ("_async" if asynchronous else "")
+        what = f"Communicator.{method}"
         L = _lib.lib()
-        opts = self._opts(tag, codec)
+        opts = self._opts(tag, codec, what)
         try:
             if asynchronous:
                 req = c_void_p()
@@ -533,37 +652,38 @@ class Communicator(_Closing):
         finally:
             if opts:
                 L.starling_callopts_destroy(opts)  # allowed once the call returned
-        _check(rc, self, name[len("starling_"):])
+        _check(rc, self, what)
         if asynchronous:
-            r = Request(self, req, keep, result)
+            r = Request(self, req, keep, result, method)
             self._requests.add(r)
             return r
         return result
 
     def allreduce(self, data: Array, op: Union[str, int] = "sum", *, out: Optional[Array] = None,
-                  inplace: bool = False, codec: Union[None, str, Codec] = None, tag: int = 0
-                  ) -> Array:
+                  codec: Union[None, str, Codec] = None, tag: int = 0,
+                  inplace: Optional[bool] = None) -> Array:
         """All-reduce ``data`` with ``op`` ("sum", "avg", "min", "max").
 
-        Out-of-place by default (a new array/tensor like ``data``); ``out=`` gives the
-        destination (same dtype and size), ``inplace=True`` writes into ``data``.
-        Returns the result buffer."""
-        return self._allreduce(data, op, out, inplace, codec, tag, False)
+        In place, as ``torch.distributed.all_reduce``: ``data`` receives the result and is
+        returned. With ``out=`` (same dtype and size) the result goes there instead and
+        ``data`` is only read. If the call fails (e.g. :class:`PeerLost`) ``data`` is
+        unchanged. ``inplace=`` is deprecated (see :func:`_legacy_inplace`)."""
+        copy = _legacy_inplace(inplace, out, "allreduce")
+        return self._allreduce(data, op, out, copy, codec, tag, False)
 
     def allreduce_async(self, data: Array, op: Union[str, int] = "sum", *,
-                        out: Optional[Array] = None, inplace: bool = False,
-                        codec: Union[None, str, Codec] = None, tag: int = 0) -> Request:
+                        out: Optional[Array] = None, codec: Union[None, str, Codec] = None,
+                        tag: int = 0, inplace: Optional[bool] = None) -> Request:
         """As :meth:`allreduce`, returning a :class:`Request`; buffers must not be touched
         until it completes."""
-        return self._allreduce(data, op, out, inplace, codec, tag, True)
+        copy = _legacy_inplace(inplace, out, "allreduce_async")
+        return self._allreduce(data, op, out, copy, codec, tag, True)
 
-    def _allreduce(self, data, op, out, inplace, codec, tag, asy):
+    def _allreduce(self, data, op, out, copy, codec, tag, asy):
         h = self._handle()
-        src = _Buf(data, "data", writable=inplace)
-        if inplace:
-            out = data
-        elif out is None:
-            out = _empty_like(src, tuple(data.shape))
+        src = _Buf(data, "data", writable=out is None and not copy)
+        if out is None:
+            out = _empty_like(src, tuple(data.shape)) if copy else data
         dst = _Buf(out, "out", writable=True)
         self._same(src, dst, src.count, "out")
         return self._call("starling_allreduce",
@@ -630,50 +750,69 @@ class Communicator(_Closing):
         return self._call("starling_allgather", (h, src.ptr, dst.ptr, src.count, src.dtype),
                           tag, codec, asy, [data, out], out)
 
-    def broadcast(self, data: Array, root: int = 0, *,
-                  codec: Union[None, str, Codec] = None, tag: int = 0) -> Array:
-        """Copies ``data`` of member ``root`` into ``data`` on every member (in place);
-        returns ``data``."""
-        return self._broadcast(data, root, codec, tag, False)
+    def broadcast(self, data: Array, src: int = 0, *, codec: Union[None, str, Codec] = None,
+                  tag: int = 0, root: Optional[int] = None) -> Array:
+        """Copies ``data`` of the member of rank ``src`` into ``data`` on every member (in
+        place, as ``torch.distributed.broadcast``); returns ``data``. ``root=`` is a
+        deprecated alias of ``src``."""
+        src = _legacy_root(src, root, "broadcast")
+        return self._broadcast(data, src, codec, tag, False)
 
-    def broadcast_async(self, data: Array, root: int = 0, *,
-                        codec: Union[None, str, Codec] = None, tag: int = 0) -> Request:
-        return self._broadcast(data, root, codec, tag, True)
+    def broadcast_async(self, data: Array, src: int = 0, *,
+                        codec: Union[None, str, Codec] = None, tag: int = 0,
+                        root: Optional[int] = None) -> Request:
+        src = _legacy_root(src, root, "broadcast_async")
+        return self._broadcast(data, src, codec, tag, True)
 
-    def _broadcast(self, data, root, codec, tag, asy):
+    def _broadcast(self, data, src, codec, tag, asy):
         h = self._handle()
         b = _Buf(data, "data", writable=True)
-        return self._call("starling_broadcast", (h, b.ptr, b.count, b.dtype, int(root)),
+        size = self.size
+        if size > 0 and not 0 <= src < size:  # size 0: not joined, the library says so
+            raise Invalid(f"src: rank {src} is outside 0..{size - 1}")
+        return self._call("starling_broadcast", (h, b.ptr, b.count, b.dtype, int(src)),
                           tag, codec, asy, [data], data)
+
+    def barrier(self, *, tag: int = BARRIER_TAG) -> None:
+        """Returns once every member of the epoch has called it (a collective of zero
+        elements, as ``torch.distributed.barrier``). Raises like any collective
+        (:class:`PeerLost`: update the topology and call it again)."""
+        self._call("starling_allreduce", (self._handle(), None, None, 0, U8, 0), tag, None,
+                   False, [], None, "barrier")
+
+    def barrier_async(self, *, tag: int = BARRIER_TAG) -> Request:
+        """As :meth:`barrier`, returning a :class:`Request` (``wait()`` returns None)."""
+        return self._call("starling_allreduce", (self._handle(), None, None, 0, U8, 0), tag,
+                          None, True, [], None, "barrier_async")
 
     # ------------------------------------------------------------ error feedback
     def robust_allreduce(self, data: Array, aggregator: Union[str, "Aggregator"], f: int, *,
-                         out: Optional[Array] = None, inplace: bool = False,
-                         codec: Union[None, str, Codec] = None, tag: int = 0) -> Array:
+                         out: Optional[Array] = None, codec: Union[None, str, Codec] = None,
+                         tag: int = 0, inplace: Optional[bool] = None) -> Array:
         """Byzantine-robust all-reduce of a float32 buffer: every member's vector is
         gathered and ``aggregator`` (assuming at most ``f`` Byzantine members) is applied
         identically everywhere, so all members get the same bytes. Costs n/2 times the
-        bytes of :meth:`allreduce` (docs/aggregation.md)."""
+        bytes of :meth:`allreduce` (docs/aggregation.md). In place unless ``out=`` is
+        given, like :meth:`allreduce`."""
+        copy = _legacy_inplace(inplace, out, "robust_allreduce")
         h = self._handle()
         agg = aggregator if isinstance(aggregator, Aggregator) else Aggregator(aggregator)
-        src = _Buf(data, "data", writable=inplace)
+        src = _Buf(data, "data", writable=out is None and not copy)
         if src.dtype != F32:
             raise Invalid("data: the robust all-reduce takes float32")
-        if inplace:
-            out = data
-        elif out is None:
-            out = _empty_like(src, tuple(data.shape))
+        if out is None:
+            out = _empty_like(src, tuple(data.shape)) if copy else data
         dst = _Buf(out, "out", writable=True)
         self._same(src, dst, src.count, "out")
         L = _lib.lib()
-        opts = self._opts(tag, codec)
+        opts = self._opts(tag, codec, "Communicator.robust_allreduce")
         try:
             rc = L.starling_robust_allreduce(h, src.ptr, dst.ptr, src.count, agg._h, int(f),
                                              opts)
         finally:
             if opts:
                 L.starling_callopts_destroy(opts)
-        _check(rc, self, "robust_allreduce")
+        _check(rc, self, "Communicator.robust_allreduce")
         return out
 
     def residual_get(self, tag: int, out: Array) -> Array:
@@ -682,7 +821,7 @@ class Communicator(_Closing):
         if b.dtype != F32:
             raise Invalid("out: residuals are float32")
         _check(_lib.lib().starling_residual_get(self._handle(), tag, b.ptr, b.count), self,
-               "residual_get")
+               "Communicator.residual_get")
         return out
 
     def residual_set(self, tag: int, data: Array) -> None:
@@ -690,7 +829,7 @@ class Communicator(_Closing):
         if b.dtype != F32:
             raise Invalid("data: residuals are float32")
         _check(_lib.lib().starling_residual_set(self._handle(), tag, b.ptr, b.count), self,
-               "residual_set")
+               "Communicator.residual_set")
 
     # ------------------------------------------------------------ shared state
     def register(self, name: str, data: Array) -> None:
@@ -699,12 +838,13 @@ class Communicator(_Closing):
         overwrite it during :meth:`sync`."""
         b = _Buf(data, f"state {name!r}", writable=True)
         _check(_lib.lib().starling_state_register(self._handle(), name.encode(), b.ptr,
-                                                  b.count, b.dtype), self, "register")
+                                                  b.count, b.dtype), self,
+               "Communicator.register")
         self._state[name] = data
 
     def unregister(self, name: str) -> None:
         _check(_lib.lib().starling_state_unregister(self._handle(), name.encode()), self,
-               "unregister")
+               "Communicator.unregister")
         self._state.pop(name, None)
 
     @property
@@ -714,19 +854,22 @@ class Communicator(_Closing):
 
     @step.setter
     def step(self, value: int) -> None:
-        _check(_lib.lib().starling_state_set_step(self._handle(), int(value)), self, "step")
+        _check(_lib.lib().starling_state_set_step(self._handle(), int(value)), self,
+               "Communicator.step")
 
     def sync(self) -> bool:
         """Collective: makes every member's shared state equal to the majority's. Returns
         True if this member's state was replaced."""
         changed = c_int(0)
-        _check(_lib.lib().starling_sync_state(self._handle(), byref(changed)), self, "sync")
+        _check(_lib.lib().starling_sync_state(self._handle(), byref(changed)), self,
+               "Communicator.sync")
         return bool(changed.value)
 
     def state_hash(self) -> str:
         """The 128-bit content hash of this member's shared state (32 hex digits)."""
         buf = ctypes.create_string_buffer(33)
-        _check(_lib.lib().starling_state_hash_hex(self._handle(), buf), self, "state_hash")
+        _check(_lib.lib().starling_state_hash_hex(self._handle(), buf), self,
+               "Communicator.state_hash")
         return buf.value.decode()
 
     def __repr__(self) -> str:

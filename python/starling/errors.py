@@ -1,8 +1,9 @@
 """Exceptions raised for the library's error codes (the starling_error enum).
 
 Every failure raises a subclass of :class:`StarlingError` carrying ``.code`` (the negative
-C code) and ``.message`` (``starling_strerror`` text plus the communicator's detail from
-``starling_comm_errmsg``). Argument checks made in Python (non-contiguous, wrong dtype,
+C code) and ``.message``: the Python call that failed, the ``starling_strerror`` text and
+the communicator's detail from ``starling_comm_errmsg`` in parentheses, e.g.
+``Communicator.allreduce: a peer was lost (a ring link closed)``. Argument checks made in Python (non-contiguous, wrong dtype,
 read-only output, ...) raise :class:`Invalid`, the same class the library uses for a bad
 argument; it is also a :class:`ValueError`.
 """

@@ -4,7 +4,8 @@
     python3 -m starling.launch --peers 4 --coordinator 10.0.0.1:7000 train.py   # join
 
 Without ``--coordinator`` an in-process coordinator listens on ``--listen`` (default
-127.0.0.1:0, a free port). Each child runs ``python3 script.py args...`` with:
+127.0.0.1:0, a free port). Each child runs ``python3 script.py args...`` with starling's
+variables, read by ``starling.Communicator.from_env()``:
 
   STARLING_COORD      coordinator "HOST:PORT"
   STARLING_RUN        run name (--run, default "default")
@@ -14,6 +15,28 @@ Without ``--coordinator`` an in-process coordinator listens on ``--listen`` (def
                       sharding; the ring rank is decided by the coordinator at each epoch)
   STARLING_PEERS      the expected member count (--world, default N), used as min_peers
                       by Communicator.from_env()
+
+and torchrun's, so that torch code (``torch.distributed.init_process_group("gloo")`` with
+``env://``, data samplers) runs unchanged:
+
+  RANK                the same number as STARLING_RANK_HINT
+  WORLD_SIZE          --world, default N
+  LOCAL_RANK          this child's index on this machine, 0..N-1
+  LOCAL_WORLD_SIZE    N
+  MASTER_ADDR         --master-addr, else the coordinator's host (127.0.0.1 for 0.0.0.0)
+  MASTER_PORT         --master-port, else a free port there. Never the coordinator's port:
+                      torch's rank 0 binds MASTER_PORT for its TCPStore.
+
+When joining a remote coordinator (``--coordinator``), MASTER_ADDR / MASTER_PORT come from
+--master-addr / --master-port, else from the inherited environment (MASTER_ADDR defaults
+to the coordinator's host); without a port MASTER_PORT is not set (torch's ``env://`` then
+needs it: pass the same --master-port on every machine).
+
+Every line a child writes to stdout or stderr is copied to the launcher's stdout or stderr
+prefixed with ``[rank<RANK>]: `` (threads read the pipes line by line and flush each line;
+a last line without a newline is completed with one; the children get PYTHONUNBUFFERED=1
+unless it is set, so that their prints are not held back in a pipe buffer). ``--no-prefix``
+leaves the children on the launcher's own stdout and stderr instead.
 
 The launcher waits for every child (peers may die and the others carry on: that is the
 point of starling), then exits with the status of the first child that failed (128+signal
@@ -26,10 +49,12 @@ import argparse
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
-from typing import List, Optional
+from typing import BinaryIO, List, Optional
 
 
 def _parse(argv: List[str]) -> argparse.Namespace:
@@ -51,11 +76,22 @@ def _parse(argv: List[str]) -> argparse.Namespace:
                    help="the local coordinator's failure-detection timeout")
     p.add_argument("--fail-fast", action="store_true",
                    help="terminate the other children when one fails")
+    p.add_argument("--master-addr", default=None, metavar="HOST",
+                   help="MASTER_ADDR for torch (default: the coordinator's host)")
+    p.add_argument("--master-port", type=int, default=None, metavar="PORT",
+                   help="MASTER_PORT for torch (default: a free port when the coordinator "
+                        "is local, else inherited)")
+    p.add_argument("--no-prefix", action="store_true",
+                   help="do not prefix the children's output lines with [rankN]: ")
     p.add_argument("script", help="Python script each peer runs")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
     a = p.parse_args(argv)
     if a.peers < 1:
         p.error("--peers must be at least 1")
+    if a.world is not None and a.world < 1:
+        p.error("--world must be at least 1")
+    if a.master_port is not None and not 1 <= a.master_port <= 65535:
+        p.error("--master-port must be in 1..65535")
     return a
 
 
@@ -76,31 +112,110 @@ def _terminate(procs: List[subprocess.Popen], grace_s: float = 5.0) -> None:
             pr.wait()
 
 
+class _Output:
+    """Copies a child's pipes to the launcher's stdout/stderr, each line prefixed, from
+    one thread per pipe. One lock for both, so that lines never interleave mid-line."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.threads: List[threading.Thread] = []
+
+    def say(self, text: str) -> None:
+        """The launcher's own line, on stderr."""
+        with self.lock:
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
+
+    def follow(self, src: BinaryIO, dst: BinaryIO, prefix: bytes) -> None:
+        t = threading.Thread(target=self._copy, args=(src, dst, prefix), daemon=True,
+                             name="starling-launch-output")
+        t.start()
+        self.threads.append(t)
+
+    def _copy(self, src: BinaryIO, dst: BinaryIO, prefix: bytes) -> None:
+        broken = False
+        try:
+            for line in iter(src.readline, b""):
+                if broken:
+                    continue  # keep draining, so that the child never blocks on a write
+                if not line.endswith(b"\n"):
+                    line += b"\n"  # the last line, unterminated
+                with self.lock:
+                    try:
+                        dst.write(prefix + line)
+                        dst.flush()
+                    except (OSError, ValueError):  # our stdout closed (| head)
+                        broken = True
+        finally:
+            src.close()
+
+    def drain(self, timeout_s: float = 10.0) -> None:
+        """Waits for the pipes to reach end of file (bounded: a grandchild may hold one)."""
+        deadline = time.monotonic() + timeout_s
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     a = _parse(sys.argv[1:] if argv is None else argv)
     secret = a.secret or os.environ.get("STARLING_SECRET")
+    out = _Output()
     coord = None
     if a.coordinator:
         if not secret:
-            print("starling.launch: --coordinator needs --secret or STARLING_SECRET",
-                  file=sys.stderr)
+            out.say("starling.launch: --coordinator needs --secret or STARLING_SECRET")
             return 2
         address = a.coordinator
+        coord_host, _, coord_port = address.rpartition(":")
+        master_addr = a.master_addr or os.environ.get("MASTER_ADDR") or coord_host
+        master_port = a.master_port or (int(os.environ["MASTER_PORT"])
+                                        if os.environ.get("MASTER_PORT", "").isdigit()
+                                        else None)
     else:
         from .comm import Config, Coordinator
         secret = secret or secrets.token_hex(16)
         cfg = Config(timeout_ms=a.timeout_ms) if a.timeout_ms else None
         coord = Coordinator(a.listen, a.run, secret, cfg)
         address = coord.address
-        print(f"starling.launch: coordinator on {address}, run '{a.run}', "
-              f"{a.peers} peers", file=sys.stderr, flush=True)
+        coord_host, coord_port = coord.host, str(coord.port)
+        master_addr = a.master_addr or ("127.0.0.1" if coord_host in ("0.0.0.0", "")
+                                        else coord_host)
+        master_port = a.master_port
+        if master_port is None:
+            master_port = _free_port(master_addr if a.master_addr is None else "0.0.0.0")
+    same_host = coord is not None or master_addr == coord_host
+    if master_port is not None and str(master_port) == coord_port and same_host:
+        out.say(f"starling.launch: MASTER_PORT {master_port} is the coordinator's port; "
+                f"torch's rank 0 binds MASTER_PORT: choose another --master-port")
+        if coord is not None:
+            coord.close()
+        return 2
+    if coord is not None:
+        out.say(f"starling.launch: coordinator on {address}, run '{a.run}', "
+                f"{a.peers} peers; MASTER_ADDR={master_addr} MASTER_PORT={master_port}")
+    elif master_port is None:
+        out.say("starling.launch: MASTER_PORT not set (no --master-port, none inherited): "
+                "torch.distributed's env:// will not find its store")
 
     pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     base = dict(os.environ)
     base["PYTHONPATH"] = os.pathsep.join(
         [pkg_parent] + [x for x in base.get("PYTHONPATH", "").split(os.pathsep) if x])
+    world = a.world or a.peers
     base.update(STARLING_COORD=address, STARLING_RUN=a.run, STARLING_SECRET=secret,
-                STARLING_PEERS=str(a.world or a.peers))
+                STARLING_PEERS=str(world), WORLD_SIZE=str(world),
+                LOCAL_WORLD_SIZE=str(a.peers), MASTER_ADDR=master_addr)
+    if master_port is not None:
+        base["MASTER_PORT"] = str(master_port)
+    prefix = not a.no_prefix
+    if prefix:
+        base.setdefault("PYTHONUNBUFFERED", "1")
 
     procs: List[subprocess.Popen] = []
     first_failure = 0
@@ -110,8 +225,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     old = signal.signal(signal.SIGTERM, on_term)
     try:
         for i in range(a.peers):
-            env = dict(base, STARLING_RANK_HINT=str(a.rank_offset + i))
-            procs.append(subprocess.Popen([sys.executable, a.script] + a.args, env=env))
+            rank = str(a.rank_offset + i)
+            env = dict(base, STARLING_RANK_HINT=rank, RANK=rank, LOCAL_RANK=str(i))
+            pipe = subprocess.PIPE if prefix else None
+            pr = subprocess.Popen([sys.executable, a.script] + a.args, env=env,
+                                  stdout=pipe, stderr=pipe)
+            procs.append(pr)
+            if prefix:
+                tag = f"[rank{rank}]: ".encode()
+                out.follow(pr.stdout, sys.stdout.buffer, tag)
+                out.follow(pr.stderr, sys.stderr.buffer, tag)
         running = list(procs)
         while running:
             for pr in list(running):
@@ -120,9 +243,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     continue
                 running.remove(pr)
                 if rc != 0:
-                    print(f"starling.launch: peer {procs.index(pr) + a.rank_offset} "
-                          f"(pid {pr.pid}) exited with status {_status(rc)}",
-                          file=sys.stderr, flush=True)
+                    out.say(f"starling.launch: rank {procs.index(pr) + a.rank_offset} "
+                            f"(pid {pr.pid}) exited with status {_status(rc)}")
                     if not first_failure:
                         first_failure = _status(rc)
                         if a.fail_fast:
@@ -133,6 +255,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         first_failure = first_failure or 130
     finally:
         signal.signal(signal.SIGTERM, old)
+        out.drain()
         if coord is not None:
             coord.close()
     return first_failure

@@ -189,7 +189,7 @@ def allreduce_gradients(comm: Communicator, model: torch.nn.Module,
         torch.cat([grads[i].reshape(-1) for i in idx], out=buf)
         while True:
             try:
-                comm.allreduce(buf, "avg", inplace=True,
+                comm.allreduce(buf, "avg",
                                codec=codec if dt == torch.float32 else None, tag=tag + k)
                 break
             except PeerLost:
@@ -326,7 +326,7 @@ class DiLoCo:
         while True:
             torch.sub(self.theta, local, out=self.delta)
             try:
-                self.comm.allreduce(self.delta, "avg", inplace=True, codec=self.codec,
+                self.comm.allreduce(self.delta, "avg", codec=self.codec,
                                     tag=DILOCO_TAG)
                 break
             except PeerLost:

@@ -43,7 +43,7 @@ def mode_kill():
             os.kill(os.getpid(), signal.SIGKILL)
         x = np.full(1000, hint + 1, np.float32)
         try:
-            r = comm.allreduce(x, "sum", inplace=True)
+            r = comm.allreduce(x, "sum")
         except starling.PeerLost as e:
             assert (x == hint + 1).all(), "input changed by a failed collective"
             lost += 1
@@ -70,11 +70,11 @@ def mode_mem(nbytes):
     leaves the input unchanged, as from C), then out-of-place into a caller's `out` (the
     library writes straight into it). The Python layer must add no copy to either."""
     comm, hint = join()
-    comm.allreduce(np.ones(1 << 20, np.float32), inplace=True)  # warm the data plane
+    comm.allreduce(np.ones(1 << 20, np.float32))  # warm the data plane
     a = np.full(nbytes // 4, hint + 1, np.float32)
     out = np.full(nbytes // 4, -1, np.float32)
     base = vm_hwm_bytes()
-    comm.allreduce(a, "sum", inplace=True)
+    comm.allreduce(a, "sum")
     mid = vm_hwm_bytes()
     ok = bool(a[0] == a[-1] == 3)
     a[:] = hint + 1
@@ -89,11 +89,11 @@ def mode_mem(nbytes):
 def mode_bench(nbytes, iters):
     comm, hint = join()
     a = np.ones(nbytes // 4, np.float32)
-    comm.allreduce(a, inplace=True)  # warm-up
+    comm.allreduce(a)  # warm-up
     times = []
     for _ in range(iters):
         t = time.perf_counter()
-        comm.allreduce(a, inplace=True)
+        comm.allreduce(a)
         times.append(time.perf_counter() - t)
     n = comm.size
     if comm.rank == 0:

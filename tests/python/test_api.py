@@ -66,7 +66,7 @@ def test_read_only_refused_for_outputs(lone_comm):
     a = np.zeros(8, np.float32)
     a.setflags(write=False)
     with pytest.raises(starling.Invalid, match="data: array is read-only, it cannot receive"):
-        lone_comm.allreduce(a, inplace=True)
+        lone_comm.allreduce(a)  # in place by default
     with pytest.raises(starling.Invalid, match="out: array is read-only"):
         lone_comm.allreduce(np.zeros(8, np.float32), out=a)
     with pytest.raises(starling.Invalid, match="data: array is read-only"):
@@ -79,7 +79,7 @@ def test_read_only_input_accepted(group3):
     def body(c, i):
         a = np.full(8, i, np.float32)
         a.setflags(write=False)
-        return c.allreduce(a)
+        return c.allreduce(a, out=np.empty(8, np.float32))
     for r in group3.run(body):
         assert (r == 3).all()
 
@@ -90,7 +90,8 @@ def test_collective_before_update_topology_is_state_error(lone_comm):
         lone_comm.allreduce(np.zeros(4, np.float32))
     assert e.value.code == -10
     assert isinstance(e.value, starling.StarlingError)
-    assert str(e.value).startswith("allreduce: ")
+    assert str(e.value) == ("Communicator.allreduce: handle in the wrong state (not a member "
+                            "yet: call Communicator.update_topology() first)")
 
 
 def test_bad_codec_spec_is_invalid_with_library_message():
@@ -134,6 +135,41 @@ def test_closed_communicator(coord):
     c.close()  # twice is fine
 
 
+def test_error_messages_name_python_calls(lone_comm, fresh_group):
+    """Messages say which Python call failed, never a C function (starling_*)."""
+    msgs = []
+    for call, name in ((lambda: lone_comm.barrier(), "barrier"),
+                       (lambda: lone_comm.allreduce_async(np.zeros(2, np.float32)),
+                        "allreduce_async"),
+                       (lambda: lone_comm.sync(), "sync"),
+                       (lambda: lone_comm.allgather(np.zeros(2, np.float32)), "allgather")):
+        with pytest.raises(starling.State) as e:
+            call()
+        assert str(e.value).startswith(f"Communicator.{name}: handle in the wrong state")
+        msgs.append(str(e.value))
+    with pytest.raises(starling.StarlingError) as e:
+        starling.Communicator("127.0.0.1:1", "x", "s", starling.Config(op_timeout_ms=500))
+    assert str(e.value).startswith("Communicator('127.0.0.1:1', run='x'): ")
+    msgs.append(str(e.value))
+    with pytest.raises(starling.Invalid) as e:
+        starling.Codec("int9")
+    assert str(e.value).startswith("Codec('int9'): invalid argument (unknown codec")
+    msgs.append(str(e.value))
+
+    g = fresh_group(2)
+
+    def body(c, i):  # an asynchronous failure names the _async method that made it
+        req = c.allreduce_async(np.zeros(4 + i, np.float32))
+        with pytest.raises(starling.Mismatch) as e:
+            req.wait()
+        c.update_topology()
+        return str(e.value)
+    for m in g.run(body):
+        assert m.startswith("Communicator.allreduce_async: peers disagree on the call"), m
+        msgs.append(m)
+    assert not [m for m in msgs if "starling_" in m], msgs
+
+
 def test_error_table_complete():
     L = starling._lib.lib()
     for code, cls in starling.ERRORS.items():
@@ -142,7 +178,7 @@ def test_error_table_complete():
 
 
 def test_config_bad_value_is_invalid(coord):
-    with pytest.raises(starling.Invalid, match="config streams=99"):
+    with pytest.raises(starling.Invalid, match=r"Config\(streams=99\): invalid argument"):
         starling.Communicator(coord, "solo", "s3cret", starling.Config(streams=99))
 
 
@@ -164,14 +200,14 @@ def test_int8_allreduce_within_tolerance_and_identical(group3):
     rng = np.random.default_rng(7)
     raw = [rng.standard_normal(10000).astype(np.float32) for _ in range(3)]
     codec = starling.Codec("int8")
-    res = group3.run(lambda c, i: c.allreduce(raw[i], "sum", codec=codec, tag=7))
+    res = group3.run(lambda c, i: c.allreduce(raw[i].copy(), "sum", codec=codec, tag=7))
     ref = sum(r.astype(np.float64) for r in raw)
     scale = max(np.abs(r).max() for r in raw)
     for r in res:
         assert np.abs(r - ref).max() < 3 * 3 * scale / 127
         assert r.tobytes() == res[0].tobytes()
     # a spec string works too, and bf16 casts
-    res = group3.run(lambda c, i: c.allreduce(raw[i], "avg", codec="bf16"))
+    res = group3.run(lambda c, i: c.allreduce(raw[i].copy(), "avg", codec="bf16"))
     for r in res:
         np.testing.assert_allclose(r, ref / 3, atol=0.05)
         assert r.tobytes() == res[0].tobytes()
@@ -189,7 +225,7 @@ def test_error_feedback_residual(group3):
     x = np.random.default_rng(1).standard_normal(512).astype(np.float32)
 
     def body(c, i):
-        c.allreduce(x, codec="int4+ef", tag=99)
+        c.allreduce(x.copy(), codec="int4+ef", tag=99)
         r = c.residual_get(99, np.empty(512, np.float32))
         with pytest.raises(starling.NotFound):
             c.residual_get(12345, np.empty(512, np.float32))
@@ -203,7 +239,7 @@ def test_async_wait_and_test(group3):
     def body(c, i):
         a = np.full(100000, i + 1, np.float32)
         b = np.full(1000, i, np.int64)
-        ra = c.allreduce_async(a, "sum", inplace=True, tag=1)
+        ra = c.allreduce_async(a, "sum", tag=1)
         rb = c.allgather_async(b, tag=2)
         deadline = time.monotonic() + 20
         while not ra.test():
@@ -234,7 +270,7 @@ def test_async_torch_reduce_scatter_broadcast(group3):
         t = torch.arange(30, dtype=torch.float32) * (i + 1)
         r1 = c.reduce_scatter_async(t)
         bt = torch.full((5,), float(c.rank), dtype=torch.bfloat16)
-        r2 = c.broadcast_async(bt, root=2)
+        r2 = c.broadcast_async(bt, src=2)
         return c.rank, r1.wait(), r2.wait()
     for rank, rs, bt in group3.run(body):
         expect = (torch.arange(30, dtype=torch.float32) * 6)[rank * 10:(rank + 1) * 10]
@@ -337,6 +373,6 @@ def test_socket_buffer_config_carries_collectives(fresh_group):
 
     def body(c, i):
         x = np.full(300_000, i + 1, dtype=np.float32)
-        c.allreduce(x, inplace=True)
+        c.allreduce(x)
         return float(x[0]), float(x[-1])
     assert g.run(body) == [(3.0, 3.0), (3.0, 3.0)]

@@ -88,7 +88,7 @@ def same_bytes(results):
 
 @pytest.mark.parametrize("backend,dtype", CASES)
 @pytest.mark.parametrize("op", OPS)
-@pytest.mark.parametrize("mode", ["out_of_place", "in_place", "out"])
+@pytest.mark.parametrize("mode", ["in_place", "out"])
 def test_allreduce(group3, backend, dtype, op, mode):
     raw = [member_data(dtype, i) for i in range(3)]
     ref = reference(raw, dtype, op)
@@ -96,15 +96,13 @@ def test_allreduce(group3, backend, dtype, op, mode):
     def body(c, i):
         x = make(backend, dtype, raw[i])
         keep = to_np(x).copy()
-        if mode == "in_place":
-            r = c.allreduce(x, op, inplace=True)
+        if mode == "in_place":  # the default, as torch.distributed.all_reduce
+            r = c.allreduce(x, op)
             assert r is x
-        elif mode == "out":
+        else:
             out = make(backend, dtype, np.zeros(COUNT))
             r = c.allreduce(x, op, out=out)
             assert r is out
-        else:
-            r = c.allreduce(x, op)
             np.testing.assert_array_equal(to_np(x), keep)  # input untouched
         return r
     results = group3.run(body)
@@ -148,7 +146,7 @@ def test_broadcast(group3, backend, dtype):
 
     def body(c, i):
         x = make(backend, dtype, raw[i])
-        r = c.broadcast(x, root)
+        r = c.broadcast(x, src=root)
         assert r is x
         return x
     results = group3.run(body)
@@ -168,3 +166,75 @@ def test_zero_count_and_2d(group3):
 def test_tags(group3):
     res = group3.run(lambda c, i: c.allreduce(np.ones(8, np.float32), tag=42))
     assert all((r == 3).all() for r in res)
+
+
+# ---------------------------------------------------------------- torch-like semantics
+@pytest.fixture(scope="module")
+def solo():
+    """A joined run of one member, driven from the test's own thread (so that
+    pytest.warns, which is not thread-safe, can watch the calls)."""
+    co = starling.Coordinator(run="solo1", secret="s")
+    c = starling.Communicator(co, "solo1", "s", starling.Config(min_peers=1))
+    c.update_topology()
+    yield c
+    c.close()
+    co.close()
+
+
+def test_in_place_is_the_default_and_out_leaves_data(solo):
+    x = np.arange(6, dtype=np.float32)
+    assert solo.allreduce(x) is x
+    assert solo.allreduce_async(x).wait() is x
+    out = np.zeros(6, np.float32)
+    assert solo.allreduce(x, out=out) is out and solo.allreduce(x, out=x) is x
+    np.testing.assert_array_equal(out, np.arange(6))
+    assert solo.robust_allreduce(x, "median", f=0) is x
+
+
+def test_deprecated_inplace_still_accepted(solo):
+    x = np.ones(4, np.float32)
+    with pytest.warns(DeprecationWarning, match=r"Communicator.allreduce: inplace= is "
+                                                r"deprecated"):
+        assert solo.allreduce(x, inplace=True) is x
+    with pytest.warns(DeprecationWarning):  # False keeps its 0.1 meaning: a new buffer
+        r = solo.allreduce(x, "sum", inplace=False)
+    assert r is not x and (r == 1).all()
+    with pytest.warns(DeprecationWarning, match="allreduce_async: inplace="):
+        assert solo.allreduce_async(x, inplace=False).wait() is not x
+    with pytest.warns(DeprecationWarning, match="robust_allreduce: inplace="):
+        assert solo.robust_allreduce(x, "median", f=0, inplace=False) is not x
+    with pytest.warns(DeprecationWarning), \
+            pytest.raises(starling.Invalid, match="inplace=True and out= contradict"):
+        solo.allreduce(x, inplace=True, out=np.empty(4, np.float32))
+
+
+def test_broadcast_src_and_deprecated_root(group3):
+    def body(c, i):
+        x = np.full(5, float(c.rank), np.float32)
+        assert c.broadcast(x, src=2) is x
+        y = np.full(3, float(c.rank), np.float64)
+        c.broadcast_async(y, 1).wait()
+        with pytest.raises(starling.Invalid, match=r"src: rank 3 is outside 0\.\.2"):
+            c.broadcast(x, src=3)
+        return x, y
+    for x, y in group3.run(body):
+        assert (x == 2).all() and (y == 1).all()
+
+
+def test_broadcast_root_alias_warns(solo):
+    x = np.ones(3, np.float32)
+    with pytest.warns(DeprecationWarning, match="Communicator.broadcast: root= is "
+                                                "deprecated.*use src="):
+        assert solo.broadcast(x, root=0) is x
+    with pytest.warns(DeprecationWarning), pytest.raises(starling.Invalid, match="differ"):
+        solo.broadcast(x, src=1, root=0)
+
+
+def test_barrier(group3):
+    def body(c, i):
+        assert c.barrier() is None
+        assert c.barrier_async().wait() is None
+        c.barrier(tag=5)
+        return c.allreduce(np.ones(2, np.int32))  # the epoch goes on after barriers
+    for r in group3.run(body):
+        assert (r == 3).all()

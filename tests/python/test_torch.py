@@ -148,7 +148,8 @@ def test_diloco_peer_killed_survivors_agree():
     p = subprocess.run([sys.executable, "-m", "starling.launch", "--peers", "3",
                         "--timeout-ms", "1000", os.path.abspath(__file__)], env=e,
                        capture_output=True, text=True, timeout=60)
-    out = [json.loads(x) for x in p.stdout.splitlines() if x.startswith("{")]
+    out = [json.loads(x.split("]: ", 1)[1]) for x in p.stdout.splitlines()
+           if x.startswith("[rank") and "]: {" in x]  # the launcher's [rankN]: prefix
     assert p.returncode == 128 + signal.SIGKILL, p.stderr
     assert sorted(o["hint"] for o in out) == [0, 2], p.stderr
     a, b = out

@@ -9,8 +9,10 @@ One step = zero_grad, forward, backward, gradient averaging, SGD (momentum) step
 MLP of --depth square layers of --width (default 4 x 2048: 16.8 M float32 parameters,
 64 MiB of gradients). The modes alternate within each round (--rounds), each running
 --warmup untimed then --steps timed steps back to back; a mode's figure in a round is the
-slowest member's mean step time, and the table gives the median over rounds and the ratio
-to copy-then-reduce. Also measured, as bounds: "compute" (the same step without any
+slowest member's mean step time, and the table gives the median over rounds, its ratio
+to copy-then-reduce's, and the median of the per-round ratios (the two modes measured
+minutes apart at most: more robust to the load of other jobs). The order of the modes is
+reversed every other round. Also measured, as bounds: "compute" (the same step without any
 communication) and "allreduce" (only the all-reduce of one 64 MiB flat buffer).
 
 Prints one JSON line per mode and round (rank 0) and a markdown table at the end.
@@ -105,7 +107,9 @@ def worker(a):
     nbuckets = {}
     one = torch.zeros(1)
     for r in range(a.rounds):
-        for name, fn, kw in modes:
+        # reversed every other round, so that a drift in the machine's load does not
+        # always favour the same mode
+        for name, fn, kw in (modes if r % 2 == 0 else modes[::-1]):
             sync = None
             if kw is not None:
                 sync = st.GradientSync(comm, model, **kw)
@@ -136,13 +140,16 @@ def worker(a):
         print(f"\n{comm.size} processes ({where}), torch threads {a.threads}, MLP {a.depth} x "
               f"{a.width} ({nparams / 1e6:.1f} M params), batch {a.batch}; "
               f"{a.rounds} rounds x {a.steps} steps; load {os.getloadavg()[0]:.1f}\n")
-        print("| mode | median step | min..max over rounds | vs copy-then-reduce |")
-        print("| --- | --- | --- | --- |")
+        print("| mode | median step | min..max over rounds | median / copy-then-reduce's "
+              "| median of per-round ratios |")
+        print("| --- | --- | --- | --- | --- |")
         for name, _, _ in modes:
             med = statistics.median(times[name])
+            paired = statistics.median(t / c for t, c in zip(times[name],
+                                                             times["copy-then-reduce"]))
             label = name + (f" ({nbuckets[name]} buckets)" if name in nbuckets else "")
             print(f"| {label} | {med * 1e3:.0f} ms | {min(times[name]) * 1e3:.0f}.."
-                  f"{max(times[name]) * 1e3:.0f} ms | {med / base:.2f}x |")
+                  f"{max(times[name]) * 1e3:.0f} ms | {med / base:.2f}x | {paired:.2f}x |")
         sys.stdout.flush()
     comm.close()
 

@@ -1,5 +1,6 @@
 """PyTorch helpers: a model and its optimizer as shared state, a data-parallel gradient
-all-reduce, and the DiLoCo outer loop, all surviving peers that die or join.
+all-reduce (after backward, or bucketed and overlapping backward: GradientSync), and the
+DiLoCo outer loop, all surviving peers that die or join.
 
 ``import starling`` never imports torch; this module does, when it is imported
 (``import starling.torch``). Only CPU tensors are supported (the library reads and writes
@@ -23,7 +24,8 @@ import torch
 from .comm import Codec, Communicator
 from .errors import Invalid, PeerLost
 
-__all__ = ["register_model", "materialize", "allreduce_gradients", "recover", "DiLoCo"]
+__all__ = ["register_model", "materialize", "allreduce_gradients", "recover", "DiLoCo",
+           "GradientSync", "BUCKET_TAG"]
 
 # Tags of the collectives issued here: distinct from the default 0 so that a user's own
 # collectives on the same communicator are told apart (a difference is a Mismatch).
@@ -348,3 +350,7 @@ class DiLoCo:
         """Content hash of the shared state (theta, momentum, round): equal on every
         member after an outer round."""
         return self.comm.state_hash()
+
+
+# Bucketed gradient averaging that overlaps backward (imported last: it uses recover()).
+from ._buckets import BUCKET_TAG, GradientSync  # noqa: E402

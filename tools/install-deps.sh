@@ -15,9 +15,11 @@ set -euo pipefail
 # *recommends* libc6-dev, which --no-install-recommends would skip.
 # python3-venv, -setuptools and -wheel: tests/install pip-installs python/ offline into a
 # venv (python3-venv brings pip's and setuptools' wheels for ensurepip).
-pkgs_core=(make cmake pkg-config gcc libc6-dev libsodium-dev libxxhash-dev libzstd-dev zlib1g-dev
+# g++, libtorch-dev, pybind11-dev and python3-dev: the torch.distributed backend
+# (python/csrc), a C++ extension built against torch 1.13's headers.
+pkgs_core=(make cmake pkg-config gcc g++ libc6-dev libsodium-dev libxxhash-dev libzstd-dev zlib1g-dev
     libcmocka-dev libopenblas-dev libuv1-dev python3 python3-numpy python3-pytest python3-torch
-    python3-venv python3-setuptools python3-wheel iproute2)
+    python3-venv python3-setuptools python3-wheel iproute2 libtorch-dev pybind11-dev python3-dev)
 pkgs_bench=(openmpi-bin libopenmpi-dev)
 pkgs_demo=(gnuplot-nox dataset-fashion-mnist)
 

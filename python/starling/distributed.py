@@ -188,6 +188,8 @@ class _Borrowed(Communicator):
     def __init__(self, pg: Any) -> None:  # noqa: super().__init__ would connect anew
         import weakref
         self._h = c_void_p(pg._comm_handle)
+        self._coordinator = None
+        self.env = None
         self._requests = weakref.WeakSet()
         self._state: dict = {}
         self._pg = pg

@@ -93,6 +93,34 @@ def main():
         if not np.array_equal(r, expected):
             fail(f"peer {i}: wrong all-reduce result {r[:5]}...")
     print(f"install.python: all-reduce ok with {found} (starling {starling.__version__})")
+    torch_backend(lib_dir)
+
+
+def torch_backend(lib_dir):
+    """With the torch.distributed backend installed (lib/starling/_starling_c10d.so), the
+    installed package finds it and a one-process group all-reduces over it."""
+    ext = os.path.join(lib_dir, "starling", "_starling_c10d.so")
+    if not os.path.exists(ext):
+        print("install.python: torch backend not installed (no libtorch-dev): not checked")
+        return
+    import socket
+    import torch
+    import torch.distributed as dist
+    import starling.distributed as sd
+
+    if os.path.realpath(sd.extension_path()) != os.path.realpath(ext):
+        fail(f"extension_path() gave {sd.extension_path()}, expected {ext}")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("starling", init_method=f"tcp://127.0.0.1:{port}", rank=0,
+                            world_size=1)
+    t = torch.arange(4, dtype=torch.float32)
+    dist.all_reduce(t)
+    dist.destroy_process_group()
+    if t.tolist() != [0.0, 1.0, 2.0, 3.0]:
+        fail(f"torch backend all_reduce gave {t.tolist()}")
+    print(f"install.python: torch backend ok with {ext}")
 
 
 if __name__ == "__main__":

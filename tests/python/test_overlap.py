@@ -196,7 +196,7 @@ def test_peer_killed_mid_backward_survivors_agree():
     e = dict(os.environ)
     e["PYTHONPATH"] = os.pathsep.join([PKG, e.get("PYTHONPATH", "")])
     p = subprocess.run([sys.executable, "-m", "starling.launch", "--peers", "3",
-                        "--timeout-ms", "1000", os.path.abspath(__file__)], env=e,
+                        "--timeout-ms", "1000", "--no-prefix", os.path.abspath(__file__)], env=e,
                        capture_output=True, text=True, timeout=90)
     out = [json.loads(x) for x in p.stdout.splitlines() if x.startswith("{")]
     assert p.returncode == 128 + signal.SIGKILL, p.stderr

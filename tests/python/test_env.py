@@ -96,8 +96,11 @@ def test_from_env_in_process_keeps_the_config_and_closes_its_coordinator():
     c.update_topology()
     assert c.size == 1 and c.barrier() is None
     c.close()
-    # the coordinator went with it: its port is free again
+    # the coordinator went with it: nothing listens on its port (SO_REUSEADDR: a closed
+    # connection of the coordinator's may be in TIME_WAIT there; Linux still refuses the
+    # bind while a socket listens on the port)
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
 
 

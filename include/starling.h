@@ -86,6 +86,12 @@ typedef enum starling_error {
 
 /* Returns a static string naming the code; never NULL (unknown codes give "unknown error"). */
 STARLING_API const char *starling_strerror(int code);
+/* Why the last starling_comm_create or starling_coord_create called on this thread failed,
+ * when there is no handle to ask yet: "cannot reach the coordinator: connect to
+ * 127.0.0.1:7002: Connection refused", "coordinator address 'vm': expected HOST:PORT...",
+ * "resolve nosuch: Name or service not known". "" after a success or when nothing more is
+ * known. Thread-local; valid until the thread's next create call. Never NULL. */
+STARLING_API const char *starling_last_error(void);
 
 /* ---------------------------------------------------------------- logging */
 
@@ -154,8 +160,25 @@ STARLING_API int starling_config_set_timeout_ms(starling_config *cfg, int timeou
 STARLING_API int starling_config_set_op_timeout_ms(starling_config *cfg, int op_timeout_ms);
 /* Parallel TCP streams per ring neighbour, 1..16 (for long, fat links). */
 STARLING_API int starling_config_set_streams(starling_config *cfg, int streams);
-/* Address this peer's data plane listens on, "HOST:PORT" (PORT 0 = any free port). */
+/* Address this peer's data plane listens on, "HOST:PORT" (PORT 0 = any free port).
+ *
+ * Addresses, everywhere the API takes one: "HOST:PORT" or "[IPV6]:PORT", PORT 0..65535;
+ * HOST a name ("localhost", a name from /etc/hosts or DNS; at most 63 bytes of letters,
+ * digits, '-', '_', '.'), a dotted quad, or an IPv6 literal in brackets ("[::1]:7000",
+ * "[fe80::1%eth0]:7000"). Wildcards: "0.0.0.0" (every IPv4 address) and "[::]" (every
+ * IPv6 address, and IPv4 too where the system allows). A name is resolved with
+ * getaddrinfo when the address is used: listening binds its first address, connecting
+ * tries each of its addresses in turn within the call's deadline. A DNS lookup may take
+ * the resolver's own timeout (resolv.conf) beyond that deadline; names in /etc/hosts do
+ * not. A malformed address is STARLING_E_INVALID (here: when set). */
 STARLING_API int starling_config_set_listen(starling_config *cfg, const char *host_port);
+/* The data-plane host the other members are told to connect to ("HOST", no port: the
+ * port is the one the data plane listens on). Set it on a host with several addresses
+ * (several interfaces, a VPN, NAT) to the one the others can reach. NULL or "" restores
+ * the default: the listening host, or when that is a wildcard, this host's address on
+ * its connection to the coordinator. A name is passed on as it is, and resolved by each
+ * member that connects. STARLING_E_INVALID if not a host as described above. */
+STARLING_API int starling_config_set_advertise(starling_config *cfg, const char *host);
 /* Smallest membership for which the first epoch forms (all peers of a run should agree). */
 STARLING_API int starling_config_set_min_peers(starling_config *cfg, int min_peers);
 /* Pipelining unit of the ring, 4 KiB..64 MiB. */

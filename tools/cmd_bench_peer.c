@@ -35,7 +35,7 @@ typedef struct bench_peer {
 
 static int peer_fail(const bench_peer *p, const char *what, int rc)
 {
-    const char *detail = p->comm ? starling_comm_errmsg(p->comm) : "";
+    const char *detail = p->comm ? starling_comm_errmsg(p->comm) : starling_last_error();
     fprintf(stderr, "%s: %s failed: %s%s%s\n", p->who, what, starling_strerror(rc),
             detail && detail[0] ? ": " : "", detail ? detail : "");
     return CLI_EXIT_FAIL;
@@ -218,6 +218,7 @@ int cmd_bench_peer(int argc, char **argv)
     const char *iters_t = NULL, *warmup_t = NULL, *streams_t = NULL, *dtype_t = NULL;
     const char *op_t = NULL, *timeout_t = NULL, *report_t = NULL, *secret;
     const char *listen_t = NULL; /* data plane address; the library's default is loopback */
+    const char *advertise_t = NULL; /* the host the others dial; default: the library's */
     const char *compress_t = NULL, *name_t = NULL, *sockbuf_t = NULL;
     starling_codec *codec = NULL;
     char cerr[160];
@@ -251,6 +252,10 @@ int cmd_bench_peer(int argc, char **argv)
                       &report_t),
         CLI_OPT_VALUE("--listen", "HOST:PORT", "data-plane address (default 127.0.0.1:0)",
                       &listen_t),
+        CLI_OPT_VALUE("--advertise", "HOST",
+                      "host the other peers connect to (default: the listen host, or this "
+                      "host's side of the coordinator link when listening on a wildcard)",
+                      &advertise_t),
         CLI_OPT_VALUE("--compress", "SPEC", "codec for the all-reduce, f32 only (default none)",
                       &compress_t),
         CLI_OPT_VALUE("--name", "NAME", "peer name, 1..24 characters (default bench-peer-I)",
@@ -329,6 +334,8 @@ int cmd_bench_peer(int argc, char **argv)
         err = starling_config_set_name(cfg, name);
     if (err == STARLING_OK && listen_t)
         err = starling_config_set_listen(cfg, listen_t);
+    if (err == STARLING_OK && advertise_t)
+        err = starling_config_set_advertise(cfg, advertise_t);
     if (err == STARLING_OK && sockbuf_t)
         err = starling_config_set_socket_buffer(cfg, (size_t)sockbuf);
     if (err == STARLING_OK && codec) {

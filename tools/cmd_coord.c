@@ -156,8 +156,9 @@ int cmd_coordinator(int argc, char **argv)
     /* The library keeps its own copy; ours is no longer needed. */
     memset(secret, 0, secret_len);
     if (rc != STARLING_OK) {
-        fprintf(stderr, "starling %s: cannot start on %s: %s\n", cmd, listen,
-                starling_strerror(rc));
+        const char *why = starling_last_error();
+        fprintf(stderr, "starling %s: cannot start on %s: %s%s%s\n", cmd, listen,
+                starling_strerror(rc), why[0] ? ": " : "", why);
         goto done;
     }
     g_running_coord = coord;

@@ -48,7 +48,7 @@ static void say(demo_peer *p, const char *fmt, ...)
 
 static int demo_fail(demo_peer *p, const char *what, int rc)
 {
-    const char *detail = p->comm ? starling_comm_errmsg(p->comm) : "";
+    const char *detail = p->comm ? starling_comm_errmsg(p->comm) : starling_last_error();
     fprintf(stderr, "%s: %s failed: %s%s%s\n", p->who, what, starling_strerror(rc),
             detail && detail[0] ? ": " : "", detail ? detail : "");
     return CLI_EXIT_FAIL;

@@ -162,7 +162,7 @@ int cmd_run_peer(int argc, char **argv)
     }
     err = starling_comm_create(&p.comm, coord, run, secret, strlen(secret), cfg);
     if (err != STARLING_OK) {
-        peer_fail(&p, "connecting to the coordinator", err, NULL);
+        peer_fail(&p, "connecting to the coordinator", err, starling_last_error());
         goto out;
     }
     /* A member may die while the first ring is being linked: try again. */

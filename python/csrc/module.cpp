@@ -43,7 +43,8 @@ PYBIND11_MODULE(_starling_c10d, m) {
         .def(py::init([](int rank, int size, const std::string &coordinator,
                          const std::string &run, const py::bytes &secret,
                          const std::string &name, int timeout_ms, int op_timeout_ms,
-                         int streams, bool root_fallback) {
+                         int streams, bool root_fallback, const std::string &listen,
+                         const std::string &advertise) {
                  StarlingOptions o;
                  o.coordinator = coordinator;
                  o.run = run;
@@ -53,13 +54,16 @@ PYBIND11_MODULE(_starling_c10d, m) {
                  o.op_timeout_ms = op_timeout_ms;
                  o.streams = streams;
                  o.root_fallback = root_fallback;
+                 o.listen = listen;
+                 o.advertise = advertise;
                  py::gil_scoped_release nogil;
                  return c10::make_intrusive<ProcessGroupStarling>(rank, size, o);
              }),
              py::arg("rank"), py::arg("size"), py::arg("coordinator"), py::arg("run"),
              py::arg("secret"), py::arg("name") = "", py::arg("timeout_ms") = 0,
              py::arg("op_timeout_ms") = 0, py::arg("streams") = 0,
-             py::arg("root_fallback") = false)
+             py::arg("root_fallback") = false, py::arg("listen") = "",
+             py::arg("advertise") = "")
         .def("update_topology", &ProcessGroupStarling::updateTopology,
              py::call_guard<py::gil_scoped_release>(),
              "Applies membership changes (after PeerLost) and rebuilds the rank map.")

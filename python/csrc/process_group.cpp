@@ -145,12 +145,17 @@ ProcessGroupStarling::ProcessGroupStarling(int rank, int size, const StarlingOpt
         check(starling_config_set_streams(cfg, opts.streams), "streams");
     if (!opts.name.empty())
         check(starling_config_set_name(cfg, opts.name.c_str()), "name");
+    if (!opts.listen.empty())
+        check(starling_config_set_listen(cfg, opts.listen.c_str()), "listen address");
+    if (!opts.advertise.empty())
+        check(starling_config_set_advertise(cfg, opts.advertise.c_str()), "advertise host");
     starling_comm *comm = nullptr;
     int rc = starling_comm_create(&comm, opts.coordinator.c_str(), opts.run.c_str(),
                                   opts.secret.data(), opts.secret.size(), cfg);
     if (rc != STARLING_OK)
         throw Error(rc, std::string("starling: connect to the coordinator at ") +
-                            opts.coordinator + ": " + starling_strerror(rc));
+                            opts.coordinator + ": " + starling_strerror(rc) + " (" +
+                            starling_last_error() + ")");
     comm_ = comm;
     try {
         // The first epoch holds every rank once the coordinator has seen them all; a

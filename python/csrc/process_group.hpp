@@ -49,6 +49,8 @@ struct StarlingOptions {
     int timeout_ms = 0;     // failure-detection timeout (0 = library default)
     int op_timeout_ms = 0;  // per-call deadline (0 = library default)
     int streams = 0;        // TCP streams per ring link (0 = library default)
+    std::string listen;     // data plane "HOST:PORT" ("" = library default, loopback)
+    std::string advertise;  // the host the others connect to ("" = library default)
     bool root_fallback = false; // broadcast from a departed rank: lowest live rank instead
 };
 

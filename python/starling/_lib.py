@@ -120,6 +120,8 @@ _SIGNATURES = {
     "starling_config_set_op_timeout_ms": (c_int, [_P, c_int]),
     "starling_config_set_streams": (c_int, [_P, c_int]),
     "starling_config_set_listen": (c_int, [_P, c_char_p]),
+    "starling_config_set_advertise": (c_int, [_P, c_char_p]),
+    "starling_last_error": (c_char_p, []),
     "starling_config_set_min_peers": (c_int, [_P, c_int]),
     "starling_config_set_chunk_bytes": (c_int, [_P, c_size_t]),
     "starling_config_set_name": (c_int, [_P, c_char_p]),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import os
 import re
 import threading
 import time
@@ -54,7 +55,8 @@ def _python_names(text: str) -> str:
     return _C_NAME.sub(lambda m: _PY_NAMES.get(m.group(0), m.group(0)), text)
 
 
-def _check(rc: int, comm: Optional["Communicator"] = None, what: str = "") -> None:
+def _check(rc: int, comm: Optional["Communicator"] = None, what: str = "",
+           created: bool = False) -> None:
     """Raises the exception matching `rc` (no-op for STARLING_OK) with the message
     "<what>: <starling_strerror> (<starling_comm_errmsg>)", ``what`` naming the Python
     call (e.g. "Communicator.allreduce"); C function names in the detail are replaced by
@@ -66,6 +68,8 @@ def _check(rc: int, comm: Optional["Communicator"] = None, what: str = "") -> No
     detail = ""
     if comm is not None and comm._h:
         detail = (L.starling_comm_errmsg(comm._h) or b"").decode(errors="replace")
+    elif created:  # a create call: no handle, the library kept why for this thread
+        detail = (L.starling_last_error() or b"").decode(errors="replace")
     msg = f"{what}: {text}" if what else text
     if detail and detail != text:
         msg = f"{msg} ({_python_names(detail)})"
@@ -131,14 +135,20 @@ class Config:
 
     ``None`` keeps the library default: timeout 3000 ms, op_timeout 60000 ms, 1 stream,
     listen "127.0.0.1:0", min_peers 1, chunk 1 MiB, the kernel's socket buffers, ring order
-    "join" (coordinator; or "name", "measured"), probes of 2 MiB.
+    "join" (coordinator; or "name", "measured"), probes of 2 MiB, advertise: the listening
+    host (or, listening on a wildcard, this host's side of the coordinator link).
+
+    Addresses ("HOST:PORT") take names ("localhost", /etc/hosts, DNS), dotted quads and
+    bracketed IPv6 literals ("[::1]:7000"). ``advertise`` is a host without a port: the
+    one the other members connect to, for machines with several addresses.
     """
 
     def __init__(self, timeout_ms: Optional[int] = None, op_timeout_ms: Optional[int] = None,
                  streams: Optional[int] = None, listen: Optional[str] = None,
                  min_peers: Optional[int] = None, chunk_bytes: Optional[int] = None,
                  name: Optional[str] = None, socket_buffer: Optional[int] = None,
-                 ring_order: Optional[str] = None, probe_bytes: Optional[int] = None) -> None:
+                 ring_order: Optional[str] = None, probe_bytes: Optional[int] = None,
+                 advertise: Optional[str] = None) -> None:
         self.timeout_ms = timeout_ms
         self.op_timeout_ms = op_timeout_ms
         self.streams = streams
@@ -149,6 +159,7 @@ class Config:
         self.socket_buffer = socket_buffer
         self.ring_order = ring_order
         self.probe_bytes = probe_bytes
+        self.advertise = advertise
 
     def _make(self) -> c_void_p:
         """A new starling_config handle (caller destroys it)."""
@@ -166,7 +177,8 @@ class Config:
                     ("name", L.starling_config_set_name, str.encode),
                     ("socket_buffer", L.starling_config_set_socket_buffer, int),
                     ("ring_order", L.starling_config_set_ring_order, str.encode),
-                    ("probe_bytes", L.starling_config_set_probe_bytes, int)):
+                    ("probe_bytes", L.starling_config_set_probe_bytes, int),
+                    ("advertise", L.starling_config_set_advertise, str.encode)):
                 v = getattr(self, field)
                 if v is not None:
                     _check(fn(h, conv(v)), what=f"Config({field}={v!r})")
@@ -223,7 +235,8 @@ class Coordinator(_Closing):
         cfg = config._make() if config else None
         try:
             _check(L.starling_coord_create(byref(self._h), listen.encode(), run.encode(),
-                                           sec, len(sec), cfg), what=f"Coordinator({listen!r})")
+                                           sec, len(sec), cfg), what=f"Coordinator({listen!r})",
+                   created=True)
         finally:
             if cfg:
                 L.starling_config_destroy(cfg)
@@ -475,7 +488,7 @@ class Communicator(_Closing):
         finally:
             if cfg:
                 L.starling_config_destroy(cfg)
-        _check(rc, what=f"Communicator({addr!r}, run={run!r})")
+        _check(rc, what=f"Communicator({addr!r}, run={run!r})", created=True)
         self._h = h
 
     @classmethod
@@ -484,6 +497,7 @@ class Communicator(_Closing):
         """Made from the launch environment (``environ``, default ``os.environ``) as read
         by :meth:`starling.Env.read`: starling's variables (``python3 -m starling.launch``),
         else torchrun's (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), else SLURM's.
+        ``STARLING_ADVERTISE`` (a host) sets ``config.advertise`` unless it is set.
 
         The world size becomes ``min_peers`` and the rank hint the name "peer<rank>"
         (unless ``config`` sets them; ``config`` itself is not modified). Without
@@ -499,6 +513,9 @@ class Communicator(_Closing):
             config.min_peers = env.world_size
         if config.name is None and env.rank is not None:
             config.name = f"peer{env.rank}"
+        advertise = (os.environ if environ is None else environ).get("STARLING_ADVERTISE")
+        if config.advertise is None and advertise:
+            config.advertise = advertise  # the host the other members should connect to
         if env.default_secret:
             _log.logger.warning(
                 "STARLING_SECRET is not set: using the documented default secret, so any "

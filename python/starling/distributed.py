@@ -133,9 +133,12 @@ def _rendezvous(store: Any, rank: int, size: int, group_id: str, timeout_ms: int
     coord = None
     if rank == 0:
         host = env.get("MASTER_ADDR") or _store_host(store) or "127.0.0.1"
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"  # an IPv6 literal
         secret = secrets.token_hex(16).encode()
         cfg = Config(min_peers=size, timeout_ms=_env_int("STARLING_TIMEOUT_MS", 0) or None)
-        coord = Coordinator(listen="0.0.0.0:0", run=run, secret=secret, config=cfg)
+        coord = Coordinator(listen="[::]:0" if host.startswith("[") else "0.0.0.0:0",
+                            run=run, secret=secret, config=cfg)
         address = f"{host}:{coord.port}"
         store.set("starling/secret", secret)
         store.set("starling/coordinator", address)
@@ -144,6 +147,26 @@ def _rendezvous(store: Any, rank: int, size: int, group_id: str, timeout_ms: int
         address = store.get("starling/coordinator").decode()
         secret = store.get("starling/secret")
     return address, run, secret, coord
+
+
+def _data_listen(coordinator: str) -> str:
+    """The data plane's listen address: ``STARLING_LISTEN``; else loopback when the
+    coordinator is on a loopback address (one machine); else every interface, the others
+    then being told this host's address on its link to the coordinator (or
+    ``STARLING_ADVERTISE``)."""
+    if os.environ.get("STARLING_LISTEN"):
+        return os.environ["STARLING_LISTEN"]
+    host = coordinator.rsplit(":", 1)[0].strip("[]")
+    try:
+        import ipaddress
+        import socket
+        ip = ipaddress.ip_address(socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM)
+                                  [0][4][0].split("%")[0])
+    except (OSError, ValueError, IndexError, UnicodeError):
+        return "0.0.0.0:0"
+    if ip.is_loopback:
+        return "[::1]:0" if ip.version == 6 else "127.0.0.1:0"
+    return "[::]:0" if ip.version == 6 else "0.0.0.0:0"
 
 
 def _create(opts: Any, pg_options: Any) -> Any:
@@ -159,7 +182,9 @@ def _create(opts: Any, pg_options: Any) -> Any:
                                   name=f"rank{os.environ.get('RANK', opts.group_rank)}",
                                   timeout_ms=_env_int("STARLING_TIMEOUT_MS", 0),
                                   op_timeout_ms=timeout_ms,
-                                  streams=_env_int("STARLING_STREAMS", 0))
+                                  streams=_env_int("STARLING_STREAMS", 0),
+                                  listen=_data_listen(address),
+                                  advertise=os.environ.get("STARLING_ADVERTISE", ""))
     except BaseException:
         if coord is not None:
             coord.close()

@@ -114,22 +114,39 @@ def _port(e: Mapping[str, str], name: str, required: bool = True,
     return _int(e, name, 1, 65535, required, what)
 
 
-def _ipv4(e: Mapping[str, str], name: str) -> str:
-    """The IPv4 address that variable ``name`` (an address or a host name) names: the
-    library's sockets take dotted IPv4 addresses."""
+def _master_addr(e: Mapping[str, str], name: str) -> str:
+    """The address that variable ``name`` holds (a host name, a dotted quad or an IPv6
+    literal, bracketed or not), as the host part of the library's "HOST:PORT" text
+    ("[::1]" for IPv6). A name must resolve (the library resolves it again when it
+    connects)."""
     raw = e.get(name, "").strip()
     if not raw:
         raise Invalid(f"{name} is not set")
+    bare = raw[1:-1] if raw.startswith("[") and raw.endswith("]") else raw
     try:
-        return str(ipaddress.IPv4Address(raw))
+        ip = ipaddress.ip_address(bare.split("%")[0])
+        return f"[{bare}]" if ip.version == 6 else bare
     except ValueError:
         pass
     try:
-        infos = socket.getaddrinfo(raw, None, socket.AF_INET, socket.SOCK_STREAM)
+        socket.getaddrinfo(bare, None, 0, socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as err:
-        raise Invalid(f"{name}={raw!r}: cannot resolve it to an IPv4 address ({err})") \
-            from None
-    return infos[0][4][0]
+        raise Invalid(f"{name}={raw!r}: cannot resolve it ({err})") from None
+    return bare
+
+
+def _listen_host(addr: str) -> str:
+    """Where rank 0's coordinator listens for address ``addr``: there when it is a loopback
+    address (as torch's TCPStore does), else every interface of its family."""
+    bare = addr[1:-1] if addr.startswith("[") else addr
+    try:
+        infos = socket.getaddrinfo(bare, None, 0, socket.SOCK_STREAM)
+        ip = ipaddress.ip_address(infos[0][4][0].split("%")[0])
+    except (socket.gaierror, UnicodeError, ValueError, IndexError):
+        return "0.0.0.0"
+    if ip.is_loopback:
+        return addr
+    return "[::]" if ip.version == 6 else "0.0.0.0"
 
 
 def _secret(e: Mapping[str, str]) -> tuple:
@@ -148,7 +165,7 @@ def _master(e: Mapping[str, str], addr: str, master_port: int, rank: int, source
             if port > 65535:
                 raise Invalid(f"MASTER_PORT={master_port}: torchrun holds it, and "
                               f"MASTER_PORT + 1 is no port: set STARLING_COORD_PORT")
-    listen_host = addr if ipaddress.IPv4Address(addr).is_loopback else "0.0.0.0"
+    listen_host = _listen_host(addr)
     return Env(source=source, coordinator=f"{addr}:{port}", run=run, secret=secret[0],
                default_secret=secret[1], rank=rank, host_coordinator=rank == 0,
                listen=f"{listen_host}:{port}", **shard)
@@ -177,7 +194,7 @@ def _torchrun(e: Mapping[str, str]) -> Env:
     rank = _int(e, "RANK", 0, what=why)
     if rank >= world:
         raise Invalid(f"RANK={e['RANK']!r}: must be below WORLD_SIZE={world}")
-    addr = _ipv4(e, "MASTER_ADDR")
+    addr = _master_addr(e, "MASTER_ADDR")
     port = _port(e, "MASTER_PORT", what=why)
     local_world = _int(e, "LOCAL_WORLD_SIZE", 1, required=False)
     local_rank = _int(e, "LOCAL_RANK", 0, required=False)
@@ -222,9 +239,9 @@ def _slurm(e: Mapping[str, str]) -> Env:
             raise Invalid(f"SLURM_TASKS_PER_NODE={e['SLURM_TASKS_PER_NODE']!r}: expected "
                           f"a list like '2(x3),1' covering node {node}")
     if e.get("MASTER_ADDR", "").strip():
-        addr = _ipv4(e, "MASTER_ADDR")
+        addr = _master_addr(e, "MASTER_ADDR")
     elif e.get("SLURM_LAUNCH_NODE_IPADDR", "").strip():
-        addr = _ipv4(e, "SLURM_LAUNCH_NODE_IPADDR")
+        addr = _master_addr(e, "SLURM_LAUNCH_NODE_IPADDR")
     else:
         raise Invalid("neither MASTER_ADDR nor SLURM_LAUNCH_NODE_IPADDR is set: the "
                       "address of rank 0's node is unknown")

@@ -10,6 +10,7 @@
 #include "util/alloc.h"
 #include "util/config.h"
 #include "util/log.h"
+#include "util/why.h"
 
 /* The stop flag is set from any thread or a signal handler. The __atomic builtins are
  * lock-free for int (so async-signal-safe) and visible to ThreadSanitizer. */
@@ -64,24 +65,28 @@ int starling_coord_create(starling_coord **out, const char *host_port, const cha
                           const void *secret, size_t secret_len, const starling_config *cfg)
 {
     struct starling_config defaults;
-    char host[STARLING_HOST_MAX];
+    char host[STARLING_HOST_MAX], why[160];
     starling_coord *c;
     int port, r;
 
     if (!out)
         return STARLING_E_INVALID;
     *out = NULL;
+    starling__last_error_clear();
     if (!host_port || !run || !secret || secret_len == 0)
-        return STARLING_E_INVALID;
+        return starling__last_error_set("starling_coord_create: the address, the run name and "
+                                        "a non-empty secret are required");
     if (!cfg) {
         starling__config_defaults(&defaults);
         cfg = &defaults;
     }
     if (cfg->timeout_ms < 100 || cfg->timeout_ms > 600000 || cfg->min_peers < 1 ||
         cfg->min_peers > STARLING_MAX_PEERS)
-        return STARLING_E_INVALID;
+        return starling__last_error_set("starling_coord_create: timeout or min_peers out of "
+                                        "range");
     if (starling__addr_parse(host_port, host, &port))
-        return STARLING_E_INVALID;
+        return starling__last_error_set("coordinator address '%s': expected HOST:PORT or "
+                                        "[IPV6]:PORT (port 0..65535)", host_port);
 
     c = starling__calloc(1, sizeof *c);
     if (!c)
@@ -115,10 +120,10 @@ int starling_coord_create(starling_coord **out, const char *host_port, const cha
         r = STARLING_E_OS;
         goto fail;
     }
-    r = starling__tcp_listen(host, port, 0, &c->lfd, &c->port);
+    r = starling__tcp_listen(host, port, 0, &c->lfd, &c->port, why, sizeof why);
     if (r) {
-        SLOG_WARN("coordinator: cannot listen on %s: %s", host_port, strerror(errno));
-        r = r == STARLING_E_INVALID ? STARLING_E_INVALID : STARLING_E_OS;
+        SLOG_WARN("coordinator: %s", why);
+        starling__last_error_set("%s", why);
         goto fail;
     }
     c->coord_id = starling__random_id();

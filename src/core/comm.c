@@ -1,4 +1,5 @@
 /* The communicator's public face: creation and teardown, the job queue, requests. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include "platform/clock.h"
 #include "util/alloc.h"
 #include "util/log.h"
+#include "util/why.h"
 
 /* Engine-side failures are logged here; their detail reaches the application through
  * the request's errmsg, copied into the communicator by the owner thread. */
@@ -250,10 +252,10 @@ static int connect_coordinator(starling_comm *c, int64_t deadline)
     char why[128] = "";
     int fd, rc;
 
-    rc = starling__tcp_connect(c->coord_host, c->coord_port, 0, starling__ms_until(deadline), &fd);
+    rc = starling__tcp_connect(c->coord_host, c->coord_port, 0, starling__ms_until(deadline), &fd,
+                               why, sizeof why);
     if (rc != STARLING_OK)
-        return app_err(c, rc, "cannot reach the coordinator at %s:%d", c->coord_host,
-                       c->coord_port);
+        return app_err(c, rc, "cannot reach the coordinator: %s", why);
     memset(&h, 0, sizeof h);
     h.role = ROLE_CONTROL;
     h.peer_id = c->id;
@@ -261,7 +263,7 @@ static int connect_coordinator(starling_comm *c, int64_t deadline)
     if (rc == STARLING_OK) {
         /* The data host the others should dial: our side of the coordinator link when
          * we listen on every interface. */
-        if (strcmp(c->data_host, "0.0.0.0") == 0)
+        if (!c->cfg.advertise[0] && starling__host_is_wildcard(c->data_host))
             starling__sock_local_host(fd, c->data_host);
         rc = starling__ctrl_register(c, fd, deadline, why, sizeof why);
     }
@@ -304,7 +306,7 @@ int starling_comm_create(starling_comm **out, const char *coord_host_port, const
                          const void *secret, size_t secret_len, const starling_config *cfg)
 {
     starling_comm *c;
-    char lhost[STARLING_HOST_MAX];
+    char lhost[STARLING_HOST_MAX], why[160] = "";
     int lport, rc;
     int64_t deadline;
 
@@ -333,19 +335,24 @@ int starling_comm_create(starling_comm **out, const char *coord_host_port, const
     else
         snprintf(c->name, sizeof c->name, "peer-%04x", (unsigned)(c->id & 0xffff));
 
+    starling__last_error_clear();
     rc = starling__key_derive(&c->key, run ? run : "", secret, secret_len);
     if (rc == STARLING_OK &&
         starling__addr_parse(coord_host_port, c->coord_host, &c->coord_port) != STARLING_OK)
-        rc = STARLING_E_INVALID;
+        rc = app_err(c, STARLING_E_INVALID, "coordinator address '%s': expected HOST:PORT or "
+                     "[IPV6]:PORT (port 0..65535)", coord_host_port ? coord_host_port : "(null)");
     if (rc == STARLING_OK && starling__addr_parse(c->cfg.listen, lhost, &lport) != STARLING_OK)
-        rc = STARLING_E_INVALID;
+        rc = app_err(c, STARLING_E_INVALID, "listen address '%s': expected HOST:PORT or "
+                     "[IPV6]:PORT", c->cfg.listen);
+    if (rc == STARLING_OK &&
+        (rc = starling__tcp_listen(lhost, lport, (int)c->cfg.socket_buffer, &c->listen_fd,
+                                   &c->data_port, why, sizeof why)))
+        app_err(c, rc, "%s", why);
+    if (rc == STARLING_OK &&
+        ((rc = starling__wake_init(&c->wake)) || (rc = starling__wake_init(&c->acc_wake))))
+        app_err(c, rc, "cannot create a wake-up pipe: %s", strerror(errno));
     if (rc != STARLING_OK) {
-        comm_free(c);
-        return rc;
-    }
-    if ((rc = starling__tcp_listen(lhost, lport, (int)c->cfg.socket_buffer, &c->listen_fd,
-                                   &c->data_port)) ||
-        (rc = starling__wake_init(&c->wake)) || (rc = starling__wake_init(&c->acc_wake))) {
+        starling__last_error_set("%s", c->errmsg);
         comm_free(c);
         return rc;
     }
@@ -353,10 +360,12 @@ int starling_comm_create(starling_comm **out, const char *coord_host_port, const
         SLOG_INFO("%s: ring link socket buffers: %zu bytes asked, the kernel grants %d", c->name,
                   c->cfg.socket_buffer,
                   starling__sock_set_buffers(c->listen_fd, (int)c->cfg.socket_buffer));
-    snprintf(c->data_host, sizeof c->data_host, "%s", lhost);
+    snprintf(c->data_host, sizeof c->data_host, "%s",
+             c->cfg.advertise[0] ? c->cfg.advertise : lhost);
     deadline = starling__now_ms() + c->cfg.op_timeout_ms;
     if ((rc = connect_coordinator(c, deadline))) {
         SLOG_ERROR("%s", c->errmsg);
+        starling__last_error_set("%s", c->errmsg);
         comm_free(c);
         return rc;
     }

@@ -348,9 +348,12 @@ static void ctrl_reconnect(starling_comm *c)
     int fd, rc;
 
     e->next_reconnect_ms = now + 250;
-    rc = starling__tcp_connect(c->coord_host, c->coord_port, 0, starling__ms_until(deadline), &fd);
-    if (rc != STARLING_OK)
+    rc = starling__tcp_connect(c->coord_host, c->coord_port, 0, starling__ms_until(deadline), &fd,
+                               why, sizeof why);
+    if (rc != STARLING_OK) {
+        SLOG_DEBUG("%s: re-registration: %s", c->name, why);
         return;
+    }
     memset(&h, 0, sizeof h);
     h.role = ROLE_CONTROL;
     h.peer_id = c->id;

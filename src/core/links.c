@@ -115,17 +115,17 @@ int starling__links_setup(starling_comm *c, const starling__msg_topo *t)
         h.epoch = t->epoch;
         h.stream = (uint8_t)s;
         h.nstreams = (uint8_t)c->cfg.streams;
+        why[0] = '\0';
         rc = starling__tcp_connect(right->host, right->port, (int)c->cfg.socket_buffer,
-                                   starling__ms_until(deadline), &fd);
+                                   starling__ms_until(deadline), &fd, why, sizeof why);
         if (rc == STARLING_OK) {
-            why[0] = '\0';
             rc = starling__handshake_client(fd, &c->key, &h, deadline, why, sizeof why);
             if (rc != STARLING_OK)
                 starling__sock_close(fd);
         }
         if (rc != STARLING_OK) {
             starling__comm_log_failure(c, rc, "cannot open ring link to %s:%d: %s", right->host,
-                                   right->port, starling_strerror(rc));
+                                       right->port, why[0] ? why : starling_strerror(rc));
             starling__links_close(c);
             return rc;
         }

@@ -98,10 +98,10 @@ static void probe_one(starling_comm *c, const starling__member *to, uint64_t epo
         return;
     }
     rc = starling__tcp_connect(to->host, to->port, (int)c->cfg.socket_buffer,
-                               starling__ms_until(deadline), &fd);
+                               starling__ms_until(deadline), &fd, why, sizeof why);
     if (rc != STARLING_OK) {
         SLOG_WARN("%s: link to %s:%u not measured: %s", c->name, to->host, (unsigned)to->port,
-                  starling_strerror(rc));
+                  why);
         return;
     }
     rtt_us = (starling__now_ns() - t0) / 1000;

@@ -4,8 +4,10 @@
 #include "platform/net.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -17,14 +19,45 @@
 
 #include "platform/clock.h"
 #include "starling.h"
+#include "util/why.h"
+
+/* A host as the API takes it: a name (letters, digits, '-', '_', '.'), a dotted quad, or
+ * an IPv6 literal (hex digits, ':', '.', and a zone after '%'). Syntax only: whether it
+ * resolves is known when it is used. */
+int starling__host_valid(const char *host)
+{
+    size_t n = strlen(host);
+    int colons = 0, zone = 0;
+
+    if (n == 0 || n >= STARLING_HOST_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)host[i];
+        if (ch == ':')
+            colons++;
+        else if (ch == '%' && !zone)
+            zone = 1;
+        else if (!(isalnum(ch) || ch == '-' || ch == '_' || ch == '.'))
+            return 0;
+    }
+    if (zone && !colons)
+        return 0;
+    if (colons) { /* an IPv6 literal must be one */
+        struct in6_addr a;
+        char tmp[STARLING_HOST_MAX];
+        memcpy(tmp, host, n + 1);
+        tmp[strcspn(tmp, "%")] = '\0';
+        return inet_pton(AF_INET6, tmp, &a) == 1;
+    }
+    return host[0] != '-' && host[0] != '.';
+}
 
 int starling__addr_parse(const char *host_port, char host[STARLING_HOST_MAX], int *port)
 {
-    const char *colon;
+    const char *colon, *h;
     size_t hlen;
     char *end;
     long p;
-    struct in_addr a;
     char tmp[STARLING_HOST_MAX];
 
     if (!host_port)
@@ -32,22 +65,74 @@ int starling__addr_parse(const char *host_port, char host[STARLING_HOST_MAX], in
     colon = strrchr(host_port, ':');
     if (!colon || colon == host_port)
         return STARLING_E_INVALID;
+    h = host_port;
     hlen = (size_t)(colon - host_port);
+    if (h[0] == '[') { /* "[V6]:PORT" */
+        if (hlen < 3 || h[hlen - 1] != ']')
+            return STARLING_E_INVALID;
+        h++;
+        hlen -= 2;
+    } else if (memchr(h, ':', hlen) || memchr(h, ']', hlen)) {
+        return STARLING_E_INVALID; /* an unbracketed IPv6 literal: its colons are ambiguous */
+    }
     if (hlen >= STARLING_HOST_MAX)
         return STARLING_E_INVALID;
     errno = 0;
     p = strtol(colon + 1, &end, 10);
-    if (errno || end == colon + 1 || *end != '\0' || p < 0 || p > 65535)
+    if (errno || end == colon + 1 || *end != '\0' || !isdigit((unsigned char)colon[1]) ||
+        p < 0 || p > 65535)
         return STARLING_E_INVALID;
-    memcpy(tmp, host_port, hlen);
+    memcpy(tmp, h, hlen);
     tmp[hlen] = '\0';
-    if (strcmp(tmp, "localhost") == 0)
-        strcpy(tmp, "127.0.0.1");
-    if (inet_pton(AF_INET, tmp, &a) != 1)
+    if (!starling__host_valid(tmp) || (host_port[0] == '[') != (strchr(tmp, ':') != NULL))
         return STARLING_E_INVALID;
-    memcpy(host, tmp, strlen(tmp) + 1);
+    memcpy(host, tmp, hlen + 1);
     *port = (int)p;
     return STARLING_OK;
+}
+
+void starling__addr_format(const char *host, int port, char *buf, size_t n)
+{
+    snprintf(buf, n, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+}
+
+static int is_wildcard(const char *host)
+{
+    return strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0;
+}
+
+int starling__host_is_wildcard(const char *host) { return is_wildcard(host); }
+
+/* getaddrinfo for TCP; a name goes through nsswitch (/etc/hosts, then DNS). */
+static int resolve(const char *host, int port, int passive, struct addrinfo **res, char *why,
+                   size_t wl)
+{
+    struct addrinfo hints;
+    char service[8];
+    int r;
+
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+    snprintf(service, sizeof service, "%d", port);
+    r = getaddrinfo(host, service, &hints, res);
+    if (r == 0)
+        return STARLING_OK;
+    if (why)
+        starling__why(why, wl, "resolve %s: %s", host,
+                      r == EAI_SYSTEM ? strerror(errno) : gai_strerror(r));
+    return r == EAI_MEMORY ? STARLING_E_NOMEM : r == EAI_AGAIN ? STARLING_E_TIMEOUT
+                                                               : STARLING_E_INVALID;
+}
+
+static void os_why(char *why, size_t wl, const char *what, const char *host, int port, int e)
+{
+    char addr[STARLING_HOST_MAX + 8];
+    if (!why)
+        return;
+    starling__addr_format(host, port, addr, sizeof addr);
+    starling__why(why, wl, "%s %s: %s", what, addr, strerror(e));
 }
 
 static int set_nonblock(int fd)
@@ -65,40 +150,47 @@ static void set_nodelay(int fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
-static int make_sockaddr(const char *host, int port, struct sockaddr_in *sa)
-{
-    memset(sa, 0, sizeof *sa);
-    sa->sin_family = AF_INET;
-    sa->sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
-        return STARLING_E_INVALID;
-    return STARLING_OK;
-}
-
 int starling__tcp_listen(const char *host, int port, int buf_bytes, int *fd_out,
-                         int *port_out)
+                         int *port_out, char *why, size_t wl)
 {
-    struct sockaddr_in sa;
+    struct addrinfo *res;
+    struct sockaddr_storage sa;
     socklen_t len = sizeof sa;
-    int one = 1, fd;
+    int one = 1, zero = 0, fd, r;
 
-    if (make_sockaddr(host, port, &sa) != STARLING_OK)
+    if (!starling__host_valid(host)) {
+        if (why)
+            starling__why(why, wl, "listen: '%s' is not a host name or address", host);
         return STARLING_E_INVALID;
-    fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
+    }
+    if ((r = resolve(host, port, is_wildcard(host), &res, why, wl)) != STARLING_OK)
+        return r;
+    fd = socket(res->ai_family, SOCK_STREAM, 0);
+    if (fd < 0) {
+        r = errno;
+        freeaddrinfo(res);
+        os_why(why, wl, "listen on", host, port, r);
+        errno = r;
         return STARLING_E_OS;
+    }
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (res->ai_family == AF_INET6 && strcmp(host, "::") == 0) /* IPv4 too, where allowed */
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
     starling__sock_set_buffers(fd, buf_bytes);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 128) != 0 ||
+    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 128) != 0 ||
         set_nonblock(fd) != STARLING_OK || getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
         int e = errno;
+        freeaddrinfo(res);
         close(fd);
+        os_why(why, wl, "listen on", host, port, e);
         errno = e;
         return STARLING_E_OS;
     }
+    freeaddrinfo(res);
     *fd_out = fd;
     if (port_out)
-        *port_out = ntohs(sa.sin_port);
+        *port_out = sa.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&sa)->sin6_port)
+                                             : ntohs(((struct sockaddr_in *)&sa)->sin_port);
     return STARLING_OK;
 }
 
@@ -119,23 +211,21 @@ int starling__tcp_accept(int lfd, int *fd_out)
     return STARLING_OK;
 }
 
-int starling__tcp_connect(const char *host, int port, int buf_bytes, int timeout_ms,
-                          int *fd_out)
+/* One connection attempt to one address: STARLING_OK, STARLING_E_TIMEOUT or
+ * STARLING_E_OS (errno set). */
+static int connect_one(const struct addrinfo *ai, int buf_bytes, int timeout_ms, int *fd_out)
 {
-    struct sockaddr_in sa;
     struct pollfd pfd;
     int fd, err = 0, r;
     socklen_t elen = sizeof err;
 
-    if (make_sockaddr(host, port, &sa) != STARLING_OK)
-        return STARLING_E_INVALID;
-    fd = socket(AF_INET, SOCK_STREAM, 0);
+    fd = socket(ai->ai_family, SOCK_STREAM, 0);
     if (fd < 0)
         return STARLING_E_OS;
     starling__sock_set_buffers(fd, buf_bytes);
     if (set_nonblock(fd) != STARLING_OK)
         goto fail;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
         if (errno != EINPROGRESS)
             goto fail;
         pfd.fd = fd;
@@ -164,13 +254,58 @@ fail:
     return STARLING_E_OS;
 }
 
+int starling__tcp_connect(const char *host, int port, int buf_bytes, int timeout_ms,
+                          int *fd_out, char *why, size_t wl)
+{
+    struct addrinfo *res, *ai;
+    int64_t deadline = starling__now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    int r, e = 0, left;
+
+    if (!starling__host_valid(host)) {
+        if (why)
+            starling__why(why, wl, "connect: '%s' is not a host name or address", host);
+        return STARLING_E_INVALID;
+    }
+    if ((r = resolve(host, port, 0, &res, why, wl)) != STARLING_OK)
+        return r;
+    /* Each address in the resolver's order; a timeout on one leaves the rest of the time
+     * to the others (an equal share each), so that a dead first address does not use it all. */
+    r = STARLING_E_OS;
+    for (ai = res; ai; ai = ai->ai_next) {
+        int n = 0;
+        for (const struct addrinfo *x = ai; x; x = x->ai_next)
+            n++;
+        left = starling__ms_until(deadline);
+        r = connect_one(ai, buf_bytes, n > 1 ? left / n : left, fd_out);
+        if (r == STARLING_OK)
+            break;
+        e = r == STARLING_E_OS ? errno : ETIMEDOUT;
+        if (starling__ms_until(deadline) == 0)
+            break;
+    }
+    freeaddrinfo(res);
+    if (r == STARLING_OK)
+        return STARLING_OK;
+    os_why(why, wl, "connect to", host, port, e);
+    errno = e;
+    return r;
+}
+
 int starling__sock_local_host(int fd, char host[STARLING_HOST_MAX])
 {
-    struct sockaddr_in sa;
+    struct sockaddr_storage sa;
     socklen_t len = sizeof sa;
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&sa;
+
     if (getsockname(fd, (struct sockaddr *)&sa, &len) != 0)
         return STARLING_E_OS;
-    if (!inet_ntop(AF_INET, &sa.sin_addr, host, STARLING_HOST_MAX))
+    if (sa.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+        struct in_addr a4;
+        memcpy(&a4, &s6->sin6_addr.s6_addr[12], 4);
+        return inet_ntop(AF_INET, &a4, host, STARLING_HOST_MAX) ? STARLING_OK : STARLING_E_OS;
+    }
+    if (getnameinfo((struct sockaddr *)&sa, len, host, STARLING_HOST_MAX, NULL, 0,
+                    NI_NUMERICHOST) != 0)
         return STARLING_E_OS;
     return STARLING_OK;
 }

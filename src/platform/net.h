@@ -7,22 +7,39 @@
 
 #define STARLING_HOST_MAX 64
 
-/* Parses "HOST:PORT" (IPv4 dotted quad or "localhost"; port 0..65535).
- * Returns 0, or STARLING_E_INVALID with nothing written. */
+/* Parses "HOST:PORT" or "[V6]:PORT" (port 0..65535) into host (brackets dropped) and
+ * port. HOST: a name (at most 63 bytes of letters, digits, '-', '_', '.'), a dotted quad,
+ * or an IPv6 literal in brackets (a zone "%eth0" allowed). Syntax only: nothing is looked
+ * up. Returns 0, or STARLING_E_INVALID with nothing written. */
 int starling__addr_parse(const char *host_port, char host[STARLING_HOST_MAX], int *port);
+/* Whether `host` (no brackets, no port) has the syntax starling__addr_parse accepts. */
+int starling__host_valid(const char *host);
+/* "HOST:PORT", or "[HOST]:PORT" for an IPv6 literal. */
+void starling__addr_format(const char *host, int port, char *buf, size_t n);
+/* "0.0.0.0" or "::". */
+int starling__host_is_wildcard(const char *host);
 
-/* Non-blocking listening socket with SO_REUSEADDR. *port_out gets the bound port.
- * buf_bytes > 0: the socket buffers of every accepted connection (see below). */
+/* Every function below that takes `why` (may be NULL) writes one line there on failure:
+ * "connect to 127.0.0.1:7002: Connection refused", "resolve vm: Name or service not
+ * known". Names are resolved with getaddrinfo (/etc/hosts, then DNS as nsswitch.conf
+ * says; a DNS lookup may take the resolver's own timeout, resolv.conf). */
+
+/* Non-blocking listening socket with SO_REUSEADDR on the first address `host` resolves
+ * to ("::" also takes IPv4 where the system allows). *port_out gets the bound port.
+ * buf_bytes > 0: the socket buffers of every accepted connection (see below). Errors:
+ * STARLING_E_INVALID (bad or unknown host), STARLING_E_OS (errno set). */
 int starling__tcp_listen(const char *host, int port, int buf_bytes, int *fd_out,
-                         int *port_out);
+                         int *port_out, char *why, size_t wl);
 /* Accepts one connection (non-blocking, TCP_NODELAY); STARLING_E_TIMEOUT if none ready. */
 int starling__tcp_accept(int lfd, int *fd_out);
-/* Connects with a deadline; the returned socket is non-blocking with TCP_NODELAY.
- * buf_bytes > 0: its socket buffers, set before the connection is made (so that TCP's
- * window scale can use them). */
+/* Connects with a deadline to each address `host` resolves to in turn, until one
+ * answers; the returned socket is non-blocking with TCP_NODELAY. buf_bytes > 0: its
+ * socket buffers, set before the connection is made (so that TCP's window scale can use
+ * them). Errors: STARLING_E_INVALID (bad or unknown host), STARLING_E_TIMEOUT,
+ * STARLING_E_OS (refused, unreachable...; errno set). */
 int starling__tcp_connect(const char *host, int port, int buf_bytes, int timeout_ms,
-                          int *fd_out);
-/* Local address of a connected socket as dotted quad. */
+                          int *fd_out, char *why, size_t wl);
+/* Local address of a socket as numeric text (a v4-mapped IPv6 address as the dotted quad). */
 int starling__sock_local_host(int fd, char host[STARLING_HOST_MAX]);
 /* Sets both socket buffers to `bytes` (0 leaves the kernel's autotuning alone): beyond
  * net.core.[rw]mem_max with SO_*BUFFORCE when the process may, else as far as the

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "platform/net.h"
 #include "util/alloc.h"
 
 void starling__config_defaults(struct starling_config *cfg)
@@ -59,9 +60,26 @@ int starling_config_set_streams(starling_config *cfg, int streams)
 
 int starling_config_set_listen(starling_config *cfg, const char *host_port)
 {
-    if (!cfg || !host_port || strlen(host_port) >= sizeof cfg->listen)
+    char host[STARLING_HOST_MAX];
+    int port;
+    if (!cfg || !host_port || strlen(host_port) >= sizeof cfg->listen ||
+        starling__addr_parse(host_port, host, &port) != STARLING_OK)
         return STARLING_E_INVALID;
     strcpy(cfg->listen, host_port);
+    return STARLING_OK;
+}
+
+int starling_config_set_advertise(starling_config *cfg, const char *host)
+{
+    if (!cfg)
+        return STARLING_E_INVALID;
+    if (!host || !host[0]) {
+        cfg->advertise[0] = '\0';
+        return STARLING_OK;
+    }
+    if (!starling__host_valid(host) || starling__host_is_wildcard(host))
+        return STARLING_E_INVALID;
+    snprintf(cfg->advertise, sizeof cfg->advertise, "%s", host);
     return STARLING_OK;
 }
 

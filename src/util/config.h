@@ -19,6 +19,7 @@ struct starling_config {
     int min_peers;
     size_t chunk_bytes;
     char listen[80];
+    char advertise[64]; /* "": the default (starling_config_set_advertise) */
     char name[64];
     size_t socket_buffer; /* 0: the kernel's autotuning */
     starling__ring_order ring_order;

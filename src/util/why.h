@@ -17,4 +17,8 @@ typedef struct starling__why_buf {
     size_t wl;
 } starling__why_buf;
 int starling__refuse(starling__why_buf *e, const char *fmt, ...) STARLING_PRINTF(2, 3);
+/* The text starling_last_error() returns (this thread's): set by the create functions
+ * that fail before a handle exists. _set returns STARLING_E_INVALID. */
+int starling__last_error_set(const char *fmt, ...) STARLING_PRINTF(1, 2);
+void starling__last_error_clear(void);
 #endif

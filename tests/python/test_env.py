@@ -37,7 +37,17 @@ def test_torchrun_variables():
     assert (e.rank, e.world_size, e.local_rank, e.local_world_size) == (1, 3, 1, 3)
     assert not e.host_coordinator and e.default_secret and e.secret == "starling"
     e0 = Env.read(dict(TORCHRUN, RANK="0", STARLING_SECRET="k", MASTER_ADDR="localhost"))
-    assert e0.host_coordinator and e0.listen == "127.0.0.1:29511" and not e0.default_secret
+    assert e0.host_coordinator and not e0.default_secret  # a name is kept, not resolved
+    assert e0.coordinator == e0.listen == "localhost:29511"
+    # IPv6 literals, bare or bracketed; a loopback master listens there, any other on
+    # every interface of its family
+    for addr, coord, listen in (("::1", "[::1]:29511", "[::1]:29511"),
+                                ("[::1]", "[::1]:29511", "[::1]:29511"),
+                                ("fd00::7", "[fd00::7]:29511", "[::]:29511"),
+                                ("10.1.2.3", "10.1.2.3:29511", "0.0.0.0:29511"),
+                                ("127.0.0.1", "127.0.0.1:29511", "127.0.0.1:29511")):
+        e0 = Env.read(dict(TORCHRUN, RANK="0", MASTER_ADDR=addr))
+        assert (e0.coordinator, e0.listen) == (coord, listen), addr
     # torchrun's agent holds MASTER_PORT for its own store: the next port
     assert Env.read(dict(TORCHRUN, TORCHELASTIC_USE_AGENT_STORE="True")).coordinator == \
         "127.0.0.1:29512"

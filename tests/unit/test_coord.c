@@ -177,7 +177,7 @@ static int64_t deadline(void) { return starling__now_ms() + WAIT_MS; }
 
 static int dial(const fixture *f, int *fd)
 {
-    return starling__tcp_connect("127.0.0.1", f->port, 0, WAIT_MS, fd);
+    return starling__tcp_connect("127.0.0.1", f->port, 0, WAIT_MS, fd, NULL, 0);
 }
 
 /* Connects and authenticates as `id`; returns the handshake's result. */

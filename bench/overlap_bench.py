@@ -44,6 +44,10 @@ def parse(argv):
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--ddp", action="store_true",
+                   help="also run unmodified DistributedDataParallel over the starling "
+                        "torch.distributed backend (its C++ reducer's buckets, --bucket-mb's "
+                        "first size)")
     p.add_argument("--no-bounds", action="store_true",
                    help="skip the compute-only and all-reduce-only modes")
     p.add_argument("--link", default="", help=argparse.SUPPRESS)  # for the table's title
@@ -51,6 +55,33 @@ def parse(argv):
                    help="this peer's listen address (bench/overlap_tbf.sh: its namespace's)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
+
+
+def ddp_model(a, comm, model, bucket_mb):
+    """DistributedDataParallel over a torch.distributed group of the starling backend with
+    the same members: rank 0 (ring rank) hosts the store on its data-plane host, sent to
+    the others over `comm`. Outside DDP's forward its hooks are idle, so the other modes
+    keep using `model` itself."""
+    import socket
+    import torch
+    import torch.distributed as dist
+    import starling.distributed  # noqa: F401  registers the backend
+    host = (a.listen or "127.0.0.1:0").rsplit(":", 1)[0]
+    buf = torch.zeros(72, dtype=torch.uint8)
+    if comm.rank == 0:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        text = f"{host} {port}".encode()
+        buf[:len(text)] = torch.tensor(list(text), dtype=torch.uint8)
+    comm.broadcast(buf, src=0)
+    host0, port = bytes(buf.tolist()).rstrip(b"\0").decode().split()
+    os.environ.pop("STARLING_COORD", None)  # a group of its own: rank 0 hosts a coordinator
+    os.environ["MASTER_ADDR"] = host0
+    os.environ["STARLING_LISTEN"] = f"{host}:0"
+    dist.init_process_group("starling", init_method=f"tcp://{host0}:{port}", rank=comm.rank,
+                            world_size=comm.size)
+    return torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=bucket_mb)
 
 
 def worker(a):
@@ -99,6 +130,14 @@ def worker(a):
         modes.append((f"bucketed {sizes[0]:g} MiB, grad_as_view", None,
                       dict(bucket_mb=sizes[0], first_bucket_mb=a.first_bucket_mb,
                            grad_as_view=True)))
+    if a.ddp:
+        ddp = ddp_model(a, comm, model, sizes[0])
+
+        def step_ddp():
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(ddp(x), y).backward()
+            opt.step()
+        modes.append((f"DDP over the starling backend, {sizes[0]:g} MiB", step_ddp, None))
     if not a.no_bounds:
         modes += [("compute only (no sync)", step_compute, None),
                   ("all-reduce only (64 MiB)" if nparams * 4 == 64 << 20 else

@@ -176,8 +176,9 @@ STARLING_API int starling_config_set_listen(starling_config *cfg, const char *ho
  * port is the one the data plane listens on). Set it on a host with several addresses
  * (several interfaces, a VPN, NAT) to the one the others can reach. NULL or "" restores
  * the default: the listening host, or when that is a wildcard, this host's address on
- * its connection to the coordinator. A name is passed on as it is, and resolved by each
- * member that connects. STARLING_E_INVALID if not a host as described above. */
+ * its connection to the coordinator. A name is resolved once, by starling_comm_create,
+ * to its first address: the coordinator passes numeric addresses on, so no member's
+ * engine waits on a name lookup. STARLING_E_INVALID if not a host as described above. */
 STARLING_API int starling_config_set_advertise(starling_config *cfg, const char *host);
 /* Smallest membership for which the first epoch forms (all peers of a run should agree). */
 STARLING_API int starling_config_set_min_peers(starling_config *cfg, int min_peers);

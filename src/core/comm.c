@@ -360,8 +360,23 @@ int starling_comm_create(starling_comm **out, const char *coord_host_port, const
         SLOG_INFO("%s: ring link socket buffers: %zu bytes asked, the kernel grants %d", c->name,
                   c->cfg.socket_buffer,
                   starling__sock_set_buffers(c->listen_fd, (int)c->cfg.socket_buffer));
-    snprintf(c->data_host, sizeof c->data_host, "%s",
-             c->cfg.advertise[0] ? c->cfg.advertise : lhost);
+    /* What the others dial goes on the wire as a numeric address, resolved here, on the
+     * caller's thread: the engine then never waits on a name lookup. A wildcard is
+     * replaced by this side of the coordinator link (connect_coordinator). */
+    if (c->cfg.advertise[0])
+        rc = starling__host_resolve_first(c->cfg.advertise, c->data_host, why, sizeof why);
+    else if (starling__host_is_wildcard(lhost))
+        snprintf(c->data_host, sizeof c->data_host, "%s", lhost);
+    else
+        rc = starling__sock_local_host(c->listen_fd, c->data_host);
+    if (rc != STARLING_OK) {
+        app_err(c, rc, "data-plane host '%s': %s",
+                c->cfg.advertise[0] ? c->cfg.advertise : lhost,
+                why[0] ? why : starling_strerror(rc));
+        starling__last_error_set("%s", c->errmsg);
+        comm_free(c);
+        return rc;
+    }
     deadline = starling__now_ms() + c->cfg.op_timeout_ms;
     if ((rc = connect_coordinator(c, deadline))) {
         SLOG_ERROR("%s", c->errmsg);

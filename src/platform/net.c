@@ -91,6 +91,32 @@ int starling__addr_parse(const char *host_port, char host[STARLING_HOST_MAX], in
     return STARLING_OK;
 }
 
+static int resolve(const char *host, int port, int passive, struct addrinfo **res, char *why,
+                   size_t wl);
+
+int starling__host_numeric(const char *host)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    return inet_pton(AF_INET, host, &a4) == 1 || inet_pton(AF_INET6, host, &a6) == 1;
+}
+
+int starling__host_resolve_first(const char *host, char out[STARLING_HOST_MAX], char *why,
+                                 size_t wl)
+{
+    struct addrinfo *res;
+    int r;
+    if (!starling__host_valid(host))
+        return starling__refuse(&(starling__why_buf){why, wl},
+                                "'%s' is not a host name or address", host);
+    if ((r = resolve(host, 0, 0, &res, why, wl)) != STARLING_OK)
+        return r;
+    r = getnameinfo(res->ai_addr, res->ai_addrlen, out, STARLING_HOST_MAX, NULL, 0,
+                    NI_NUMERICHOST);
+    freeaddrinfo(res);
+    return r == 0 ? STARLING_OK : STARLING_E_OS;
+}
+
 void starling__addr_format(const char *host, int port, char *buf, size_t n)
 {
     snprintf(buf, n, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);

@@ -14,6 +14,11 @@
 int starling__addr_parse(const char *host_port, char host[STARLING_HOST_MAX], int *port);
 /* Whether `host` (no brackets, no port) has the syntax starling__addr_parse accepts. */
 int starling__host_valid(const char *host);
+/* Whether `host` is a numeric IPv4 or IPv6 address (no zone). */
+int starling__host_numeric(const char *host);
+/* The first address `host` resolves to, as numeric text (blocks in the resolver). */
+int starling__host_resolve_first(const char *host, char out[STARLING_HOST_MAX], char *why,
+                                 size_t wl);
 /* "HOST:PORT", or "[HOST]:PORT" for an IPv6 literal. */
 void starling__addr_format(const char *host, int port, char *buf, size_t n);
 /* "0.0.0.0" or "::". */

@@ -199,7 +199,8 @@ int starling__register_decode(const uint8_t *p, size_t len, starling__msg_regist
         m->members[i] = starling__r_u64(&r);
     if (starling__r_finish(&r))
         return STARLING_E_PROTOCOL;
-    if (m->peer_id == 0 || m->port == 0 || !starling__host_valid(m->host) || m->min_peers < 1 ||
+    if (m->peer_id == 0 || m->port == 0 || !starling__host_numeric(m->host) ||
+        m->min_peers < 1 ||
         m->min_peers > STARLING_MAX_PEERS || (m->epoch == 0) != (m->nmembers == 0))
         return STARLING_E_PROTOCOL;
     return STARLING_OK;

@@ -4,8 +4,8 @@
 # (/etc/netns/NS/hosts, which `ip netns exec` mounts over /etc/hosts) naming both hosts,
 # a coordinator listening on its host's name, and two `starling bench-peer`s that reach it
 # by name and listen on their own host's name. Checks that both peers finish their checked
-# all-reduces and that the coordinator was told the names (so each peer resolved the
-# other's name to open its ring link). Exit: 0 pass, 1 fail, 77 skip (no bed possible).
+# all-reduces and that the coordinator was told the addresses the names resolve to there
+# (each peer resolves its own listen name; only numeric addresses go on the wire). Exit: 0 pass, 1 fail, 77 skip (no bed possible).
 #
 #   run_hostnames_test.sh --starling build/tools/starling [--timeout 120]
 
@@ -71,7 +71,9 @@ done
 bed_wait_peers $((deadline - SECONDS)) "$dir/peer." "${peers[@]}" || fail "$bed_why"
 for i in 0 1; do
     grep -q '^ready [01] 2 ' "$dir/report.$i" || fail "peer $i: no 'ready R 2 E' line"
-    grep -q "data plane h$i.starling-test:" "$dir/coordinator.log" ||
-        fail "the coordinator was not told h$i.starling-test as peer $i's data plane"
+    # each peer resolved its own name (its namespace's hosts file) and registered the address
+    a=$(netbed_addr "$name" "$i")
+    grep -q "data plane $a:" "$dir/coordinator.log" ||
+        fail "the coordinator was not told $a (h$i.starling-test) as peer $i's data plane"
 done
 echo "run_hostnames_test: 2 peers all-reduced through coord.starling-test and h0/h1.starling-test"

@@ -427,15 +427,15 @@ static void test_register_round_trip(void **state)
     }
 }
 
-/* Names and hosts up to 63 bytes, min_peers up to STARLING_MAX_PEERS, an empty name. */
+/* Names up to 63 bytes, the longest numeric host (45 bytes: hosts are numeric
+ * addresses), min_peers up to STARLING_MAX_PEERS. */
 static void test_register_field_extremes(void **state)
 {
     (void)state;
     sample_register(&reg_a, STARLING_MAX_PEERS);
     memset(reg_a.name, 'n', STARLING_NAME_MAX - 1);
     reg_a.name[STARLING_NAME_MAX - 1] = '\0';
-    memset(reg_a.host, 'h', STARLING_ADDR_MAX - 1);
-    reg_a.host[STARLING_ADDR_MAX - 1] = '\0';
+    strcpy(reg_a.host, "0000:0000:0000:0000:0000:ffff:255.255.255.255");
     reg_a.min_peers = STARLING_MAX_PEERS;
     reg_a.port = 65535;
     reg_a.peer_id = UINT64_MAX;
@@ -1313,7 +1313,10 @@ static size_t register_bytes(uint8_t *p, size_t namelen, size_t hostlen)
     memset(p + n, 'a', namelen);
     n += namelen;
     p[n++] = (uint8_t)hostlen;
-    memset(p + n, '1', hostlen);
+    if (hostlen == 7)
+        memcpy(p + n, "1.1.1.1", 7); /* numeric: accepted */
+    else
+        memset(p + n, '1', hostlen); /* "111..." is no address: refused */
     n += hostlen;
     memcpy(p + n, "\x39\x30", 2); /* port 12345 */
     n += 2;
@@ -1327,7 +1330,9 @@ static void test_register_name_too_long(void **state)
 {
     static uint8_t p[600];
     (void)state;
-    assert_int_equal(decode_exact(MSG_REGISTER, p, register_bytes(p, 63, 63)), STARLING_OK);
+    assert_int_equal(decode_exact(MSG_REGISTER, p, register_bytes(p, 63, 7)), STARLING_OK);
+    /* a host that is not a numeric address (a name, or no address at all) */
+    assert_int_equal(decode_exact(MSG_REGISTER, p, register_bytes(p, 8, 6)), STARLING_E_PROTOCOL);
     assert_int_equal(decode_exact(MSG_REGISTER, p, register_bytes(p, 64, 8)), STARLING_E_PROTOCOL);
     assert_int_equal(decode_exact(MSG_REGISTER, p, register_bytes(p, 8, 64)), STARLING_E_PROTOCOL);
     assert_int_equal(decode_exact(MSG_REGISTER, p, register_bytes(p, 255, 8)), STARLING_E_PROTOCOL);

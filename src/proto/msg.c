@@ -2,7 +2,7 @@
 
 #include <string.h>
 
-#include "platform/net.h"
+#include "platform/addr.h"
 #include "proto/wire.h"
 #include "starling.h"
 #include "util/config.h"

@@ -295,7 +295,8 @@ STARLING_API int starling_callopts_set_tag(starling_callopts *opts, uint64_t tag
 /* A compression codec for collectives, parsed once from a short spec (the grammar and
  * every wire format are in docs/codecs.md):
  *   none | f16[:stochastic] | bf16[:stochastic] | int8[:block=N] | int4[:block=N]
- *   | topk:FRAC | randk:FRAC, then optionally "+ef" (error feedback) and "+zstd[:LEVEL]".
+ *   | topk:FRAC[:bits=2|4|8][:block=N] | randk:FRAC, then optionally "+ef" (error
+ *   feedback) and "+zstd[:LEVEL]".
  * Lossy codecs apply to f32 data only. Immutable once made: one codec may be used by
  * several threads and calls at once. */
 typedef struct starling_codec starling_codec;

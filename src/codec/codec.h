@@ -21,8 +21,10 @@ typedef enum starling__codec_kind {
 typedef struct starling__codec {
     int kind;         /* starling__codec_kind */
     int stochastic;   /* casts: stochastic rounding instead of round-to-nearest-even */
-    uint32_t block;   /* int8/int4: elements per block (int8 default 256, int4 default 64) */
+    uint32_t block;   /* int8/int4: elements per block (int8 default 256, int4 default 64);
+                       * topk with bits: selected values per block (default 128) */
     double frac;      /* topk/randk: fraction of elements kept, 0 < frac <= 1 */
+    unsigned bits;    /* topk: 0 for f32 values, else 2, 4 or 8 (sign-magnitude codes) */
     int ef;           /* "+ef": the library keeps and re-adds the residual */
     int zstd_level;   /* 0: no lossless stage; else the zstd level (1..19) */
 } starling__codec;
@@ -59,17 +61,30 @@ size_t starling__sparse_size(const starling__codec *c, size_t n);
 /* Selects k elements of x and writes the blob. topk: the k largest |x|, ties to the lower
  * index, NaN ranked above everything; randk: the k distinct indices drawn from `seed`
  * (every peer passing the same seed draws the same ones). If resid != NULL it receives
- * x with the selected entries set to 0 (resid may alias x). Returns STARLING_OK or
- * STARLING_E_NOMEM (selection scratch). */
+ * x with the selected entries set to 0, or with topk:bits to x - decoded (resid may
+ * alias x). Returns STARLING_OK or STARLING_E_NOMEM (selection scratch). */
 int starling__sparse_encode(const starling__codec *c, const float *x, size_t n, uint64_t seed,
                             uint8_t *blob, float *resid);
 /* Validates a blob received from the network (len == sparse_size, indices strictly
  * increasing and < n) and then adds its values into out[index]. Returns
  * STARLING_E_PROTOCOL, with nothing written, on a malformed blob, and STARLING_E_NOMEM
- * (nothing written) when the index scratch (8 bytes per kept element; randk: n/8 bytes)
+ * (nothing written) when the scratch (12 bytes per kept element; randk: n/8 bytes)
  * cannot be had. */
 int starling__sparse_accumulate(const starling__codec *c, const uint8_t *blob, size_t len,
                                 size_t n, uint64_t seed, float *out);
+
+/* ---- quantized values of a topk blob (bits 2, 4 or 8; codec_squant.c) */
+
+/* Bytes of k quantized values: 8 per block of `block` values, then k codes of `bits`. */
+size_t starling__squant_size(const starling__codec *c, size_t k);
+/* Quantizes v[0..k) into out (squant_size bytes). If dec != NULL it receives the
+ * decoded values, exactly as starling__squant_decode gives them (dec may alias v). */
+void starling__squant_encode(const starling__codec *c, const float *v, size_t k, uint8_t *out,
+                             float *dec);
+/* STARLING_E_PROTOCOL if the padding bits after the last code are not 0. */
+int starling__squant_check(const starling__codec *c, const uint8_t *in, size_t k);
+/* out[0..k) = the values. Every byte pattern decodes (check the padding first). */
+void starling__squant_decode(const starling__codec *c, const uint8_t *in, size_t k, float *out);
 
 /* The parsed codec behind a public handle (codec_api.c). */
 struct starling_codec;

@@ -5,6 +5,8 @@
  *    "Quasi-succinct indices", WSDM 2013) needs at most 2 + log2(n/k) bits per index
  *    and, unlike a varint delta code, its size depends only on (n, k): the blob has a
  *    fixed size that the receiver knows before it arrives.
+ *    With ":bits=B" the values are B-bit sign-magnitude codes in blocks instead
+ *    (codec_squant.c).
  *  - randk: k indices drawn from a seed every peer shares, so only the k values travel.
  *
  * Everything here is integer arithmetic except ceil(frac * n), so every machine draws
@@ -58,6 +60,12 @@ static ef_layout ef_layout_of(size_t n, size_t k)
     return e;
 }
 
+/* Bytes of a topk blob's value part. */
+static size_t values_size(const starling__codec *c, size_t k)
+{
+    return c->bits ? starling__squant_size(c, k) : 4 * k;
+}
+
 size_t starling__sparse_size(const starling__codec *c, size_t n)
 {
     size_t k = starling__sparse_k(c, n);
@@ -67,7 +75,7 @@ size_t starling__sparse_size(const starling__codec *c, size_t n)
     if (c->kind == CODEC_RANDK)
         return 4 * k;
     e = ef_layout_of(n, k);
-    return e.low_bytes + e.upper_bytes + 4 * k;
+    return e.low_bytes + e.upper_bytes + values_size(c, k);
 }
 
 /* ---------------------------------------------------------------- helpers */
@@ -205,7 +213,7 @@ static int ef_walk(const uint8_t *blob, size_t n, size_t k, size_t *idx_out)
 
 /* out[idx[i]] += vals[i]. The indices are sparse over a buffer much larger than the
  * caches, so each add is a cache miss; prefetching a few ahead overlaps them. */
-static void scatter_add(const size_t *idx, const uint8_t *vals, size_t k, float *out)
+static void scatter_add(const size_t *idx, const float *vals, size_t k, float *out)
 {
     enum { AHEAD = 16 };
     for (size_t i = 0; i < k; i++) {
@@ -213,7 +221,7 @@ static void scatter_add(const size_t *idx, const uint8_t *vals, size_t k, float 
         if (i + AHEAD < k)
             __builtin_prefetch(&out[idx[i + AHEAD]], 1, 0);
 #endif
-        out[idx[i]] += get_f32(vals + 4 * i);
+        out[idx[i]] += vals[i];
     }
 }
 
@@ -310,7 +318,45 @@ static int kth_largest_key(const float *x, size_t n, size_t k, uint32_t *key_out
     return STARLING_OK;
 }
 
-static int topk_encode(const float *x, size_t n, size_t k, uint8_t *blob, float *resid)
+/* The bits > 0 form: the selected values are gathered, quantized as a whole (blocks
+ * span consecutive selected values), and the residual at a selected index is what the
+ * quantization lost, x - decoded, so error feedback carries it to the next call. */
+static int topk_encode_quant(const starling__codec *c, const float *x, size_t n, size_t k,
+                             uint32_t kth, size_t ties, uint8_t *blob, float *resid)
+{
+    ef_writer w;
+    size_t *idx = starling__malloc(k * sizeof *idx);
+    float *vals = starling__malloc(k * sizeof *vals), *dec = starling__malloc(k * sizeof *dec);
+    int rc = STARLING_E_NOMEM;
+
+    if (!idx || !vals || !dec)
+        goto out;
+    ef_begin(&w, blob, n, k);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t key = rank_key(x[i]);
+        if (key > kth || (key == kth && ties > 0)) {
+            ties -= key == kth;
+            idx[w.i] = i;
+            vals[w.i] = x[i];
+            ef_put(&w, i);
+        } else if (resid) {
+            resid[i] = x[i];
+        }
+    }
+    starling__squant_encode(c, vals, k, blob + w.e.low_bytes + w.e.upper_bytes, dec);
+    if (resid)
+        for (size_t j = 0; j < k; j++)
+            resid[idx[j]] = vals[j] - dec[j];
+    rc = STARLING_OK;
+out:
+    starling__free(idx);
+    starling__free(vals);
+    starling__free(dec);
+    return rc;
+}
+
+static int topk_encode(const starling__codec *c, const float *x, size_t n, size_t k, uint8_t *blob,
+                       float *resid)
 {
     ef_writer w;
     uint8_t *vals;
@@ -320,6 +366,8 @@ static int topk_encode(const float *x, size_t n, size_t k, uint8_t *blob, float 
 
     if (rc != STARLING_OK)
         return rc;
+    if (c->bits)
+        return topk_encode_quant(c, x, n, k, kth, ties, blob, resid);
     ef_begin(&w, blob, n, k);
     vals = blob + w.e.low_bytes + w.e.upper_bytes;
     for (size_t i = 0; i < n; i++) {
@@ -440,7 +488,7 @@ int starling__sparse_encode(const starling__codec *c, const float *x, size_t n, 
         return STARLING_OK;
     if (c->kind == CODEC_RANDK)
         return randk_encode(x, n, k, seed, blob, resid);
-    return topk_encode(x, n, k, blob, resid);
+    return topk_encode(c, x, n, k, blob, resid);
 }
 
 int starling__sparse_accumulate(const starling__codec *c, const uint8_t *blob, size_t len, size_t n,
@@ -464,14 +512,27 @@ int starling__sparse_accumulate(const starling__codec *c, const uint8_t *blob, s
     }
     {
         ef_layout e = ef_layout_of(n, k);
+        const uint8_t *vbytes = blob + e.low_bytes + e.upper_bytes;
         size_t *idx = starling__malloc(k * sizeof *idx);
-        if (!idx)
-            return STARLING_E_NOMEM;
-        /* All indices are checked before the first add: a bad blob writes nothing. */
+        float *vals = starling__malloc(k * sizeof *vals);
+        rc = STARLING_E_NOMEM;
+        if (!idx || !vals)
+            goto out;
+        /* The whole blob is checked before the first add: a bad blob writes nothing. */
         rc = ef_walk(blob, n, k, idx);
-        if (rc == STARLING_OK)
-            scatter_add(idx, blob + e.low_bytes + e.upper_bytes, k, out);
+        if (rc == STARLING_OK && c->bits)
+            rc = starling__squant_check(c, vbytes, k);
+        if (rc != STARLING_OK)
+            goto out;
+        if (c->bits)
+            starling__squant_decode(c, vbytes, k, vals);
+        else
+            for (size_t i = 0; i < k; i++)
+                vals[i] = get_f32(vbytes + 4 * i);
+        scatter_add(idx, vals, k, out);
+    out:
         starling__free(idx);
+        starling__free(vals);
         return rc;
     }
 }

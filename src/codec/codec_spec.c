@@ -2,7 +2,7 @@
  *
  *   spec   = base [ "+ef" ] [ "+zstd" [ ":" level ] ]      (the two suffixes in either order)
  *   base   = "none" | ("f16" | "bf16") [ ":stochastic" ] | ("int8" | "int4") [ ":block=" N ]
- *          | ("topk" | "randk") ":" frac
+ *          | "topk" ":" frac [ ":bits=" B ] [ ":block=" N ] | "randk" ":" frac
  *
  * parse() leaves every field that does not apply at zero, so two specs meaning the same
  * codec parse to equal structs and format to the same canonical string: peers compare
@@ -25,6 +25,7 @@
 #define BLOCK_MAX 65536u
 #define INT8_BLOCK_DEFAULT 256u
 #define INT4_BLOCK_DEFAULT 64u
+#define TOPK_BLOCK_DEFAULT 128u /* quantized topk values per (lo, scale) pair */
 #define ZSTD_LEVEL_DEFAULT 3
 #define ZSTD_LEVEL_MAX 19
 /* Longest number token we read; anything longer is refused rather than truncated. */
@@ -83,6 +84,49 @@ static int parse_frac(const char *name, const char *s, size_t len, double *out,
     return STARLING_OK;
 }
 
+/* Parses topk's ":bits=B" and ":block=N" at s (each at most once, in either order) and
+ * adds their length to *len. block applies to quantized values only. */
+static int parse_topk_options(const char *s, starling__codec *c, size_t *len, starling__why_buf *e)
+{
+    size_t i = 0;
+    int seen_block = 0;
+
+    while (s[i] == ':') {
+        const char *t = s + i + 1;
+        size_t tl = token_len(t);
+        if (tl >= 5 && memcmp(t, "bits=", 5) == 0) {
+            long b = starling__parse_small_uint(t + 5, tl - 5);
+            if (c->bits)
+                return starling__refuse(e, "topk option 'bits' given twice");
+            if (b != 2 && b != 4 && b != 8)
+                return starling__refuse(e, "topk bits must be 2, 4 or 8, got '%.*s'", (int)(tl - 5),
+                                        t + 5);
+            c->bits = (unsigned)b;
+        } else if (tl >= 6 && memcmp(t, "block=", 6) == 0) {
+            long b = starling__parse_small_uint(t + 6, tl - 6);
+            if (seen_block++)
+                return starling__refuse(e, "topk option 'block' given twice");
+            if (b < (long)BLOCK_MIN || b > (long)BLOCK_MAX || b % 8 != 0)
+                return starling__refuse(e,
+                                        "topk block must be a multiple of 8 in %u..%u, got '%.*s'",
+                                        BLOCK_MIN, BLOCK_MAX, (int)(tl - 6), t + 6);
+            c->block = (uint32_t)b;
+        } else {
+            return starling__refuse(e,
+                                    "unknown option '%.*s' for topk (expected 'bits=2|4|8' or "
+                                    "'block=N')",
+                                    (int)tl, t);
+        }
+        i += 1 + tl;
+    }
+    if (seen_block && !c->bits)
+        return starling__refuse(e, "topk block=N needs bits=2, 4 or 8 (f32 values have no blocks)");
+    if (c->bits && !seen_block)
+        c->block = TOPK_BLOCK_DEFAULT;
+    *len += i;
+    return STARLING_OK;
+}
+
 /* Parses the base codec at s into c; *end is where the suffixes start. */
 static int parse_base(const char *s, starling__codec *c, const char **end, starling__why_buf *e)
 {
@@ -132,9 +176,11 @@ static int parse_base(const char *s, starling__codec *c, const char **end, starl
         /* The number may contain "e+", so its extent comes from the number grammar, not
          * from the next '+'. */
         olen = number_len(opt);
-        if (olen == 0 || (opt[olen] != '\0' && opt[olen] != '+'))
+        if (olen == 0 || (opt[olen] != '\0' && opt[olen] != '+' && opt[olen] != ':'))
             olen = token_len(opt);
         rc = parse_frac(name, opt, olen, &c->frac, e);
+        if (rc == STARLING_OK && c->kind == CODEC_TOPK)
+            rc = parse_topk_options(opt + olen, c, &olen, e);
         if (rc != STARLING_OK)
             return rc;
     } else {
@@ -227,7 +273,7 @@ int starling__codec_parse(const char *spec, starling__codec *out, char *why, siz
 
 void starling__codec_format(const starling__codec *c, char *out, size_t cap)
 {
-    char base[40], num[32];
+    char base[64], num[32];
 
     switch (c->kind) {
     case CODEC_F16:
@@ -243,7 +289,11 @@ void starling__codec_format(const starling__codec *c, char *out, size_t cap)
     case CODEC_TOPK:
     case CODEC_RANDK:
         starling__c_format_g9(num, sizeof num, c->frac);
-        snprintf(base, sizeof base, "%s:%s", c->kind == CODEC_TOPK ? "topk" : "randk", num);
+        if (c->bits)
+            snprintf(base, sizeof base, "topk:%s:bits=%u:block=%u", num, c->bits,
+                     (unsigned)c->block);
+        else
+            snprintf(base, sizeof base, "%s:%s", c->kind == CODEC_TOPK ? "topk" : "randk", num);
         break;
     default: snprintf(base, sizeof base, "none"); break;
     }

@@ -203,7 +203,8 @@ static void test_dense_avg_streams(void **s)
  * rank order, exactly as the library must do it: bit-identical. */
 static void body_topk(peer_arg *pa, starling_comm *c)
 {
-    static const char *specs[] = {"topk:0.01", "topk:0.3+zstd:1", "topk:1"};
+    static const char *specs[] = {"topk:0.01", "topk:0.3+zstd:1", "topk:1", "topk:0.05:bits=2",
+                                  "topk:0.2:bits=4:block=8+zstd:1"};
     int rank = starling_comm_rank(c), n = starling_comm_size(c);
     for (size_t sp = 0; sp < sizeof specs / sizeof specs[0]; sp++) {
         starling_callopts *o = opts_for(specs[sp], 20 + sp);
@@ -288,7 +289,8 @@ static void test_randk_4(void **s) { (void)s; run_group(4, body_randk, NULL); }
  * they put in: sum_t R_t + sum_r resid_r = sum_t sum_r x_{t,r}. */
 static void body_ef(peer_arg *pa, starling_comm *c)
 {
-    static const char *specs[] = {"topk:0.05+ef", "int4:block=64+ef", "randk:0.1+ef"};
+    static const char *specs[] = {"topk:0.05+ef", "int4:block=64+ef", "randk:0.1+ef",
+                                  "topk:0.05:bits=2+ef"};
     int rank = starling_comm_rank(c), n = starling_comm_size(c);
     const size_t cnt = 5000;
     const int steps = 12;

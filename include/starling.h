@@ -295,8 +295,8 @@ STARLING_API int starling_callopts_set_tag(starling_callopts *opts, uint64_t tag
 /* A compression codec for collectives, parsed once from a short spec (the grammar and
  * every wire format are in docs/codecs.md):
  *   none | f16[:stochastic] | bf16[:stochastic] | int8[:block=N] | int4[:block=N]
- *   | topk:FRAC[:bits=2|4|8][:block=N] | randk:FRAC, then optionally "+ef" (error
- *   feedback) and "+zstd[:LEVEL]".
+ *   | fp4[:block=N] | topk:FRAC[:bits=2|4|8][:block=N] | randk:FRAC, then optionally
+ *   "+ef" (error feedback) and "+zstd[:LEVEL]".
  * Lossy codecs apply to f32 data only. Immutable once made: one codec may be used by
  * several threads and calls at once. */
 typedef struct starling_codec starling_codec;
@@ -490,7 +490,7 @@ STARLING_API int starling_aggregate(const starling_aggregator *agg, const float 
  * gathered (an all-gather, so each member receives (n-1)*count values: n/2 times the
  * bytes of a ring all-reduce) and every member applies `agg` with `f` to the same
  * gathered bytes, so all members end with bit-identical `recvbuf` (count floats; may equal
- * sendbuf). `opts` may carry a tag and a dense codec (f16, bf16, int8, int4; every member
+ * sendbuf). `opts` may carry a tag and a dense codec (f16, bf16, int8, int4, fp4; every member
  * then aggregates the same decoded vectors). Failure semantics as for the other
  * collectives (STARLING_E_PEER_LOST, ...); additionally the aggregator's requirements on
  * (n, f) are checked before anything is sent (STARLING_E_INVALID on every member, which

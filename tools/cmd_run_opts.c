@@ -548,9 +548,11 @@ int run_opts_parse(int argc, char **argv, run_opts **out)
         const char *cs = run_set_value(o, "compress");
         if (o->aggregator[0] && cs &&
             (strstr(cs, "topk") || strstr(cs, "randk") || strstr(cs, "+ef"))) {
-            cli_usage_error(cmd, "--compress %s cannot carry the robust all-reduce of "
-                                 "--aggregator (dense codecs only: none, f16, bf16, int8, int4; "
-                                 "no +ef)", cs);
+            cli_usage_error(cmd,
+                            "--compress %s cannot carry the robust all-reduce of "
+                            "--aggregator (dense codecs only: none, f16, bf16, int8, int4, fp4; "
+                            "no +ef)",
+                            cs);
             goto out;
         }
     }

@@ -13,7 +13,8 @@ typedef enum starling__codec_kind {
     CODEC_INT8 = 3,  /* block-wise affine 8-bit */
     CODEC_INT4 = 4,  /* block-wise affine 4-bit */
     CODEC_TOPK = 5,  /* k largest magnitudes, (index, value) pairs */
-    CODEC_RANDK = 6  /* k indices drawn from a seed all peers share; values only */
+    CODEC_RANDK = 6, /* k indices drawn from a seed all peers share; values only */
+    CODEC_FP4 = 7    /* block-scaled cast to the 4-bit float E2M1 */
 } starling__codec_kind;
 
 #define STARLING_CODEC_SPEC_MAX 64
@@ -21,7 +22,7 @@ typedef enum starling__codec_kind {
 typedef struct starling__codec {
     int kind;         /* starling__codec_kind */
     int stochastic;   /* casts: stochastic rounding instead of round-to-nearest-even */
-    uint32_t block;   /* int8/int4: elements per block (int8 default 256, int4 default 64);
+    uint32_t block;   /* int8/int4/fp4: elements per block (defaults 256, 64, 32);
                        * topk with bits: selected values per block (default 128) */
     double frac;      /* topk/randk: fraction of elements kept, 0 < frac <= 1 */
     unsigned bits;    /* topk: 0 for f32 values, else 2, 4 or 8 (sign-magnitude codes) */
@@ -34,7 +35,7 @@ typedef struct starling__codec {
 int starling__codec_parse(const char *spec, starling__codec *out, char *why, size_t wl);
 /* Writes the canonical spec (parse(format(c)) == c; equal codecs format equally). */
 void starling__codec_format(const starling__codec *c, char *out, size_t cap);
-int starling__codec_is_dense(const starling__codec *c);  /* f16 bf16 int8 int4 */
+int starling__codec_is_dense(const starling__codec *c);  /* f16 bf16 int8 int4 fp4 */
 int starling__codec_is_sparse(const starling__codec *c); /* topk randk */
 
 /* ---- dense codecs: n f32 in, a fixed number of bytes out, n f32 back. */
@@ -51,6 +52,14 @@ void starling__dense_decode(const starling__codec *c, const uint8_t *in, size_t 
 /* out[i] = base[i] + decode(in)[i], in f32; out may alias base. */
 void starling__dense_decode_add(const starling__codec *c, const uint8_t *in, size_t n,
                                 const float *base, float *out);
+
+/* fp4 (codec_fp4.c), called by the dense entry points above. */
+size_t starling__fp4_size(const starling__codec *c, size_t n);
+void starling__fp4_encode(const starling__codec *c, const float *x, size_t n, uint8_t *out,
+                          float *err);
+/* out[i] = decode(in)[i], plus base[i] when base != NULL (out may alias base). */
+void starling__fp4_decode(const starling__codec *c, const uint8_t *in, size_t n, const float *base,
+                          float *out);
 
 /* ---- sparse codecs: a fixed-size blob of k (index, value) pairs. */
 

@@ -8,6 +8,7 @@
  *    lo = min, scale = (max - min) / (2^bits - 1), q = floor((x - lo) / scale + 0.5),
  *    decoded as lo + q * scale. All (lo, scale) pairs first, then the codes.
  *  - none: the raw f32 bytes (little-endian), so callers need no special case.
+ *  - fp4: codec_fp4.c.
  *
  * Speed: GCC's -O2 cost model ("very cheap") vectorizes a loop only when its trip count
  * is a known multiple of the vector length and it needs no runtime alias check. So every
@@ -512,6 +513,7 @@ size_t starling__dense_size(const starling__codec *c, size_t n)
     case CODEC_BF16: return 2 * n;
     case CODEC_INT8: return 8 * affine_blocks(c, n) + n;
     case CODEC_INT4: return 8 * affine_blocks(c, n) + n / 2 + (n & 1);
+    case CODEC_FP4: return starling__fp4_size(c, n);
     default: return 0;
     }
 }
@@ -529,6 +531,7 @@ void starling__dense_encode(const starling__codec *c, const float *x, size_t n, 
     case CODEC_BF16: cast_encode(c, x, n, seed, out, err); break;
     case CODEC_INT8:
     case CODEC_INT4: affine_encode(c, x, n, out, err); break;
+    case CODEC_FP4: starling__fp4_encode(c, x, n, out, err); break;
     default: break;
     }
 }
@@ -554,6 +557,7 @@ static void dense_decode_into(const starling__codec *c, const uint8_t *in, size_
     case CODEC_BF16: cast_decode(c, in, n, base, out); break;
     case CODEC_INT8:
     case CODEC_INT4: affine_decode(c, in, n, base, out); break;
+    case CODEC_FP4: starling__fp4_decode(c, in, n, base, out); break;
     default: break;
     }
 }

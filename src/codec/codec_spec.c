@@ -1,7 +1,8 @@
 /* The codec spec grammar (docs/codecs.md):
  *
  *   spec   = base [ "+ef" ] [ "+zstd" [ ":" level ] ]      (the two suffixes in either order)
- *   base   = "none" | ("f16" | "bf16") [ ":stochastic" ] | ("int8" | "int4") [ ":block=" N ]
+ *   base   = "none" | ("f16" | "bf16") [ ":stochastic" ]
+ *          | ("int8" | "int4" | "fp4") [ ":block=" N ]
  *          | "topk" ":" frac [ ":bits=" B ] [ ":block=" N ] | "randk" ":" frac
  *
  * parse() leaves every field that does not apply at zero, so two specs meaning the same
@@ -25,6 +26,7 @@
 #define BLOCK_MAX 65536u
 #define INT8_BLOCK_DEFAULT 256u
 #define INT4_BLOCK_DEFAULT 64u
+#define FP4_BLOCK_DEFAULT 32u
 #define TOPK_BLOCK_DEFAULT 128u /* quantized topk values per (lo, scale) pair */
 #define ZSTD_LEVEL_DEFAULT 3
 #define ZSTD_LEVEL_MAX 19
@@ -152,9 +154,12 @@ static int parse_base(const char *s, starling__codec *c, const char **end, starl
                                         (int)olen, opt, (int)nlen, s);
             c->stochastic = 1;
         }
-    } else if (starling__token_is(s, nlen, "int8") || starling__token_is(s, nlen, "int4")) {
-        c->kind = s[3] == '8' ? CODEC_INT8 : CODEC_INT4;
-        c->block = c->kind == CODEC_INT8 ? INT8_BLOCK_DEFAULT : INT4_BLOCK_DEFAULT;
+    } else if (starling__token_is(s, nlen, "int8") || starling__token_is(s, nlen, "int4") ||
+               starling__token_is(s, nlen, "fp4")) {
+        c->kind = s[0] == 'f' ? CODEC_FP4 : s[3] == '8' ? CODEC_INT8 : CODEC_INT4;
+        c->block = c->kind == CODEC_INT8   ? INT8_BLOCK_DEFAULT
+                   : c->kind == CODEC_INT4 ? INT4_BLOCK_DEFAULT
+                                           : FP4_BLOCK_DEFAULT;
         if (has_opt) {
             long b;
             if (olen < 6 || memcmp(opt, "block=", 6) != 0)
@@ -185,7 +190,7 @@ static int parse_base(const char *s, starling__codec *c, const char **end, starl
             return rc;
     } else {
         return starling__refuse(
-            e, "unknown codec '%.*s' (expected none, f16, bf16, int8, int4, topk, randk)",
+            e, "unknown codec '%.*s' (expected none, f16, bf16, int8, int4, fp4, topk, randk)",
             (int)nlen, s);
     }
 
@@ -283,7 +288,11 @@ void starling__codec_format(const starling__codec *c, char *out, size_t cap)
         break;
     case CODEC_INT8:
     case CODEC_INT4:
-        snprintf(base, sizeof base, "%s:block=%u", c->kind == CODEC_INT8 ? "int8" : "int4",
+    case CODEC_FP4:
+        snprintf(base, sizeof base, "%s:block=%u",
+                 c->kind == CODEC_INT8   ? "int8"
+                 : c->kind == CODEC_INT4 ? "int4"
+                                         : "fp4",
                  (unsigned)c->block);
         break;
     case CODEC_TOPK:
@@ -306,7 +315,7 @@ void starling__codec_format(const starling__codec *c, char *out, size_t cap)
 int starling__codec_is_dense(const starling__codec *c)
 {
     return c->kind == CODEC_F16 || c->kind == CODEC_BF16 || c->kind == CODEC_INT8 ||
-           c->kind == CODEC_INT4;
+           c->kind == CODEC_INT4 || c->kind == CODEC_FP4;
 }
 
 int starling__codec_is_sparse(const starling__codec *c)

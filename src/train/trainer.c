@@ -281,7 +281,7 @@ static int prepare(starling_trainer *t, char *err, size_t errlen)
         if (strstr(cs, "topk") || strstr(cs, "randk") || strstr(cs, "+ef")) {
             starling__why(err, errlen,
                           "compress: \"%s\" cannot carry the robust all-reduce of aggregator "
-                          "\"%s\" (dense codecs only: none, f16, bf16, int8, int4; no +ef)",
+                          "\"%s\" (dense codecs only: none, f16, bf16, int8, int4, fp4; no +ef)",
                           c->compress, c->aggregator);
             starling_codec_destroy(codec);
             return STARLING_E_INVALID;

@@ -73,6 +73,8 @@ static const char *const specs[] = {
     "topk:0.05:bits=2",        /* 22 */
     "topk:0.3:bits=4:block=8", /* 23 */
     "topk:0.01:bits=8+zstd:1", /* 24 */
+    "fp4",                     /* 25 */
+    "fp4:block=8+zstd:1",      /* 26 */
 };
 #define NSPECS (sizeof specs / sizeof specs[0])
 #define SPEC_BITS 5

@@ -121,6 +121,9 @@ static void test_spec_accept(void **state)
         {"int8:block=0064", "int8:block=64"},
         {"int4", "int4:block=64"},
         {"int4:block=8", "int4:block=8"},
+        {"fp4", "fp4:block=32"},
+        {"fp4:block=8+ef", "fp4:block=8+ef"},
+        {"fp4:block=65536+zstd", "fp4:block=65536+zstd:3"},
         {"int8+ef", "int8:block=256+ef"},
         {"int8+ef+zstd", "int8:block=256+ef+zstd:3"},
         {"int8+zstd:5+ef", "int8:block=256+ef+zstd:5"},
@@ -188,7 +191,7 @@ static void test_spec_refuse(void **state)
         const char *in, *needle;
     } table[] = {
         {"", "empty"},
-        {"int9", "unknown codec 'int9' (expected none, f16, bf16, int8, int4, topk, randk)"},
+        {"int9", "unknown codec 'int9' (expected none, f16, bf16, int8, int4, fp4, topk, randk)"},
         {"INT8", "unknown codec 'INT8'"},
         {"int8x", "unknown codec 'int8x'"},
         {"int8 ", "unknown codec 'int8 '"},
@@ -230,6 +233,9 @@ static void test_spec_refuse(void **state)
         {"int8:block=8k", "got '8k'"},
         {"int8:block=99999999999", "got '99999999999'"},
         {"int4:block=4", "int4 block must be"},
+        {"fp4:block=12", "fp4 block must be a multiple of 8 in 8..65536, got '12'"},
+        {"fp4:stochastic", "unknown option 'stochastic' for fp4"},
+        {"FP4", "unknown codec 'FP4'"},
         {"int8:blocks=8", "unknown option 'blocks=8' for int8"},
         {"int8:", "unknown option '' for int8"},
         {"int8:block=256:block=256", "extra ':block=256'"},
@@ -1346,8 +1352,8 @@ static void test_api_spec_and_refusals(void **state)
 
     assert_int_equal(starling_codec_create(&codec, "int9", err, sizeof err), STARLING_E_INVALID);
     assert_null(codec);
-    assert_string_equal(err,
-                        "unknown codec 'int9' (expected none, f16, bf16, int8, int4, topk, randk)");
+    assert_string_equal(
+        err, "unknown codec 'int9' (expected none, f16, bf16, int8, int4, fp4, topk, randk)");
     assert_int_equal(starling_codec_create(&codec, NULL, err, sizeof err), STARLING_E_INVALID);
     assert_int_equal(starling_codec_create(&codec, "int9", NULL, 0), STARLING_E_INVALID);
     assert_int_equal(starling_codec_create(NULL, "int8", err, sizeof err), STARLING_E_INVALID);

@@ -86,22 +86,38 @@ typedef struct dense_case {
     const char *spec;
     int bits;        /* int8/int4: code bits; 0 for casts */
     double rel_unit; /* casts: largest relative error of one rounding */
+    double amax_unit; /* fp4: largest error of one encoding, relative to the block's max |x| */
 } dense_case;
 
 static const dense_case dense_cases[] = {
-    {"f16", 0, 0x1p-11},           {"bf16", 0, 0x1p-8},         {"bf16:stochastic", 0, 0x1p-7},
-    {"f16:stochastic", 0, 0x1p-10}, {"int8", 8, 0},              {"int8:block=64", 8, 0},
-    {"int4", 4, 0},                {"int4:block=32+zstd:1", 4, 0}, {"int8+zstd:3", 8, 0},
+    {"f16", 0, 0x1p-11, 0},
+    {"bf16", 0, 0x1p-8, 0},
+    {"bf16:stochastic", 0, 0x1p-7, 0},
+    {"f16:stochastic", 0, 0x1p-10, 0},
+    {"int8", 8, 0, 0},
+    {"int8:block=64", 8, 0, 0},
+    {"int4", 4, 0, 0},
+    {"int4:block=32+zstd:1", 4, 0, 0},
+    {"int8+zstd:3", 8, 0, 0},
+    {"fp4", 0, 0, 1.0 / 6.0},
+    {"fp4:block=8+zstd:1", 0, 0, 1.0 / 6.0},
 };
 
 /* The bound of docs/codecs.md for one all-reduce over n members. Casts: each of the n
  * roundings of a partial sum errs by at most rel_unit of its magnitude, itself at most
  * sum |x_r|. Affine codes: each of the n encodings of a block errs by at most half its
- * step, and a partial sum's range is at most the sum of the inputs' ranges. */
+ * step, and a partial sum's range is at most the sum of the inputs' ranges. fp4: each
+ * encoding errs by at most max|x| / 6 of its block (half the widest gap, 4 to 6). */
 static int within_bound(const dense_case *dc, int n, size_t cnt, const float *got,
                         uint64_t salt, char *why, size_t wl)
 {
-    double range_sum = 0.0;
+    double range_sum = 0.0, amax_sum = 0.0;
+    for (int r = 0; r < n && dc->amax_unit > 0.0; r++) {
+        double amax = 0.0;
+        for (size_t i = 0; i < cnt; i++)
+            amax = fmax(amax, fabs(gen(r, i, salt)));
+        amax_sum += amax;
+    }
     if (dc->bits) {
         for (int r = 0; r < n; r++) {
             double lo = INFINITY, hi = -INFINITY;
@@ -121,6 +137,8 @@ static int within_bound(const dense_case *dc, int n, size_t cnt, const float *go
         }
         if (dc->bits)
             bound = n * range_sum / (2.0 * ((1 << dc->bits) - 1));
+        else if (dc->amax_unit > 0.0) /* a partial sum's max |x| is at most amax_sum */
+            bound = n * dc->amax_unit * amax_sum;
         else
             bound = n * dc->rel_unit * mag + n * 0x1p-24; /* f16 subnormal spacing */
         bound = bound * 1.001 + 1e-5 * mag;               /* f32 arithmetic on the way */
@@ -170,7 +188,7 @@ static void test_dense_8(void **s) { (void)s; run_group(8, body_dense, NULL); }
 /* In place, average, several streams: the owner's sealing and the final division. */
 static void body_dense_avg_inplace(peer_arg *pa, starling_comm *c)
 {
-    static const dense_case dc = {"int8:block=128", 8, 0};
+    static const dense_case dc = {"int8:block=128", 8, 0, 0};
     int rank = starling_comm_rank(c), n = starling_comm_size(c);
     size_t cnt = 30001;
     float *buf = malloc(cnt * 4);
@@ -409,7 +427,7 @@ static void body_others(peer_arg *pa, starling_comm *c)
     CHECK(pa, rc == STARLING_OK, "reduce-scatter int8: %s (%s)", starling_strerror(rc),
           starling_comm_errmsg(c));
     if (!pa->fail) {
-        static const dense_case dc = {"int8", 8, 0};
+        static const dense_case dc = {"int8", 8, 0, 0};
         char why[200];
         if (!within_bound(&dc, n, cnt, rs_out, 7000 + (uint64_t)rank, why, sizeof why))
             CHECK(pa, 0, "reduce-scatter: %s", why);

@@ -355,6 +355,10 @@ class StreamingDiLoCo:
         if self.update_every and self.t % h == 0 and (self.t // h) % self.update_every == 0:
             _recover(self.comm)
             self._sync()
+        self._issue_due()
+
+    def _issue_due(self) -> None:
+        """Step 3 of the schedule at self.t."""
         k = self.fragment_at(self.t)
         if k is not None:
             self._issue(self.fragments[k])
@@ -375,13 +379,16 @@ class StreamingDiLoCo:
         self._sync()
         self._load()
         self._started = True
+        # The sync above met the members' sync inside their step t: do the rest of it.
         ph = int(self.phase[0])
-        if ph:
+        if ph:  # admitted by the recovery of fragment ph - 1's sync: take part in its redo
             if not 1 <= ph <= len(self.fragments):
                 raise Invalid(f"StreamingDiLoCo: shared phase {ph} names no fragment "
                               f"(the members use another fragment count)")
             self._reduce_counted(self.fragments[ph - 1], contributor=False)
             self._after_complete()
+        else:  # the first sync (t = 0: nothing due) or a round end's (update_every)
+            self._issue_due()
 
     def step(self) -> bool:
         """Counts one inner step and runs the schedule (collective when a fragment's sync

@@ -195,6 +195,7 @@ class StreamingDiLoCo:
                      k * h // p, STREAM_TAG + k)
             for k, r in enumerate(plan_fragments(sizes, p))]
         self._offsets = offsets
+        self._at_offset = {f.offset_step: f.index for f in self.fragments}
         self.count = offsets[-1]
         self.theta = torch.empty(self.count, dtype=torch.float32)
         self.momentum = torch.zeros(self.count, dtype=torch.float32)
@@ -230,13 +231,7 @@ class StreamingDiLoCo:
 
     def fragment_at(self, t: int) -> Optional[int]:
         """The fragment issued after inner step ``t`` (``t >= 1``), or None."""
-        if t < 1:
-            return None
-        r = t % self.inner_steps
-        for f in self.fragments:
-            if f.offset_step == r:
-                return f.index
-        return None
+        return self._at_offset.get(t % self.inner_steps) if t >= 1 else None
 
     # ------------------------------------------------------------ helpers
     def _slice(self, flat: torch.Tensor, i: int) -> torch.Tensor:

@@ -25,7 +25,7 @@ from .comm import Codec, Communicator
 from .errors import Invalid, PeerLost
 
 __all__ = ["register_model", "materialize", "allreduce_gradients", "recover", "DiLoCo",
-           "GradientSync", "BUCKET_TAG"]
+           "GradientSync", "BUCKET_TAG", "StreamingDiLoCo"]
 
 # Tags of the collectives issued here: distinct from the default 0 so that a user's own
 # collectives on the same communicator are told apart (a difference is a Mismatch).
@@ -354,3 +354,5 @@ class DiLoCo:
 
 # Bucketed gradient averaging that overlaps backward (imported last: it uses recover()).
 from ._buckets import BUCKET_TAG, GradientSync  # noqa: E402
+# Streaming DiLoCo (python/starling/streaming.py; it uses recover() and _check_tensor()).
+from .streaming import StreamingDiLoCo  # noqa: E402

@@ -497,7 +497,10 @@ class Communicator(_Closing):
         """Made from the launch environment (``environ``, default ``os.environ``) as read
         by :meth:`starling.Env.read`: starling's variables (``python3 -m starling.launch``),
         else torchrun's (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), else SLURM's.
-        ``STARLING_ADVERTISE`` (a host) sets ``config.advertise`` unless it is set.
+        ``STARLING_ADVERTISE`` (a host) sets ``config.advertise`` unless it is set, and
+        the data plane listens on ``config.listen``, else ``STARLING_LISTEN``, else on
+        loopback when the coordinator is on a loopback address and on every interface
+        otherwise (:func:`starling.env.data_listen`, as the torch backend does).
 
         The world size becomes ``min_peers`` and the rank hint the name "peer<rank>"
         (unless ``config`` sets them; ``config`` itself is not modified). Without
@@ -506,7 +509,7 @@ class Communicator(_Closing):
         rank connects to it, retrying until rank 0 is up (bounded by ``op_timeout_ms``,
         default 60 s). The values read are :attr:`env` (rank, world_size, local_rank, ...)
         for sharding data. Not yet a member: call :meth:`update_topology`."""
-        from .env import Env
+        from .env import Env, data_listen
         env = Env.read(environ)
         config = copy.copy(config) if config is not None else Config()
         if config.min_peers is None and env.world_size:
@@ -516,6 +519,8 @@ class Communicator(_Closing):
         advertise = (os.environ if environ is None else environ).get("STARLING_ADVERTISE")
         if config.advertise is None and advertise:
             config.advertise = advertise  # the host the other members should connect to
+        if config.listen is None:
+            config.listen = data_listen(env.coordinator, environ)
         if env.default_secret:
             _log.logger.warning(
                 "STARLING_SECRET is not set: using the documented default secret, so any "

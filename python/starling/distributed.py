@@ -40,6 +40,7 @@ import torch.distributed as dist
 
 from . import _lib
 from .comm import Communicator, Config, Coordinator
+from .env import data_listen
 from .errors import Invalid, PeerLost, StarlingError
 from .torch import materialize, register_model
 
@@ -149,26 +150,6 @@ def _rendezvous(store: Any, rank: int, size: int, group_id: str, timeout_ms: int
     return address, run, secret, coord
 
 
-def _data_listen(coordinator: str) -> str:
-    """The data plane's listen address: ``STARLING_LISTEN``; else loopback when the
-    coordinator is on a loopback address (one machine); else every interface, the others
-    then being told this host's address on its link to the coordinator (or
-    ``STARLING_ADVERTISE``)."""
-    if os.environ.get("STARLING_LISTEN"):
-        return os.environ["STARLING_LISTEN"]
-    host = coordinator.rsplit(":", 1)[0].strip("[]")
-    try:
-        import ipaddress
-        import socket
-        ip = ipaddress.ip_address(socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM)
-                                  [0][4][0].split("%")[0])
-    except (OSError, ValueError, IndexError, UnicodeError):
-        return "0.0.0.0:0"
-    if ip.is_loopback:
-        return "[::1]:0" if ip.version == 6 else "127.0.0.1:0"
-    return "[::]:0" if ip.version == 6 else "0.0.0.0:0"
-
-
 def _create(opts: Any, pg_options: Any) -> Any:
     """torch.distributed's creator (extended API): the options carry the prefix store,
     the group's rank and size, its timeout and its name."""
@@ -183,7 +164,7 @@ def _create(opts: Any, pg_options: Any) -> Any:
                                   timeout_ms=_env_int("STARLING_TIMEOUT_MS", 0),
                                   op_timeout_ms=timeout_ms,
                                   streams=_env_int("STARLING_STREAMS", 0),
-                                  listen=_data_listen(address),
+                                  listen=data_listen(address),
                                   advertise=os.environ.get("STARLING_ADVERTISE", ""))
     except BaseException:
         if coord is not None:

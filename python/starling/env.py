@@ -252,3 +252,23 @@ def _slurm(e: Mapping[str, str]) -> Env:
     return _master(e, addr, port, rank, "slurm", e.get("STARLING_RUN") or "default",
                    _secret(e), world_size=world, local_rank=local_rank,
                    local_world_size=local_world)
+
+
+def data_listen(coordinator: str, environ: Optional[Mapping[str, str]] = None) -> str:
+    """The data plane's listen address for a member of the run at ``coordinator``
+    ("HOST:PORT"): ``STARLING_LISTEN`` if set; else loopback when the coordinator's
+    address is a loopback one (one machine); else every interface (``0.0.0.0`` or
+    ``[::]``), the others then being told this host's address on its link to the
+    coordinator (or ``STARLING_ADVERTISE``)."""
+    e = os.environ if environ is None else environ
+    if e.get("STARLING_LISTEN"):
+        return e["STARLING_LISTEN"]
+    host = coordinator.rsplit(":", 1)[0].strip("[]")
+    try:
+        ip = ipaddress.ip_address(socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM)
+                                  [0][4][0].split("%")[0])
+    except (OSError, ValueError, IndexError, UnicodeError):
+        return "0.0.0.0:0"
+    if ip.is_loopback:
+        return "[::1]:0" if ip.version == 6 else "127.0.0.1:0"
+    return "[::]:0" if ip.version == 6 else "0.0.0.0:0"

@@ -95,6 +95,22 @@ def test_malformed_values_name_the_variable(env, msg):
         starling.Communicator.from_env(environ=env)
 
 
+@pytest.mark.parametrize("coord,environ,want", [
+    ("127.0.0.1:7000", {}, "127.0.0.1:0"),
+    ("localhost:7000", {}, None),  # loopback either way: 127.0.0.1:0 or [::1]:0
+    ("[::1]:7000", {}, "[::1]:0"),
+    ("10.20.30.40:7000", {}, "0.0.0.0:0"),
+    ("[fd00::7]:7000", {}, "[::]:0"),
+    ("10.20.30.40:7000", {"STARLING_LISTEN": "10.9.9.9:7100"}, "10.9.9.9:7100"),
+])
+def test_data_listen(coord, environ, want):
+    got = starling.env.data_listen(coord, environ)
+    if want is None:
+        assert got in ("127.0.0.1:0", "[::1]:0")
+    else:
+        assert got == want
+
+
 def test_from_env_in_process_keeps_the_config_and_closes_its_coordinator():
     port = free_port()
     cfg = starling.Config(timeout_ms=1000)

@@ -1,0 +1,97 @@
+#!/bin/bash
+# lm_bed.sh -- one training run of bench/lm_train.py on the namespace test bed: --hosts
+# network namespaces (tests/net/netbed.sh) whose links are shaped with tc tbf to --rate,
+# one lm_train.py process per namespace, and a `starling coordinator` in host 0's.
+#
+#   bench/lm_bed.sh --out-dir DIR [--hosts 4] [--rate 100mbit] [--starling PATH]
+#                   [--name lmbed] [--timeout 3600] [--expect-lost RANK,...]
+#                   -- LM_TRAIN_ARGS...
+#
+# Every process gets starling's variables (STARLING_COORD = host 0's coordinator,
+# STARLING_RUN, STARLING_PEERS, STARLING_RANK_HINT = its host index, STARLING_LISTEN = its
+# namespace address) and torchrun's (RANK, WORLD_SIZE, MASTER_ADDR = host 0, MASTER_PORT),
+# so every --algo of lm_train.py runs unchanged: ddp-gloo rendezvous through torch's store,
+# the others through the coordinator. LM_TRAIN_ARGS go to every process as they are, with
+# --out DIR/result.json added (the evaluating rank writes it).
+#
+# DIR receives peer.I.out / peer.I.log (stdout, stderr of host I's process), coord.log and
+# result.json; it is kept. Exit status: 0 if every process exited 0, except the ranks given
+# to --expect-lost (a process that kills or freezes itself on purpose), which may die by a
+# signal; 1 otherwise (with the first failure on stderr); 2 on a usage error; 77 when the
+# machine cannot build the bed (no root, no netns or tbf).
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+# shellcheck source=../tests/net/netbed.sh
+source "$root/tests/net/netbed.sh"
+# shellcheck source=../tests/net/bed_run.sh
+source "$root/tests/net/bed_run.sh"
+
+hosts=4 rate=100mbit starling="$root/build/tools/starling" name=lmbed timeout_s=3600
+outdir="" expect_lost=""
+usage() { sed -n '/^#   bench\/lm_bed.sh/,/LM_TRAIN_ARGS\.\.\./s/^#   //p' "$0" >&2; exit 2; }
+while [[ $# -gt 0 ]]; do
+    case $1 in
+    --) shift; break ;;
+    -h | --help) usage ;;
+    esac
+    [[ $# -ge 2 ]] || usage
+    case $1 in
+    --hosts) hosts=$2 ;;
+    --rate) rate=$2 ;;
+    --starling) starling=$2 ;;
+    --name) name=$2 ;;
+    --timeout) timeout_s=$2 ;;
+    --out-dir) outdir=$2 ;;
+    --expect-lost) expect_lost=$2 ;;
+    *) usage ;;
+    esac
+    shift 2
+done
+[[ -n $outdir ]] || usage
+[[ $hosts =~ ^[0-9]+$ && $hosts -ge 1 && $timeout_s =~ ^[0-9]+$ ]] || usage
+[[ -z $expect_lost || $expect_lost =~ ^[0-9]+(,[0-9]+)*$ ]] || usage
+[[ -x $starling ]] || { echo "lm_bed: no starling program at $starling (build first)" >&2; exit 2; }
+lib=${STARLING_LIB:-$(ls "$root"/build/src/libstarling.so 2>/dev/null)}
+[[ -n $lib ]] || { echo "lm_bed: libstarling.so not built" >&2; exit 2; }
+mkdir -p "$outdir" || exit 2
+rm -f "$outdir"/peer.*.out "$outdir"/peer.*.log "$outdir/result.json"
+netbed_check || exit 77
+netbed_guard "$name" || exit 1
+bed_session lm_bed "$name" || exit 1
+netbed_up --name "$name" --hosts "$hosts" --rate "$rate" || exit 1
+addr0=$(netbed_addr "$name" 0)
+port=7400
+bed_coordinator "$name-h0" "$addr0:$port" "$outdir/coord.out" "$outdir/coord.log" \
+    --run lm --min-peers "$hosts" || { echo "lm_bed: $bed_why" >&2; exit 1; }
+echo "lm_bed: $hosts hosts, links $rate, lm_train.py $*" >&2
+ppids=()
+for ((i = 0; i < hosts; i++)); do
+    addr=$(netbed_addr "$name" "$i")
+    STARLING_COORD=$addr0:$port STARLING_RUN=lm STARLING_PEERS=$hosts STARLING_RANK_HINT=$i \
+        STARLING_LISTEN=$addr:0 STARLING_LIB=$lib PYTHONPATH=$root/python \
+        RANK=$i WORLD_SIZE=$hosts LOCAL_RANK=0 LOCAL_WORLD_SIZE=1 MASTER_ADDR=$addr0 \
+        MASTER_PORT=29400 \
+        ip netns exec "$name-h$i" /usr/bin/python3 "$here/lm_train.py" "$@" \
+        --out "$outdir/result.json" >"$outdir/peer.$i.out" 2>"$outdir/peer.$i.log" \
+        </dev/null 9>&- &
+    ppids+=($!)
+    pids+=($!)
+done
+if ! wait_all $((SECONDS + timeout_s)) "${ppids[@]}"; then
+    for p in "${ppids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    echo "lm_bed: time-out after ${timeout_s}s" >&2
+fi
+fails=0
+for i in "${!ppids[@]}"; do
+    wait "${ppids[$i]}"
+    st=$?
+    [[ $st -eq 0 ]] && continue
+    if [[ ,$expect_lost, == *,$i,* && $st -gt 128 ]]; then
+        echo "lm_bed: host $i's process ended by signal $((st - 128)), as expected" >&2
+        continue
+    fi
+    fails=$((fails + 1))
+    echo "lm_bed: host $i's process exited with status $st: $(grep -v '^\s*$' "$outdir/peer.$i.log" | tail -n 3 | cut -c1-200)" >&2
+done
+bed_stop "$bed_cpid"
+[[ $fails -eq 0 ]]

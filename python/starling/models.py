@@ -100,10 +100,13 @@ class GPT(nn.Module):
     def __init__(self, cfg: GPTConfig = GPTConfig(), seed: int = 0) -> None:
         super().__init__()
         self.cfg = cfg
-        self.tok = nn.Embedding(cfg.vocab, cfg.width)
-        self.pos = nn.Embedding(cfg.context, cfg.width)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
-        self.ln_f = nn.LayerNorm(cfg.width)
+        # torch's layers draw their default init from the global RNG; it is overwritten
+        # by reset_parameters, so the global state is saved and put back.
+        with torch.random.fork_rng(devices=[]):
+            self.tok = nn.Embedding(cfg.vocab, cfg.width)
+            self.pos = nn.Embedding(cfg.context, cfg.width)
+            self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+            self.ln_f = nn.LayerNorm(cfg.width)
         self.reset_parameters(seed)
 
     @torch.no_grad()

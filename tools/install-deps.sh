@@ -17,10 +17,12 @@ set -euo pipefail
 # venv (python3-venv brings pip's and setuptools' wheels for ensurepip).
 # g++, libtorch-dev, pybind11-dev and python3-dev: the torch.distributed backend
 # (python/csrc), a C++ extension built against torch 1.13's headers.
+# fortunes (bench): the text corpus of the language-model workload (python/starling/textdata.py;
+# without it a synthetic corpus is used, and announced).
 pkgs_core=(make cmake pkg-config gcc g++ libc6-dev libsodium-dev libxxhash-dev libzstd-dev zlib1g-dev
     libcmocka-dev libopenblas-dev libuv1-dev python3 python3-numpy python3-pytest python3-torch
     python3-venv python3-setuptools python3-wheel iproute2 libtorch-dev pybind11-dev python3-dev)
-pkgs_bench=(openmpi-bin libopenmpi-dev)
+pkgs_bench=(openmpi-bin libopenmpi-dev fortunes)
 pkgs_demo=(gnuplot-nox dataset-fashion-mnist)
 
 usage() {

@@ -1,5 +1,7 @@
 // process_group.cpp -- ProcessGroupStarling: c10d collectives as libstarling calls on a
 // worker thread. See process_group.hpp for the threading and rank-map rules.
+#include <Python.h> // first, as Python's headers require
+
 #include "process_group.hpp"
 
 #include <starling.h>
@@ -191,6 +193,13 @@ ProcessGroupStarling::ProcessGroupStarling(int rank, int size, const StarlingOpt
 }
 
 ProcessGroupStarling::~ProcessGroupStarling() {
+    // The last reference usually goes from Python, with the GIL held. The threads joined
+    // here may need it: the worker drops the last reference to a Work whose tensors have
+    // Python objects, and the library's threads log through Python's logging. So the GIL
+    // is released while they finish (taken back before returning to Python).
+    PyThreadState *saved = nullptr;
+    if (Py_IsInitialized() && PyGILState_Check())
+        saved = PyEval_SaveThread();
     {
         std::lock_guard<std::mutex> lock(mu_);
         stop_ = true;
@@ -199,6 +208,8 @@ ProcessGroupStarling::~ProcessGroupStarling() {
     if (worker_.joinable())
         worker_.join();
     starling_comm_destroy(comm_);
+    if (saved)
+        PyEval_RestoreThread(saved);
 }
 
 void ProcessGroupStarling::runWorker() {

@@ -253,6 +253,11 @@ def mode_collectives():
     pg = dist.distributed_c10d._get_default_group()
     assert pg.live_size == n and sorted(pg.live_ranks) == list(range(n))
     assert pg.bytes_sent > 0
+    # Works dropped unwaited (their tensors' Python objects gone: only the worker holds
+    # them), then the group: its destructor finishes them without holding the GIL.
+    for _ in range(4):
+        dist.all_reduce(torch.ones(1 << 20), async_op=True)
+    del pg
     dist.destroy_process_group()
     print(json.dumps({"ok": True}), flush=True)
 

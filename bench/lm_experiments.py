@@ -45,52 +45,62 @@ MODELS = {"tiny": ["--depth", "1", "--width", "32", "--heads", "2", "--context",
 
 
 def runs(steps):
-    """name -> (lm_train.py options, ranks that die on purpose, what the row shows)."""
-    r = {"ddp-gloo": (["--algo", "ddp-gloo"], "", "DDP over gloo (the reference)"),
-         "ddp-starling": (["--algo", "ddp-starling"], "", "DDP over the starling backend")}
+    """name -> (lm_train.py options, lm_bed.sh options, what the row shows)."""
+    r = {"ddp-gloo": (["--algo", "ddp-gloo"], [], "DDP over gloo (the reference)"),
+         "ddp-starling": (["--algo", "ddp-starling"], [], "DDP over the starling backend")}
     for h in (50, 100):
         for codec in ("none", "int8", "int4"):
             r[f"diloco-H{h}-{codec}"] = (
-                ["--algo", "diloco", "--inner-steps", str(h), "--codec", codec], "",
+                ["--algo", "diloco", "--inner-steps", str(h), "--codec", codec], [],
                 f"DiLoCo H={h}, {codec}")
     for codec in ("none", "int8", "int4", "fp4"):
         r[f"streaming-H100-P4-{codec}"] = (
             ["--algo", "streaming", "--inner-steps", "100", "--fragments", "4", "--overlap",
-             "1", "--alpha", "0.5", "--codec", codec], "",
+             "1", "--alpha", "0.5", "--codec", codec], [],
             f"Streaming DiLoCo H=100, P=4, tau=1, alpha=0.5, {codec}")
     for spec in ("topk:0.03:bits=4+ef", "topk:0.02:bits=2+ef"):
         short = spec.replace(":", "").replace("=", "").replace("+", "")
         r[f"diloco-H100-{short}"] = (
-            ["--algo", "diloco", "--inner-steps", "100", "--codec", spec], "",
+            ["--algo", "diloco", "--inner-steps", "100", "--codec", spec], [],
             f"DiLoCo H=100, {spec}")
     # SparseLoCo's outer step: the error feedback is the momentum, the update applied as is
     r["diloco-H100-topk0.03bits4ef-sgd"] = (
         ["--algo", "diloco", "--inner-steps", "100", "--codec", "topk:0.03:bits=4+ef",
-         "--outer-lr", "1", "--outer-momentum", "0"], "",
+         "--outer-lr", "1", "--outer-momentum", "0"], [],
         "DiLoCo H=100, topk:0.03:bits=4+ef, outer SGD lr 1 without momentum")
     at = str(int(steps * 0.4))
     r["diloco-H100-int8-kill"] = (
         ["--algo", "diloco", "--inner-steps", "100", "--codec", "int8", "--kill-rank", "2",
-         "--kill-step", at], "2", f"DiLoCo H=100, int8, rank 2 SIGKILLed at step {at}")
+         "--kill-step", at], ["--expect-lost", "2"],
+        f"DiLoCo H=100, int8, rank 2 SIGKILLed at step {at}")
     r["diloco-H100-int8-freeze"] = (
         ["--algo", "diloco", "--inner-steps", "100", "--codec", "int8", "--freeze-rank", "2",
-         "--freeze-step", at, "--freeze-seconds", "30"], "2",
+         "--freeze-step", at, "--freeze-seconds", "30"], ["--expect-lost", "2"],
         f"DiLoCo H=100, int8, rank 2 SIGSTOPped at step {at} (lost after the 3 s timeout)")
+    # every fault in one run: a kill, a newcomer admitted at the next round end after the
+    # evaluation at 1/3 of the run, a freeze (lost after the 3 s timeout)
+    kill, join, freeze = steps // 5, steps // 3 // 100 * 100, steps * 7 // 10
+    r["diloco-H100-int8-faults"] = (
+        ["--algo", "diloco", "--inner-steps", "100", "--codec", "int8", "--update-every", "1",
+         "--kill-rank", "3", "--kill-step", str(kill), "--freeze-rank", "2", "--freeze-step",
+         str(freeze), "--freeze-seconds", "30"],
+        ["--expect-lost", "2,3", "--newcomer-at", str(join)],
+        f"DiLoCo H=100, int8: rank 3 SIGKILLed at step {kill}, a newcomer started after "
+        f"step {join}, rank 2 SIGSTOPped at step {freeze}")
     return r
 
 
 CORE = ["ddp-gloo", "diloco-H50-int8", "diloco-H100-int8", "streaming-H100-P4-int4",
-        "diloco-H100-topk0.03bits4ef", "diloco-H100-topk0.03bits4ef-sgd"]
+        "diloco-H100-topk0.03bits4ef", "diloco-H100-topk0.03bits4ef-sgd",
+        "diloco-H100-int8-faults"]
 
 
-def run_one(args, name, opts, lost, work):
+def run_one(args, name, opts, bed_opts, work):
     d = os.path.join(work, name)
     os.makedirs(d, exist_ok=True)
     cmd = ["bash", os.path.join(HERE, "lm_bed.sh"), "--out-dir", d, "--hosts", str(args.hosts),
            "--rate", args.rate, "--name", "lmexp", "--timeout", str(args.run_timeout)]
-    if lost:
-        cmd += ["--expect-lost", lost]
-    cmd += ["--"] + opts + MODELS[args.model] + [
+    cmd += bed_opts + ["--"] + opts + MODELS[args.model] + [
         "--steps", str(args.steps), "--batch", "8", "--seed", str(args.seed),
         "--eval-every", str(args.eval_every), "--timeout-ms", "3000"]
     with open(os.path.join(d, "command"), "w") as f:
@@ -281,8 +291,8 @@ def main():
     failed = []
     if not args.report_only:
         for n in names:
-            opts, lost, _ = specs[n]
-            if not run_one(args, n, opts, lost, args.work):
+            opts, bed_opts, _ = specs[n]
+            if not run_one(args, n, opts, bed_opts, args.work):
                 failed.append(n)
     order = [n for n in specs if n in names or load(args.work, n)]
     text, have = report(args, order, args.work)

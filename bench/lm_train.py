@@ -53,6 +53,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "python"))
@@ -109,7 +110,17 @@ def parse(argv=None):
     p.add_argument("--freeze-step", type=int, default=-1)
     p.add_argument("--freeze-seconds", type=float, default=60.0,
                    help="SIGKILL the frozen process after this long (0: never)")
+    p.add_argument("--update-every", type=int, default=0,
+                   help="diloco: admit newcomers every N rounds (0: never)")
+    p.add_argument("--join", action="store_true",
+                   help="diloco: this process is a newcomer to a running run: it is "
+                        "admitted at a round end, takes the members' state and round, "
+                        "and trains the remaining steps")
     a = p.parse_args(argv)
+    if a.join and a.algo != "diloco":
+        p.error("--join: only --algo diloco admits newcomers here")
+    if a.update_every < 0:
+        p.error("--update-every must be >= 0")
     if a.steps < 1 or a.batch < 1 or a.context < 2 or a.inner_steps < 1:
         p.error("--steps, --batch and --inner-steps must be >= 1, --context >= 2")
     if a.warmup is None:
@@ -205,12 +216,15 @@ class Algo:
             kw = dict(inner_steps=a.inner_steps, outer_lr=a.outer_lr,
                       outer_momentum=a.outer_momentum, codec=a.codec)
             if algo == "diloco":
-                self.outer = st.DiLoCo(self.comm, model, opt, **kw)
+                self.outer = st.DiLoCo(self.comm, model, opt,
+                                       update_every=a.update_every or None, **kw)
             else:
                 self.outer = streaming_class()(self.comm, model, opt, fragments=a.fragments,
                                  overlap=a.overlap, alpha=a.alpha, **kw)
             self.recoveries = lambda: self.outer.recoveries
             self.outer.start()  # every member from the same global parameters
+        # A newcomer (--join) has the members' round now: it goes on from there.
+        self.first_step = self.outer.round * a.inner_steps if a.join else 0
         self.steps = 0
 
     def step(self, x, y):
@@ -327,7 +341,15 @@ def main(argv=None):
 
     if logger:
         evaluate(0)
-    for step in range(a.steps):
+    first = getattr(algo, "first_step", 0)
+    if first:
+        print(f"lm_train: rank {rank} joined at step {first} (round {algo.outer.round}), "
+              f"{algo.members()} members", flush=True)
+        with warnings.catch_warnings():  # the schedule where the members are; no opt.step
+            warnings.simplefilter("ignore")
+            for _ in range(first):
+                sched.step()
+    for step in range(first, a.steps):
         fault(a, rank, step)
         x, y = next(stream)
         before = algo.bytes_sent()

@@ -167,3 +167,71 @@ def test_lm_train_diloco_two_peers_agree():
     (_, loss0, hash0), (_, loss1, hash1) = done
     assert hash0 == hash1 and loss0 == loss1
     assert math.isfinite(float(loss0)) and float(loss0) < math.log(256)
+
+
+def test_lm_train_diloco_newcomer_joins():
+    """2 members (--update-every 1) and, once rank 0 has evaluated step 100, a third
+    process with --join: it is admitted at a round end, says at which step, trains the
+    remaining steps, and the three end with the same parameters and eval loss."""
+    import threading
+    import starling
+    steps = 2000
+    coord = starling.Coordinator(listen="127.0.0.1:0", run="lmjoin", secret="j",
+                                 config=starling.Config(timeout_ms=1000))
+    lm = [sys.executable, os.path.join(ROOT, "bench", "lm_train.py"), "--algo", "diloco",
+          "--depth", "1", "--width", "32", "--heads", "2", "--context", "16", "--steps",
+          str(steps), "--inner-steps", "100", "--update-every", "1", "--corpus", "synthetic",
+          "--eval-every", "100", "--eval-windows", "8", "--timeout-ms", "1000",
+          "--op-timeout-ms", "60000"]
+    procs = []
+
+    def start(rank, extra, peers):
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("STARLING_") or k == "STARLING_LIB"}
+        for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+            env.pop(k, None)
+        env.update(PYTHONPATH=os.pathsep.join([PKG, os.environ.get("PYTHONPATH", "")]),
+                   STARLING_COORD=coord.address, STARLING_RUN="lmjoin", STARLING_SECRET="j",
+                   STARLING_RANK_HINT=str(rank), RANK=str(rank), WORLD_SIZE="3",
+                   OMP_NUM_THREADS="1")
+        if peers:
+            env["STARLING_PEERS"] = str(peers)
+        procs.append(subprocess.Popen(lm + extra, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    try:
+        start(0, [], 2)
+        start(1, [], 2)
+        first = []
+        guard = threading.Timer(60, procs[0].kill)  # bounds the read: EOF once killed
+        guard.start()
+        try:
+            for line in procs[0].stdout:
+                first.append(line)
+                if line.startswith("lm_train: step 100 eval"):
+                    break
+        finally:
+            guard.cancel()
+        assert any(x.startswith("lm_train: step 100 eval") for x in first), "".join(first)
+        start(2, ["--join"], None)
+        outs = []
+        for p in procs:
+            out, err = p.communicate(timeout=120)
+            outs.append((p.returncode, out, err))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        coord.close()
+    for rc, out, err in outs:
+        assert rc == 0, out + err
+    joined = re.search(r"^lm_train: rank 2 joined at step (\d+) \(round (\d+)\), 3 members",
+                       outs[2][1], re.M)
+    assert joined, outs[2][1] + outs[2][2]
+    at = int(joined.group(1))
+    assert at % 100 == 0 and 200 <= at < steps
+    done = [re.search(r"^lm_train: rank \d done: algo diloco, steps %d, members 3, eval loss "
+                      r"(\S+), ppl \S+, params ([0-9a-f]{16})," % steps, o, re.M)
+            for _, o, _ in outs]
+    assert all(done), [o for _, o, _ in outs]
+    assert len({d.groups() for d in done}) == 1

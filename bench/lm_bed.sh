@@ -66,7 +66,8 @@ rm -f "$outdir"/peer.*.out "$outdir"/peer.*.log "$outdir/result.json"
 netbed_check || exit 77
 netbed_guard "$name" || exit 1
 bed_session lm_bed "$name" || exit 1
-netbed_up --name "$name" --hosts $((hosts + (${#newcomer_at} > 0))) --rate "$rate" || exit 1
+nprocs=$((hosts + (${#newcomer_at} > 0))) # a host more for the newcomer
+netbed_up --name "$name" --hosts "$nprocs" --rate "$rate" || exit 1
 addr0=$(netbed_addr "$name" 0)
 port=7400
 bed_coordinator "$name-h0" "$addr0:$port" "$outdir/coord.out" "$outdir/coord.log" \
@@ -92,7 +93,6 @@ start_peer() {
 for ((i = 0; i < hosts; i++)); do
     start_peer "$i" "$hosts" "$hosts" "$@"
 done
-nprocs=$((hosts + (${#newcomer_at} > 0)))
 # Waits for every process; one that fails unexpectedly (not a rank given to --expect-lost
 # ending by a signal) ends the run at once: the others would wait for it until their timeout.
 declare -A status

@@ -341,7 +341,7 @@ def main(argv=None):
 
     if logger:
         evaluate(0)
-    first = getattr(algo, "first_step", 0)
+    first = algo.first_step
     if first:
         print(f"lm_train: rank {rank} joined at step {first} (round {algo.outer.round}), "
               f"{algo.members()} members", flush=True)

@@ -51,7 +51,7 @@ extern "C" {
 
 /* Version of the wire protocol spoken between peers and coordinator. A peer whose
  * protocol version differs from the coordinator's is refused with STARLING_E_VERSION. */
-#define STARLING_PROTOCOL_VERSION 2
+#define STARLING_PROTOCOL_VERSION 3
 
 /* Returns STARLING_VERSION_NUMBER of the library actually linked. */
 STARLING_API unsigned starling_version(void);
@@ -62,26 +62,27 @@ STARLING_API const char *starling_version_string(void);
 /* Stable list: values are never renumbered, new codes are appended. */
 typedef enum starling_error {
     STARLING_OK = 0,
-    STARLING_E_INVALID = -1,     /* bad argument (NULL handle, unknown enum, count overflow) */
-    STARLING_E_NOMEM = -2,       /* allocation failed */
-    STARLING_E_OS = -3,          /* an operating-system call failed; errmsg has errno text */
-    STARLING_E_TIMEOUT = -4,     /* the call's deadline passed */
-    STARLING_E_PEER_LOST = -5,   /* a member of the epoch died, froze or was cut off; the
-                                    collective was aborted on every survivor, input
-                                    buffers are unchanged; call starling_update_topology */
-    STARLING_E_MISMATCH = -6,    /* peers disagree on a collective (count, dtype, op, kind,
-                                    tag) or on the shared-state layout */
-    STARLING_E_PROTOCOL = -7,    /* malformed frame received */
-    STARLING_E_AUTH = -8,        /* the other side does not know the run's secret */
-    STARLING_E_VERSION = -9,     /* protocol version differs from the other side's */
-    STARLING_E_STATE = -10,      /* handle used in the wrong state (e.g. a collective
-                                    before the first starling_update_topology) */
-    STARLING_E_CLOSED = -11,     /* the communicator was closed */
-    STARLING_E_UNSUPPORTED = -12,/* this dtype/op combination is not meaningful */
-    STARLING_E_CORRUPT = -13,    /* data failed its integrity check (hash after transfer) */
-    STARLING_E_LIMIT = -14,      /* a configured limit was exceeded (frame size, peers) */
-    STARLING_E_NOT_FOUND = -15,  /* no such name (shared-state tensor) */
-    STARLING_E_BUSY = -16,       /* too many requests in flight */
+    STARLING_E_INVALID = -1,      /* bad argument (NULL handle, unknown enum, count overflow) */
+    STARLING_E_NOMEM = -2,        /* allocation failed */
+    STARLING_E_OS = -3,           /* an operating-system call failed; errmsg has errno text */
+    STARLING_E_TIMEOUT = -4,      /* the call's deadline passed */
+    STARLING_E_PEER_LOST = -5,    /* a member of the epoch died, froze or was cut off; the
+                                     collective was aborted on every survivor, input
+                                     buffers are unchanged; call starling_update_topology */
+    STARLING_E_MISMATCH = -6,     /* peers disagree on a collective (count, dtype, op, kind,
+                                     tag) or on the shared-state layout */
+    STARLING_E_PROTOCOL = -7,     /* malformed frame received */
+    STARLING_E_AUTH = -8,         /* the other side does not know the run's secret, or
+                                     the two sides' security modes do not agree */
+    STARLING_E_VERSION = -9,      /* protocol version differs from the other side's */
+    STARLING_E_STATE = -10,       /* handle used in the wrong state (e.g. a collective
+                                     before the first starling_update_topology) */
+    STARLING_E_CLOSED = -11,      /* the communicator was closed */
+    STARLING_E_UNSUPPORTED = -12, /* this dtype/op combination is not meaningful */
+    STARLING_E_CORRUPT = -13,     /* data failed its integrity check (hash after transfer) */
+    STARLING_E_LIMIT = -14,       /* a configured limit was exceeded (frame size, peers) */
+    STARLING_E_NOT_FOUND = -15,   /* no such name (shared-state tensor) */
+    STARLING_E_BUSY = -16,        /* too many requests in flight */
 } starling_error;
 
 /* Returns a static string naming the code; never NULL (unknown codes give "unknown error"). */
@@ -203,6 +204,21 @@ STARLING_API int starling_config_set_ring_order(starling_config *cfg, const char
 /* Bytes sent to each other member by one link measurement (64 KiB..256 MiB, default
  * 2 MiB). Longer probes measure fast links better and cost more time. */
 STARLING_API int starling_config_set_probe_bytes(starling_config *cfg, size_t bytes);
+/* What every connection of this peer or coordinator carries (docs/protocol.md, "Sealed
+ * frames"):
+ *   "aead"      (the default) every frame after the handshake is encrypted and
+ *               authenticated: AES-256-GCM when both ends' CPUs have AES-NI, else
+ *               ChaCha20-Poly1305; keys per connection and direction, derived from the
+ *               run's secret and both ends' fresh nonces; a frame counter as nonce, so a
+ *               tampered, forged, replayed, reordered or dropped frame is refused (the
+ *               connection closes: a collective on it fails with STARLING_E_PEER_LOST);
+ *   "chacha20"  the same with ChaCha20-Poly1305 whatever the CPUs have;
+ *   "none"      frames travel in clear and unauthenticated (the handshake still proves
+ *               the secret): for trusted clusters, a little faster.
+ * Both ends of every connection must agree on encryption: "none" against an encrypting
+ * side is refused with STARLING_E_AUTH and a message saying so ("aead" and "chacha20"
+ * agree, on ChaCha20-Poly1305). STARLING_E_INVALID for another name. */
+STARLING_API int starling_config_set_security(starling_config *cfg, const char *mode);
 
 /* ---------------------------------------------------------------- coordinator */
 

@@ -137,6 +137,12 @@ int cli_get_size_list(const char *cmd, const char *opt, const char *text, uint64
                       int *n);
 int cli_get_dtype(const char *cmd, const char *opt, const char *text, starling_dtype *out);
 int cli_get_op(const char *cmd, const char *opt, const char *text, starling_op *out);
+/* A security mode for starling_config_set_security: aead, chacha20 or none. */
+int cli_get_security(const char *cmd, const char *opt, const char *text);
+/* The help of --security, the same for every command that has it. */
+#define CLI_SECURITY_HELP                                                                          \
+    "frames after the handshake: aead (encrypted and authenticated, default), chacha20, or "       \
+    "none (clear; every peer and the coordinator must agree)"
 /* "HOST:PORT" with a non-empty host ("[v6]" allowed) and port 0..65535. */
 int cli_get_host_port(const char *cmd, const char *opt, const char *text);
 
@@ -246,8 +252,9 @@ typedef struct cli_local_coord {
     void *thread;  /* pthread_t, kept opaque here */
 } cli_local_coord;
 
+/* `security` is a mode for starling_config_set_security, or NULL for the default. */
 int cli_local_coord_start(cli_local_coord *lc, const char *run, const char *secret, int timeout_ms,
-                          int min_peers);
+                          int min_peers, const char *security);
 void cli_local_coord_stop(cli_local_coord *lc);
 
 /* ------------------------------------------------------------ subcommands */

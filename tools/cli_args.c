@@ -149,6 +149,14 @@ int cli_get_op(const char *cmd, const char *opt, const char *text, starling_op *
     return 0;
 }
 
+int cli_get_security(const char *cmd, const char *opt, const char *text)
+{
+    if (!text || strcmp(text, "aead") == 0 || strcmp(text, "chacha20") == 0 ||
+        strcmp(text, "none") == 0)
+        return 0;
+    return cli_usage_error(cmd, "%s: expected aead, chacha20 or none, got '%s'", opt, text);
+}
+
 int cli_split_host_port(const char *text, char *host, size_t host_cap, int *port)
 {
     const char *colon = strrchr(text, ':');

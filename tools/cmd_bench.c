@@ -39,6 +39,7 @@ typedef struct bench_run {
     int peers, iters, warmup, streams, json, verbose;
     long timeout_ms; /* 0: library default */
     const char *compress; /* codec spec, or NULL */
+    const char *security; /* aead, chacha20 or none */
     starling_dtype dtype;
     starling_op op;
     bench_size sizes[BENCH_MAX_SIZES];
@@ -72,10 +73,10 @@ static void print_header(const bench_run *b, const char *coord_addr)
     if (b->json)
         return;
     printf("# starling all-reduce: %d peer%s, %s %s, %d stream%s, %d iterations (+%d warm-up), "
-           "coordinator %s\n",
+           "security %s, coordinator %s\n",
            b->peers, b->peers == 1 ? "" : "s", starling_dtype_name(b->dtype),
            starling_op_name(b->op), b->streams, b->streams == 1 ? "" : "s", b->iters, b->warmup,
-           coord_addr);
+           b->security, coord_addr);
     printf("# busbw = bytes*2(n-1)/n / median; GB/s = 1e9 B/s; ring bound = 2(n-1)/n * bytes\n");
     if (b->compress)
         printf("# codec %s: ratio = ring bound / sent; errors of the first timed result against "
@@ -107,10 +108,11 @@ static void print_row(const bench_run *b, bench_size *s)
         printf("{\"impl\":\"starling\",\"peers\":%d,\"bytes\":%llu,\"dtype\":\"%s\","
                "\"streams\":%d,\"iters\":%d,\"median_s\":%.9g,\"min_s\":%.9g,"
                "\"busbw_GBps\":%.6g,\"bytes_sent_per_peer\":%s,\"ring_bytes_per_peer\":%s,"
-               "\"peak_rss_bytes\":%llu,\"op\":\"%s\",\"warmup\":%d,\"algbw_GBps\":%.6g",
+               "\"peak_rss_bytes\":%llu,\"op\":\"%s\",\"warmup\":%d,\"algbw_GBps\":%.6g,"
+               "\"security\":\"%s\"",
                b->peers, (unsigned long long)s->bytes, starling_dtype_name(b->dtype), b->streams,
                b->iters, median, min, busbw, sej, rbj, (unsigned long long)s->rss0,
-               starling_op_name(b->op), b->warmup, algbw);
+               starling_op_name(b->op), b->warmup, algbw, b->security);
         if (b->compress)
             printf(",\"codec\":\"%s\",\"max_err\":%.9g,\"rms_err\":%.9g,\"ref_rms\":%.9g",
                    b->compress, s->maxerr, s->rmserr, s->refrms);
@@ -235,7 +237,7 @@ static int run_bench(bench_run *b, double deadline_s)
     cli_install_stop_handlers();
     starling_log_set_handler(cli_log_prefixed, (void *)"bench-coordinator:");
     starling_log_set_level(b->verbose ? STARLING_LOG_INFO : STARLING_LOG_WARN);
-    if (cli_local_coord_start(&lc, run, secret, (int)b->timeout_ms, b->peers) != 0)
+    if (cli_local_coord_start(&lc, run, secret, (int)b->timeout_ms, b->peers, b->security) != 0)
         return CLI_EXIT_FAIL;
     snprintf(addr, sizeof addr, "%s", lc.addr);
     if (cli_group_init(&g, secret) != 0) {
@@ -278,6 +280,8 @@ static int run_bench(bench_run *b, double deadline_s)
             args[na++] = (char *)"--compress";
             args[na++] = (char *)b->compress;
         }
+        args[na++] = (char *)"--security";
+        args[na++] = (char *)b->security;
         if (b->verbose)
             args[na++] = (char *)"--verbose";
         args[na] = NULL;
@@ -308,7 +312,7 @@ int cmd_bench(int argc, char **argv)
 {
     const char *kind, *peers_t = NULL, *bytes_t = NULL, *iters_t = NULL, *warmup_t = NULL;
     const char *streams_t = NULL, *dtype_t = NULL, *op_t = NULL, *timeout_t = NULL;
-    const char *deadline_t = NULL, *compress_t = NULL;
+    const char *deadline_t = NULL, *compress_t = NULL, *security_t = NULL;
     char cmd[32], cerr[160];
     uint64_t bytes[BENCH_MAX_SIZES];
     long peers = 0, iters = 0, warmup = 1, streams = 1, timeout_ms = 0, deadline_s = 0;
@@ -341,6 +345,7 @@ int cmd_bench(int argc, char **argv)
                       "codec for the all-reduce, with --dtype f32 and --op sum or avg (default "
                       "none); also reports its error and checks bit parity",
                       &compress_t),
+        CLI_OPT_VALUE("--security", "MODE", CLI_SECURITY_HELP, &security_t),
         CLI_OPT_FLAG("--json", "one JSON object per size instead of the table", &json),
         CLI_OPT_FLAG("--verbose", "log the library and the peers at info level", &verbose),
     };
@@ -419,7 +424,8 @@ int cmd_bench(int argc, char **argv)
         cli_get_long(cmd, "--deadline-s", deadline_t, 1, 7 * 24 * 3600, &deadline_s) ||
         cli_get_dtype(cmd, "--dtype", dtype_t, &b->dtype) ||
         cli_get_op(cmd, "--op", op_t, &b->op) ||
-        cli_get_size_list(cmd, "--bytes", bytes_t, bytes, BENCH_MAX_SIZES, &nbytes))
+        cli_get_size_list(cmd, "--bytes", bytes_t, bytes, BENCH_MAX_SIZES, &nbytes) ||
+        cli_get_security(cmd, "--security", security_t))
         goto out;
     if (compress_t) {
         starling_codec *codec = NULL;
@@ -456,6 +462,7 @@ int cmd_bench(int argc, char **argv)
     b->streams = (int)streams;
     b->timeout_ms = timeout_ms;
     b->compress = compress_t;
+    b->security = security_t ? security_t : "aead";
     b->json = json;
     b->verbose = verbose;
     b->nsizes = nbytes;

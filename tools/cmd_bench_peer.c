@@ -219,7 +219,7 @@ int cmd_bench_peer(int argc, char **argv)
     const char *op_t = NULL, *timeout_t = NULL, *report_t = NULL, *secret;
     const char *listen_t = NULL; /* data plane address; the library's default is loopback */
     const char *advertise_t = NULL; /* the host the others dial; default: the library's */
-    const char *compress_t = NULL, *name_t = NULL, *sockbuf_t = NULL;
+    const char *compress_t = NULL, *name_t = NULL, *sockbuf_t = NULL, *security_t = NULL;
     starling_codec *codec = NULL;
     char cerr[160];
     uint64_t bytes[PEER_MAX_SIZES], sockbuf = 0;
@@ -263,6 +263,7 @@ int cmd_bench_peer(int argc, char **argv)
         CLI_OPT_VALUE("--socket-buffer", "SIZE",
                       "socket send and receive buffers, 4K..1G (default: the system's)",
                       &sockbuf_t),
+        CLI_OPT_VALUE("--security", "MODE", CLI_SECURITY_HELP, &security_t),
         CLI_OPT_FLAG("--verbose", "log the library at info level (default: warnings)",
                      &verbose),
     };
@@ -292,7 +293,8 @@ int cmd_bench_peer(int argc, char **argv)
         (rc = cli_get_dtype(cmd, "--dtype", dtype_t, &p.dtype)) ||
         (rc = cli_get_op(cmd, "--op", op_t, &p.op)) ||
         (rc = cli_get_size_list(cmd, "--bytes", bytes_t, bytes, PEER_MAX_SIZES, &nbytes)) ||
-        (rc = cli_get_size(cmd, "--socket-buffer", sockbuf_t, &sockbuf)))
+        (rc = cli_get_size(cmd, "--socket-buffer", sockbuf_t, &sockbuf)) ||
+        (rc = cli_get_security(cmd, "--security", security_t)))
         return rc;
     if (sockbuf_t && (sockbuf < 4096 || sockbuf > ((uint64_t)1 << 30)))
         return cli_usage_error(cmd, "--socket-buffer: expected 4K..1G, got '%s'", sockbuf_t);
@@ -338,6 +340,8 @@ int cmd_bench_peer(int argc, char **argv)
         err = starling_config_set_advertise(cfg, advertise_t);
     if (err == STARLING_OK && sockbuf_t)
         err = starling_config_set_socket_buffer(cfg, (size_t)sockbuf);
+    if (err == STARLING_OK && security_t)
+        err = starling_config_set_security(cfg, security_t);
     if (err == STARLING_OK && codec) {
         p.compressed = 1;
         err = starling_callopts_create(&p.opts);

@@ -70,7 +70,7 @@ int cmd_coordinator(int argc, char **argv)
     static const char cmd[] = "coordinator";
     const char *listen = NULL, *run = NULL, *secret_file = NULL, *secret_env = NULL;
     const char *timeout_text = NULL, *min_peers_text = NULL, *order_text = NULL;
-    const char *probe_text = NULL;
+    const char *probe_text = NULL, *security_text = NULL;
     uint64_t probe_bytes = 0;
     int verbose = 0, rc, port = 0;
     long timeout_ms = 0, min_peers = 0;
@@ -105,6 +105,7 @@ int cmd_coordinator(int argc, char **argv)
         CLI_OPT_VALUE("--probe-bytes", "SIZE",
                       "bytes per link probe for --ring-order measured, 64K..256M (default 2M)",
                       &probe_text),
+        CLI_OPT_VALUE("--security", "MODE", CLI_SECURITY_HELP, &security_text),
         CLI_OPT_FLAG("--verbose", "log at debug level (default: info)", &verbose),
     };
     const cli_cmd c = {cmd, "--listen HOST:PORT --run NAME [options]",
@@ -133,6 +134,8 @@ int cmd_coordinator(int argc, char **argv)
                                order_text);
     if (probe_text && (probe_bytes < (64u << 10) || probe_bytes > (256u << 20)))
         return cli_usage_error(cmd, "--probe-bytes: expected 64K..256M, got '%s'", probe_text);
+    if ((rc = cli_get_security(cmd, "--security", security_text)))
+        return rc;
     if ((rc = load_secret(cmd, secret_file, secret_env, &secret, &secret_len)))
         return rc;
 
@@ -148,6 +151,8 @@ int cmd_coordinator(int argc, char **argv)
         rc = starling_config_set_ring_order(cfg, order_text);
     if (rc == STARLING_OK && probe_text)
         rc = starling_config_set_probe_bytes(cfg, (size_t)probe_bytes);
+    if (rc == STARLING_OK && security_text)
+        rc = starling_config_set_security(cfg, security_text);
     if (rc != STARLING_OK) {
         fprintf(stderr, "starling %s: configuration refused: %s\n", cmd, starling_strerror(rc));
         goto done;
@@ -189,7 +194,7 @@ static void *coord_thread_main(void *arg)
 }
 
 int cli_local_coord_start(cli_local_coord *lc, const char *run, const char *secret, int timeout_ms,
-                          int min_peers)
+                          int min_peers, const char *security)
 {
     starling_config *cfg = NULL;
     pthread_t *th;
@@ -208,6 +213,8 @@ int cli_local_coord_start(cli_local_coord *lc, const char *run, const char *secr
         rc = starling_config_set_timeout_ms(cfg, timeout_ms);
     if (rc == STARLING_OK)
         rc = starling_config_set_min_peers(cfg, min_peers);
+    if (rc == STARLING_OK && security)
+        rc = starling_config_set_security(cfg, security);
     if (rc == STARLING_OK)
         rc = starling_coord_create(&lc->coord, "127.0.0.1:0", run, secret, strlen(secret), cfg);
     starling_config_destroy(cfg);

@@ -25,6 +25,7 @@
 typedef struct demo_run {
     int peers, steps, step_ms, timeout_ms, verbose;
     uint64_t elements;
+    const char *security; /* --security, or NULL: the library's default */
     int kill_step, join_step;
     int victim, killed, joiner; /* child indexes; joiner -1 until started */
     int lost_reports, replaced;
@@ -78,6 +79,10 @@ static int demo_spawn(demo_run *d, cli_group *g, int index, int joiner)
     args[na++] = d->timeout_s;
     args[na++] = (char *)"--join-step";
     args[na++] = d->join_step_s;
+    if (d->security) {
+        args[na++] = (char *)"--security";
+        args[na++] = (char *)d->security;
+    }
     if (joiner)
         args[na++] = (char *)"--joiner";
     if (d->verbose)
@@ -189,7 +194,7 @@ int cmd_demo(int argc, char **argv)
 {
     static const char cmd[] = "demo";
     const char *peers_t = NULL, *steps_t = NULL, *elements_t = NULL, *step_ms_t = NULL;
-    const char *timeout_t = NULL;
+    const char *timeout_t = NULL, *security_t = NULL;
     long peers = 4, steps = 20, step_ms = 100, timeout_ms = 1000;
     uint64_t elements = (uint64_t)1 << 20;
     int verbose = 0, rc, k;
@@ -208,6 +213,7 @@ int cmd_demo(int argc, char **argv)
                       "(default 100)", &step_ms_t),
         CLI_OPT_VALUE("--timeout-ms", "N", "failure-detection timeout, 100..60000 (default 1000)",
                       &timeout_t),
+        CLI_OPT_VALUE("--security", "MODE", CLI_SECURITY_HELP, &security_t),
         CLI_OPT_FLAG("--verbose", "log the library and the peers at info level", &verbose),
     };
     const cli_cmd c = {cmd, "[options]",
@@ -222,7 +228,8 @@ int cmd_demo(int argc, char **argv)
         (rc = cli_get_long(cmd, "--steps", steps_t, 10, 100000, &steps)) ||
         (rc = cli_get_long(cmd, "--step-ms", step_ms_t, 0, 10000, &step_ms)) ||
         (rc = cli_get_long(cmd, "--timeout-ms", timeout_t, 100, 60000, &timeout_ms)) ||
-        (rc = cli_get_size(cmd, "--elements", elements_t, &elements)))
+        (rc = cli_get_size(cmd, "--elements", elements_t, &elements)) ||
+        (rc = cli_get_security(cmd, "--security", security_t)))
         return rc;
     if (elements < 1 || elements > ((uint64_t)64 << 20))
         return cli_usage_error(cmd, "--elements: expected 1..64M, got %llu",
@@ -240,6 +247,7 @@ int cmd_demo(int argc, char **argv)
     d->timeout_ms = (int)timeout_ms;
     d->verbose = verbose;
     d->elements = elements;
+    d->security = security_t;
     d->kill_step = (int)(steps * 2 / 5);
     d->join_step = (int)(steps * 7 / 10);
     d->victim = d->peers - 1;
@@ -256,7 +264,7 @@ int cmd_demo(int argc, char **argv)
     cli_install_stop_handlers();
     starling_log_set_handler(cli_log_prefixed, (void *)"coordinator:");
     starling_log_set_level(verbose ? STARLING_LOG_INFO : STARLING_LOG_WARN);
-    if (cli_local_coord_start(&lc, d->run, secret, d->timeout_ms, d->peers) != 0) {
+    if (cli_local_coord_start(&lc, d->run, secret, d->timeout_ms, d->peers, d->security) != 0) {
         free(d);
         return CLI_EXIT_FAIL;
     }

@@ -191,7 +191,7 @@ int cmd_demo_peer(int argc, char **argv)
     static char log_prefix[40];
     const char *coord = NULL, *run = NULL, *index_t = NULL, *peers_t = NULL, *steps_t = NULL;
     const char *elements_t = NULL, *step_ms_t = NULL, *timeout_t = NULL, *join_step_t = NULL;
-    const char *report_t = NULL, *secret;
+    const char *report_t = NULL, *security_t = NULL, *secret;
     long index = 0, peers = 0, steps = 0, step_ms = 0, timeout_ms = 0, join_step = 0;
     uint64_t elements = 0;
     int rc, err, verbose = 0, joiner = 0;
@@ -212,6 +212,7 @@ int cmd_demo_peer(int argc, char **argv)
         CLI_OPT_VALUE("--timeout-ms", "N",
                       "failure-detection timeout, 100..600000 ms (default 3000)",
                       &timeout_t),
+        CLI_OPT_VALUE("--security", "MODE", CLI_SECURITY_HELP, &security_t),
         CLI_OPT_VALUE("--join-step", "S", "the step at which the newcomer joins (required)",
                       &join_step_t),
         CLI_OPT_VALUE("--report-fd", "FD", "the pipe for report lines to the parent (required)",
@@ -239,7 +240,8 @@ int cmd_demo_peer(int argc, char **argv)
         (rc = cli_get_long(cmd, "--step-ms", step_ms_t, 0, 60000, &step_ms)) ||
         (rc = cli_get_long(cmd, "--timeout-ms", timeout_t, 100, 600000, &timeout_ms)) ||
         (rc = cli_get_long(cmd, "--join-step", join_step_t, 0, 1000000, &join_step)) ||
-        (rc = cli_get_size(cmd, "--elements", elements_t, &elements)))
+        (rc = cli_get_size(cmd, "--elements", elements_t, &elements)) ||
+        (rc = cli_get_security(cmd, "--security", security_t)))
         return rc;
     if (elements == 0 || elements > ((uint64_t)1 << 28))
         return cli_usage_error(cmd, "--elements: 1..256M");
@@ -279,6 +281,8 @@ int cmd_demo_peer(int argc, char **argv)
         err = starling_config_set_timeout_ms(cfg, (int)timeout_ms);
     if (err == STARLING_OK)
         err = starling_config_set_op_timeout_ms(cfg, 20000);
+    if (err == STARLING_OK && security_t)
+        err = starling_config_set_security(cfg, security_t);
     if (err == STARLING_OK)
         err = starling_config_set_name(cfg, p.who);
     if (err != STARLING_OK) {

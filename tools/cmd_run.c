@@ -61,6 +61,10 @@ int run_spawn_peer(run_state *s, int index, int joiner)
         args[na++] = (char *)"--timeout-ms";
         args[na++] = s->timeout_s;
     }
+    if (o->security) {
+        args[na++] = (char *)"--security";
+        args[na++] = (char *)o->security;
+    }
     if (o->checkpoint_every > 0) {
         args[na++] = (char *)"--checkpoint-every";
         args[na++] = s->ckpt_s;
@@ -214,7 +218,8 @@ static int run_job(run_opts *o)
     cli_install_stop_handlers();
     starling_log_set_handler(cli_log_prefixed, (void *)"coordinator:");
     starling_log_set_level(o->verbose ? STARLING_LOG_INFO : STARLING_LOG_ERROR);
-    if (cli_local_coord_start(&lc, s->run, secret, (int)o->timeout_ms, o->peers) != 0) {
+    if (cli_local_coord_start(&lc, s->run, secret, (int)o->timeout_ms, o->peers, o->security) !=
+        0) {
         fclose(s->csv);
         free(s);
         return CLI_EXIT_FAIL;

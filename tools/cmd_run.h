@@ -54,6 +54,7 @@ typedef struct run_opts {
     int peers;
     long steps, inner_steps;
     const char *algo, *compress, *out, *resume, *data;
+    const char *security; /* --security, or NULL: the library's default */
     long checkpoint_every, timeout_ms, deadline_s;
     int json, verbose, synthetic;
     run_event kills[RUN_MAX_EVENTS], freezes[RUN_MAX_EVENTS], joins[RUN_MAX_EVENTS];

@@ -219,7 +219,7 @@ int run_opts_parse(int argc, char **argv, run_opts **out)
     const char *frag_t = NULL, *compress_t = NULL, *seed_t = NULL, *noniid_t = NULL;
     const char *ckpt_t = NULL, *resume_t = NULL, *out_t = NULL, *timeout_t = NULL;
     const char *hidden_t = NULL, *batch_t = NULL, *lr_t = NULL, *deadline_t = NULL;
-    const char *data_t = NULL, *eval_t = NULL;
+    const char *data_t = NULL, *eval_t = NULL, *security_t = NULL;
     const char *byz_t = NULL, *attack_t = NULL, *agg_t = NULL, *f_t = NULL;
     int nnm = 0;
     long byz = 0, byz_f = -1;
@@ -266,6 +266,7 @@ int run_opts_parse(int argc, char **argv, run_opts **out)
         CLI_OPT_VALUE("--out", "DIR", "output directory (default " RUN_DEFAULT_OUT ")", &out_t),
         CLI_OPT_VALUE("--timeout-ms", "N",
                       "failure-detection timeout, 100..600000 (default 3000)", &timeout_t),
+        CLI_OPT_VALUE("--security", "MODE", CLI_SECURITY_HELP, &security_t),
         CLI_OPT_VALUE("--deadline-s", "N",
                       "give up after N seconds (default 300 + 0.05 per step per peer, plus the "
                       "freezes)",
@@ -340,8 +341,10 @@ int run_opts_parse(int argc, char **argv, run_opts **out)
         cli_get_long(cmd, "--deadline-s", deadline_t, 1, 7 * 24 * 3600, &o->deadline_s) ||
         cli_get_long(cmd, "--eval-every", eval_t, 1, 100000000, &o->eval_every) ||
         cli_get_long(cmd, "--byzantine", byz_t, 0, RUN_MAX_PEERS, &byz) ||
-        cli_get_long(cmd, "--f", f_t, 0, RUN_MAX_PEERS, &byz_f))
+        cli_get_long(cmd, "--f", f_t, 0, RUN_MAX_PEERS, &byz_f) ||
+        cli_get_security(cmd, "--security", security_t))
         goto out;
+    o->security = security_t;
     o->peers = (int)peers;
     o->algo = algo_t ? algo_t : "diloco";
     if (strcmp(o->algo, "ddp") != 0 && strcmp(o->algo, "diloco") != 0 &&

@@ -57,7 +57,7 @@ int cmd_run_peer(int argc, char **argv)
     static char log_prefix[40];
     const char *coord = NULL, *run = NULL, *index_t = NULL, *peers_t = NULL, *eval_t = NULL;
     const char *report_every_t = NULL, *timeout_t = NULL, *ckpt_t = NULL, *ckpt_dir = NULL;
-    const char *report_t = NULL, *secret;
+    const char *report_t = NULL, *security_t = NULL, *secret;
     const char *set_l[PEER_MAX_SETS];
     long index = 0, peers = 0, eval_every = 0, report_every = 1, timeout_ms = 0, ckpt_every = 0;
     int nset = 0, joiner = 0, verbose = 0, rc, err, k, done = 0, tries;
@@ -82,6 +82,7 @@ int cmd_run_peer(int argc, char **argv)
         CLI_OPT_VALUE("--timeout-ms", "N",
                       "failure-detection timeout, 100..600000 ms (default 3000)",
                       &timeout_t),
+        CLI_OPT_VALUE("--security", "MODE", CLI_SECURITY_HELP, &security_t),
         CLI_OPT_VALUE("--checkpoint-every", "K",
                       "write a checkpoint every K steps while ring rank 0 (default never)",
                       &ckpt_t),
@@ -113,7 +114,8 @@ int cmd_run_peer(int argc, char **argv)
         (rc = cli_get_long(cmd, "--eval-every", eval_t, 1, 100000000, &eval_every)) ||
         (rc = cli_get_long(cmd, "--report-every", report_every_t, 1, 100000000, &report_every)) ||
         (rc = cli_get_long(cmd, "--timeout-ms", timeout_t, 100, 600000, &timeout_ms)) ||
-        (rc = cli_get_long(cmd, "--checkpoint-every", ckpt_t, 1, 100000000, &ckpt_every)))
+        (rc = cli_get_long(cmd, "--checkpoint-every", ckpt_t, 1, 100000000, &ckpt_every)) ||
+        (rc = cli_get_security(cmd, "--security", security_t)))
         return rc;
     if (ckpt_every > 0 && !ckpt_dir)
         return cli_usage_error(cmd, "--checkpoint-every needs --checkpoint-dir");
@@ -154,6 +156,8 @@ int cmd_run_peer(int argc, char **argv)
         err = starling_config_set_min_peers(cfg, (int)peers);
     if (err == STARLING_OK && timeout_t)
         err = starling_config_set_timeout_ms(cfg, (int)timeout_ms);
+    if (err == STARLING_OK && security_t)
+        err = starling_config_set_security(cfg, security_t);
     if (err == STARLING_OK)
         err = starling_config_set_name(cfg, name);
     if (err != STARLING_OK) {

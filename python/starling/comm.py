@@ -136,7 +136,9 @@ class Config:
     ``None`` keeps the library default: timeout 3000 ms, op_timeout 60000 ms, 1 stream,
     listen "127.0.0.1:0", min_peers 1, chunk 1 MiB, the kernel's socket buffers, ring order
     "join" (coordinator; or "name", "measured"), probes of 2 MiB, advertise: the listening
-    host (or, listening on a wildcard, this host's side of the coordinator link).
+    host (or, listening on a wildcard, this host's side of the coordinator link), security
+    "aead" (every frame encrypted and authenticated; "chacha20" forces ChaCha20-Poly1305,
+    "none" sends clear frames: both ends must agree, see starling_config_set_security).
 
     Addresses ("HOST:PORT") take names ("localhost", /etc/hosts, DNS), dotted quads and
     bracketed IPv6 literals ("[::1]:7000"). ``advertise`` is a host without a port: the
@@ -148,7 +150,7 @@ class Config:
                  min_peers: Optional[int] = None, chunk_bytes: Optional[int] = None,
                  name: Optional[str] = None, socket_buffer: Optional[int] = None,
                  ring_order: Optional[str] = None, probe_bytes: Optional[int] = None,
-                 advertise: Optional[str] = None) -> None:
+                 advertise: Optional[str] = None, security: Optional[str] = None) -> None:
         self.timeout_ms = timeout_ms
         self.op_timeout_ms = op_timeout_ms
         self.streams = streams
@@ -160,6 +162,7 @@ class Config:
         self.ring_order = ring_order
         self.probe_bytes = probe_bytes
         self.advertise = advertise
+        self.security = security
 
     def _make(self) -> c_void_p:
         """A new starling_config handle (caller destroys it)."""
@@ -178,7 +181,8 @@ class Config:
                     ("socket_buffer", L.starling_config_set_socket_buffer, int),
                     ("ring_order", L.starling_config_set_ring_order, str.encode),
                     ("probe_bytes", L.starling_config_set_probe_bytes, int),
-                    ("advertise", L.starling_config_set_advertise, str.encode)):
+                    ("advertise", L.starling_config_set_advertise, str.encode),
+                    ("security", L.starling_config_set_security, str.encode)):
                 v = getattr(self, field)
                 if v is not None:
                     _check(fn(h, conv(v)), what=f"Config({field}={v!r})")

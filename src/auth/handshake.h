@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "auth/seal.h"
 #include "proto/msg.h"
 
 #define STARLING_KEY_LEN 32
@@ -14,10 +15,12 @@
 typedef struct starling__key {
     uint8_t k[STARLING_KEY_LEN];
     char run[STARLING_NAME_MAX];
+    uint8_t security; /* what this side asks of every connection: STARLING_SEC_* */
 } starling__key;
 
-/* Derives the MAC key from (secret, run). Returns STARLING_E_INVALID on an empty secret
- * or a run name that is empty, too long or holds control characters. */
+/* Derives the MAC key from (secret, run); security is STARLING_SEC_AEAD (set it after). Returns
+ * STARLING_E_INVALID on an empty secret or a run name that is empty, too long or holds control
+ * characters. */
 int starling__key_derive(starling__key *key, const char *run, const void *secret,
                          size_t secret_len);
 void starling__key_wipe(starling__key *key);
@@ -25,18 +28,30 @@ void starling__key_wipe(starling__key *key);
 uint64_t starling__random_id(void);
 
 /* Client side. `hello` has role, peer_id, epoch, stream, nstreams set; magic, version,
- * nonce and run are filled in here. Errors: STARLING_E_AUTH (wrong secret either way,
- * or unknown run), STARLING_E_VERSION, STARLING_E_TIMEOUT, STARLING_E_PROTOCOL,
- * STARLING_E_CLOSED, STARLING_E_OS. `why` (may be NULL, 128 bytes) gets the reason. */
+ * nonce, run, security and caps are filled in here. On success `seal` holds the
+ * connection's suite and keys (auth/seal.h): every later frame goes through it. Errors:
+ * STARLING_E_AUTH (wrong secret either way, unknown run, or security modes that do not
+ * agree: one side none, the other not), STARLING_E_VERSION, STARLING_E_TIMEOUT,
+ * STARLING_E_PROTOCOL, STARLING_E_CLOSED, STARLING_E_OS. `why` (may be NULL, 128 bytes)
+ * gets the reason. */
 int starling__handshake_client(int fd, const starling__key *key, starling__msg_hello *hello,
-                               int64_t deadline_ms, char *why, size_t why_len);
+                               starling__seal *seal, int64_t deadline_ms, char *why,
+                               size_t why_len);
 
-/* Server side: reads the HELLO, checks version, run and proof; on failure sends a REJECT
- * with the reason (best effort) and returns the error; `why` gets the reason for the log. */
+/* Server side: reads the HELLO, checks version, run, security and proof; on failure
+ * sends a REJECT with the reason (best effort) and returns the error; `why` gets the
+ * reason for the log. On success `seal` is set as on the client side. */
 int starling__handshake_server(int fd, const starling__key *key, starling__msg_hello *hello,
-                               int64_t deadline_ms, char *why, size_t why_len);
+                               starling__seal *seal, int64_t deadline_ms, char *why,
+                               size_t why_len);
 
-/* Reads one whole control frame (header + payload <= cap) with a deadline. */
-int starling__frame_recv(int fd, starling__frame_hdr *h, uint8_t *payload, size_t cap,
+/* Reads one whole control frame (header + payload <= cap) with a deadline, and opens it
+ * with `seal` (NULL: the handshake's own frames, which are never sealed). STARLING_E_AUTH
+ * if it fails to open. */
+int starling__frame_recv(int fd, starling__seal *seal, starling__frame_hdr *h, uint8_t *payload,
+                         size_t cap, int64_t deadline_ms);
+/* Sends one whole control frame (header + payload, n bytes) sealed with `seal`, with a
+ * deadline. The payload is encrypted in place: `frame` holds ciphertext afterwards. */
+int starling__frame_send(int fd, starling__seal *seal, uint8_t *frame, size_t n,
                          int64_t deadline_ms);
 #endif

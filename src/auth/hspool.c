@@ -47,14 +47,16 @@ static void *hs_main(void *arg)
     hs_job *j = arg;
     starling__hspool *p = j->pool;
     starling__msg_hello h;
+    starling__seal seal;
     char why[STARLING_REASON_MAX] = "";
     int rc;
 
     memset(&h, 0, sizeof h);
-    rc = starling__handshake_server(j->fd, p->key, &h, starling__now_ms() + p->handshake_ms,
+    rc = starling__handshake_server(j->fd, p->key, &h, &seal, starling__now_ms() + p->handshake_ms,
                                     why, sizeof why);
     if (rc == STARLING_OK) {
-        p->done(p->user, j->fd, &h);
+        p->done(p->user, j->fd, &h, &seal);
+        starling__seal_wipe(&seal);
     } else {
         SLOG_WARN("%s: refused connection: %s", p->label, why[0] ? why : starling_strerror(rc));
         starling__sock_close(j->fd);

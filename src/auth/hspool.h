@@ -8,8 +8,10 @@
 
 #include "auth/handshake.h"
 
-/* Called on the handshake's thread for an authenticated connection; takes the fd. */
-typedef void (*starling__hs_done_fn)(void *user, int fd, const starling__msg_hello *hello);
+/* Called on the handshake's thread for an authenticated connection; takes the fd and
+ * copies what it keeps of the seal (the connection's keys: auth/seal.h). */
+typedef void (*starling__hs_done_fn)(void *user, int fd, const starling__msg_hello *hello,
+                                     const starling__seal *seal);
 
 typedef struct starling__hspool {
     pthread_mutex_t mu;

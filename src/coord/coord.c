@@ -101,6 +101,7 @@ int starling_coord_create(starling_coord **out, const char *host_port, const cha
     r = starling__key_derive(&c->key, run, secret, secret_len);
     if (r)
         goto fail;
+    c->key.security = (uint8_t)cfg->security;
     c->conns = starling__calloc(STARLING_COORD_MAX_CONNS, sizeof *c->conns);
     c->pfds = starling__calloc(STARLING_COORD_MAX_CONNS + 1, sizeof *c->pfds);
     c->polled = starling__calloc(STARLING_COORD_MAX_CONNS, sizeof *c->polled);
@@ -175,9 +176,11 @@ static void take_accepted(starling_coord *c, int64_t now)
                       c->nconns < STARLING_COORD_MAX_CONNS ? "out of memory"
                                                            : "too many connections");
             starling__sock_close(got[i].fd);
+            starling__seal_wipe(&got[i].seal);
             continue;
         }
-        starling__fconn_init(&p->fc, got[i].fd, now);
+        starling__fconn_init(&p->fc, got[i].fd, now, &got[i].seal);
+        starling__seal_wipe(&got[i].seal);
         p->hello_id = got[i].peer_id;
         c->conns[c->nconns++] = p;
         SLOG_DEBUG("connection from peer %016" PRIx64 " authenticated", p->hello_id);

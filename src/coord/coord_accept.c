@@ -21,7 +21,7 @@ static void backoff(starling_coord *c, int ms)
         starling__wake_drain(&c->accept_wake);
 }
 
-static void push(starling_coord *c, int fd, uint64_t peer_id)
+static void push(starling_coord *c, int fd, uint64_t peer_id, const starling__seal *seal)
 {
     int full;
     pthread_mutex_lock(&c->qlock);
@@ -29,6 +29,7 @@ static void push(starling_coord *c, int fd, uint64_t peer_id)
     if (!full) {
         c->queue[c->qlen].fd = fd;
         c->queue[c->qlen].peer_id = peer_id;
+        c->queue[c->qlen].seal = *seal;
         c->qlen++;
     }
     pthread_mutex_unlock(&c->qlock);
@@ -42,7 +43,8 @@ static void push(starling_coord *c, int fd, uint64_t peer_id)
 }
 
 /* On the handshake's own thread, for an authenticated connection. */
-static void on_handshake(void *user, int fd, const starling__msg_hello *hello)
+static void on_handshake(void *user, int fd, const starling__msg_hello *hello,
+                         const starling__seal *seal)
 {
     starling_coord *c = user;
     if (hello->role != ROLE_CONTROL) {
@@ -50,7 +52,7 @@ static void on_handshake(void *user, int fd, const starling__msg_hello *hello)
         starling__sock_close(fd);
         return;
     }
-    push(c, fd, hello->peer_id);
+    push(c, fd, hello->peer_id, seal);
 }
 
 static void accept_one(starling_coord *c)

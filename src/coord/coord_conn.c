@@ -85,9 +85,9 @@ void starling__coord_reject(starling_coord *c, starling__coord_conn *p, int32_t 
     rj.code = code;
     snprintf(rj.reason, sizeof rj.reason, "%s", reason);
     n = starling__reject_encode(frame, sizeof frame, &rj);
-    /* Best effort and non-blocking: the connection is fresh, its send buffer empty. */
-    if (n > 0 && p->fc.out_off == p->fc.out_len)
-        starling__sock_send(p->fc.fd, frame, (size_t)n);
+    /* Best effort and non-blocking: behind what is queued, sealed like every frame. */
+    if (n > 0 && starling__fconn_queue(&p->fc, frame, (size_t)n) == STARLING_OK)
+        starling__fconn_flush(&p->fc);
     starling__coord_lost(c, p, reason);
 }
 
@@ -164,7 +164,9 @@ void starling__coord_on_readable(starling_coord *c, starling__coord_conn *p, int
         if (k == 0)
             break;
         if (k < 0) {
-            malformed(c, p, "bad frame header");
+            malformed(c, p,
+                      k == STARLING_E_AUTH ? "frame fails authentication (tampered or forged)"
+                                           : "bad frame header");
             return;
         }
         on_frame(c, p, &h, payload, now_ms);

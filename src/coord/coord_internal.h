@@ -70,6 +70,7 @@ typedef struct starling__coord_link {
 typedef struct starling__coord_pending {
     int fd;
     uint64_t peer_id;
+    starling__seal seal; /* the connection's keys, from its handshake */
 } starling__coord_pending;
 
 struct starling_coord {

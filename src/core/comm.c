@@ -249,9 +249,11 @@ static int codec_check(starling_comm *c, coll_kind kind, starling_dtype dtype, s
 static int connect_coordinator(starling_comm *c, int64_t deadline)
 {
     starling__msg_hello h;
+    starling__seal seal;
     char why[128] = "";
     int fd, rc;
 
+    memset(&seal, 0, sizeof seal);
     rc = starling__tcp_connect(c->coord_host, c->coord_port, 0, starling__ms_until(deadline), &fd,
                                why, sizeof why);
     if (rc != STARLING_OK)
@@ -259,20 +261,22 @@ static int connect_coordinator(starling_comm *c, int64_t deadline)
     memset(&h, 0, sizeof h);
     h.role = ROLE_CONTROL;
     h.peer_id = c->id;
-    rc = starling__handshake_client(fd, &c->key, &h, deadline, why, sizeof why);
+    rc = starling__handshake_client(fd, &c->key, &h, &seal, deadline, why, sizeof why);
     if (rc == STARLING_OK) {
         /* The data host the others should dial: our side of the coordinator link when
          * we listen on every interface. */
         if (!c->cfg.advertise[0] && starling__host_is_wildcard(c->data_host))
             starling__sock_local_host(fd, c->data_host);
-        rc = starling__ctrl_register(c, fd, deadline, why, sizeof why);
+        rc = starling__ctrl_register(c, fd, &seal, deadline, why, sizeof why);
     }
     if (rc != STARLING_OK) {
         starling__sock_close(fd);
+        starling__seal_wipe(&seal);
         return app_err(c, rc, "coordinator refused this peer: %s",
                        why[0] ? why : starling_strerror(rc));
     }
-    starling__fconn_init(&c->eng.ctrl, fd, starling__now_ms());
+    starling__fconn_init(&c->eng.ctrl, fd, starling__now_ms(), &seal);
+    starling__seal_wipe(&seal);
     c->eng.ctrl_up = 1;
     return STARLING_OK;
 }
@@ -284,15 +288,19 @@ static void comm_free(starling_comm *c)
     if (e->ctrl_up)
         starling__fconn_close(&e->ctrl);
     starling__sock_close(c->listen_fd);
-    for (int i = 0; i < c->npend; i++)
+    for (int i = 0; i < c->npend; i++) {
         starling__sock_close(c->pend[i].fd);
+        starling__seal_wipe(&c->pend[i].seal);
+    }
     starling__wake_close(&c->wake);
     starling__wake_close(&c->acc_wake);
     starling__ring_free(c);
     starling__codec_engine_free(e);
     starling__free(e->scratch);
-    for (int s = 0; s < STARLING_MAX_STREAMS; s++)
+    for (int s = 0; s < STARLING_MAX_STREAMS; s++) {
         starling__free(e->tmp[s]);
+        starling__free(e->stx[s]);
+    }
     starling__free(e->members);
     starling__free(c->pub_ids);
     starling__free(c->links);
@@ -337,6 +345,7 @@ int starling_comm_create(starling_comm **out, const char *coord_host_port, const
 
     starling__last_error_clear();
     rc = starling__key_derive(&c->key, run ? run : "", secret, secret_len);
+    c->key.security = (uint8_t)c->cfg.security;
     if (rc == STARLING_OK &&
         starling__addr_parse(coord_host_port, c->coord_host, &c->coord_port) != STARLING_OK)
         rc = app_err(c, STARLING_E_INVALID, "coordinator address '%s': expected HOST:PORT or "

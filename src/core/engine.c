@@ -34,8 +34,8 @@ int starling__ctrl_send(starling_comm *c, uint8_t type, const starling__msg_epoc
     return starling__fconn_queue(&c->eng.ctrl, buf, (size_t)n);
 }
 
-int starling__ctrl_register(starling_comm *c, int fd, int64_t deadline_ms, char *why,
-                            size_t why_len)
+int starling__ctrl_register(starling_comm *c, int fd, starling__seal *seal, int64_t deadline_ms,
+                            char *why, size_t why_len)
 {
     engine *e = &c->eng;
     starling__msg_register *reg;
@@ -64,9 +64,9 @@ int starling__ctrl_register(starling_comm *c, int fd, int64_t deadline_ms, char 
             reg->members[i] = e->members[i].id;
     }
     n = starling__register_encode(buf, cap, reg);
-    rc = n < 0 ? n : starling__sock_send_all(fd, buf, (size_t)n, deadline_ms);
+    rc = n < 0 ? n : starling__frame_send(fd, seal, buf, (size_t)n, deadline_ms);
     if (rc == STARLING_OK)
-        rc = starling__frame_recv(fd, &h, buf, cap - STARLING_FRAME_HDR, deadline_ms);
+        rc = starling__frame_recv(fd, seal, &h, buf, cap - STARLING_FRAME_HDR, deadline_ms);
     if (rc == STARLING_OK) {
         if (h.type == MSG_REJECT) {
             starling__msg_reject rj;
@@ -344,6 +344,7 @@ static void ctrl_reconnect(starling_comm *c)
     int64_t now = starling__now_ms();
     int64_t deadline = now + (c->cfg.timeout_ms / 2 > 100 ? c->cfg.timeout_ms / 2 : 100);
     starling__msg_hello h;
+    starling__seal seal;
     char why[128] = "";
     int fd, rc;
 
@@ -357,15 +358,17 @@ static void ctrl_reconnect(starling_comm *c)
     memset(&h, 0, sizeof h);
     h.role = ROLE_CONTROL;
     h.peer_id = c->id;
-    rc = starling__handshake_client(fd, &c->key, &h, deadline, why, sizeof why);
+    rc = starling__handshake_client(fd, &c->key, &h, &seal, deadline, why, sizeof why);
     if (rc == STARLING_OK)
-        rc = starling__ctrl_register(c, fd, deadline, why, sizeof why);
+        rc = starling__ctrl_register(c, fd, &seal, deadline, why, sizeof why);
     if (rc != STARLING_OK) {
         SLOG_WARN("%s: re-registration failed: %s %s", c->name, starling_strerror(rc), why);
         starling__sock_close(fd);
+        starling__seal_wipe(&seal);
         return;
     }
-    starling__fconn_init(&e->ctrl, fd, starling__now_ms());
+    starling__fconn_init(&e->ctrl, fd, starling__now_ms(), &seal);
+    starling__seal_wipe(&seal);
     e->ctrl_up = 1;
     SLOG_INFO("%s: re-registered with the coordinator", c->name);
     /* What the old coordinator was told and the new one must hear again. */
@@ -398,7 +401,10 @@ static void ctrl_io(starling_comm *c, short revents)
             rc = handle_ctrl_frame(c, &h, p);
         }
         if (rc != STARLING_OK && e->ctrl_up) {
-            ctrl_lost(c, rc == STARLING_E_CLOSED ? "closed" : "malformed frame");
+            ctrl_lost(c, rc == STARLING_E_CLOSED ? "closed"
+                         : rc == STARLING_E_AUTH
+                             ? "a frame failed authentication (tampered or forged)"
+                             : "malformed frame");
             return;
         }
     }

@@ -76,6 +76,7 @@ typedef struct pending_link {
     int fd;
     uint64_t peer_id, epoch;
     int stream, nstreams;
+    starling__seal seal; /* its keys, from the handshake */
 } pending_link;
 
 typedef struct state_tensor {
@@ -119,6 +120,9 @@ typedef struct engine {
     starling__member *members;
     int right[STARLING_MAX_STREAMS], nright;
     int left[STARLING_MAX_STREAMS], nleft;
+    /* Per stream: the link's keys and frame counters (auth/seal.h). Right links only
+     * seal, left links only open. */
+    starling__seal rseal[STARLING_MAX_STREAMS], lseal[STARLING_MAX_STREAMS];
 
     uint64_t seq;      /* last collective started in this epoch */
     uint64_t done_seq; /* highest seq whose data phase finished here */
@@ -139,6 +143,7 @@ typedef struct engine {
     uint8_t *scratch;
     size_t scratch_cap;
     uint8_t *tmp[STARLING_MAX_STREAMS];
+    uint8_t *stx[STARLING_MAX_STREAMS]; /* sealed payloads out, on sealed links */
     size_t tmp_cap;
 
     /* Codecs (ring_codec.c): the encoded tensor or the gathered sparse blobs, and per
@@ -200,8 +205,9 @@ int starling__request_wait_into(starling_comm *c, struct starling_request *r);
 /* engine.c */
 void *starling__engine_main(void *arg);
 int starling__ctrl_send(starling_comm *c, uint8_t type, const starling__msg_epoch *m);
-int starling__ctrl_register(starling_comm *c, int fd, int64_t deadline_ms, char *why,
-                            size_t why_len);
+/* REGISTER and its WELCOME on a fresh control connection, through its seal. */
+int starling__ctrl_register(starling_comm *c, int fd, starling__seal *seal, int64_t deadline_ms,
+                            char *why, size_t why_len);
 
 /* probe.c: link measurement (starling_measure_links). */
 /* Measures this member's links to every other member of an epoch (rank `rank` of n),
@@ -212,7 +218,8 @@ void starling__probe_links(starling_comm *c, const starling__member *m, int n, i
                            uint64_t epoch, uint32_t bytes, int64_t deadline_ms,
                            starling__link_est *est);
 /* The receiving side of a probe, on the handshake thread that authenticated it. */
-void starling__probe_serve(starling_comm *c, int fd, const starling__msg_hello *h);
+void starling__probe_serve(starling_comm *c, int fd, const starling__msg_hello *h,
+                           starling__seal *seal);
 
 /* links.c */
 void *starling__acceptor_main(void *arg);

@@ -16,12 +16,13 @@
 #include "util/alloc.h"
 #include "util/log.h"
 
-static void park(starling_comm *c, int fd, const starling__msg_hello *h)
+static void park(starling_comm *c, int fd, const starling__msg_hello *h, const starling__seal *seal)
 {
     pthread_mutex_lock(&c->mu);
     if (c->npend == STARLING_PENDING_LINKS) {
         /* Full: the oldest parked link is the least likely to be wanted. */
         starling__sock_close(c->pend[0].fd);
+        starling__seal_wipe(&c->pend[0].seal);
         memmove(c->pend, c->pend + 1, sizeof c->pend[0] * (STARLING_PENDING_LINKS - 1));
         c->npend--;
     }
@@ -30,6 +31,7 @@ static void park(starling_comm *c, int fd, const starling__msg_hello *h)
     c->pend[c->npend].epoch = h->epoch;
     c->pend[c->npend].stream = h->stream;
     c->pend[c->npend].nstreams = h->nstreams;
+    c->pend[c->npend].seal = *seal;
     c->npend++;
     pthread_mutex_unlock(&c->mu);
     starling__wake_signal(&c->wake);
@@ -37,11 +39,14 @@ static void park(starling_comm *c, int fd, const starling__msg_hello *h)
 
 /* On the handshake's own thread, for an authenticated connection. A link probe is
  * answered right here: it holds one of the pool's slots until it ends (bounded). */
-static void on_handshake(void *user, int fd, const starling__msg_hello *h)
+static void on_handshake(void *user, int fd, const starling__msg_hello *h,
+                         const starling__seal *seal)
 {
     starling_comm *c = user;
     if (h->role == ROLE_PROBE) {
-        starling__probe_serve(c, fd, h);
+        starling__seal probe = *seal;
+        starling__probe_serve(c, fd, h, &probe);
+        starling__seal_wipe(&probe);
         return;
     }
     if (h->role != ROLE_DATA) {
@@ -49,7 +54,7 @@ static void on_handshake(void *user, int fd, const starling__msg_hello *h)
         starling__sock_close(fd);
         return;
     }
-    park(c, fd, h);
+    park(c, fd, h, seal);
 }
 
 void *starling__acceptor_main(void *arg)
@@ -91,6 +96,8 @@ void starling__links_close(starling_comm *c)
         if (s < e->nleft && e->left[s] >= 0)
             starling__sock_close(e->left[s]);
         e->right[s] = e->left[s] = -1;
+        starling__seal_wipe(&e->rseal[s]);
+        starling__seal_wipe(&e->lseal[s]);
     }
     e->nright = e->nleft = 0;
 }
@@ -119,7 +126,8 @@ int starling__links_setup(starling_comm *c, const starling__msg_topo *t)
         rc = starling__tcp_connect(right->host, right->port, (int)c->cfg.socket_buffer,
                                    starling__ms_until(deadline), &fd, why, sizeof why);
         if (rc == STARLING_OK) {
-            rc = starling__handshake_client(fd, &c->key, &h, deadline, why, sizeof why);
+            rc = starling__handshake_client(fd, &c->key, &h, &e->rseal[s], deadline, why,
+                                            sizeof why);
             if (rc != STARLING_OK)
                 starling__sock_close(fd);
         }
@@ -153,12 +161,15 @@ int starling__links_adopt(starling_comm *c)
         if (p->epoch == e->epoch && p->peer_id == left_id && e->left[p->stream] < 0 &&
             (e->nleft == 0 || e->nleft == p->nstreams)) {
             e->left[p->stream] = p->fd;
+            e->lseal[p->stream] = p->seal;
             e->nleft = p->nstreams;
         } else if (p->epoch > e->epoch) {
             keep = 1; /* for an epoch this member has not reached yet */
         } else {
             starling__sock_close(p->fd);
         }
+        if (!keep)
+            starling__seal_wipe(&p->seal);
         if (keep) {
             i++;
         } else {

@@ -1,8 +1,9 @@
 /* Link measurement: how fast and how far each other member of the epoch is.
  *
  * A probe is a data-plane connection of its own (HELLO role ROLE_PROBE, authenticated
- * like a ring link): the prober sends a u64 byte count, then that many bytes; the other
- * side reads them all and answers the same u64. The TCP connect gives a round-trip
+ * and sealed like a ring link): the prober sends a u64 byte count, then that many bytes
+ * in records of at most 64 KiB, each sealed (auth/seal.h: ciphertext, then a tag); the
+ * other side reads them all and answers the same u64. The TCP connect gives a round-trip
  * estimate; the time from the first byte sent to the answer, less one round trip, gives
  * the bandwidth. Member r probes member (r + k) mod n in round k = 1..n-1, so in each
  * round every member sends one probe and receives one, and the rounds line up without a
@@ -55,37 +56,37 @@ static int stopping(starling_comm *c)
 
 /* Sends the probe over an authenticated connection; returns the microseconds from the
  * first byte to the answer, or a negative error. */
-static int64_t send_probe(starling_comm *c, int fd, uint32_t bytes, const uint8_t *chunk,
-                          int64_t deadline_ms)
+static int64_t send_probe(starling_comm *c, int fd, starling__seal *seal, uint32_t bytes,
+                          const uint8_t *chunk, uint8_t *scratch, int64_t deadline_ms)
 {
-    uint8_t word[8];
+    uint8_t word[8], sword[8];
     int64_t t0;
     int rc;
     put_u64(word, bytes);
     t0 = starling__now_ns();
-    if ((rc = starling__sock_send_all(fd, word, sizeof word, deadline_ms)))
+    if ((rc = starling__sealed_send_all(fd, seal, word, sizeof word, sword, deadline_ms)))
         return rc;
     for (uint32_t sent = 0; sent < bytes;) {
         uint32_t n = bytes - sent < PROBE_CHUNK ? bytes - sent : PROBE_CHUNK;
         if (stopping(c))
             return STARLING_E_CLOSED;
-        if ((rc = starling__sock_send_all(fd, chunk, n, deadline_ms)))
+        if ((rc = starling__sealed_send_all(fd, seal, chunk, n, scratch, deadline_ms)))
             return rc;
         sent += n;
     }
-    if ((rc = starling__sock_recv_all(fd, word, sizeof word, deadline_ms)))
+    if ((rc = starling__sealed_recv_all(fd, seal, word, sizeof word, deadline_ms)))
         return rc;
     if (get_u64(word) != bytes)
         return STARLING_E_PROTOCOL;
     return (starling__now_ns() - t0) / 1000;
 }
 
-static void probe_one(starling_comm *c, const starling__member *to, uint64_t epoch,
-                      uint32_t bytes, const uint8_t *chunk, int64_t all_deadline_ms,
-                      starling__link_est *out)
+static void probe_one(starling_comm *c, const starling__member *to, uint64_t epoch, uint32_t bytes,
+                      uint8_t *chunk, int64_t all_deadline_ms, starling__link_est *out)
 {
     int64_t deadline = probe_deadline_ms(c), t0 = starling__now_ns(), rtt_us, us;
     starling__msg_hello h;
+    starling__seal seal;
     char why[128] = "";
     int fd, rc;
 
@@ -109,9 +110,11 @@ static void probe_one(starling_comm *c, const starling__member *to, uint64_t epo
     h.role = ROLE_PROBE;
     h.peer_id = c->id;
     h.epoch = epoch;
-    rc = starling__handshake_client(fd, &c->key, &h, deadline, why, sizeof why);
-    us = rc == STARLING_OK ? send_probe(c, fd, bytes, chunk, deadline) : rc;
+    rc = starling__handshake_client(fd, &c->key, &h, &seal, deadline, why, sizeof why);
+    us = rc == STARLING_OK ? send_probe(c, fd, &seal, bytes, chunk, chunk + PROBE_CHUNK, deadline)
+                           : rc;
     starling__sock_close(fd);
+    starling__seal_wipe(&seal);
     if (us < 0) {
         SLOG_WARN("%s: link to %s:%u not measured: %s %s", c->name, to->host,
                   (unsigned)to->port, starling_strerror((int)us), why);
@@ -133,7 +136,7 @@ void starling__probe_links(starling_comm *c, const starling__member *m, int n, i
                            uint64_t epoch, uint32_t bytes, int64_t deadline_ms,
                            starling__link_est *est)
 {
-    uint8_t *chunk = starling__calloc(PROBE_CHUNK, 1);
+    uint8_t *chunk = starling__calloc(2 * PROBE_CHUNK, 1); /* the bytes, then their seal */
     memset(est, 0, sizeof *est * (size_t)n);
     if (!chunk) {
         SLOG_WARN("%s: no memory to measure links", c->name);
@@ -173,7 +176,8 @@ static void probe_done(starling_comm *c)
     pthread_mutex_unlock(&c->mu);
 }
 
-void starling__probe_serve(starling_comm *c, int fd, const starling__msg_hello *h)
+void starling__probe_serve(starling_comm *c, int fd, const starling__msg_hello *h,
+                           starling__seal *seal)
 {
     int64_t deadline = probe_deadline_ms(c);
     uint8_t word[8], *buf = NULL;
@@ -187,7 +191,7 @@ void starling__probe_serve(starling_comm *c, int fd, const starling__msg_hello *
         starling__sock_close(fd);
         return;
     }
-    rc = starling__sock_recv_all(fd, word, sizeof word, deadline);
+    rc = starling__sealed_recv_all(fd, seal, word, sizeof word, deadline);
     if (rc == STARLING_OK)
         bytes = get_u64(word);
     if (rc == STARLING_OK && (bytes < STARLING__PROBE_MIN || bytes > STARLING__PROBE_MAX)) {
@@ -199,11 +203,14 @@ void starling__probe_serve(starling_comm *c, int fd, const starling__msg_hello *
         rc = STARLING_E_NOMEM;
     for (left = bytes; rc == STARLING_OK && left > 0;) {
         size_t n = left < PROBE_CHUNK ? (size_t)left : PROBE_CHUNK;
-        rc = stopping(c) ? STARLING_E_CLOSED : starling__sock_recv_all(fd, buf, n, deadline);
+        rc =
+            stopping(c) ? STARLING_E_CLOSED : starling__sealed_recv_all(fd, seal, buf, n, deadline);
         left -= n;
     }
-    if (rc == STARLING_OK)
-        rc = starling__sock_send_all(fd, word, sizeof word, deadline);
+    if (rc == STARLING_OK) {
+        uint8_t sword[8];
+        rc = starling__sealed_send_all(fd, seal, word, sizeof word, sword, deadline);
+    }
     if (rc != STARLING_OK)
         SLOG_DEBUG("%s: link probe ended early: %s", c->name, starling_strerror(rc));
     starling__free(buf);

@@ -253,7 +253,7 @@ static int stream_bufs(engine *e, uint8_t **bufs, int n)
 
 static int ensure_stream_bufs(engine *e, const ring_op *o)
 {
-    uint8_t **all[] = {e->tmp, e->cbuf, e->ztx, e->zrx};
+    uint8_t **all[] = {e->tmp, e->cbuf, e->ztx, e->zrx, e->stx};
     if (o->piece > e->tmp_cap) {
         for (size_t a = 0; a < sizeof all / sizeof all[0]; a++)
             for (int s = 0; s < STARLING_MAX_STREAMS; s++) {
@@ -263,6 +263,8 @@ static int ensure_stream_bufs(engine *e, const ring_op *o)
         e->tmp_cap = o->piece;
     }
     if (stream_bufs(e, e->tmp, o->nsin))
+        return STARLING_E_NOMEM;
+    if (starling__seal_tag(&e->rseal[0]) && stream_bufs(e, e->stx, o->nsout))
         return STARLING_E_NOMEM;
     if (o->dense && stream_bufs(e, e->cbuf, o->nsout))
         return STARLING_E_NOMEM;
@@ -388,17 +390,33 @@ static void tx_payload(starling_comm *c, ring_op *o, int s, const ring_item *it,
     t->ready = 1;
 }
 
+/* On a sealed link, the payload is encrypted into the stream's stx buffer under the
+ * header (associated data) and the tag goes after it. Every payload fits in tmp_cap: a
+ * piece, or less (codecs and the lossless stage only shrink it). */
+static int tx_seal(starling_comm *c, int s, ring_tx *t)
+{
+    engine *e = &c->eng;
+    if (!starling__seal_tag(&e->rseal[s]))
+        return STARLING_OK;
+    if (t->len > e->tmp_cap)
+        return STARLING_E_LIMIT;
+    starling__seal_frame(&e->rseal[s], t->hdr, sizeof t->hdr, t->src, t->len, e->stx[s], t->tag);
+    t->src = e->stx[s];
+    return STARLING_OK;
+}
+
 /* Sends on stream s as much as its socket takes: the item it carries, then the next ones
  * in order while they are ready. <0 on a dead link. */
 static int tx_stream(starling_comm *c, ring_op *o, int s, int *want_out)
 {
     ring_tx *t = &o->tx[s];
     const size_t H = STARLING_FRAME_HDR + STARLING_DATA_HDR;
+    const size_t T = starling__seal_tag(&c->eng.rseal[s]);
     for (;;) {
         const ring_item *it;
-        struct iovec iov[2];
+        struct iovec iov[3];
         struct msghdr mh;
-        int niov = 0;
+        int niov = 0, rc;
         ssize_t r;
         if (!t->busy) {
             if (o->send_next == o->nsend || !item_ready(o, &o->send_items[o->send_next]))
@@ -410,15 +428,22 @@ static int tx_stream(starling_comm *c, ring_op *o, int s, int *want_out)
         if (!t->ready) {
             tx_payload(c, o, s, it, t);
             encode_hdr(o, MSG_DATA, it->g, it->p, (uint32_t)t->len, t->flags, t->hdr);
+            if ((rc = tx_seal(c, s, t)))
+                return rc;
         }
         if (t->off < H) {
             iov[niov].iov_base = t->hdr + t->off;
             iov[niov++].iov_len = H - t->off;
         }
-        if (t->len) {
+        if (t->off < H + t->len) {
             size_t done = t->off > H ? t->off - H : 0;
             iov[niov].iov_base = (void *)(t->src + done);
             iov[niov++].iov_len = t->len - done;
+        }
+        if (T) {
+            size_t done = t->off > H + t->len ? t->off - H - t->len : 0;
+            iov[niov].iov_base = t->tag + done;
+            iov[niov++].iov_len = T - done;
         }
         /* sendmsg, not writev: MSG_NOSIGNAL keeps a dead neighbour from raising SIGPIPE
          * in the application's process. */
@@ -436,7 +461,7 @@ static int tx_stream(starling_comm *c, ring_op *o, int s, int *want_out)
             return STARLING_E_PEER_LOST;
         }
         t->off += (size_t)r;
-        if (t->off < H + t->len) {
+        if (t->off < H + t->len + T) {
             *want_out = 1;
             return STARLING_OK;
         }
@@ -513,10 +538,11 @@ static int check_len(const ring_op *o, const ring_rx *x, size_t len, char *why, 
     return STARLING_OK;
 }
 
-/* A DONE token (the header in x->hdr, stream 0): the next one in order. The left
+/* A DONE token's header (in x->hdr, stream 0): the next one in order. The left
  * neighbour sends it once all its pieces are out, possibly before the last of them have
- * arrived on other streams. */
-static int rx_done_token(ring_op *o, ring_rx *x, char *why, size_t wl)
+ * arrived on other streams. Checked when the header is in (so another collective's frame
+ * is a mismatch, not a broken seal), counted once the frame has opened (done_open). */
+static int rx_done_check(ring_op *o, ring_rx *x, char *why, size_t wl)
 {
     starling__msg_data m;
     size_t plen;
@@ -529,9 +555,16 @@ static int rx_done_token(ring_op *o, ring_rx *x, char *why, size_t wl)
         snprintf(why, wl, "unexpected commit token %u from the left neighbour", m.step);
         return STARLING_E_PROTOCOL;
     }
+    x->token = 1;
+    x->plen = 0;
+    return STARLING_OK;
+}
+
+static void done_open(ring_op *o, ring_rx *x)
+{
     o->done_recv++;
     x->off = 0;
-    return STARLING_OK;
+    x->token = 0;
 }
 
 static int rx_read(int fd, void *dst, size_t n, size_t *got)
@@ -573,7 +606,47 @@ static void rx_post(starling_comm *c, ring_op *o, int s, const ring_item *it, ui
         starling__reduce_finish(o->work + at, nel, o->req->dtype, o->req->op, o->n);
 }
 
-/* Receives what has arrived on stream s; reduces finished pieces. */
+/* The tag after a frame's payload on a sealed link (bytes [at, at + T) of the frame),
+ * then the check: the payload at `land` (plen bytes) is decrypted in place. *ok is set
+ * once the frame has opened; a frame that does not open is refused. */
+static int rx_open(starling_comm *c, int s, ring_rx *x, size_t at, uint8_t *land, char *why,
+                   size_t wl, int *ok)
+{
+    starling__seal *seal = &c->eng.lseal[s];
+    const size_t T = starling__seal_tag(seal);
+    size_t got;
+    int rc;
+    *ok = 0;
+    if (x->off < at + T) {
+        if ((rc = rx_read(c->eng.left[s], x->tag + (x->off - at), at + T - x->off, &got)))
+            return rc;
+        x->off += got;
+        if (x->off < at + T)
+            return STARLING_OK;
+    }
+    if (starling__seal_open(seal, x->hdr, sizeof x->hdr, land, x->plen, x->tag)) {
+        snprintf(why, wl,
+                 "a frame from the left neighbour fails authentication (tampered, "
+                 "forged, replayed or out of order): refused");
+        return STARLING_E_PROTOCOL;
+    }
+    *ok = 1;
+    return STARLING_OK;
+}
+
+/* Header of the next frame on stream s is in: a DONE token (stream 0) waits for its
+ * tag; a DATA header claims its item. */
+static int rx_header(ring_op *o, int s, ring_rx *x, char *why, size_t wl, int *fresh)
+{
+    x->token = 0;
+    if (s == 0 && x->hdr[0] == MSG_DONE)
+        return rx_done_check(o, x, why, wl);
+    *fresh = 1;
+    return rx_claim(o, x, why, wl);
+}
+
+/* Receives what has arrived on stream s; reduces finished pieces. A frame is: header
+ * (clear, authenticated), payload (encrypted on a sealed link), tag (sealed links). */
 static int rx_stream(starling_comm *c, ring_op *o, int s, char *why, size_t wl)
 {
     ring_rx *x = &o->rx[s];
@@ -584,7 +657,7 @@ static int rx_stream(starling_comm *c, ring_op *o, int s, char *why, size_t wl)
         const ring_item *it;
         size_t rawlen, got;
         uint8_t *dst, *land;
-        int rc, fresh = 0;
+        int rc, fresh = 0, ok;
         if (x->off < H) {
             if ((rc = rx_read(fd, x->hdr + x->off, H - x->off, &got)))
                 return rc;
@@ -593,14 +666,14 @@ static int rx_stream(starling_comm *c, ring_op *o, int s, char *why, size_t wl)
             x->off += got;
             if (x->off < H)
                 return STARLING_OK;
-            if (s == 0 && x->hdr[0] == MSG_DONE) {
-                if ((rc = rx_done_token(o, x, why, wl)))
-                    return rc;
-                continue;
-            }
-            if ((rc = rx_claim(o, x, why, wl)))
+            if ((rc = rx_header(o, s, x, why, wl, &fresh)))
                 return rc;
-            fresh = 1;
+        }
+        if (x->token) {
+            if ((rc = rx_open(c, s, x, H, NULL, why, wl, &ok)) || !ok)
+                return rc;
+            done_open(o, x);
+            continue;
         }
         it = &o->recv_items[x->k];
         dst = rx_dest(c, o, s, it, &rawlen);
@@ -616,6 +689,8 @@ static int rx_stream(starling_comm *c, ring_op *o, int s, char *why, size_t wl)
             if (x->off < H + x->plen)
                 return STARLING_OK;
         }
+        if ((rc = rx_open(c, s, x, H + x->plen, land, why, wl, &ok)) || !ok)
+            return rc;
         if ((x->flags & STARLING_DATA_F_ZSTD) &&
             starling__zstd_unpack(e->zstd, land, x->plen, dst, rawlen)) {
             snprintf(why, wl, "piece %u/%u from the left neighbour: bad zstd frame", it->g,
@@ -635,22 +710,30 @@ static int rx_stream(starling_comm *c, ring_op *o, int s, char *why, size_t wl)
 static int barrier_tx(starling_comm *c, ring_op *o, int *want_out)
 {
     int target = 1 + (o->done_recv < o->n - 2 ? o->done_recv : o->n - 2);
-    uint8_t hdr[STARLING_FRAME_HDR + STARLING_DATA_HDR];
+    const size_t H = STARLING_FRAME_HDR + STARLING_DATA_HDR;
+    starling__seal *seal = &c->eng.rseal[0];
+    const size_t len = H + starling__seal_tag(seal);
     while (o->done_sent < target) {
         ssize_t r;
-        encode_hdr(o, MSG_DONE, (uint32_t)(o->done_sent + 1), 0, 0, 0, hdr);
-        r = starling__sock_send(c->eng.right[0], hdr, sizeof hdr);
+        /* Sealed once: the frame counter moves when a frame is made, not when it is sent. */
+        if (!o->done_ready) {
+            encode_hdr(o, MSG_DONE, (uint32_t)(o->done_sent + 1), 0, 0, 0, o->done_frame);
+            starling__seal_frame(seal, o->done_frame, H, NULL, 0, NULL, o->done_frame + H);
+            o->done_ready = 1;
+        }
+        r = starling__sock_send(c->eng.right[0], o->done_frame, len);
         if (r < 0)
             return STARLING_E_PEER_LOST;
         if (r == 0) {
             *want_out = 1;
             return STARLING_OK;
         }
-        /* A 32-byte send is all-or-nothing in practice; a partial one would need the
-         * same resume logic as data, so refuse to pretend otherwise. */
-        if ((size_t)r != sizeof hdr)
+        /* A 32- or 48-byte send is all-or-nothing in practice; a partial one would need
+         * the same resume logic as data, so refuse to pretend otherwise. */
+        if ((size_t)r != len)
             return STARLING_E_PEER_LOST;
         o->done_sent++;
+        o->done_ready = 0;
     }
     return STARLING_OK;
 }
@@ -661,16 +744,21 @@ static int barrier_rx(starling_comm *c, ring_op *o, char *why, size_t wl)
     const size_t H = STARLING_FRAME_HDR + STARLING_DATA_HDR;
     while (o->done_recv < o->n - 1) {
         size_t got;
-        int rc = rx_read(c->eng.left[0], x->hdr + x->off, H - x->off, &got);
-        if (rc)
+        int rc, ok;
+        if (x->off < H) {
+            if ((rc = rx_read(c->eng.left[0], x->hdr + x->off, H - x->off, &got)))
+                return rc;
+            if (got == 0)
+                return STARLING_OK;
+            x->off += got;
+            if (x->off < H)
+                return STARLING_OK;
+            if ((rc = rx_done_check(o, x, why, wl)))
+                return rc;
+        }
+        if ((rc = rx_open(c, 0, x, H, NULL, why, wl, &ok)) || !ok)
             return rc;
-        if (got == 0)
-            return STARLING_OK;
-        x->off += got;
-        if (x->off < H)
-            return STARLING_OK;
-        if ((rc = rx_done_token(o, x, why, wl)))
-            return rc;
+        done_open(o, x);
     }
     return STARLING_OK;
 }

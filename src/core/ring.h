@@ -22,17 +22,20 @@ typedef struct ring_tx {
     size_t k, off; /* the item this stream carries now, bytes of it sent incl. header */
     int busy;      /* carrying item k */
     int ready;     /* src/len/flags computed for item k (encoding happens once) */
-    const uint8_t *src;
+    const uint8_t *src; /* the payload as sent: sealed into engine.stx when the link is */
     size_t len;
     uint8_t flags;
     uint8_t hdr[STARLING_FRAME_HDR + STARLING_DATA_HDR];
+    uint8_t tag[STARLING_SEAL_TAG]; /* after the payload, when the link is sealed */
 } ring_tx;
 
 typedef struct ring_rx {
     size_t k, off; /* the item being received (known once its header is in), bytes of it */
     size_t plen; /* payload bytes of the frame being read (from its header) */
     uint8_t flags;
+    int token; /* the frame being read is a DONE token (stream 0) */
     uint8_t hdr[STARLING_FRAME_HDR + STARLING_DATA_HDR];
+    uint8_t tag[STARLING_SEAL_TAG];
 } ring_rx;
 
 typedef struct ring_op {
@@ -58,6 +61,8 @@ typedef struct ring_op {
     int nsout, nsin;
     int data_done;
     int done_sent, done_recv; /* commit barrier tokens */
+    int done_ready;           /* done_frame holds token done_sent + 1, sealed */
+    uint8_t done_frame[STARLING_FRAME_HDR + STARLING_DATA_HDR + STARLING_SEAL_TAG];
     uint64_t bytes;
 
     /* Codec (ring_codec.c); all zero when the call is uncompressed. */

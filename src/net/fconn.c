@@ -7,11 +7,13 @@
 #include "starling.h"
 #include "util/alloc.h"
 
-void starling__fconn_init(starling__fconn *c, int fd, int64_t now_ms)
+void starling__fconn_init(starling__fconn *c, int fd, int64_t now_ms, const starling__seal *seal)
 {
     memset(c, 0, sizeof *c);
     c->fd = fd;
     c->last_rx_ms = now_ms;
+    if (seal)
+        c->seal = *seal;
 }
 
 void starling__fconn_close(starling__fconn *c)
@@ -19,6 +21,7 @@ void starling__fconn_close(starling__fconn *c)
     starling__sock_close(c->fd);
     starling__free(c->in);
     starling__free(c->out);
+    starling__seal_wipe(&c->seal);
     memset(c, 0, sizeof *c);
     c->fd = -1;
 }
@@ -41,6 +44,11 @@ static int reserve(uint8_t **buf, size_t *cap, size_t need)
 
 int starling__fconn_queue(starling__fconn *c, const uint8_t *frame, size_t n)
 {
+    size_t tag = starling__seal_tag(&c->seal);
+    uint8_t *at;
+    if (n < STARLING_FRAME_HDR)
+        return STARLING_E_INVALID;
+    n += tag; /* bytes this frame takes in the queue */
     if (c->fd < 0)
         return STARLING_E_CLOSED;
     if (c->out_off == c->out_len)
@@ -54,7 +62,10 @@ int starling__fconn_queue(starling__fconn *c, const uint8_t *frame, size_t n)
     }
     if (reserve(&c->out, &c->out_cap, c->out_len + n))
         return STARLING_E_NOMEM;
-    memcpy(c->out + c->out_len, frame, n);
+    at = c->out + c->out_len;
+    memcpy(at, frame, n - tag);
+    starling__seal_frame(&c->seal, at, STARLING_FRAME_HDR, at + STARLING_FRAME_HDR,
+                         n - tag - STARLING_FRAME_HDR, at + STARLING_FRAME_HDR, at + n - tag);
     c->out_len += n;
     return STARLING_OK;
 }
@@ -91,23 +102,26 @@ int starling__fconn_read(starling__fconn *c, int64_t now_ms)
             return STARLING_OK;
         c->in_len += (size_t)r;
         c->last_rx_ms = now_ms;
-        if (c->in_len >= STARLING_FRAME_HDR + STARLING_CTRL_MAX)
+        if (c->in_len >= STARLING_FRAME_HDR + STARLING_CTRL_MAX + STARLING_SEAL_TAG)
             return STARLING_OK; /* enough for a frame; let the caller parse first */
     }
 }
 
 int starling__fconn_next(starling__fconn *c, starling__frame_hdr *h, const uint8_t **payload)
 {
-    size_t avail = c->in_len - c->in_consumed;
-    const uint8_t *at = c->in + c->in_consumed;
+    size_t avail = c->in_len - c->in_consumed, tag = starling__seal_tag(&c->seal);
+    uint8_t *at = c->in + c->in_consumed;
     if (avail < STARLING_FRAME_HDR)
         return 0;
     if (starling__frame_hdr_decode(at, 0, h) || h->type == MSG_DATA)
         return STARLING_E_PROTOCOL;
-    if (avail - STARLING_FRAME_HDR < h->len)
+    if (avail - STARLING_FRAME_HDR < h->len + tag)
         return 0;
+    if (starling__seal_open(&c->seal, at, STARLING_FRAME_HDR, at + STARLING_FRAME_HDR, h->len,
+                            at + STARLING_FRAME_HDR + h->len))
+        return STARLING_E_AUTH;
     *payload = at + STARLING_FRAME_HDR;
-    c->in_consumed += STARLING_FRAME_HDR + h->len;
+    c->in_consumed += STARLING_FRAME_HDR + h->len + tag;
     return 1;
 }
 

@@ -72,6 +72,10 @@ int starling__hello_encode(uint8_t *out, size_t cap, const starling__msg_hello *
     starling__w_u64(&w, m->epoch);
     starling__w_u8(&w, m->stream);
     starling__w_u8(&w, m->nstreams);
+    if (m->version >= 3) { /* the golden v1/v2 hellos still encode as they were */
+        starling__w_u8(&w, m->security);
+        starling__w_u8(&w, m->caps);
+    }
     return finish(&w, out, MSG_HELLO);
 }
 
@@ -94,11 +98,13 @@ int starling__hello_decode(const uint8_t *p, size_t len, starling__msg_hello *m)
     m->epoch = starling__r_u64(&r);
     m->stream = starling__r_u8(&r);
     m->nstreams = starling__r_u8(&r);
+    m->security = starling__r_u8(&r);
+    m->caps = starling__r_u8(&r);
     if (starling__r_finish(&r))
         return STARLING_E_PROTOCOL;
     if (m->role != ROLE_CONTROL && m->role != ROLE_DATA && m->role != ROLE_PROBE)
         return STARLING_E_PROTOCOL;
-    if (m->run[0] == '\0')
+    if (m->run[0] == '\0' || m->security > STARLING_SEC_MAX)
         return STARLING_E_PROTOCOL;
     if (m->role == ROLE_DATA && (m->nstreams < 1 || m->nstreams > 16 || m->stream >= m->nstreams))
         return STARLING_E_PROTOCOL;
@@ -112,6 +118,8 @@ int starling__challenge_encode(uint8_t *out, size_t cap, const starling__msg_cha
         return STARLING_E_LIMIT;
     starling__w_bytes(&w, m->nonce, STARLING_NONCE_LEN);
     starling__w_bytes(&w, m->mac, STARLING_MAC_LEN);
+    starling__w_u8(&w, m->security);
+    starling__w_u8(&w, m->caps);
     return finish(&w, out, MSG_CHALLENGE);
 }
 
@@ -121,7 +129,11 @@ int starling__challenge_decode(const uint8_t *p, size_t len, starling__msg_chall
     starling__r_init(&r, p, len);
     starling__r_bytes(&r, m->nonce, STARLING_NONCE_LEN);
     starling__r_bytes(&r, m->mac, STARLING_MAC_LEN);
-    return starling__r_finish(&r);
+    m->security = starling__r_u8(&r);
+    m->caps = starling__r_u8(&r);
+    if (starling__r_finish(&r) || m->security > STARLING_SEC_MAX)
+        return STARLING_E_PROTOCOL;
+    return STARLING_OK;
 }
 
 int starling__auth_encode(uint8_t *out, size_t cap, const starling__msg_auth *m)

@@ -20,6 +20,17 @@
 #define STARLING_LINK_BPS_MAX 1000000000000ull /* 1 TB/s: a faster link report is garbage */
 #define STARLING_LINK_RTT_US_MAX 600000000u    /* 10 minutes */
 
+/* What a side asks for: a HELLO's or CHALLENGE's `security` byte (v3), the config's
+ * security mode. How a connection's suite follows from both: auth/seal.h. */
+enum {
+    STARLING_SEC_NONE = 0,   /* no encryption: both ends must say so */
+    STARLING_SEC_AEAD = 1,   /* encrypted; AES-256-GCM when both CPUs have it, else ChaCha20 */
+    STARLING_SEC_CHACHA = 2, /* encrypted with ChaCha20-Poly1305 whatever the CPUs have */
+    STARLING_SEC_MAX = 2
+};
+/* The `caps` byte: what this side's CPU can do fast. */
+#define STARLING_CAP_AESGCM 0x01
+
 typedef enum starling__msg_type {
     MSG_HELLO = 1,     /* client -> server, first frame of every connection */
     MSG_CHALLENGE = 2, /* server -> client */
@@ -72,11 +83,14 @@ typedef struct starling__msg_hello {
     uint64_t epoch;   /* data role: the epoch this link belongs to */
     uint8_t stream;   /* data role: stream index < nstreams */
     uint8_t nstreams; /* data role: 1..16 */
+    uint8_t security; /* v3: what the client asks for (STARLING_SEC_*, auth/seal.h) */
+    uint8_t caps;     /* v3: what its CPU does fast (STARLING_CAP_*) */
 } starling__msg_hello;
 
 typedef struct starling__msg_challenge {
     uint8_t nonce[STARLING_NONCE_LEN];
     uint8_t mac[STARLING_MAC_LEN]; /* server's proof over the client's nonce */
+    uint8_t security, caps;        /* v3: the server's, as in the hello */
 } starling__msg_challenge;
 
 typedef struct starling__msg_auth {

@@ -15,8 +15,11 @@ void starling__config_defaults(struct starling_config *cfg)
     cfg->min_peers = 1;
     cfg->chunk_bytes = 1u << 20;
     cfg->probe_bytes = 2u << 20;
+    cfg->security = 1; /* "aead" */
     strcpy(cfg->listen, "127.0.0.1:0");
 }
+
+const char *const starling__security_names[3] = {"none", "aead", "chacha20"};
 
 int starling_config_create(starling_config **out)
 {
@@ -130,6 +133,18 @@ int starling_config_set_ring_order(starling_config *cfg, const char *order)
     for (int i = 0; i < 3; i++)
         if (strcmp(order, names[i]) == 0) {
             cfg->ring_order = (starling__ring_order)i;
+            return STARLING_OK;
+        }
+    return STARLING_E_INVALID;
+}
+
+int starling_config_set_security(starling_config *cfg, const char *mode)
+{
+    if (!cfg || !mode)
+        return STARLING_E_INVALID;
+    for (int i = 0; i < 3; i++)
+        if (strcmp(mode, starling__security_names[i]) == 0) {
+            cfg->security = i;
             return STARLING_OK;
         }
     return STARLING_E_INVALID;

@@ -24,7 +24,11 @@ struct starling_config {
     size_t socket_buffer; /* 0: the kernel's autotuning */
     starling__ring_order ring_order;
     size_t probe_bytes;
+    int security; /* index into starling__security_names: the wire's STARLING_SEC_* value */
 };
+
+/* Security modes by wire value (proto/msg.h STARLING_SEC_NONE, _AEAD, _CHACHA). */
+extern const char *const starling__security_names[3];
 
 #define STARLING__PROBE_MIN (64u << 10)
 #define STARLING__PROBE_MAX (256u << 20)

@@ -38,14 +38,15 @@ COMMANDS = [
 ]
 # A few options each table must have, so that a broken source scan cannot pass silently.
 MUST = {
-    "run": ["--peers", "--steps", "--algo", "--kill", "--freeze", "--join", "--set", "--json"],
-    "coordinator": ["--listen", "--run", "--secret-file", "--ring-order"],
-    "bench": ["--peers", "--bytes", "--iters", "--compress"],
+    "run": ["--peers", "--steps", "--algo", "--kill", "--freeze", "--join", "--set", "--json",
+            "--security"],
+    "coordinator": ["--listen", "--run", "--secret-file", "--ring-order", "--security"],
+    "bench": ["--peers", "--bytes", "--iters", "--compress", "--security"],
     "bench codec": ["--count", "--data", "--reference"],
-    "demo": ["--peers", "--steps", "--elements"],
-    "bench-peer": ["--coord", "--report-fd"],
-    "demo-peer": ["--coord", "--joiner"],
-    "run-peer": ["--coord", "--set", "--joiner"],
+    "demo": ["--peers", "--steps", "--elements", "--security"],
+    "bench-peer": ["--coord", "--report-fd", "--security"],
+    "demo-peer": ["--coord", "--joiner", "--security"],
+    "run-peer": ["--coord", "--set", "--joiner", "--security"],
 }
 
 
@@ -184,6 +185,25 @@ def errors_mode():
     # --name=VALUE: the value is checked like a separate one.
     expect_usage(["run", "--peers=0"], "--peers: expected an integer in 1..64, got '0'")
     expect_usage(["run", "--algo=sgd"], "--algo: expected ddp, diloco or streaming, got 'sgd'")
+    # A security mode not among the three names, refused before anything starts.
+    bogus = "--security: expected aead, chacha20 or none, got 'bogus'"
+    expect_usage(["run", "--security", "bogus"], "starling run: " + bogus)
+    expect_usage(["run", "--security=AEAD"], "--security: expected aead, chacha20 or none, got 'AEAD'")
+    expect_usage(["coordinator", "--listen", "127.0.0.1:0", "--run", "x", "--security", "bogus"],
+                 "starling coordinator: " + bogus)
+    expect_usage(["bench", "allreduce", "--peers", "2", "--bytes", "4", "--iters", "1",
+                  "--security", "bogus"], "starling bench allreduce: " + bogus)
+    expect_usage(["demo", "--security", "bogus"], "starling demo: " + bogus)
+    expect_usage(["bench-peer", "--coord", "127.0.0.1:1", "--run", "x", "--index", "0",
+                  "--peers", "1", "--bytes", "4", "--iters", "1", "--security", "bogus"],
+                 "starling bench-peer: " + bogus)
+    expect_usage(["run-peer", "--coord", "127.0.0.1:1", "--run", "x", "--index", "0",
+                  "--peers", "1", "--eval-every", "1", "--security", "bogus"],
+                 "starling run-peer: " + bogus)
+    expect_usage(["demo-peer", "--coord", "127.0.0.1:1", "--run", "x", "--index", "0",
+                  "--peers", "1", "--steps", "1", "--elements", "1", "--join-step", "1",
+                  "--security", "bogus"], "starling demo-peer: " + bogus)
+    expect_usage(["run", "--securty", "none"], "(did you mean '--security'?)")
 
 
 def run_mode():

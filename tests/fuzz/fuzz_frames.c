@@ -9,9 +9,10 @@
  * Every rule docs/protocol.md lists for an accepted message is checked again here, so a
  * decoder that lets something through that it should refuse is a crash, not a pass.
  *
- * Protocol version 2: HELLO role 3 (probe), TOPO's trailing probe_bytes and LINKS (19).
- * tests/golden/v2/ holds one valid frame of each, a useful extra seed directory:
- *   ./tests/fuzz/fuzz_frames corpus-frames /path/to/tests/golden/v2
+ * Protocol version 3: HELLO's and CHALLENGE's trailing security and caps bytes (version 2
+ * added HELLO role 3 (probe), TOPO's trailing probe_bytes and LINKS (19)).
+ * tests/golden/v3/ holds one valid frame of each, a useful extra seed directory:
+ *   ./tests/fuzz/fuzz_frames corpus-frames /path/to/tests/golden/v3
  *
  * Built two ways (tests/fuzz/CMakeLists.txt): with -fsanitize=fuzzer by clang, and as
  * fuzz_frames_replay with fuzz_replay.c, which replays the saved corpus under ctest. */
@@ -96,6 +97,9 @@ static void fuzz_hello(const uint8_t *p, size_t len)
     CHECK(a.magic == STARLING_MAGIC && a.version == STARLING_PROTOCOL_VERSION);
     CHECK(a.role == ROLE_CONTROL || a.role == ROLE_DATA || a.role == ROLE_PROBE);
     CHECK(a.run[0] != '\0' && strlen(a.run) < STARLING_NAME_MAX);
+    CHECK(a.security <= STARLING_SEC_MAX); /* caps: any bits */
+    /* security and caps are the last two bytes of the payload. */
+    CHECK(len >= 2 && p[len - 2] == a.security && p[len - 1] == a.caps);
     if (a.role == ROLE_DATA)
         CHECK(a.nstreams >= 1 && a.nstreams <= 16 && a.stream < a.nstreams);
     check_canonical(starling__hello_encode(enc, sizeof enc, &a), MSG_HELLO, p, len);
@@ -105,6 +109,7 @@ static void fuzz_hello(const uint8_t *p, size_t len)
     CHECK(memcmp(a.nonce, b.nonce, STARLING_NONCE_LEN) == 0 && strcmp(a.run, b.run) == 0);
     CHECK(a.peer_id == b.peer_id && a.epoch == b.epoch);
     CHECK(a.stream == b.stream && a.nstreams == b.nstreams);
+    CHECK(a.security == b.security && a.caps == b.caps);
 }
 
 static void fuzz_challenge(const uint8_t *p, size_t len)
@@ -112,10 +117,11 @@ static void fuzz_challenge(const uint8_t *p, size_t len)
     starling__msg_challenge a, b;
     if (starling__challenge_decode(p, len, &a) != STARLING_OK)
         return;
-    CHECK(len == STARLING_NONCE_LEN + STARLING_MAC_LEN);
+    CHECK(len == STARLING_NONCE_LEN + STARLING_MAC_LEN + 2); /* + security, caps (v3) */
+    CHECK(a.security <= STARLING_SEC_MAX);                   /* caps: any bits */
     check_canonical(starling__challenge_encode(enc, sizeof enc, &a), MSG_CHALLENGE, p, len);
     CHECK(starling__challenge_decode(enc + STARLING_FRAME_HDR, len, &b) == STARLING_OK);
-    CHECK(memcmp(&a, &b, sizeof a) == 0); /* two byte arrays: no padding */
+    CHECK(memcmp(&a, &b, sizeof a) == 0); /* bytes only (two arrays, two u8): no padding */
 }
 
 static void fuzz_auth(const uint8_t *p, size_t len)

@@ -18,6 +18,8 @@ in a `finally` block whatever happens.
 """
 
 import argparse
+import ctypes
+import ctypes.util
 import hashlib
 import hmac
 import os
@@ -592,13 +594,17 @@ def scenario_join(h):
 # Frames as in src/proto/msg.h: an 8-byte header (u8 type, u8 flags, u16 zero, u32 payload
 # length, little-endian), then the payload. A connection starts with HELLO (u32 magic "STRL",
 # u16 version, u8 role, 32-byte nonce, u8-length run name, u64 peer id, u64 epoch,
-# u8 stream, u8 nstreams); the server answers CHALLENGE (nonce, MAC) or REJECT (i32 code,
-# u8-length reason); the client sends AUTH (MAC); the server answers ACCEPT or REJECT.
+# u8 stream, u8 nstreams, u8 security, u8 caps); the server answers CHALLENGE (nonce, MAC,
+# u8 security, u8 caps) or REJECT (i32 code, u8-length reason); the client sends AUTH (MAC);
+# the server answers ACCEPT or REJECT. Frames after that are sealed (docs/protocol.md): the
+# malformed frames this client sends after authenticating are refused either way.
 # MACs are HMAC-SHA-256 under a key derived from (secret, run) with BLAKE2b
 # (src/auth/handshake.c), so this client can also authenticate for real and then misbehave.
 
 MAGIC = 0x4C525453
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
+SEC_CHACHA = 2  # what this client asks for: ChaCha20-Poly1305 whatever the CPUs have
+SUITE_CHACHA = 1
 T_HELLO, T_CHALLENGE, T_AUTH, T_REJECT, T_REGISTER = 1, 2, 3, 4, 5
 T_TOPO_REQ, T_DATA, T_ACCEPT = 8, 15, 18
 ROLE_CONTROL, ROLE_DATA, ROLE_PROBE = 1, 2, 3
@@ -617,8 +623,9 @@ def pstr(b):
 
 class Hello:
     def __init__(self, run, role, rng, version=PROTOCOL_VERSION, magic=MAGIC, peer_id=None,
-                 epoch=0, stream=0, nstreams=0):
+                 epoch=0, stream=0, nstreams=0, security=SEC_CHACHA, caps=0):
         self.run = run.encode() if isinstance(run, str) else run
+        self.security, self.caps = security, caps
         self.role, self.version, self.magic = role, version, magic
         self.nonce = bytes(rng.randrange(256) for _ in range(32))
         self.peer_id = peer_id if peer_id is not None else rng.randrange(1, 1 << 64)
@@ -626,12 +633,12 @@ class Hello:
 
     def payload(self):
         return (struct.pack("<IHB", self.magic, self.version, self.role) + self.nonce +
-                pstr(self.run) + struct.pack("<QQBB", self.peer_id, self.epoch, self.stream,
-                                             self.nstreams))
+                pstr(self.run) + struct.pack("<QQBBBB", self.peer_id, self.epoch, self.stream,
+                                             self.nstreams, self.security, self.caps))
 
-    def ident(self):
-        return struct.pack("<QQBBB", self.peer_id, self.epoch, self.role, self.stream,
-                           self.nstreams)
+    def ident(self, ch_sec_caps):
+        return struct.pack("<QQBBBBB", self.peer_id, self.epoch, self.role, self.stream,
+                           self.nstreams, self.security, self.caps) + ch_sec_caps
 
 
 def derive_key(secret, run):
@@ -639,8 +646,54 @@ def derive_key(secret, run):
     return hashlib.blake2b(b"starling-v1-key\0" + run, key=skey, digest_size=32).digest()
 
 
-def proof(key, who, n1, n2, hello):
-    return hmac.new(key, who + n1 + n2 + hello.ident(), hashlib.sha256).digest()
+class Seal:
+    """The client end of a sealed connection (src/auth/seal.c, docs/protocol.md): keys
+    from the run key and both nonces, ChaCha20-Poly1305 from libsodium through ctypes,
+    a frame counter as nonce. Lets this driver send well-sealed frames whose contents
+    are malformed, so the receivers' decoders are what refuses them."""
+
+    _lib = None
+
+    def __init__(self, key, cnonce, snonce):
+        if Seal._lib is None:
+            Seal._lib = ctypes.CDLL(ctypes.util.find_library("sodium") or "libsodium.so.23")
+            if Seal._lib.sodium_init() < 0:
+                raise ScenarioFailure("libsodium would not initialise")
+        self.tx = self._derive(key, b"C", cnonce, snonce)
+        self.ntx = 0
+
+    @staticmethod
+    def _derive(key, direction, cn, sn):
+        msg = b"starling-v3-seal\0" + direction + bytes([SUITE_CHACHA]) + cn + sn
+        return hashlib.blake2b(msg, key=key, digest_size=32).digest()
+
+    def seal(self, ad, m):
+        c = ctypes.create_string_buffer(max(len(m), 1))
+        tag = ctypes.create_string_buffer(16)
+        nonce = struct.pack("<QI", self.ntx, 0)
+        self.ntx += 1
+        Seal._lib.crypto_aead_chacha20poly1305_ietf_encrypt_detached(
+            c, tag, None, m, ctypes.c_ulonglong(len(m)), ad, ctypes.c_ulonglong(len(ad)),
+            None, nonce, self.tx)
+        return c.raw[:len(m)] + tag.raw
+
+    def frame(self, ftype, payload, length=None):
+        """A control frame, sealed: clear header (associated data), ciphertext, tag."""
+        hdr = frame(ftype, b"", length=len(payload) if length is None else length)
+        return hdr + self.seal(hdr, payload)
+
+    def record(self, data):
+        """A probe record: ciphertext, tag (no header)."""
+        return self.seal(b"", data)
+
+
+def flip_last(b):
+    return b[:-1] + bytes([b[-1] ^ 1])
+
+
+def proof(key, who, n1, n2, hello, ch_sec_caps):
+    """ch_sec_caps: the CHALLENGE's last two bytes (the server's security and caps)."""
+    return hmac.new(key, who + n1 + n2 + hello.ident(ch_sec_caps), hashlib.sha256).digest()
 
 
 def recv_exact(sock, n, end):
@@ -751,23 +804,26 @@ def attack_reject(port, what, hello, want_code):
         s.close()
 
 
-def handshake(s, hello, key, what):
+def handshake(s, hello, key, what, seal_out=None):
     """Runs the client side of the handshake with `key`. Returns the final frame
-    (ACCEPT or REJECT) or None if the server closed."""
+    (ACCEPT or REJECT) or None if the server closed; seal_out (a list) gets the
+    connection's Seal."""
     send_ignoring_reset(s, frame(T_HELLO, hello.payload()))
     f = recv_frame(s)
     if f is None:
         return None
     if f[0] == T_REJECT:
         return f
-    if f[0] != T_CHALLENGE or len(f[1]) != 64:
+    if f[0] != T_CHALLENGE or len(f[1]) != 66:
         raise ScenarioFailure("%s: server answered HELLO with frame type %d (%d bytes), want "
                               "CHALLENGE" % (what, f[0], len(f[1])))
-    snonce, smac = f[1][:32], f[1][32:]
-    mine = proof(key, b"C", snonce, hello.nonce, hello)
-    if hmac.compare_digest(proof(key, b"S", hello.nonce, snonce, hello), smac):
+    snonce, smac, sec_caps = f[1][:32], f[1][32:64], f[1][64:]
+    mine = proof(key, b"C", snonce, hello.nonce, hello, sec_caps)
+    if hmac.compare_digest(proof(key, b"S", hello.nonce, snonce, hello, sec_caps), smac):
         what += " (server proof verified)"
     send_ignoring_reset(s, frame(T_AUTH, mine))
+    if seal_out is not None:
+        seal_out.append(Seal(key, hello.nonce, snonce))
     return recv_frame(s)
 
 
@@ -792,11 +848,13 @@ def attack_wrong_secret(port, what, hello, h):
 def attack_after_auth(port, what, hello, h, payload, must_close=True):
     """Authenticates with the run's real secret, then sends `payload` (malformed). With
     must_close False, a connection left open is only noted: a peer parks authenticated
-    ring links until its engine adopts them, and only then reads them."""
+    ring links until its engine adopts them, and only then reads them. `payload` is the
+    bytes to send, or a function of the connection's Seal that makes them."""
     s = connect(port)
     try:
         key = derive_key(h.secret.encode(), hello.run)
-        f = handshake(s, hello, key, what)
+        seal = []
+        f = handshake(s, hello, key, what, seal)
         if f is None:
             return "%s: connection refused at the handshake" % what
         if f[0] == T_REJECT:
@@ -805,6 +863,8 @@ def attack_after_auth(port, what, hello, h, payload, must_close=True):
         if f[0] != T_ACCEPT:
             raise ScenarioFailure("%s: the real secret was answered with frame type %d, want "
                                   "ACCEPT" % (what, f[0]))
+        if callable(payload):  # frames sealed like a real member's
+            payload = payload(seal[0])
         if not send_ignoring_reset(s, payload):
             return "%s: authenticated, then refused while sending" % what
         note = expect_closed(s, what, timeout_s=15.0 if must_close else 2.0,
@@ -870,16 +930,18 @@ def attacks_for(h, port, role, rng, epoch):
         reg_huge = struct.pack("<Q", 1234567) + pstr(b"evil") + pstr(b"127.0.0.1") + \
             struct.pack("<HIQI", 9, 1, 5, 0xFFFFFFFF)
         notes.append(attack_after_auth(port, "authenticated, REGISTER with 2^32-1 members",
-                                       hello(), h, frame(T_REGISTER, reg_huge)))
+                                       hello(), h, lambda sl: sl.frame(T_REGISTER, reg_huge)))
+        notes.append(attack_after_auth(port, "authenticated, REGISTER in clear (not sealed)",
+                                       hello(), h, frame(T_REGISTER, reg_huge) + garbage[:64]))
         reg_port0 = struct.pack("<Q", 1234567) + pstr(b"evil") + pstr(b"127.0.0.1") + \
             struct.pack("<HIQI", 0, 1, 0, 0)
         notes.append(attack_after_auth(port, "authenticated, REGISTER with port 0",
-                                       hello(), h, frame(T_REGISTER, reg_port0)))
+                                       hello(), h, lambda sl: sl.frame(T_REGISTER, reg_port0)))
         notes.append(attack_after_auth(port, "authenticated, control frame of CTRL_MAX+1 bytes",
                                        hello(), h, frame(T_TOPO_REQ, b"", length=CTRL_MAX + 1)
                                        + garbage[:256]))
         notes.append(attack_after_auth(port, "authenticated, REGISTER cut short",
-                                       hello(), h, frame(T_REGISTER, reg_huge[:7])))
+                                       hello(), h, lambda sl: sl.frame(T_REGISTER, reg_huge[:7])))
     else:
         # A link from an unknown peer id for the current epoch: the peer may park it
         # unread, so closing is not required; the run must not notice.
@@ -895,13 +957,17 @@ def attacks_for(h, port, role, rng, epoch):
         # epoch is, but a count outside 64 KiB..256 MiB ends it.
         probe = dict(run=run, rng=rng, role=ROLE_PROBE)
         notes.append(attack_after_auth(port, "link probe from a peer of no epoch",
-                                       Hello(**probe), h, struct.pack("<Q", 1 << 20)))
+                                       Hello(**probe), h,
+                                       lambda sl: sl.record(struct.pack("<Q", 1 << 20))))
         notes.append(attack_after_auth(port, "link probe of 2^40 bytes",
                                        Hello(epoch=epoch + 1, **probe), h,
-                                       struct.pack("<Q", 1 << 40)))
+                                       lambda sl: sl.record(struct.pack("<Q", 1 << 40))))
         notes.append(attack_after_auth(port, "link probe of 1 byte",
                                        Hello(epoch=epoch + 1, **probe), h,
-                                       struct.pack("<Q", 1) + b"x"))
+                                       lambda sl: sl.record(struct.pack("<Q", 1)) + b"x"))
+        notes.append(attack_after_auth(port, "link probe count with a forged tag",
+                                       Hello(epoch=epoch + 1, **probe), h,
+                                       lambda sl: flip_last(sl.record(struct.pack("<Q", 1 << 20)))))
     s = connect(port)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     s.close()

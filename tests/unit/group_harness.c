@@ -15,6 +15,7 @@
 static const char secret[] = "test-secret";
 int g_streams = 1;
 const char *g_ring_order;
+const char *g_security;
 
 struct group {
     starling_coord *coord;
@@ -38,6 +39,8 @@ static void group_start(group *g, int n)
     starling_config_set_timeout_ms(cfg, 2000);
     if (g_ring_order)
         assert_int_equal(starling_config_set_ring_order(cfg, g_ring_order), STARLING_OK);
+    if (g_security)
+        assert_int_equal(starling_config_set_security(cfg, g_security), STARLING_OK);
     assert_int_equal(starling_coord_create(&g->coord, "127.0.0.1:0", "grp", secret,
                                            sizeof secret - 1, cfg),
                      STARLING_OK);
@@ -65,6 +68,8 @@ static void *peer_main(void *arg)
     starling_config_set_timeout_ms(cfg, 2000);
     starling_config_set_chunk_bytes(cfg, 4096); /* many pieces even for small buffers */
     starling_config_set_streams(cfg, g_streams);
+    if (g_security)
+        starling_config_set_security(cfg, g_security);
     snprintf(name, sizeof name, "p%d", pa->idx);
     starling_config_set_name(cfg, name);
     rc = starling_comm_create(&c, pa->g->addr, "grp", secret, sizeof secret - 1, cfg);

@@ -15,6 +15,8 @@ extern int g_streams;
 /* The coordinator's ring order for the next group (NULL: the default). Peers are named
  * "p<idx>". */
 extern const char *g_ring_order;
+/* Security mode of the next group's coordinator and peers (NULL: the default, "aead"). */
+extern const char *g_security;
 
 typedef struct group group;
 

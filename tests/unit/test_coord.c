@@ -116,6 +116,7 @@ static void *beater_thread(void *arg)
 }
 
 static const char *fixture_order; /* ring order of the next fixture's coordinator */
+static const char *fixture_security = "none"; /* and its security mode */
 
 static int setup(void **state)
 {
@@ -125,6 +126,8 @@ static int setup(void **state)
     pthread_mutex_init(&f->lock, NULL);
     assert_int_equal(starling_config_create(&cfg), STARLING_OK);
     assert_int_equal(starling_config_set_timeout_ms(cfg, TIMEOUT_MS), STARLING_OK);
+    /* The fake peers speak clear frames; test_sealed_register covers the sealed ones. */
+    assert_int_equal(starling_config_set_security(cfg, fixture_security), STARLING_OK);
     if (fixture_order)
         assert_int_equal(starling_config_set_ring_order(cfg, fixture_order), STARLING_OK);
     assert_int_equal(
@@ -187,12 +190,15 @@ static int handshake(const fixture *f, const char *run, const char *secret, uint
     starling__key key;
     starling__msg_hello hello;
     int fd, r;
+    starling__seal seal;
     assert_int_equal(starling__key_derive(&key, run, secret, strlen(secret)), STARLING_OK);
+    key.security = STARLING_SEC_NONE;
     assert_int_equal(dial(f, &fd), STARLING_OK);
     memset(&hello, 0, sizeof hello);
     hello.role = ROLE_CONTROL;
     hello.peer_id = id;
-    r = starling__handshake_client(fd, &key, &hello, deadline(), NULL, 0);
+    r = starling__handshake_client(fd, &key, &hello, &seal, deadline(), NULL, 0);
+    assert_true(r != STARLING_OK || seal.suite == SUITE_NONE);
     if (r) {
         starling__sock_close(fd);
         fd = -1;
@@ -230,7 +236,7 @@ static void send_epoch(const peer *p, uint8_t type, uint64_t epoch, uint64_t a, 
 static void recv_frame(const peer *p, starling__frame_hdr *h)
 {
     for (;;) {
-        int r = starling__frame_recv(p->fd, h, rx, sizeof rx, deadline());
+        int r = starling__frame_recv(p->fd, NULL, h, rx, sizeof rx, deadline());
         if (r)
             fail_msg("peer %s: no frame (%s)", p->name, starling_strerror(r));
         if (h->type != MSG_HEARTBEAT)
@@ -421,7 +427,8 @@ static void test_bad_version(void **state)
         strcpy(hello.run, RUN);
         hello.peer_id = 0x42;
         send_raw(fd, buf, starling__hello_encode(buf, sizeof buf, &hello));
-        assert_int_equal(starling__frame_recv(fd, &h, buf, sizeof buf, deadline()), STARLING_OK);
+        assert_int_equal(starling__frame_recv(fd, NULL, &h, buf, sizeof buf, deadline()),
+                         STARLING_OK);
         assert_int_equal(h.type, MSG_REJECT);
         assert_int_equal(starling__reject_decode(buf, h.len, &rj), STARLING_OK);
         assert_int_equal(rj.code, STARLING_E_VERSION);
@@ -803,7 +810,7 @@ static int register_raw(int fd, uint64_t id, starling__msg_reject *rj)
     reg.port = 9;
     reg.min_peers = 1;
     send_raw(fd, buf, starling__register_encode(buf, sizeof buf, &reg));
-    assert_int_equal(starling__frame_recv(fd, &h, rx, sizeof rx, deadline()), STARLING_OK);
+    assert_int_equal(starling__frame_recv(fd, NULL, &h, rx, sizeof rx, deadline()), STARLING_OK);
     if (h.type == MSG_REJECT)
         assert_int_equal(starling__reject_decode(rx, h.len, rj), STARLING_OK);
     return h.type;
@@ -830,6 +837,7 @@ static void test_peer_limit(void **state)
     memset(&lim, 0, sizeof lim);
     assert_int_equal(starling_config_create(&cfg), STARLING_OK);
     assert_int_equal(starling_config_set_timeout_ms(cfg, 60000), STARLING_OK);
+    assert_int_equal(starling_config_set_security(cfg, "none"), STARLING_OK);
     assert_int_equal(
         starling_coord_create(&lim.coord, "127.0.0.1:0", RUN, SECRET, strlen(SECRET), cfg),
         STARLING_OK);

@@ -148,6 +148,26 @@ static void test_sixteen_streams(void **s)
     g_streams = 1;
     assert_string_equal(pa[0].hash, pa[2].hash);
 }
+/* Every security mode carries the same collectives to the same bits: clear frames,
+ * ChaCha20-Poly1305 forced, and the default (AES-256-GCM where the CPU has it), with
+ * several streams so that sealed pieces arrive out of order across sockets. */
+static void test_security_modes(void **s)
+{
+    static const char *const modes[] = {"none", "chacha20", "aead"};
+    (void)s;
+    for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
+        peer_arg pa[3];
+        g_security = modes[m];
+        g_streams = 2;
+        run_group(3, body_allreduce, NULL);
+        run_group(3, body_others, NULL);
+        run_group(3, body_state, pa);
+        g_streams = 1;
+        g_security = NULL;
+        assert_string_equal(pa[0].hash, pa[1].hash);
+        assert_string_equal(pa[0].hash, pa[2].hash);
+    }
+}
 static void test_others_1(void **s) { (void)s; run_group(1, body_others, NULL); }
 static void test_others_4(void **s) { (void)s; run_group(4, body_others, NULL); }
 static void test_state_3(void **s)
@@ -162,11 +182,11 @@ static void test_state_3(void **s)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_allreduce_2), cmocka_unit_test(test_allreduce_3),
-        cmocka_unit_test(test_allreduce_5), cmocka_unit_test(test_allreduce_3_streams),
-        cmocka_unit_test(test_sixteen_streams),
-        cmocka_unit_test(test_others_1),
-        cmocka_unit_test(test_others_4),    cmocka_unit_test(test_state_3),
+        cmocka_unit_test(test_allreduce_2),     cmocka_unit_test(test_allreduce_3),
+        cmocka_unit_test(test_allreduce_5),     cmocka_unit_test(test_allreduce_3_streams),
+        cmocka_unit_test(test_sixteen_streams), cmocka_unit_test(test_security_modes),
+        cmocka_unit_test(test_others_1),        cmocka_unit_test(test_others_4),
+        cmocka_unit_test(test_state_3),
     };
     if (getenv("STARLING_TEST_LOG")) {
         starling_log_set_handler(starling_log_stderr, NULL);

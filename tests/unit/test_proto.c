@@ -5,11 +5,14 @@
  * changed: that needs a new STARLING_PROTOCOL_VERSION and a tests/golden/v<N+1>, not an
  * edit of the constants below.
  *
- * Version 2 (the current one) added ROLE_PROBE, TOPO's trailing probe_bytes and the LINKS
- * message. The v1 constants are kept as they were: those v1 frames whose bytes v2 still
- * produces (REGISTER, DECIDE, the DATA header) are checked as before, and the two that
- * changed are checked for how v2 treats them (a v1 HELLO is a version refusal, a v1 TOPO
- * is too short). The v2 constants follow them. */
+ * Version 2 added ROLE_PROBE, TOPO's trailing probe_bytes and the LINKS message. Version 3
+ * (the current one) added two bytes, security and caps, at the end of HELLO and of
+ * CHALLENGE. The constants of older versions are kept as they were: frames whose bytes
+ * version 3 still produces (REGISTER, DECIDE, the DATA header, v2's TOPO and LINKS) are
+ * checked as before, and those that changed are checked for how version 3 treats them (a
+ * v1 or v2 HELLO is a version refusal, a v1 TOPO is too short). The v2 constants follow
+ * the v1 ones, and the v3 constants (HELLO, HELLO probe, and CHALLENGE, which had none
+ * before) follow them. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -137,6 +140,9 @@ static void sample_hello(starling__msg_hello *m, uint8_t role)
     }
     if (role == ROLE_PROBE)
         m->epoch = 12; /* as src/core/probe.c sends it: stream and nstreams 0 */
+    /* v3: nonzero, so that a decoder that skipped or swapped the two bytes is noticed. */
+    m->security = STARLING_SEC_AEAD;
+    m->caps = STARLING_CAP_AESGCM;
 }
 
 static void sample_register(starling__msg_register *m, uint32_t nmembers)
@@ -228,6 +234,8 @@ static int build_sample(int idx, uint8_t *out, size_t cap, uint8_t *type)
         return starling__hello_encode(out, cap, &hello);
     case 2:
         memset(&challenge, 0x3c, sizeof challenge);
+        challenge.security = STARLING_SEC_CHACHA; /* 0x3c would be refused */
+        challenge.caps = 0x3c;                    /* only bit 0 means something; not checked */
         *type = MSG_CHALLENGE;
         return starling__challenge_encode(out, cap, &challenge);
     case 3:
@@ -308,25 +316,40 @@ static void assert_hello_equal(const starling__msg_hello *a, const starling__msg
     assert_true(a->epoch == b->epoch);
     assert_int_equal(a->stream, b->stream);
     assert_int_equal(a->nstreams, b->nstreams);
+    assert_int_equal(a->security, b->security);
+    assert_int_equal(a->caps, b->caps);
 }
 
+/* Every role with every security mode; caps is carried whatever its bits (only bit 0 is
+ * defined, the others are not checked). */
 static void test_hello_round_trip(void **state)
 {
     static const uint8_t roles[] = {ROLE_CONTROL, ROLE_DATA, ROLE_PROBE};
+    static const uint8_t secs[] = {STARLING_SEC_NONE, STARLING_SEC_AEAD, STARLING_SEC_CHACHA};
+    static const uint8_t caps[] = {0, STARLING_CAP_AESGCM, 0xfe, 0xff};
     (void)state;
-    for (size_t i = 0; i < sizeof roles; i++) {
-        starling__msg_hello in, out;
-        int n;
-        size_t plen;
-        sample_hello(&in, roles[i]);
-        n = starling__hello_encode(frame, sizeof frame, &in);
-        plen = frame_check(frame, n, MSG_HELLO);
-        assert_int_equal(plen, 4 + 2 + 1 + 32 + 1 + strlen(in.run) + 8 + 8 + 1 + 1);
-        memset(&out, 0xee, sizeof out);
-        assert_int_equal(starling__hello_decode(frame + STARLING_FRAME_HDR, plen, &out),
-                         STARLING_OK);
-        assert_hello_equal(&in, &out);
-    }
+    for (size_t i = 0; i < sizeof roles; i++)
+        for (size_t j = 0; j < sizeof secs; j++)
+            for (size_t k = 0; k < sizeof caps; k++) {
+                starling__msg_hello in, out;
+                int n;
+                size_t plen;
+                sample_hello(&in, roles[i]);
+                in.security = secs[j];
+                in.caps = caps[k];
+                n = starling__hello_encode(frame, sizeof frame, &in);
+                plen = frame_check(frame, n, MSG_HELLO);
+                /* magic, version, role, nonce, run, peer_id, epoch, stream, nstreams,
+                 * security, caps */
+                assert_int_equal(plen, 4 + 2 + 1 + 32 + 1 + strlen(in.run) + 8 + 8 + 1 + 1 + 1 + 1);
+                /* the two v3 bytes end the payload */
+                assert_int_equal(frame[n - 2], secs[j]);
+                assert_int_equal(frame[n - 1], caps[k]);
+                memset(&out, 0xee, sizeof out);
+                assert_int_equal(starling__hello_decode(frame + STARLING_FRAME_HDR, plen, &out),
+                                 STARLING_OK);
+                assert_hello_equal(&in, &out);
+            }
 }
 
 static void test_hello_data_role_stream_bounds(void **state)
@@ -347,19 +370,33 @@ static void test_hello_data_role_stream_bounds(void **state)
     assert_hello_equal(&in, &out);
 }
 
+/* nonce, mac, then (v3) security and caps: 32 + 32 + 1 + 1 = 66 bytes, with every
+ * security mode and caps bits that are not checked. */
 static void test_challenge_round_trip(void **state)
 {
-    starling__msg_challenge in, out;
+    static const uint8_t secs[] = {STARLING_SEC_NONE, STARLING_SEC_AEAD, STARLING_SEC_CHACHA};
+    static const uint8_t caps[] = {0, STARLING_CAP_AESGCM, 0xfe, 0xff};
     (void)state;
-    for (int i = 0; i < STARLING_NONCE_LEN; i++)
-        in.nonce[i] = (uint8_t)i;
-    for (int i = 0; i < STARLING_MAC_LEN; i++)
-        in.mac[i] = (uint8_t)(255 - i);
-    int n = starling__challenge_encode(frame, sizeof frame, &in);
-    assert_int_equal(frame_check(frame, n, MSG_CHALLENGE), 64);
-    assert_int_equal(starling__challenge_decode(frame + 8, 64, &out), STARLING_OK);
-    assert_memory_equal(in.nonce, out.nonce, STARLING_NONCE_LEN);
-    assert_memory_equal(in.mac, out.mac, STARLING_MAC_LEN);
+    for (size_t j = 0; j < sizeof secs; j++)
+        for (size_t k = 0; k < sizeof caps; k++) {
+            starling__msg_challenge in, out;
+            for (int i = 0; i < STARLING_NONCE_LEN; i++)
+                in.nonce[i] = (uint8_t)i;
+            for (int i = 0; i < STARLING_MAC_LEN; i++)
+                in.mac[i] = (uint8_t)(255 - i);
+            in.security = secs[j];
+            in.caps = caps[k];
+            int n = starling__challenge_encode(frame, sizeof frame, &in);
+            assert_int_equal(frame_check(frame, n, MSG_CHALLENGE), 66);
+            assert_int_equal(frame[8 + 64], secs[j]);
+            assert_int_equal(frame[8 + 65], caps[k]);
+            memset(&out, 0xee, sizeof out);
+            assert_int_equal(starling__challenge_decode(frame + 8, 66, &out), STARLING_OK);
+            assert_memory_equal(in.nonce, out.nonce, STARLING_NONCE_LEN);
+            assert_memory_equal(in.mac, out.mac, STARLING_MAC_LEN);
+            assert_int_equal(out.security, secs[j]);
+            assert_int_equal(out.caps, caps[k]);
+        }
 }
 
 static void test_auth_round_trip(void **state)
@@ -1047,9 +1084,11 @@ static void test_hello_magic_and_version(void **state)
     m.version = STARLING_PROTOCOL_VERSION + 1;
     assert_int_equal(hello_decode_of(&m), STARLING_E_PROTOCOL);
 
-    /* Every version but ours, older (1) or newer, is a version refusal. */
+    /* Every version but ours, older (1, 2) or newer, is a version refusal. */
     sample_hello(&m, ROLE_CONTROL);
-    static const uint16_t versions[] = {0, 1, STARLING_PROTOCOL_VERSION + 1, 0x100, 0x0200, 0xffff};
+    /* 0x0300: ours byte-swapped */
+    static const uint16_t versions[] = {0,     1,      2,      STARLING_PROTOCOL_VERSION + 1,
+                                        0x100, 0x0200, 0x0300, 0xffff};
     for (size_t i = 0; i < sizeof versions / sizeof versions[0]; i++) {
         assert_int_not_equal(versions[i], STARLING_PROTOCOL_VERSION);
         m.version = versions[i];
@@ -1058,22 +1097,25 @@ static void test_hello_magic_and_version(void **state)
 }
 
 /* Another version may lay out the rest of HELLO differently: once magic and version are
- * read, a different version is STARLING_E_VERSION whatever follows, a future one (3) or a
- * past one (1). Our own version (2) with nothing after it is a truncated hello. */
+ * read, a different version is STARLING_E_VERSION whatever follows, a future one (4) or a
+ * past one (1, 2; version 2's layout is 2 bytes shorter than ours, see
+ * test_golden_v2_hello). Our own version (3) with nothing after it is a truncated hello. */
 static void test_hello_future_version_any_layout(void **state)
 {
-    static const uint8_t v3_short[] = {0x53, 0x54, 0x52, 0x4c, 0x03, 0x00};
-    static const uint8_t v3_other[] = {0x53, 0x54, 0x52, 0x4c, 0x03, 0x00, 0xff, 0xff, 0x00};
+    static const uint8_t v4_short[] = {0x53, 0x54, 0x52, 0x4c, 0x04, 0x00};
+    static const uint8_t v4_other[] = {0x53, 0x54, 0x52, 0x4c, 0x04, 0x00, 0xff, 0xff, 0x00};
     static const uint8_t v1_short[] = {0x53, 0x54, 0x52, 0x4c, 0x01, 0x00};
     static const uint8_t v2_short[] = {0x53, 0x54, 0x52, 0x4c, 0x02, 0x00};
-    static const uint8_t magic_only[] = {0x53, 0x54, 0x52, 0x4c, 0x02};
+    static const uint8_t v3_short[] = {0x53, 0x54, 0x52, 0x4c, 0x03, 0x00};
+    static const uint8_t magic_only[] = {0x53, 0x54, 0x52, 0x4c, 0x03};
     starling__msg_hello out;
     (void)state;
-    assert_int_equal(STARLING_PROTOCOL_VERSION, 2); /* the bytes above spell versions out */
-    assert_int_equal(starling__hello_decode(v3_short, sizeof v3_short, &out), STARLING_E_VERSION);
-    assert_int_equal(starling__hello_decode(v3_other, sizeof v3_other, &out), STARLING_E_VERSION);
+    assert_int_equal(STARLING_PROTOCOL_VERSION, 3); /* the bytes above spell versions out */
+    assert_int_equal(starling__hello_decode(v4_short, sizeof v4_short, &out), STARLING_E_VERSION);
+    assert_int_equal(starling__hello_decode(v4_other, sizeof v4_other, &out), STARLING_E_VERSION);
     assert_int_equal(starling__hello_decode(v1_short, sizeof v1_short, &out), STARLING_E_VERSION);
-    assert_int_equal(starling__hello_decode(v2_short, sizeof v2_short, &out), STARLING_E_PROTOCOL);
+    assert_int_equal(starling__hello_decode(v2_short, sizeof v2_short, &out), STARLING_E_VERSION);
+    assert_int_equal(starling__hello_decode(v3_short, sizeof v3_short, &out), STARLING_E_PROTOCOL);
     assert_int_equal(starling__hello_decode(magic_only, sizeof magic_only, &out),
                      STARLING_E_PROTOCOL);
 }
@@ -1131,9 +1173,10 @@ static void test_hello_probe_role(void **state)
         m.stream = streams[i][0];
         m.nstreams = streams[i][1];
         int n = starling__hello_encode(frame, sizeof frame, &m);
-        /* magic, version, role, nonce, run, peer_id, epoch, stream, nstreams */
+        /* magic, version, role, nonce, run, peer_id, epoch, stream, nstreams, security,
+         * caps */
         assert_int_equal(frame_check(frame, n, MSG_HELLO),
-                         4 + 2 + 1 + 32 + 1 + strlen(m.run) + 8 + 8 + 1 + 1);
+                         4 + 2 + 1 + 32 + 1 + strlen(m.run) + 8 + 8 + 1 + 1 + 1 + 1);
         assert_int_equal(frame[8 + 6], ROLE_PROBE);
         assert_int_equal(starling__hello_decode(frame + 8, (size_t)n - 8, &out), STARLING_OK);
         assert_hello_equal(&m, &out);
@@ -1143,8 +1186,42 @@ static void test_hello_probe_role(void **state)
     m.run[0] = '\0';
     assert_int_equal(hello_decode_of(&m), STARLING_E_PROTOCOL);
     sample_hello(&m, ROLE_PROBE);
+    m.security = STARLING_SEC_MAX + 1;
+    assert_int_equal(hello_decode_of(&m), STARLING_E_PROTOCOL);
+    sample_hello(&m, ROLE_PROBE);
     m.version = 1;
     assert_int_equal(hello_decode_of(&m), STARLING_E_VERSION);
+    m.version = 2;
+    assert_int_equal(hello_decode_of(&m), STARLING_E_VERSION);
+}
+
+/* HELLO's security byte (v3): a STARLING_SEC_* mode, nothing above STARLING_SEC_MAX, in
+ * every role. The caps byte is carried, not checked: bits other than
+ * STARLING_CAP_AESGCM are free for later use by a side that knows them. */
+static void test_hello_security(void **state)
+{
+    static const uint8_t roles[] = {ROLE_CONTROL, ROLE_DATA, ROLE_PROBE};
+    static const uint8_t bad[] = {STARLING_SEC_MAX + 1, 4, 0x7f, 0x80, 0xff};
+    starling__msg_hello m;
+    (void)state;
+    assert_int_equal(STARLING_SEC_MAX, 2);
+    for (size_t i = 0; i < sizeof roles; i++) {
+        for (unsigned sec = 0; sec <= STARLING_SEC_MAX; sec++) {
+            sample_hello(&m, roles[i]);
+            m.security = (uint8_t)sec;
+            assert_int_equal(hello_decode_of(&m), STARLING_OK);
+        }
+        for (size_t j = 0; j < sizeof bad; j++) {
+            sample_hello(&m, roles[i]);
+            m.security = bad[j];
+            assert_int_equal(hello_decode_of(&m), STARLING_E_PROTOCOL);
+        }
+        for (unsigned caps = 0; caps <= 0xff; caps++) {
+            sample_hello(&m, roles[i]);
+            m.caps = (uint8_t)caps;
+            assert_int_equal(hello_decode_of(&m), STARLING_OK);
+        }
+    }
 }
 
 static void test_hello_run_name(void **state)
@@ -1168,11 +1245,18 @@ static void test_hello_run_name(void **state)
 /* A run name of 64 bytes and more does not fit the struct; patch it into the bytes. */
 static void test_hello_run_too_long(void **state)
 {
+    /* 63 bytes, the longest that fits, shows that the payload is otherwise valid. */
+    static const struct {
+        size_t runlen;
+        int rc;
+    } cases[] = {{STARLING_NAME_MAX - 1, STARLING_OK},
+                 {STARLING_NAME_MAX, STARLING_E_PROTOCOL},
+                 {255, STARLING_E_PROTOCOL}};
     starling__msg_hello m, out;
     static uint8_t p[512];
     (void)state;
-    for (size_t runlen = STARLING_NAME_MAX; runlen <= 255; runlen += 191) {
-        size_t n = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t runlen = cases[i].runlen, n = 0;
         sample_hello(&m, ROLE_CONTROL);
         memcpy(p, "STRL", 4);             /* magic */
         p[4] = STARLING_PROTOCOL_VERSION; /* u16 version */
@@ -1184,13 +1268,42 @@ static void test_hello_run_too_long(void **state)
         p[n++] = (uint8_t)runlen;
         memset(p + n, 'r', runlen);
         n += runlen;
-        memset(p + n, 1, 18); /* peer_id, epoch, stream, nstreams */
-        n += 18;
-        assert_int_equal(starling__hello_decode(p, n, &out), STARLING_E_PROTOCOL);
+        memset(p + n, 1, 20); /* peer_id, epoch, stream, nstreams, security 1, caps 1 */
+        n += 20;
+        assert_int_equal(starling__hello_decode(p, n, &out), cases[i].rc);
     }
 }
 
 /* ---------------------------------------------------------------- other refusals */
+
+/* CHALLENGE's security byte (v3), as in the hello: nothing above STARLING_SEC_MAX; caps
+ * is not checked. Lengths other than 66 are test_truncated_every_length's and
+ * test_trailing_bytes'. */
+static void test_challenge_security(void **state)
+{
+    static const uint8_t bad[] = {STARLING_SEC_MAX + 1, 4, 0x7f, 0x80, 0xff};
+    starling__msg_challenge m;
+    (void)state;
+    memset(&m, 0x5a, sizeof m);
+    for (unsigned sec = 0; sec <= STARLING_SEC_MAX; sec++) {
+        m.security = (uint8_t)sec;
+        int n = starling__challenge_encode(frame, sizeof frame, &m);
+        assert_int_equal(decode_exact(MSG_CHALLENGE, frame + 8, (size_t)n - 8), STARLING_OK);
+    }
+    for (size_t i = 0; i < sizeof bad; i++) {
+        m.security = bad[i];
+        int n = starling__challenge_encode(frame, sizeof frame, &m);
+        assert_true(n > 0); /* the encoder writes any value: the decoder is the gate */
+        assert_int_equal(decode_exact(MSG_CHALLENGE, frame + 8, (size_t)n - 8),
+                         STARLING_E_PROTOCOL);
+    }
+    m.security = STARLING_SEC_NONE;
+    for (unsigned caps = 0; caps <= 0xff; caps++) {
+        m.caps = (uint8_t)caps;
+        int n = starling__challenge_encode(frame, sizeof frame, &m);
+        assert_int_equal(decode_exact(MSG_CHALLENGE, frame + 8, (size_t)n - 8), STARLING_OK);
+    }
+}
 
 static void test_reject_refusals(void **state)
 {
@@ -1530,9 +1643,9 @@ static void test_links_count_disagrees(void **state)
 
 /* The bytes below were written from docs/protocol.md field by field, not copied from
  * the encoder; tests/golden/v1/<name>.bin hold the same bytes. They are version 1's and
- * stay as they were: REGISTER, DECIDE and the DATA header are the same bytes in version 2
- * (tests/golden/v2/ has copies), HELLO and TOPO are not (see test_golden_v1_hello and
- * test_golden_v1_topo). */
+ * stay as they were: REGISTER, DECIDE and the DATA header are the same bytes in versions 2
+ * and 3 (tests/golden/v2/ and v3/ have copies), HELLO and TOPO are not (see
+ * test_golden_v1_hello and test_golden_v1_topo). */
 
 /* HELLO, data role: nonce 00..1f, run "demo", peer 0x0102030405060708, epoch 3,
  * stream 1 of 2. */
@@ -1629,22 +1742,28 @@ static void golden_topo_msg(starling__msg_topo *m)
 static void test_golden_protocol_version(void **state)
 {
     (void)state;
-    /* The v1 frames below are checked for how version 2 treats them; the v2 set follows.
-     * A new version gets a new set. */
-    assert_int_equal(STARLING_PROTOCOL_VERSION, 2);
+    /* The v1 and v2 frames below are checked for how version 3 treats them; the v3 set
+     * follows. A new version gets a new set. */
+    assert_int_equal(STARLING_PROTOCOL_VERSION, 3);
     assert_int_equal(STARLING_MAGIC, 0x4c525453u); /* "STRL" on the wire */
-    /* Numbers that are on the wire: message types and roles never move. */
+    /* Numbers that are on the wire: message types, roles, security modes and caps bits
+     * never move. */
     assert_int_equal(MSG_ACCEPT, 18);
     assert_int_equal(MSG_LINKS, 19); /* new in v2 */
     assert_int_equal(MSG_TYPE_MAX, 19);
     assert_int_equal(ROLE_CONTROL, 1);
     assert_int_equal(ROLE_DATA, 2);
     assert_int_equal(ROLE_PROBE, 3); /* new in v2 */
+    assert_int_equal(STARLING_SEC_NONE, 0); /* new in v3 */
+    assert_int_equal(STARLING_SEC_AEAD, 1);
+    assert_int_equal(STARLING_SEC_CHACHA, 2);
+    assert_int_equal(STARLING_SEC_MAX, 2);
+    assert_int_equal(STARLING_CAP_AESGCM, 0x01);
 }
 
-/* A version 1 HELLO: the layout is unchanged in version 2 (the encoder, given version 1,
- * still writes exactly the v1 bytes), but the decoder refuses it as another version:
- * STARLING_E_VERSION, which the handshake answers with REJECT(E_VERSION). */
+/* A version 1 HELLO: the encoder, given version 1, still writes exactly the v1 bytes
+ * (security and caps only from version 3 on), but the decoder refuses it as another
+ * version: STARLING_E_VERSION, which the handshake answers with REJECT(E_VERSION). */
 static void test_golden_v1_hello(void **state)
 {
     static uint8_t want[128];
@@ -1666,9 +1785,9 @@ static void test_golden_v1_hello(void **state)
     assert_int_equal(out.version, 1);
 }
 
-/* A version 1 TOPO ends after the members; version 2 reads a u32 probe_bytes there, so
- * the v1 bytes are 4 short: refused as truncated. The v2 encoding of the same message
- * (probe_bytes 0) is the v1 bytes, len 54 + 4 = 58, followed by 00000000. */
+/* A version 1 TOPO ends after the members; version 2 (and 3) reads a u32 probe_bytes
+ * there, so the v1 bytes are 4 short: refused as truncated. The v2 encoding of the same
+ * message (probe_bytes 0) is the v1 bytes, len 54 + 4 = 58, followed by 00000000. */
 static void test_golden_v1_topo(void **state)
 {
     static uint8_t want[128];
@@ -1688,7 +1807,8 @@ static void test_golden_v1_topo(void **state)
     assert_memory_equal(frame + n, "\0\0\0\0", 4);   /* probe_bytes 0 */
 }
 
-/* REGISTER: the same bytes in versions 1 and 2 (tests/golden/v2/register.bin is a copy). */
+/* REGISTER: the same bytes in versions 1, 2 and 3 (tests/golden/v2/register.bin and
+ * v3/register.bin are copies). */
 static void test_golden_register(void **state)
 {
     static uint8_t want[128];
@@ -1706,7 +1826,8 @@ static void test_golden_register(void **state)
     assert_register_equal(&reg_a, &reg_b);
 }
 
-/* DECIDE: the same bytes in versions 1 and 2 (tests/golden/v2/decide.bin is a copy). */
+/* DECIDE: the same bytes in versions 1, 2 and 3 (tests/golden/v2/decide.bin and
+ * v3/decide.bin are copies). */
 static void test_golden_decide(void **state)
 {
     static uint8_t want[64];
@@ -1725,8 +1846,8 @@ static void test_golden_decide(void **state)
     assert_int_equal(out.code, STARLING_E_PEER_LOST);
 }
 
-/* DATA header: the same bytes in versions 1 and 2 (tests/golden/v2/data_hdr.bin is a
- * copy). */
+/* DATA header: the same bytes in versions 1, 2 and 3 (tests/golden/v2/data_hdr.bin and
+ * v3/data_hdr.bin are copies). */
 static void test_golden_data(void **state)
 {
     static uint8_t want[64];
@@ -1750,7 +1871,9 @@ static void test_golden_data(void **state)
 
 /* Written from docs/protocol.md like the v1 set; tests/golden/v2/<name>.bin hold the same
  * bytes, and register.bin, decide.bin and data_hdr.bin there are copies of v1's, which
- * version 2 did not change (golden_register, golden_decide and golden_data above). */
+ * version 2 did not change (golden_register, golden_decide and golden_data above).
+ * Version 3 did not change TOPO and LINKS either (tests/golden/v3/ has copies); it did
+ * change HELLO, so the two v2 hellos are now checked for how version 3 refuses them. */
 
 /* HELLO, data role: the v1 golden hello with version 2. Only byte 12 differs. */
 static const char golden_v2_hello[] = "01 00 0000 3e000000" /* type 1, flags, reserved, len 62 */
@@ -1812,21 +1935,28 @@ static void golden_v2_links_msg(starling__msg_links *m)
     m->links[1].id = 0xc3;
 }
 
-/* Encoding gives the bytes and decoding the bytes gives the message, for a HELLO. */
-static void golden_hello_both_ways(const char *hex, const starling__msg_hello *m)
+/* A version 2 HELLO, as version 3 treats it: the encoder, given version 2, still writes
+ * exactly the v2 bytes (62, without security and caps, even when the struct has them
+ * set), and the decoder refuses them as another version, as it does version 1's
+ * (test_golden_v1_hello): STARLING_E_VERSION, answered with REJECT(E_VERSION). */
+static void golden_v2_hello_refused(const char *hex, const starling__msg_hello *m)
 {
     static uint8_t want[128];
     starling__msg_hello out;
     starling__frame_hdr h;
     size_t n = unhex(hex, want, sizeof want);
+    assert_int_equal(m->version, 2);
     assert_int_equal(n, 8 + 62);
     assert_int_equal(starling__hello_encode(frame, sizeof frame, m), (int)n);
     assert_memory_equal(frame, want, n);
     assert_int_equal(starling__frame_hdr_decode(want, CHUNK, &h), STARLING_OK);
     assert_int_equal(h.type, MSG_HELLO);
     assert_int_equal(h.len, n - 8);
-    assert_int_equal(starling__hello_decode(want + 8, h.len, &out), STARLING_OK);
-    assert_hello_equal(m, &out);
+    memset(&out, 0, sizeof out);
+    assert_int_equal(starling__hello_decode(want + 8, h.len, &out), STARLING_E_VERSION);
+    /* What the handshake reads to name the refused version in its REJECT. */
+    assert_int_equal(out.magic, STARLING_MAGIC);
+    assert_int_equal(out.version, 2);
 }
 
 static void test_golden_v2_hello(void **state)
@@ -1835,7 +1965,9 @@ static void test_golden_v2_hello(void **state)
     (void)state;
     golden_hello_msg(&m);
     m.version = 2;
-    golden_hello_both_ways(golden_v2_hello, &m);
+    m.security = STARLING_SEC_AEAD; /* not written: version 2 has no such byte */
+    m.caps = STARLING_CAP_AESGCM;
+    golden_v2_hello_refused(golden_v2_hello, &m);
     /* v1 and v2 golden hellos differ in the version byte only. */
     {
         uint8_t v1[128], v2[128];
@@ -1855,9 +1987,10 @@ static void test_golden_v2_hello_probe(void **state)
     m.role = ROLE_PROBE;
     m.stream = 0;
     m.nstreams = 0;
-    golden_hello_both_ways(golden_v2_hello_probe, &m);
+    golden_v2_hello_refused(golden_v2_hello_probe, &m);
 }
 
+/* TOPO: the same bytes in versions 2 and 3 (tests/golden/v3/topo.bin is a copy). */
 static void test_golden_v2_topo(void **state)
 {
     static uint8_t want[128];
@@ -1876,6 +2009,7 @@ static void test_golden_v2_topo(void **state)
     assert_topo_equal(&topo_a, &topo_b);
 }
 
+/* LINKS: the same bytes in versions 2 and 3 (tests/golden/v3/links.bin is a copy). */
 static void test_golden_v2_links(void **state)
 {
     static uint8_t want[128];
@@ -1891,6 +2025,175 @@ static void test_golden_v2_links(void **state)
     assert_int_equal(h.len, n - 8);
     assert_int_equal(starling__links_decode(want + 8, h.len, &links_b), STARLING_OK);
     assert_links_equal(&links_a, &links_b);
+}
+
+/* ---------------------------------------------------------------- golden frames, v3 */
+
+/* Written from docs/protocol.md like the v1 and v2 sets; tests/golden/v3/<name>.bin hold
+ * the same bytes, and register.bin, topo.bin, links.bin, decide.bin and data_hdr.bin
+ * there are copies of v2's, which version 3 did not change (golden_register,
+ * golden_v2_topo, golden_v2_links, golden_decide and golden_data above). CHALLENGE has a
+ * golden frame from version 3 on. */
+
+/* HELLO, data role: the v2 golden hello with version 3, then security 1 (aead, the
+ * default mode) and caps 1 (this CPU has AES-GCM): len 62 + 2 = 64. */
+static const char golden_v3_hello[] = "01 00 0000 40000000" /* type 1, flags, reserved, len 64 */
+                                      "5354524c"            /* magic "STRL" */
+                                      "0300"                /* version 3 */
+                                      "02"                  /* role: data */
+                                      "000102030405060708090a0b0c0d0e0f"
+                                      "101112131415161718191a1b1c1d1e1f" /* nonce */
+                                      "04 64656d6f"                      /* run "demo" */
+                                      "0807060504030201"                 /* peer_id */
+                                      "0300000000000000"                 /* epoch 3 */
+                                      "01"                               /* stream 1 */
+                                      "02"                               /* nstreams 2 */
+                                      "01"  /* security 1: STARLING_SEC_AEAD */
+                                      "01"; /* caps: STARLING_CAP_AESGCM */
+
+/* HELLO, probe role: as above with stream 0 of 0 (not interpreted), as src/core/probe.c
+ * sends it. A probe goes through the same handshake as any connection
+ * (src/auth/handshake.c), so it carries the same security and caps. */
+static const char golden_v3_hello_probe[] = "01 00 0000 40000000" /* type 1, len 64 */
+                                            "5354524c"            /* magic "STRL" */
+                                            "0300"                /* version 3 */
+                                            "03"                  /* role: probe */
+                                            "000102030405060708090a0b0c0d0e0f"
+                                            "101112131415161718191a1b1c1d1e1f" /* nonce */
+                                            "04 64656d6f"                      /* run "demo" */
+                                            "0807060504030201"                 /* peer_id */
+                                            "0300000000000000"                 /* epoch 3 */
+                                            "00"                               /* stream 0 */
+                                            "00"                               /* nstreams 0 */
+                                            "01"  /* security 1: STARLING_SEC_AEAD */
+                                            "01"; /* caps: STARLING_CAP_AESGCM */
+
+/* CHALLENGE: nonce 00..1f, mac 20..3f, then the server's security 2 (chacha20) and caps 0
+ * (no AES-GCM): 32 + 32 + 1 + 1 = 66 bytes. Version 2's CHALLENGE was the first 64. */
+static const char golden_v3_challenge[] = "02 00 0000 42000000" /* type 2, len 66 */
+                                          "000102030405060708090a0b0c0d0e0f"
+                                          "101112131415161718191a1b1c1d1e1f" /* nonce */
+                                          "202122232425262728292a2b2c2d2e2f"
+                                          "303132333435363738393a3b3c3d3e3f" /* mac */
+                                          "02"  /* security 2: STARLING_SEC_CHACHA */
+                                          "00"; /* caps 0 */
+
+static void golden_v3_hello_msg(starling__msg_hello *m, uint8_t role)
+{
+    golden_hello_msg(m);
+    m->version = 3;
+    m->role = role;
+    if (role == ROLE_PROBE)
+        m->stream = m->nstreams = 0;
+    m->security = STARLING_SEC_AEAD;
+    m->caps = STARLING_CAP_AESGCM;
+}
+
+static void golden_v3_challenge_msg(starling__msg_challenge *m)
+{
+    for (int i = 0; i < STARLING_NONCE_LEN; i++)
+        m->nonce[i] = (uint8_t)i;
+    for (int i = 0; i < STARLING_MAC_LEN; i++)
+        m->mac[i] = (uint8_t)(0x20 + i);
+    m->security = STARLING_SEC_CHACHA;
+    m->caps = 0;
+}
+
+/* Encoding gives the bytes and decoding the bytes gives the message, for a v3 HELLO. */
+static void golden_hello_both_ways(const char *hex, const starling__msg_hello *m)
+{
+    static uint8_t want[128];
+    starling__msg_hello out;
+    starling__frame_hdr h;
+    size_t n = unhex(hex, want, sizeof want);
+    assert_int_equal(n, 8 + 64);
+    assert_int_equal(starling__hello_encode(frame, sizeof frame, m), (int)n);
+    assert_memory_equal(frame, want, n);
+    assert_int_equal(starling__frame_hdr_decode(want, CHUNK, &h), STARLING_OK);
+    assert_int_equal(h.type, MSG_HELLO);
+    assert_int_equal(h.len, n - 8);
+    memset(&out, 0xee, sizeof out);
+    assert_int_equal(starling__hello_decode(want + 8, h.len, &out), STARLING_OK);
+    assert_hello_equal(m, &out);
+}
+
+static void test_golden_v3_hello(void **state)
+{
+    starling__msg_hello m;
+    (void)state;
+    golden_v3_hello_msg(&m, ROLE_DATA);
+    golden_hello_both_ways(golden_v3_hello, &m);
+    /* The v3 golden hello is the v2 one with len 64 (byte 4) and version 3 (byte 12),
+     * and security and caps appended. */
+    {
+        uint8_t v2[128], v3[128];
+        size_t n = unhex(golden_v2_hello, v2, sizeof v2);
+        assert_int_equal(unhex(golden_v3_hello, v3, sizeof v3), n + 2);
+        for (size_t i = 0; i < n; i++)
+            assert_int_equal(v2[i] != v3[i], i == 4 || i == 8 + 4);
+        assert_int_equal(v3[4], 64);
+        assert_int_equal(v3[8 + 4], 3);
+        assert_int_equal(v3[n], STARLING_SEC_AEAD);
+        assert_int_equal(v3[n + 1], STARLING_CAP_AESGCM);
+    }
+}
+
+static void test_golden_v3_hello_probe(void **state)
+{
+    starling__msg_hello m;
+    (void)state;
+    golden_v3_hello_msg(&m, ROLE_PROBE);
+    golden_hello_both_ways(golden_v3_hello_probe, &m);
+}
+
+static void test_golden_v3_challenge(void **state)
+{
+    static uint8_t want[128];
+    starling__msg_challenge m, out;
+    starling__frame_hdr h;
+    size_t n = unhex(golden_v3_challenge, want, sizeof want);
+    (void)state;
+    assert_int_equal(n, 8 + 66);
+    golden_v3_challenge_msg(&m);
+    assert_int_equal(starling__challenge_encode(frame, sizeof frame, &m), (int)n);
+    assert_memory_equal(frame, want, n);
+    assert_int_equal(starling__frame_hdr_decode(want, CHUNK, &h), STARLING_OK);
+    assert_int_equal(h.type, MSG_CHALLENGE);
+    assert_int_equal(h.len, 66);
+    memset(&out, 0xee, sizeof out);
+    assert_int_equal(starling__challenge_decode(want + 8, h.len, &out), STARLING_OK);
+    assert_memory_equal(out.nonce, m.nonce, STARLING_NONCE_LEN);
+    assert_memory_equal(out.mac, m.mac, STARLING_MAC_LEN);
+    assert_int_equal(out.security, STARLING_SEC_CHACHA);
+    assert_int_equal(out.caps, 0);
+    /* A version 2 CHALLENGE (nonce and mac only) is 2 bytes short: refused as truncated.
+     * It has no version field; the HELLO's version refusal comes first anyway. */
+    assert_int_equal(decode_exact(MSG_CHALLENGE, want + 8, 64), STARLING_E_PROTOCOL);
+}
+
+/* The golden frames with their security byte set to 3 (one past STARLING_SEC_MAX): the
+ * same bytes otherwise, refused as malformed (STARLING_E_PROTOCOL), while 0..2 there are
+ * accepted. The byte is the payload's second last in both messages. */
+static void test_golden_v3_security_refused(void **state)
+{
+    static const struct {
+        const char *hex;
+        uint8_t type;
+    } frames[] = {{golden_v3_hello, MSG_HELLO},
+                  {golden_v3_hello_probe, MSG_HELLO},
+                  {golden_v3_challenge, MSG_CHALLENGE}};
+    static uint8_t want[128];
+    (void)state;
+    for (size_t i = 0; i < sizeof frames / sizeof frames[0]; i++) {
+        size_t n = unhex(frames[i].hex, want, sizeof want);
+        uint8_t *sec = want + n - 2;
+        for (uint8_t v = 0; v <= STARLING_SEC_MAX; v++) {
+            *sec = v;
+            assert_int_equal(decode_exact(frames[i].type, want + 8, n - 8), STARLING_OK);
+        }
+        *sec = 3;
+        assert_int_equal(decode_exact(frames[i].type, want + 8, n - 8), STARLING_E_PROTOCOL);
+    }
 }
 
 /* tests/golden/v<N>/ holds the same bytes as the constants: every file, byte for byte.
@@ -1913,6 +2216,14 @@ static void test_golden_files(void **state)
         {"v2/links.bin", golden_v2_links},
         {"v2/decide.bin", golden_decide}, /* unchanged from v1 */
         {"v2/data_hdr.bin", golden_data}, /* unchanged from v1 */
+        {"v3/hello.bin", golden_v3_hello},
+        {"v3/hello_probe.bin", golden_v3_hello_probe},
+        {"v3/challenge.bin", golden_v3_challenge}, /* new in v3 */
+        {"v3/register.bin", golden_register},      /* unchanged from v1 */
+        {"v3/topo.bin", golden_v2_topo},           /* unchanged from v2 */
+        {"v3/links.bin", golden_v2_links},         /* unchanged from v2 */
+        {"v3/decide.bin", golden_decide},          /* unchanged from v1 */
+        {"v3/data_hdr.bin", golden_data},          /* unchanged from v1 */
     };
     static char dir[4096], path[4200];
     const char *unit = strstr(__FILE__, "/unit/test_proto.c");
@@ -1990,8 +2301,10 @@ int main(void)
         cmocka_unit_test(test_hello_role),
         cmocka_unit_test(test_hello_streams),
         cmocka_unit_test(test_hello_probe_role),
+        cmocka_unit_test(test_hello_security),
         cmocka_unit_test(test_hello_run_name),
         cmocka_unit_test(test_hello_run_too_long),
+        cmocka_unit_test(test_challenge_security),
         cmocka_unit_test(test_reject_refusals),
         cmocka_unit_test(test_reject_code_ok_refused),
         cmocka_unit_test(test_register_refusals),
@@ -2004,7 +2317,7 @@ int main(void)
         cmocka_unit_test(test_links_refusals),
         cmocka_unit_test(test_links_count_over_limit),
         cmocka_unit_test(test_links_count_disagrees),
-        /* golden frames: version 1 (as version 2 reads them), then version 2 */
+        /* golden frames: version 1, then version 2 (as version 3 reads them), then 3 */
         cmocka_unit_test(test_golden_protocol_version),
         cmocka_unit_test(test_golden_v1_hello),
         cmocka_unit_test(test_golden_register),
@@ -2015,6 +2328,10 @@ int main(void)
         cmocka_unit_test(test_golden_v2_hello_probe),
         cmocka_unit_test(test_golden_v2_topo),
         cmocka_unit_test(test_golden_v2_links),
+        cmocka_unit_test(test_golden_v3_hello),
+        cmocka_unit_test(test_golden_v3_hello_probe),
+        cmocka_unit_test(test_golden_v3_challenge),
+        cmocka_unit_test(test_golden_v3_security_refused),
         cmocka_unit_test(test_golden_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -95,11 +95,15 @@ static void nonce_of(uint64_t ctr, uint8_t n[12])
 void starling__seal_frame(starling__seal *s, const uint8_t *ad, size_t adn, const uint8_t *m,
                           size_t n, uint8_t *c, uint8_t tag[STARLING_SEAL_TAG])
 {
-    uint8_t nonce[12];
+    uint8_t nonce[12], empty[1] = {0};
     if (s->suite == SUITE_NONE) {
         if (c != m && n)
             memmove(c, m, n);
         return;
+    }
+    if (!c) { /* an empty payload (a DONE token): libsodium wants a pointer all the same */
+        c = empty;
+        m = empty;
     }
     nonce_of(s->ntx++, nonce);
     if (s->suite == SUITE_AES256_GCM)
@@ -112,11 +116,13 @@ void starling__seal_frame(starling__seal *s, const uint8_t *ad, size_t adn, cons
 int starling__seal_open(starling__seal *s, const uint8_t *ad, size_t adn, uint8_t *c, size_t n,
                         const uint8_t tag[STARLING_SEAL_TAG])
 {
-    uint8_t nonce[12];
+    uint8_t nonce[12], empty[1];
     int r;
     if (s->suite == SUITE_NONE)
         return STARLING_OK;
     nonce_of(s->nrx, nonce);
+    if (!c) /* empty, as in starling__seal_frame */
+        c = empty;
     if (s->suite == SUITE_AES256_GCM)
         r = crypto_aead_aes256gcm_decrypt_detached(c, NULL, c, n, tag, ad, adn, nonce, s->rx_key);
     else

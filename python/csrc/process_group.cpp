@@ -151,6 +151,13 @@ ProcessGroupStarling::ProcessGroupStarling(int rank, int size, const StarlingOpt
         check(starling_config_set_listen(cfg, opts.listen.c_str()), "listen address");
     if (!opts.advertise.empty())
         check(starling_config_set_advertise(cfg, opts.advertise.c_str()), "advertise host");
+    if (!opts.security.empty()) {
+        int src = starling_config_set_security(cfg, opts.security.c_str());
+        if (src != STARLING_OK)
+            throw Error(src, "starling: security mode '" + opts.security + "': " +
+                                 starling_strerror(src) +
+                                 " (expected aead, chacha20 or none)");
+    }
     starling_comm *comm = nullptr;
     int rc = starling_comm_create(&comm, opts.coordinator.c_str(), opts.run.c_str(),
                                   opts.secret.data(), opts.secret.size(), cfg);

@@ -51,6 +51,7 @@ struct StarlingOptions {
     int streams = 0;        // TCP streams per ring link (0 = library default)
     std::string listen;     // data plane "HOST:PORT" ("" = library default, loopback)
     std::string advertise;  // the host the others connect to ("" = library default)
+    std::string security;   // "aead", "chacha20" or "none" ("" = library default, aead)
     bool root_fallback = false; // broadcast from a departed rank: lowest live rank instead
 };
 

@@ -501,10 +501,13 @@ class Communicator(_Closing):
         """Made from the launch environment (``environ``, default ``os.environ``) as read
         by :meth:`starling.Env.read`: starling's variables (``python3 -m starling.launch``),
         else torchrun's (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), else SLURM's.
-        ``STARLING_ADVERTISE`` (a host) sets ``config.advertise`` unless it is set, and
-        the data plane listens on ``config.listen``, else ``STARLING_LISTEN``, else on
-        loopback when the coordinator is on a loopback address and on every interface
-        otherwise (:func:`starling.env.data_listen`, as the torch backend does).
+        ``STARLING_ADVERTISE`` (a host) sets ``config.advertise`` unless it is set,
+        ``STARLING_SECURITY`` ("aead", "chacha20" or "none") sets ``config.security``
+        likewise (rank 0's coordinator gets the same mode; another value is Invalid naming
+        the variable), and the data plane listens on ``config.listen``, else
+        ``STARLING_LISTEN``, else on loopback when the coordinator is on a loopback address
+        and on every interface otherwise (:func:`starling.env.data_listen`, as the torch
+        backend does).
 
         The world size becomes ``min_peers`` and the rank hint the name "peer<rank>"
         (unless ``config`` sets them; ``config`` itself is not modified). Without
@@ -513,7 +516,7 @@ class Communicator(_Closing):
         rank connects to it, retrying until rank 0 is up (bounded by ``op_timeout_ms``,
         default 60 s). The values read are :attr:`env` (rank, world_size, local_rank, ...)
         for sharding data. Not yet a member: call :meth:`update_topology`."""
-        from .env import Env, data_listen
+        from .env import Env, data_listen, security
         env = Env.read(environ)
         config = copy.copy(config) if config is not None else Config()
         if config.min_peers is None and env.world_size:
@@ -523,6 +526,8 @@ class Communicator(_Closing):
         advertise = (os.environ if environ is None else environ).get("STARLING_ADVERTISE")
         if config.advertise is None and advertise:
             config.advertise = advertise  # the host the other members should connect to
+        if config.security is None:
+            config.security = security(environ)  # None: the library's default
         if config.listen is None:
             config.listen = data_listen(env.coordinator, environ)
         if env.default_secret:
@@ -535,7 +540,8 @@ class Communicator(_Closing):
         if env.host_coordinator:
             try:
                 coord = Coordinator(env.listen, env.run, env.secret,
-                                    Config(timeout_ms=config.timeout_ms))
+                                    Config(timeout_ms=config.timeout_ms,
+                                           security=config.security))
             except StarlingError as e:
                 raise type(e)(f"{e.message}: rank 0 starts the run's coordinator on "
                               f"{env.listen} (from {env.source}'s environment); if that "

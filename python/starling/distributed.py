@@ -17,6 +17,8 @@ coordinator is a separate process, so any rank may die. Otherwise group rank 0 s
 coordinator inside its process (listening on every interface, a free port), and
 publishes its address (MASTER_ADDR, else the TCPStore's host) and a random secret in
 torch's store; the others read them there. Then rank 0 must survive the run.
+``STARLING_SECURITY`` ("aead", "chacha20" or "none"; unset: the library's "aead") sets
+what every connection carries, for the group and the coordinator rank 0 hosts alike.
 
 Failures. A member that dies or freezes makes the collective fail on every survivor
 with :class:`starling.errors.PeerLost` (``wait()`` raises it; inside DDP's backward it
@@ -40,7 +42,7 @@ import torch.distributed as dist
 
 from . import _lib
 from .comm import Communicator, Config, Coordinator
-from .env import data_listen
+from .env import data_listen, security
 from .errors import Invalid, PeerLost, StarlingError
 from .torch import materialize, register_model
 
@@ -124,7 +126,7 @@ def _store_host(store: Any) -> Optional[str]:
 
 
 def _rendezvous(store: Any, rank: int, size: int, group_id: str, timeout_ms: int,
-                default_group: bool) -> tuple:
+                default_group: bool, sec: Optional[str]) -> tuple:
     """(coordinator address, run, secret, coordinator object or None)."""
     env = os.environ
     if default_group and env.get("STARLING_COORD"):
@@ -137,7 +139,8 @@ def _rendezvous(store: Any, rank: int, size: int, group_id: str, timeout_ms: int
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"  # an IPv6 literal
         secret = secrets.token_hex(16).encode()
-        cfg = Config(min_peers=size, timeout_ms=_env_int("STARLING_TIMEOUT_MS", 0) or None)
+        cfg = Config(min_peers=size, timeout_ms=_env_int("STARLING_TIMEOUT_MS", 0) or None,
+                     security=sec)
         coord = Coordinator(listen="[::]:0" if host.startswith("[") else "0.0.0.0:0",
                             run=run, secret=secret, config=cfg)
         address = f"{host}:{coord.port}"
@@ -156,8 +159,10 @@ def _create(opts: Any, pg_options: Any) -> Any:
     timeout_ms = int(opts.timeout.total_seconds() * 1000)
     timeout_ms = max(1, min(timeout_ms, 2**31 - 1))
     default_group = not dist.is_initialized()
+    sec = security()  # STARLING_SECURITY; None: the library's default
     address, run, secret, coord = _rendezvous(opts.store, opts.group_rank, opts.group_size,
-                                              str(opts.group_id), timeout_ms, default_group)
+                                              str(opts.group_id), timeout_ms, default_group,
+                                              sec)
     try:
         pg = ProcessGroupStarling(opts.group_rank, opts.group_size, address, run, secret,
                                   name=f"rank{os.environ.get('RANK', opts.group_rank)}",
@@ -165,7 +170,8 @@ def _create(opts: Any, pg_options: Any) -> Any:
                                   op_timeout_ms=timeout_ms,
                                   streams=_env_int("STARLING_STREAMS", 0),
                                   listen=data_listen(address),
-                                  advertise=os.environ.get("STARLING_ADVERTISE", ""))
+                                  advertise=os.environ.get("STARLING_ADVERTISE", ""),
+                                  security=sec or "")
     except BaseException:
         if coord is not None:
             coord.close()

@@ -32,6 +32,10 @@ The secret is ``STARLING_SECRET``; without it a fixed default is used and a warn
 logged: anyone who can reach the port can then join, as with torchrun's store, which has
 no authentication either. The run name is ``STARLING_RUN`` (default "default").
 
+``STARLING_SECURITY`` (:func:`security`: "aead", "chacha20" or "none"; unset or empty: the
+library's default, "aead") is what every connection carries, for the communicator and the
+coordinator rank 0 hosts alike: every member and the coordinator must agree.
+
 Malformed values raise :class:`starling.Invalid` naming the variable, e.g.
 ``RANK='abc': expected an integer``.
 """
@@ -46,10 +50,13 @@ from typing import Mapping, Optional
 
 from .errors import Invalid
 
-__all__ = ["Env", "DEFAULT_SECRET"]
+__all__ = ["Env", "DEFAULT_SECRET", "SECURITY_MODES", "security"]
 
 # The secret when none is given. Not a secret at all: documented, and warned about.
 DEFAULT_SECRET = "starling"
+
+# The names starling_config_set_security takes (include/starling.h).
+SECURITY_MODES = ("aead", "chacha20", "none")
 
 
 @dataclass(frozen=True)
@@ -252,6 +259,20 @@ def _slurm(e: Mapping[str, str]) -> Env:
     return _master(e, addr, port, rank, "slurm", e.get("STARLING_RUN") or "default",
                    _secret(e), world_size=world, local_rank=local_rank,
                    local_world_size=local_world)
+
+
+def security(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """The security mode ``STARLING_SECURITY`` names (one of :data:`SECURITY_MODES`), or
+    ``None`` when it is unset or empty (the library's default, "aead"); else Invalid
+    naming the variable."""
+    e = os.environ if environ is None else environ
+    raw = e.get("STARLING_SECURITY")
+    if raw is None or raw.strip() == "":
+        return None
+    if raw.strip() not in SECURITY_MODES:
+        raise Invalid(f"STARLING_SECURITY={raw!r}: expected one of "
+                      f"{', '.join(SECURITY_MODES)}")
+    return raw.strip()
 
 
 def data_listen(coordinator: str, environ: Optional[Mapping[str, str]] = None) -> str:

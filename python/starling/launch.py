@@ -15,6 +15,9 @@ variables, read by ``starling.Communicator.from_env()``:
                       sharding; the ring rank is decided by the coordinator at each epoch)
   STARLING_PEERS      the expected member count (--world, default N), used as min_peers
                       by Communicator.from_env()
+  STARLING_SECURITY   what every connection carries (--security aead|chacha20|none, else
+                      inherited STARLING_SECURITY, else unset: the library's "aead"); the
+                      local coordinator uses the same mode, and every member must agree
 
 and torchrun's, so that torch code (``torch.distributed.init_process_group("gloo")`` with
 ``env://``, data samplers) runs unchanged:
@@ -30,7 +33,8 @@ and torchrun's, so that torch code (``torch.distributed.init_process_group("gloo
 When joining a remote coordinator (``--coordinator``), MASTER_ADDR / MASTER_PORT come from
 --master-addr / --master-port, else from the inherited environment (MASTER_ADDR defaults
 to the coordinator's host); without a port MASTER_PORT is not set (torch's ``env://`` then
-needs it: pass the same --master-port on every machine).
+needs it: pass the same --master-port on every machine). --security then only reaches
+the children: the remote coordinator must have been started with the same mode.
 
 Every line a child writes to stdout or stderr is copied to the launcher's stdout or stderr
 prefixed with ``[rank<RANK>]: `` (threads read the pipes line by line and flush each line;
@@ -56,6 +60,9 @@ import threading
 import time
 from typing import BinaryIO, List, Optional
 
+from .env import SECURITY_MODES, security
+from .errors import Invalid
+
 
 def _parse(argv: List[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python3 -m starling.launch",
@@ -74,6 +81,10 @@ def _parse(argv: List[str]) -> argparse.Namespace:
                    help="first STARLING_RANK_HINT (for several machines)")
     p.add_argument("--timeout-ms", type=int, default=None,
                    help="the local coordinator's failure-detection timeout")
+    p.add_argument("--security", choices=SECURITY_MODES, default=None,
+                   help="encryption of every connection, for the local coordinator and "
+                        "the children (STARLING_SECURITY; default: $STARLING_SECURITY, "
+                        "else the library's, aead)")
     p.add_argument("--fail-fast", action="store_true",
                    help="terminate the other children when one fails")
     p.add_argument("--master-addr", default=None, metavar="HOST",
@@ -92,6 +103,11 @@ def _parse(argv: List[str]) -> argparse.Namespace:
         p.error("--world must be at least 1")
     if a.master_port is not None and not 1 <= a.master_port <= 65535:
         p.error("--master-port must be in 1..65535")
+    if a.security is None:
+        try:
+            a.security = security()  # inherited; None when unset
+        except Invalid as e:
+            p.error(f"{e.message} (or pass --security)")
     return a
 
 
@@ -180,7 +196,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     else:
         from .comm import Config, Coordinator
         secret = secret or secrets.token_hex(16)
-        cfg = Config(timeout_ms=a.timeout_ms) if a.timeout_ms else None
+        cfg = (Config(timeout_ms=a.timeout_ms or None, security=a.security)
+               if a.timeout_ms or a.security else None)
         coord = Coordinator(a.listen, a.run, secret, cfg)
         address = coord.address
         coord_host, coord_port = coord.host, str(coord.port)
@@ -197,7 +214,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             coord.close()
         return 2
     if coord is not None:
-        out.say(f"starling.launch: coordinator on {address}, run '{a.run}', "
+        sec = f", security {a.security}" if a.security else ""
+        out.say(f"starling.launch: coordinator on {address}, run '{a.run}'{sec}, "
                 f"{a.peers} peers; MASTER_ADDR={master_addr} MASTER_PORT={master_port}")
     elif master_port is None:
         out.say("starling.launch: MASTER_PORT not set (no --master-port, none inherited): "
@@ -213,6 +231,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 LOCAL_WORLD_SIZE=str(a.peers), MASTER_ADDR=master_addr)
     if master_port is not None:
         base["MASTER_PORT"] = str(master_port)
+    if a.security is not None:
+        base["STARLING_SECURITY"] = a.security
     prefix = not a.no_prefix
     if prefix:
         base.setdefault("PYTHONUNBUFFERED", "1")

@@ -1,8 +1,9 @@
 """The torch.distributed backend (starling.distributed): unmodified DDP over
 backend="starling" against DDP over gloo with the same seeds, a torchrun-style environment
 (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT only), every collective DDP and users call
-through torch.distributed with tcp://, the refusals, and Manager surviving a SIGKILLed
-process. Skipped when torch or the extension (libtorch-dev, pybind11-dev) is missing.
+through torch.distributed with tcp://, the refusals, STARLING_SECURITY, and Manager
+surviving a SIGKILLed process. Skipped when torch or the extension (libtorch-dev,
+pybind11-dev) is missing.
 
 Run as a script, this file is one of the processes: `test_distributed.py MODE`."""
 import json
@@ -89,6 +90,30 @@ def test_collectives_tcp_init_and_refusals():
     res = spawn("collectives", 3)
     for rc, out, err in res:
         assert rc == 0 and out is not None and out.get("ok"), err
+
+
+def test_security_from_the_environment():
+    """2 processes, torchrun's variables and STARLING_SECURITY=none: the group and the
+    coordinator rank 0 hosts send clear frames (an encrypting peer is refused by that
+    coordinator) and all_reduce works."""
+    res = spawn("security", 2, extra_env={"STARLING_SECURITY": "none"})
+    for rc, out, err in res:
+        assert rc == 0 and out is not None and out.get("ok"), err
+    assert res[0][1]["refused"] and not res[1][1]["refused"]
+
+
+def test_bad_security_mode_raises_invalid(monkeypatch):
+    """A bad mode is starling.Invalid: from the extension's constructor (before any
+    connection), and from the backend's creator naming STARLING_SECURITY."""
+    import datetime
+    import types
+    import starling.distributed as sd
+    with pytest.raises(starling.Invalid, match="security mode 'bogus'"):
+        sd.ProcessGroupStarling(0, 1, "127.0.0.1:1", "r", b"k", security="bogus")
+    monkeypatch.setenv("STARLING_SECURITY", "bogus")
+    opts = types.SimpleNamespace(timeout=datetime.timedelta(seconds=5))
+    with pytest.raises(starling.Invalid, match="STARLING_SECURITY='bogus'"):
+        sd._create(opts, None)
 
 
 def test_manager_survives_sigkill():
@@ -262,6 +287,28 @@ def mode_collectives():
     print(json.dumps({"ok": True}), flush=True)
 
 
+def mode_security():
+    import torch
+    import torch.distributed as dist
+    from starling.errors import Auth
+    rank, n = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    dist.init_process_group("starling")
+    t = torch.full((4,), float(rank + 1))
+    dist.all_reduce(t)
+    assert torch.equal(t, torch.full((4,), float(n * (n + 1) // 2)))
+    coord = dist.distributed_c10d._get_default_group()._starling_coordinator
+    refused = False
+    if coord is not None:  # rank 0 hosts it, in "none": an aead peer is refused
+        try:
+            # (the mode travels in HELLO, before the secret is proved: any will do)
+            starling.Communicator(f"127.0.0.1:{coord.port}", coord.run_name, "any").close()
+        except Auth as e:
+            refused = "security mismatch" in str(e)
+    dist.barrier()
+    dist.destroy_process_group()
+    print(json.dumps({"ok": True, "refused": refused}), flush=True)
+
+
 def mode_manager():
     import hashlib
     import torch
@@ -301,4 +348,4 @@ if __name__ == "__main__":
     sys.path.insert(0, PKG)
     import starling.distributed  # noqa: F401,E402 - registers backend "starling"
     {"parity": mode_parity, "collectives": mode_collectives,
-     "manager": mode_manager}[sys.argv[1]]()
+     "manager": mode_manager, "security": mode_security}[sys.argv[1]]()

@@ -130,6 +130,43 @@ def test_from_env_in_process_keeps_the_config_and_closes_its_coordinator():
         s.bind(("127.0.0.1", port))
 
 
+def test_from_env_takes_the_security_mode_for_itself_and_its_coordinator():
+    """STARLING_SECURITY=none: rank 0's hosted coordinator and the communicator both send
+    clear frames (an encrypting peer is refused by the coordinator); config.security wins
+    over the variable; another value is Invalid naming it, before any connection."""
+    port = free_port()
+    c = starling.Communicator.from_env(starling.Config(timeout_ms=1000), environ={
+        "RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port), "STARLING_SECRET": "k", "STARLING_SECURITY": "none"})
+    try:
+        c.update_topology()
+        assert c.size == 1 and c.barrier() is None
+        with pytest.raises(starling.errors.Auth, match="security mismatch"):
+            starling.Communicator(c.env.coordinator, c.env.run, "k")  # aead: refused
+    finally:
+        c.close()
+    # a coordinator of the launcher's (STARLING_COORD) in chacha20: the variable reaches
+    # the communicator, and an explicit config.security is kept over it
+    coord = starling.Coordinator("127.0.0.1:0", "sec", "k",
+                                 starling.Config(security="chacha20"))
+    try:
+        env = {"STARLING_COORD": coord.address, "STARLING_RUN": "sec",
+               "STARLING_SECRET": "k"}
+        c = starling.Communicator.from_env(environ=dict(env, STARLING_SECURITY="chacha20"))
+        c.close()
+        c = starling.Communicator.from_env(starling.Config(security="aead"),
+                                           environ=dict(env, STARLING_SECURITY="none"))
+        c.close()  # aead and chacha20 agree
+        with pytest.raises(starling.errors.Auth, match="security mismatch"):
+            starling.Communicator.from_env(environ=dict(env, STARLING_SECURITY="none"))
+    finally:
+        coord.close()
+    for bad in ("rot13", "AEAD"):
+        with pytest.raises(starling.Invalid, match=f"STARLING_SECURITY='{bad}'"):
+            starling.Communicator.from_env(environ=dict(TORCHRUN, STARLING_SECURITY=bad))
+    assert starling.env.security({"STARLING_SECURITY": ""}) is None  # empty: the default
+
+
 # ---------------------------------------------------------------- processes
 def free_port():
     with socket.socket() as s:
@@ -208,3 +245,39 @@ def test_slurm_environment_alone_joins_and_allreduces():
             ("slurm", r, 2, r, 2)
         assert o["size"] == 2 and o["sum"] == 3.0
     assert not [e for e in errs if "STARLING_SECRET is not set" in e]
+
+
+LAUNCHED = r"""
+import json, os, sys
+import numpy
+import starling
+c = starling.Communicator.from_env(starling.Config(op_timeout_ms=30000))
+c.update_topology()
+x = numpy.ones(4, dtype=numpy.float32)
+c.allreduce(x)  # both members linked before either leaves (a leave races a join)
+out = {"security": os.environ.get("STARLING_SECURITY"), "size": c.size, "sum": float(x[0])}
+c.close()
+with open(os.path.join(sys.argv[1], "out%s" % os.environ["STARLING_RANK_HINT"]), "w") as f:
+    json.dump(out, f)  # a file each: two children's lines on one stdout may interleave
+"""
+
+
+def test_launch_security_reaches_its_coordinator_and_the_children(tmp_path):
+    """--security none: the launcher's coordinator and both children send clear frames (a
+    mismatch on either side would refuse the children); an inherited STARLING_SECURITY
+    that is no mode is refused by the launcher, naming the variable."""
+    script = tmp_path / "child.py"
+    script.write_text(LAUNCHED)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("STARLING_") or k == "STARLING_LIB"}
+    env["PYTHONPATH"] = os.pathsep.join([PKG, os.environ.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", "starling.launch", "--peers", "2", "--no-prefix"]
+    p = subprocess.run(cmd + ["--security", "none", str(script), str(tmp_path)], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    outs = [json.loads((tmp_path / ("out%d" % r)).read_text()) for r in range(2)]
+    assert outs == [{"security": "none", "size": 2, "sum": 2.0}] * 2
+    assert "security none" in p.stderr
+    p = subprocess.run(cmd + [str(script)], env=dict(env, STARLING_SECURITY="clear"),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "STARLING_SECURITY='clear'" in p.stderr

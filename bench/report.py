@@ -75,7 +75,7 @@ def cmd_collect(a):
                     continue
                 if not isinstance(rec, dict) or "bytes" not in rec:
                     continue
-                rec.setdefault("impl", a.impl)
+                rec["impl"] = a.impl  # the run's label (starling and starling-aead alike)
                 rec.setdefault("peers", a.peers)
                 print(json.dumps(rec))
                 records += 1
@@ -174,7 +174,9 @@ def render(results, errors, metas):
         out.append("f32 SUM all-reduce on loopback, median over timed calls; "
                    "busbw = S*2(n-1)/n/t (1 GB = 1e9 B). Ratios are speed ratios "
                    "(time of the other / time of starling; above 1 means starling is faster). "
-                   "wire/ring = bytes starling sent per peer / 2(n-1)/n*S.")
+                   "wire/ring = bytes starling sent per peer / 2(n-1)/n*S. "
+                   "starling: --security none (clear frames, as gloo and OpenMPI send); "
+                   "starling-aead: the default, every frame encrypted and authenticated.")
         out.append("")
         out.append("Run %s on %s CPUs, Linux %s; load average at start %s, at end %s. %s"
                    % (m.get("date", "?"), m.get("host_cpus", "?"), m.get("kernel", "?"),

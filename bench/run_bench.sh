@@ -7,7 +7,9 @@
 #   BENCH_BYTES   sizes, comma separated, suffixes K/M/G (binary)  [4,1M,64M,256M]
 #   BENCH_ITERS   timed calls per size                              [10]
 #   BENCH_WARMUP  untimed calls per size (gloo, OpenMPI)            [3]
-#   BENCH_IMPLS   which implementations                             [starling gloo openmpi]
+#   BENCH_IMPLS   which implementations                             [starling starling-aead gloo openmpi]
+#                 (starling: --security none, clear frames like gloo's and OpenMPI's;
+#                 starling-aead: the default, every frame encrypted and authenticated)
 #   BENCH_TIMEOUT seconds allowed for one implementation at one peer count [900]
 #   BUILD_DIR     the CMake build tree                              [build]
 #   MPIRUN_ARGS   extra mpirun options (e.g. ring on slow links:
@@ -28,7 +30,7 @@ PEERS=${BENCH_PEERS:-2 4}
 BYTES=${BENCH_BYTES:-4,1M,64M,256M}
 ITERS=${BENCH_ITERS:-10}
 WARMUP=${BENCH_WARMUP:-3}
-IMPLS=${BENCH_IMPLS:-starling gloo openmpi}
+IMPLS=${BENCH_IMPLS:-starling starling-aead gloo openmpi}
 TIMEOUT=${BENCH_TIMEOUT:-900}
 MPIRUN_ARGS=${MPIRUN_ARGS:-}
 STARLING=$BUILD_DIR/tools/starling
@@ -121,12 +123,14 @@ for peers in "${peer_list[@]}"; do
     fi
     for impl in "${impl_list[@]}"; do
         case "$impl" in
-        starling)
+        starling | starling-aead)
             if [ ! -x "$STARLING" ]; then
-                unavailable starling "$peers" "$STARLING not built (make build)"
+                unavailable "$impl" "$peers" "$STARLING not built (make build)"
             else
-                run starling "$peers" "$STARLING" bench allreduce --peers "$peers" \
-                    --bytes "$SIZES" --iters "$ITERS" --json
+                sec=none
+                [ "$impl" = starling-aead ] && sec=aead
+                run "$impl" "$peers" "$STARLING" bench allreduce --peers "$peers" \
+                    --bytes "$SIZES" --iters "$ITERS" --security "$sec" --json
             fi
             ;;
         gloo)

@@ -74,7 +74,7 @@ done
 busbw() { awk -v n="$1" -v s="$2" -v t="$3" 'BEGIN { printf "%.3f", s * 2 * (n - 1) / n / t / 1e9 }'; }
 declare -A lo_med=()
 for m in "${mode_list[@]}"; do
-    lo_med[$m]=$(tr ' ' '\n' <<<"${lo[$m]}" | grep . | median)
+    lo_med[$m]=$(tr ' ' '\n' <<<"${lo[$m]}" | grep . | median | awk '{ printf "%.4f", $1 }')
 done
 
 # The bed: one coordinator and $hosts bench-peers per mode.
@@ -104,7 +104,7 @@ if [[ $bed -eq 1 ]] && netbed_check 2>/dev/null && netbed_guard "$name" 2>/dev/n
         bed_wait_peers 600 "$dir/peer.$k." "${ppids[@]}" || { echo "security_bench: $bed_why" >&2; exit 1; }
         bed_stop "$cpid"
         times=$(cat "$dir"/rep."$k".* | awk '$1 == "t" { print $3 }')
-        bed_med[$m]=$(median <<<"$times")
+        bed_med[$m]=$(median <<<"$times" | awk '{ printf "%.4f", $1 }')
     done
 else
     bed_note="(namespace bed skipped: needs root, ip netns and tc)"

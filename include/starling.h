@@ -121,8 +121,8 @@ STARLING_API void starling_log_stderr(void *user, starling_log_level level, cons
 typedef enum starling_dtype {
     STARLING_F32 = 0,
     STARLING_F64 = 1,
-    STARLING_F16 = 2,  /* IEEE binary16; reduced in f32, rounded to nearest even */
-    STARLING_BF16 = 3, /* bfloat16; reduced in f32, rounded to nearest even */
+    STARLING_F16 = 2,  /* IEEE binary16 (see "Half precision" below) */
+    STARLING_BF16 = 3, /* bfloat16 (likewise) */
     STARLING_I32 = 4,
     STARLING_I64 = 5,
     STARLING_U8 = 6,
@@ -136,6 +136,20 @@ typedef enum starling_op {
     STARLING_MAX = 3,
     STARLING_OP_COUNT
 } starling_op;
+
+/* Half precision (f16, bf16) in reductions: each pair is widened to f32, combined and
+ * rounded back to the dtype (round to nearest, ties to even) at every ring hop, so a sum
+ * over n members is rounded n - 1 times, in the ring's order, not once; every member
+ * still gets the same bits. For each element, with x_i the members' values and s their
+ * exact sum, the result r satisfies
+ *     |r - s| <= ((1 + u)^(n-1) - 1) * sum_i |x_i| + (n - 1) * eta
+ * with u = 2^-11 + 2^-23 (f16) or 2^-8 + 2^-23 (bf16), the dtype's unit roundoff plus the
+ * f32 rounding in between, and eta = 2^-25 (f16) or 2^-134 (bf16), half the smallest
+ * subnormal (tests/unit/test_half_sum.c checks it). Measured: a quarter of the elements
+ * of a 5-member f16 sum differ from the once-rounded exact sum. A partial sum that
+ * rounds past the dtype's largest value becomes +-inf and stays so, even when the exact
+ * sum is finite (f16: 65504 + 16 - 16 can give +inf). STARLING_AVG divides the rounded sum
+ * by n and rounds once more. MIN and MAX are exact. Where this matters, reduce in f32. */
 
 /* Size in bytes of one element, or 0 for an unknown dtype. */
 STARLING_API size_t starling_dtype_size(starling_dtype dtype);
@@ -456,7 +470,10 @@ STARLING_API int starling_state_hash_hex(const starling_comm *comm, char out[33]
  *   [bucket:S[:seed=N]+][nnm+]NAME[:k=v[,k=v]]
  *   mean | median | trimmed_mean | krum | multikrum[:m=M] | geomed[:iters=N,tol=X]
  *   | cclip[:tau=X,iters=N] | flag[:r=R,iters=N]
- * Defaults: multikrum m = n - f; geomed iters=100, tol=1e-6 (smoothing nu = 1e-6);
+ * Defaults: multikrum m = n - f; geomed iters=100, tol=1e-6 (smoothing nu = 1e-6; tol is
+ * on the objective, not the point: Weiszfeld's iteration stops once sum_i |x_i - z|
+ * changes by at most tol times itself, and z may then still be further than tol * |z|
+ * from the true geometric median, most where the objective is flat);
  * cclip tau=1, iters=3; flag r=1, iters=5. Applied in the order written: "bucket:S"
  * shuffles the rows (a permutation drawn from the seed, default 0) and averages buckets of
  * S, so the rest sees ceil(n/S) rows and f faulty ones can spoil at most f buckets (the

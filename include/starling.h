@@ -195,7 +195,8 @@ STARLING_API int starling_config_set_listen(starling_config *cfg, const char *ho
  * to its first address: the coordinator passes numeric addresses on, so no member's
  * engine waits on a name lookup. STARLING_E_INVALID if not a host as described above. */
 STARLING_API int starling_config_set_advertise(starling_config *cfg, const char *host);
-/* Smallest membership for which the first epoch forms (all peers of a run should agree). */
+/* Smallest membership for which the first epoch forms (all peers of a run should agree),
+ * 1..8192 (the most members an epoch may have). */
 STARLING_API int starling_config_set_min_peers(starling_config *cfg, int min_peers);
 /* Pipelining unit of the ring, 4 KiB..64 MiB. */
 STARLING_API int starling_config_set_chunk_bytes(starling_config *cfg, size_t chunk_bytes);

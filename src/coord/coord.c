@@ -98,6 +98,11 @@ int starling_coord_create(starling_coord **out, const char *host_port, const cha
         starling__free(c);
         return STARLING_E_OS;
     }
+    {
+        /* The config's bound on min_peers is the wire's bound on members. */
+        typedef char members_max_agree[STARLING__MEMBERS_MAX == STARLING_MAX_PEERS ? 1 : -1];
+        (void)sizeof(members_max_agree);
+    }
     r = starling__key_derive(&c->key, run, secret, secret_len);
     if (r)
         goto fail;

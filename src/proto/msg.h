@@ -13,8 +13,8 @@
 #define STARLING_NAME_MAX 64   /* run and peer names, incl. NUL */
 #define STARLING_ADDR_MAX 64   /* dotted quad host, incl. NUL */
 #define STARLING_REASON_MAX 128
-#define STARLING_MAX_PEERS 512
-#define STARLING_CTRL_MAX 65536 /* largest control frame payload */
+#define STARLING_MAX_PEERS 8192
+#define STARLING_CTRL_MAX (1u << 20) /* largest control frame payload: a TOPO of 8192 */
 #define STARLING_DATA_HDR 24    /* seq, desc, step, piece after the frame header */
 #define STARLING_DATA_F_ZSTD 0x01 /* MSG_DATA flag: the payload is one zstd frame */
 #define STARLING_LINK_BPS_MAX 1000000000000ull /* 1 TB/s: a faster link report is garbage */

@@ -88,7 +88,7 @@ int starling_config_set_advertise(starling_config *cfg, const char *host)
 
 int starling_config_set_min_peers(starling_config *cfg, int min_peers)
 {
-    if (!cfg || min_peers < 1 || min_peers > 512)
+    if (!cfg || min_peers < 1 || min_peers > STARLING__MEMBERS_MAX)
         return STARLING_E_INVALID;
     cfg->min_peers = min_peers;
     return STARLING_OK;

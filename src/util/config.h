@@ -30,6 +30,10 @@ struct starling_config {
 /* Security modes by wire value (proto/msg.h STARLING_SEC_NONE, _AEAD, _CHACHA). */
 extern const char *const starling__security_names[3];
 
+/* The most members an epoch may have: STARLING_MAX_PEERS of proto/msg.h (coord.c checks
+ * that the two agree; util cannot include proto). */
+#define STARLING__MEMBERS_MAX 8192
+
 #define STARLING__PROBE_MIN (64u << 10)
 #define STARLING__PROBE_MAX (256u << 20)
 

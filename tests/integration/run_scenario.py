@@ -609,7 +609,7 @@ T_HELLO, T_CHALLENGE, T_AUTH, T_REJECT, T_REGISTER = 1, 2, 3, 4, 5
 T_TOPO_REQ, T_DATA, T_ACCEPT = 8, 15, 18
 ROLE_CONTROL, ROLE_DATA, ROLE_PROBE = 1, 2, 3
 E_AUTH, E_VERSION = -8, -9
-CTRL_MAX = 65536
+CTRL_MAX = 1 << 20  # STARLING_CTRL_MAX (src/proto/msg.h)
 
 
 def frame(ftype, payload, flags=0, reserved=0, length=None):

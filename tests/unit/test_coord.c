@@ -817,7 +817,7 @@ static int register_raw(int fd, uint64_t id, starling__msg_reject *rj)
 }
 
 /* STARLING_MAX_PEERS registered peers, and the next one is refused with E_LIMIT. Its own
- * coordinator with a long timeout, so that 512 silent peers stay alive. */
+ * coordinator with a long timeout, so that 8192 silent peers stay alive. */
 static void test_peer_limit(void **state)
 {
     enum { N = STARLING_MAX_PEERS };

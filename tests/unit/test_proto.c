@@ -183,7 +183,7 @@ static void sample_links(starling__msg_links *m, uint32_t n)
     m->n = n;
     for (uint32_t i = 0; i < n; i++) {
         m->links[i].id = 0x200 + (uint64_t)i * 0x10000000001ull;
-        m->links[i].bytes_per_s = i == 1 ? 0 : 125000000ull * (i + 1); /* (i+1) Gbit/s */
+        m->links[i].bytes_per_s = i == 1 ? 0 : 125000000ull * (i % 1000 + 1); /* Gbit/s */
         m->links[i].rtt_us = i == 1 ? 0 : 50 + 7 * i;
     }
 }
@@ -540,9 +540,9 @@ static void test_topo_round_trip(void **state)
     }
 }
 
-/* The largest legal topology (512 members, 63-byte hosts, the largest probe size) fits in
- * one control frame: 16 + 512 * (8 + 1 + 63 + 2) + 4 = 16 + 37,888 + 4 = 37,908 bytes of
- * payload, against STARLING_CTRL_MAX = 65,536. */
+/* The largest legal topology (8192 members, 63-byte hosts, the largest probe size) fits in
+ * one control frame: 16 + 8192 * (8 + 1 + 63 + 2) + 4 = 16 + 606,208 + 4 = 606,228 bytes of
+ * payload, against STARLING_CTRL_MAX = 1,048,576 (v3; v2: 512 members in 65,536). */
 static void test_topo_largest_fits(void **state)
 {
     (void)state;
@@ -559,7 +559,7 @@ static void test_topo_largest_fits(void **state)
     size_t plen = frame_check(frame, n, MSG_TOPO);
     /* epoch, rank, n; members (id, host length byte, 63 host bytes, port); probe_bytes */
     assert_int_equal(plen, 8 + 4 + 4 + (size_t)STARLING_MAX_PEERS * (8 + 1 + 63 + 2) + 4);
-    assert_int_equal(plen, 37908);
+    assert_int_equal(plen, 606228);
     assert_true(plen <= STARLING_CTRL_MAX);
     assert_int_equal(starling__topo_decode(frame + 8, plen, &topo_b), STARLING_OK);
     assert_topo_equal(&topo_a, &topo_b);
@@ -648,9 +648,9 @@ static void test_links_field_extremes(void **state)
     assert_int_equal(STARLING_LINK_RTT_US_MAX, 600000000);  /* 10 minutes */
 }
 
-/* The largest LINKS (512 links) fits in one control frame: 8 + 4 + 512 * (8 + 8 + 4) =
- * 12 + 10,240 = 10,252 bytes of payload. A member reports at most n - 1 = 511 links; the
- * decoder allows 512. */
+/* The largest LINKS (8192 links) fits in one control frame: 8 + 4 + 8192 * (8 + 8 + 4) =
+ * 12 + 163,840 = 163,852 bytes of payload. A member reports at most n - 1 = 8191 links;
+ * the decoder allows 8192. */
 static void test_links_largest_fits(void **state)
 {
     (void)state;
@@ -664,7 +664,7 @@ static void test_links_largest_fits(void **state)
     int n = starling__links_encode(frame, sizeof frame, &links_a);
     size_t plen = frame_check(frame, n, MSG_LINKS);
     assert_int_equal(plen, 8 + 4 + (size_t)STARLING_MAX_PEERS * (8 + 8 + 4));
-    assert_int_equal(plen, 10252);
+    assert_int_equal(plen, 163852);
     assert_true(plen <= STARLING_CTRL_MAX);
     assert_int_equal(decode_exact(MSG_LINKS, frame + 8, plen), STARLING_OK);
     assert_links_equal(&links_a, &links_b);

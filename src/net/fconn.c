@@ -80,6 +80,13 @@ int starling__fconn_flush(starling__fconn *c)
             break;
         c->out_off += (size_t)r;
     }
+    /* All sent: a buffer a large frame (a TOPO) grew is given back, so thousands of idle
+     * connections do not each keep one. */
+    if (c->out_off == c->out_len && c->out_cap > STARLING_FCONN_KEEP) {
+        starling__free(c->out);
+        c->out = NULL;
+        c->out_cap = c->out_len = c->out_off = 0;
+    }
     return STARLING_OK;
 }
 
@@ -90,6 +97,11 @@ int starling__fconn_read(starling__fconn *c, int64_t now_ms)
         memmove(c->in, c->in + c->in_consumed, c->in_len - c->in_consumed);
         c->in_len -= c->in_consumed;
         c->in_consumed = 0;
+    }
+    if (c->in_len == 0 && c->in_cap > STARLING_FCONN_KEEP) { /* as in starling__fconn_flush */
+        starling__free(c->in);
+        c->in = NULL;
+        c->in_cap = 0;
     }
     for (;;) {
         ssize_t r;

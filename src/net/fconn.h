@@ -12,6 +12,7 @@
 #include "proto/msg.h"
 
 #define STARLING_FCONN_OUT_MAX (4u << 20) /* a peer that lets this much pile up is dead */
+#define STARLING_FCONN_KEEP (64u << 10)   /* output buffer kept once all is sent */
 
 typedef struct starling__fconn {
     int fd;

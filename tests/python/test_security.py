@@ -49,11 +49,13 @@ def recv_exact(sock, n):
 
 
 class Relay:
-    """Listens on 127.0.0.2:port, forwards to 127.0.0.1:port; tampers with DATA frame
-    number `at` of the first connection it relays, as `how` says."""
+    """Listens on 127.0.0.2:port, forwards to 127.0.0.1:port; tampers with frame number
+    `at` among those of `types` (DATA by default) of the first connection it relays, as
+    `how` says."""
 
-    def __init__(self, port, how, sealed, at=3):
+    def __init__(self, port, how, sealed, at=3, types=(T_DATA,)):
         self.port, self.how, self.tag, self.at = port, how, TAG if sealed else 0, at
+        self.types = types
         self.tampered = 0
         self.connections = 0
         self.lsock = socket.socket()
@@ -124,7 +126,7 @@ class Relay:
         held = None  # "swap": the frame kept back until the next one has gone
         try:
             for ftype, f in self._frames(src):
-                if not tamper or ftype != T_DATA or self.tampered:
+                if not tamper or ftype not in self.types or self.tampered:
                     dst.sendall(f)
                     continue
                 data_frames += 1
@@ -136,9 +138,9 @@ class Relay:
                 if data_frames < self.at:
                     dst.sendall(f)
                     continue
-                if self.how == "flip":  # one bit of the payload's first value
+                if self.how == "flip":  # one bit of a DATA payload's first value, else the last
                     b = bytearray(f)
-                    b[8 + 24] ^= 0x40
+                    b[8 + 24 if ftype == T_DATA else len(b) - 1] ^= 0x40
                     dst.sendall(bytes(b))
                 elif self.how == "drop":
                     pass
@@ -257,3 +259,49 @@ def test_security_mismatch_is_refused_with_a_clear_error():
         coord.close()
     with pytest.raises(starling.errors.Invalid):
         starling.Config(security="rot13")._make()
+
+
+def test_tampered_control_frame_is_refused():
+    """The coordinator's connections are sealed too: a relay in front of the coordinator
+    flips a bit of the third sealed frame a member sends it (after REGISTER: heartbeats,
+    TOPO_REQ). The coordinator refuses the frame and drops the connection, the member
+    re-registers through a new one, and the collectives go on with exact results."""
+    port = free_port()
+    relay = Relay(port, "flip", sealed=True, at=3, types=tuple(range(4, 20)))
+    coord = starling.Coordinator(f"127.0.0.1:{port}", run="mitm-ctl", secret="k",
+                                 config=starling.Config(timeout_ms=1000))
+    results, errors = [None] * 2, []
+
+    def member(i):
+        cfg = starling.Config(min_peers=2, timeout_ms=1000, op_timeout_ms=8000)
+        try:
+            with starling.Communicator(f"127.0.0.2:{port}", "mitm-ctl", "k", cfg) as c:
+                c.update_topology()
+                values, end = [], time.monotonic() + 3.0
+                it = 0
+                while time.monotonic() < end or it < 20:
+                    x = np.full(1024, float(i + 1 + it), dtype=np.float32)
+                    try:
+                        c.allreduce(x)
+                    except PeerLost:
+                        c.update_topology()
+                        continue
+                    values.append((it, x[0]))
+                    it += 1
+                    time.sleep(0.01)
+                results[i] = values
+        except StarlingError as e:  # reported by the test
+            errors.append((i, e))
+    ts = [threading.Thread(target=member, args=(i,), daemon=True) for i in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(WAIT_S)
+    alive = any(t.is_alive() for t in ts)
+    relay.close()
+    coord.close()
+    assert not alive and not errors, errors
+    assert relay.tampered == 1
+    assert relay.connections >= 3  # two members, and one of them again
+    for values in results:
+        assert values and all(v == 2 * it + 3 for it, v in values)

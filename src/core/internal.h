@@ -18,6 +18,7 @@
 
 #define STARLING_MAX_STREAMS 16
 #define STARLING_PENDING_LINKS 64
+#define STARLING_UNSENT_MAX (256 << 10) /* per ring stream, with several streams (links.c) */
 #define STARLING_PROBES_SERVED 4 /* link probes answered at once (of 32 handshake threads) */
 
 typedef enum job_kind { JOB_COLL = 1, JOB_TOPO = 2 } job_kind;

@@ -137,6 +137,10 @@ int starling__links_setup(starling_comm *c, const starling__msg_topo *t)
             starling__links_close(c);
             return rc;
         }
+        /* Several streams: each keeps little unsent, so that the next piece goes to a
+         * stream that is moving, not behind pieces queued in a slow one. */
+        if (c->cfg.streams > 1)
+            starling__sock_set_unsent_max(fd, STARLING_UNSENT_MAX);
         e->right[s] = fd;
         e->nright = s + 1;
     }

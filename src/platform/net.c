@@ -80,6 +80,16 @@ static int set_nonblock(int fd)
     return STARLING_OK;
 }
 
+void starling__sock_set_unsent_max(int fd, int bytes)
+{
+#ifdef TCP_NOTSENT_LOWAT
+    setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &bytes, sizeof bytes);
+#else
+    (void)fd;
+    (void)bytes;
+#endif
+}
+
 static void set_nodelay(int fd)
 {
     int one = 1;

@@ -37,6 +37,9 @@ int starling__sock_local_host(int fd, char host[STARLING_HOST_MAX]);
  * kernel allows. Returns the smaller buffer granted, as the kernel reports it (Linux
  * counts its bookkeeping too: twice the payload room asked for), or 0 if not set. */
 int starling__sock_set_buffers(int fd, int bytes);
+/* Caps the bytes a TCP socket holds not yet sent (TCP_NOTSENT_LOWAT): it takes more, and
+ * polls writable, only below that. Best effort (ignored where unsupported). */
+void starling__sock_set_unsent_max(int fd, int bytes);
 void starling__sock_close(int fd);
 
 /* Non-blocking I/O: returns bytes moved (>0), 0 if it would block, or a negative

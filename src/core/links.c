@@ -8,6 +8,7 @@
  * must never stall the engine's heartbeats. Each handshake runs on its own thread
  * (auth/hspool.h), so a silent client does not hold up the real neighbour either. */
 #include <poll.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "auth/hspool.h"
@@ -102,48 +103,92 @@ void starling__links_close(starling_comm *c)
     e->nright = e->nleft = 0;
 }
 
+/* One outgoing stream: connect and handshake, on its own thread when a link has several,
+ * so that S streams cost one connect and handshake of time (3 round trips), not S. */
+typedef struct stream_open {
+    starling_comm *c;
+    const starling__member *right;
+    uint64_t epoch;
+    int s;
+    int64_t deadline;
+    int fd, rc;
+    char why[128];
+} stream_open;
+
+static void *open_stream(void *arg)
+{
+    stream_open *o = arg;
+    starling_comm *c = o->c;
+    starling__msg_hello h;
+    memset(&h, 0, sizeof h);
+    h.role = ROLE_DATA;
+    h.peer_id = c->id;
+    h.epoch = o->epoch;
+    h.stream = (uint8_t)o->s;
+    h.nstreams = (uint8_t)c->cfg.streams;
+    o->why[0] = '\0';
+    o->rc = starling__tcp_connect(o->right->host, o->right->port, (int)c->cfg.socket_buffer,
+                                  starling__ms_until(o->deadline), &o->fd, o->why, sizeof o->why);
+    if (o->rc == STARLING_OK) {
+        o->rc = starling__handshake_client(o->fd, &c->key, &h, &c->eng.rseal[o->s], o->deadline,
+                                           o->why, sizeof o->why);
+        if (o->rc != STARLING_OK)
+            starling__sock_close(o->fd);
+    }
+    return NULL;
+}
+
 int starling__links_setup(starling_comm *c, const starling__msg_topo *t)
 {
     engine *e = &c->eng;
-    const starling__member *right;
+    const int ns = c->cfg.streams;
     int64_t deadline = starling__now_ms() + c->cfg.timeout_ms;
-    char why[128];
+    stream_open o[STARLING_MAX_STREAMS];
+    pthread_t thr[STARLING_MAX_STREAMS];
+    int started[STARLING_MAX_STREAMS] = {0}, bad = -1;
 
     starling__links_close(c);
     if (t->n < 2)
         return STARLING_OK;
-    right = &t->members[(t->rank + 1) % t->n];
-    for (int s = 0; s < c->cfg.streams; s++) {
-        starling__msg_hello h;
-        int fd, rc;
-        memset(&h, 0, sizeof h);
-        h.role = ROLE_DATA;
-        h.peer_id = c->id;
-        h.epoch = t->epoch;
-        h.stream = (uint8_t)s;
-        h.nstreams = (uint8_t)c->cfg.streams;
-        why[0] = '\0';
-        rc = starling__tcp_connect(right->host, right->port, (int)c->cfg.socket_buffer,
-                                   starling__ms_until(deadline), &fd, why, sizeof why);
-        if (rc == STARLING_OK) {
-            rc = starling__handshake_client(fd, &c->key, &h, &e->rseal[s], deadline, why,
-                                            sizeof why);
-            if (rc != STARLING_OK)
-                starling__sock_close(fd);
-        }
-        if (rc != STARLING_OK) {
-            starling__comm_log_failure(c, rc, "cannot open ring link to %s:%d: %s", right->host,
-                                       right->port, why[0] ? why : starling_strerror(rc));
-            starling__links_close(c);
-            return rc;
-        }
+    for (int s = 0; s < ns; s++) {
+        o[s].c = c;
+        o[s].right = &t->members[(t->rank + 1) % t->n];
+        o[s].epoch = t->epoch;
+        o[s].s = s;
+        o[s].deadline = deadline;
+        o[s].fd = -1;
+        /* Stream 0 on this thread; the others on their own (inline if none can start). */
+        started[s] = s > 0 && pthread_create(&thr[s], NULL, open_stream, &o[s]) == 0;
+        if (!started[s] && s > 0)
+            open_stream(&o[s]);
+    }
+    open_stream(&o[0]);
+    for (int s = 1; s < ns; s++)
+        if (started[s])
+            pthread_join(thr[s], NULL);
+    for (int s = 0; s < ns && bad < 0; s++)
+        if (o[s].rc != STARLING_OK)
+            bad = s;
+    if (bad >= 0) {
+        starling__comm_log_failure(c, o[bad].rc, "cannot open ring link to %s:%d: %s",
+                                   o[bad].right->host, o[bad].right->port,
+                                   o[bad].why[0] ? o[bad].why : starling_strerror(o[bad].rc));
+        for (int s = 0; s < ns; s++)
+            if (o[s].rc == STARLING_OK)
+                starling__sock_close(o[s].fd);
+        for (int s = 0; s < ns; s++)
+            starling__seal_wipe(&e->rseal[s]);
+        starling__links_close(c);
+        return o[bad].rc;
+    }
+    for (int s = 0; s < ns; s++) {
         /* Several streams: each keeps little unsent, so that the next piece goes to a
          * stream that is moving, not behind pieces queued in a slow one. */
-        if (c->cfg.streams > 1)
-            starling__sock_set_unsent_max(fd, STARLING_UNSENT_MAX);
-        e->right[s] = fd;
-        e->nright = s + 1;
+        if (ns > 1)
+            starling__sock_set_unsent_max(o[s].fd, STARLING_UNSENT_MAX);
+        e->right[s] = o[s].fd;
     }
+    e->nright = ns;
     for (int s = 0; s < STARLING_MAX_STREAMS; s++)
         e->left[s] = -1;
     e->nleft = 0;

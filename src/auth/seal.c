@@ -6,6 +6,7 @@
 #include "platform/net.h"
 #include "proto/msg.h"
 #include "starling.h"
+#include "util/config.h"
 
 uint8_t starling__seal_caps(void)
 {
@@ -13,6 +14,12 @@ uint8_t starling__seal_caps(void)
         return 0;
     return crypto_aead_aes256gcm_is_available() ? STARLING_CAP_AESGCM : 0;
 }
+
+/* starling__security_names (util/config.h) is indexed by these wire values. */
+typedef char sec_values_agree[STARLING_SEC_NONE == 0 && STARLING_SEC_AEAD == 1 &&
+                                      STARLING_SEC_CHACHA == 2 && STARLING_SEC_MAX == 2
+                                  ? 1
+                                  : -1];
 
 int starling__suite_pick(uint8_t sec_a, uint8_t caps_a, uint8_t sec_b, uint8_t caps_b)
 {
@@ -38,12 +45,7 @@ const char *starling__suite_name(starling__suite s)
 
 const char *starling__sec_name(uint8_t sec)
 {
-    switch (sec) {
-    case STARLING_SEC_NONE: return "none";
-    case STARLING_SEC_AEAD: return "aead";
-    case STARLING_SEC_CHACHA: return "chacha20";
-    default: return "?";
-    }
+    return sec <= STARLING_SEC_MAX ? starling__security_names[sec] : "?";
 }
 
 static void derive(uint8_t out[STARLING_SEAL_KEY], const uint8_t *run_key, char dir,

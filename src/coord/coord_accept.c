@@ -122,6 +122,8 @@ int starling__coord_take_accepted(starling_coord *c, starling__coord_pending *ou
     memcpy(out, c->queue, (size_t)n * sizeof *out);
     memmove(c->queue, c->queue + n, (size_t)(c->qlen - n) * sizeof *out);
     c->qlen -= n;
+    for (int i = c->qlen; i < c->qlen + n; i++) /* no key left behind in the vacated slots */
+        starling__seal_wipe(&c->queue[i].seal);
     pthread_mutex_unlock(&c->qlock);
     return n;
 }

@@ -253,7 +253,6 @@ static int connect_coordinator(starling_comm *c, int64_t deadline)
     char why[128] = "";
     int fd, rc;
 
-    memset(&seal, 0, sizeof seal);
     rc = starling__tcp_connect(c->coord_host, c->coord_port, 0, starling__ms_until(deadline), &fd,
                                why, sizeof why);
     if (rc != STARLING_OK)
@@ -271,13 +270,9 @@ static int connect_coordinator(starling_comm *c, int64_t deadline)
     }
     if (rc != STARLING_OK) {
         starling__sock_close(fd);
-        starling__seal_wipe(&seal);
         return app_err(c, rc, "coordinator refused this peer: %s",
                        why[0] ? why : starling_strerror(rc));
     }
-    starling__fconn_init(&c->eng.ctrl, fd, starling__now_ms(), &seal);
-    starling__seal_wipe(&seal);
-    c->eng.ctrl_up = 1;
     return STARLING_OK;
 }
 

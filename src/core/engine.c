@@ -83,6 +83,11 @@ int starling__ctrl_register(starling_comm *c, int fd, starling__seal *seal, int6
     }
     starling__free(reg);
     starling__free(buf);
+    if (rc == STARLING_OK) {
+        starling__fconn_init(&e->ctrl, fd, starling__now_ms(), seal);
+        e->ctrl_up = 1;
+    }
+    starling__seal_wipe(seal);
     return rc;
 }
 
@@ -364,12 +369,8 @@ static void ctrl_reconnect(starling_comm *c)
     if (rc != STARLING_OK) {
         SLOG_WARN("%s: re-registration failed: %s %s", c->name, starling_strerror(rc), why);
         starling__sock_close(fd);
-        starling__seal_wipe(&seal);
         return;
     }
-    starling__fconn_init(&e->ctrl, fd, starling__now_ms(), &seal);
-    starling__seal_wipe(&seal);
-    e->ctrl_up = 1;
     SLOG_INFO("%s: re-registered with the coordinator", c->name);
     /* What the old coordinator was told and the new one must hear again. */
     if (e->cur && e->cur->job == JOB_TOPO)

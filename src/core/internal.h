@@ -206,7 +206,9 @@ int starling__request_wait_into(starling_comm *c, struct starling_request *r);
 /* engine.c */
 void *starling__engine_main(void *arg);
 int starling__ctrl_send(starling_comm *c, uint8_t type, const starling__msg_epoch *m);
-/* REGISTER and its WELCOME on a fresh control connection, through its seal. */
+/* REGISTER and its WELCOME on a fresh control connection, through its seal. On success
+ * the connection becomes the engine's control connection (ctrl, ctrl_up); on failure the
+ * caller closes fd. The seal is wiped either way. */
 int starling__ctrl_register(starling_comm *c, int fd, starling__seal *seal, int64_t deadline_ms,
                             char *why, size_t why_len);
 

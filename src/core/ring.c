@@ -576,6 +576,17 @@ static int rx_read(int fd, void *dst, size_t n, size_t *got)
     return STARLING_OK;
 }
 
+/* Reads what there is of the next frame's header on `fd`; *in is set once it is all in. */
+static int rx_hdr(int fd, ring_rx *x, int *in)
+{
+    const size_t H = STARLING_FRAME_HDR + STARLING_DATA_HDR;
+    size_t got = 0;
+    int rc = rx_read(fd, x->hdr + x->off, H - x->off, &got);
+    x->off += got;
+    *in = rc == STARLING_OK && x->off == H;
+    return rc;
+}
+
 /* Where item `it`'s raw bytes go: a reduction buffer, the result, or (codecs) the
  * encoded tensor. */
 static uint8_t *rx_dest(starling_comm *c, ring_op *o, int s, const ring_item *it,
@@ -659,13 +670,8 @@ static int rx_stream(starling_comm *c, ring_op *o, int s, char *why, size_t wl)
         uint8_t *dst, *land;
         int rc, fresh = 0, ok;
         if (x->off < H) {
-            if ((rc = rx_read(fd, x->hdr + x->off, H - x->off, &got)))
+            if ((rc = rx_hdr(fd, x, &ok)) || !ok)
                 return rc;
-            if (got == 0)
-                return STARLING_OK;
-            x->off += got;
-            if (x->off < H)
-                return STARLING_OK;
             if ((rc = rx_header(o, s, x, why, wl, &fresh)))
                 return rc;
         }
@@ -743,16 +749,10 @@ static int barrier_rx(starling_comm *c, ring_op *o, char *why, size_t wl)
     ring_rx *x = &o->rx[0];
     const size_t H = STARLING_FRAME_HDR + STARLING_DATA_HDR;
     while (o->done_recv < o->n - 1) {
-        size_t got;
         int rc, ok;
         if (x->off < H) {
-            if ((rc = rx_read(c->eng.left[0], x->hdr + x->off, H - x->off, &got)))
+            if ((rc = rx_hdr(c->eng.left[0], x, &ok)) || !ok)
                 return rc;
-            if (got == 0)
-                return STARLING_OK;
-            x->off += got;
-            if (x->off < H)
-                return STARLING_OK;
             if ((rc = rx_done_check(o, x, why, wl)))
                 return rc;
         }

@@ -48,6 +48,15 @@ def recv_exact(sock, n):
     return buf
 
 
+def shut_both(*socks):
+    """Ends both directions of a relayed connection (each pump ends the other's)."""
+    for x in socks:
+        try:
+            x.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 class Relay:
     """Listens on 127.0.0.2:port, forwards to 127.0.0.1:port; tampers with frame number
     `at` among those of `types` (DATA by default) of the first connection it relays, as
@@ -102,11 +111,7 @@ class Relay:
                 dst.sendall(data)
         except OSError:
             pass
-        for x in (src, dst):
-            try:
-                x.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        shut_both(src, dst)
 
     def _frames(self, src):
         """The client's frames, whole: header + payload (+ tag once sealed)."""
@@ -155,11 +160,7 @@ class Relay:
                 self.tampered += 1
         except OSError:
             pass
-        for x in (src, dst):
-            try:
-                x.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        shut_both(src, dst)
 
 
 def expected(it):

@@ -234,6 +234,14 @@ STARLING_API int starling_config_set_probe_bytes(starling_config *cfg, size_t by
  * side is refused with STARLING_E_AUTH and a message saying so ("aead" and "chacha20"
  * agree, on ChaCha20-Poly1305). STARLING_E_INVALID for another name. */
 STARLING_API int starling_config_set_security(starling_config *cfg, const char *mode);
+/* Coordinator side: this coordinator is the standby of the active one at `host_port`
+ * (docs/architecture.md, "Coordinator failover"). It watches the active, refuses peers
+ * (STARLING_E_BUSY: they try the next coordinator they were given) while it hears it, and
+ * takes over once the active has been silent for timeout_ms. Peers list both:
+ * starling_comm_create(..., "ACTIVE:PORT,STANDBY:PORT", ...). NULL or "" (the default):
+ * an active coordinator. STARLING_E_INVALID for a malformed address, port 0 or a
+ * wildcard host. */
+STARLING_API int starling_config_set_standby_of(starling_config *cfg, const char *host_port);
 
 /* ---------------------------------------------------------------- coordinator */
 

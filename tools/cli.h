@@ -145,6 +145,8 @@ int cli_get_security(const char *cmd, const char *opt, const char *text);
     "none (clear; every peer and the coordinator must agree)"
 /* "HOST:PORT" with a non-empty host ("[v6]" allowed) and port 0..65535. */
 int cli_get_host_port(const char *cmd, const char *opt, const char *text);
+/* A coordinator list: HOST:PORT, or several separated by commas (active first). */
+int cli_get_coords(const char *cmd, const char *opt, const char *text);
 
 /* Parses a plain size ("64M"); 0 on success, -1 if malformed or too large. */
 int cli_parse_size(const char *text, uint64_t *out);

@@ -199,6 +199,30 @@ int cli_get_host_port(const char *cmd, const char *opt, const char *text)
     return 0;
 }
 
+int cli_get_coords(const char *cmd, const char *opt, const char *text)
+{
+    char one[256], host[256];
+    const char *p = text;
+    if (!text)
+        return 0;
+    do {
+        size_t len = strcspn(p, ",");
+        int port;
+        if (len == 0 || len >= sizeof one)
+            return cli_usage_error(cmd, "%s: expected HOST:PORT[,HOST:PORT...], got '%s'", opt,
+                                   text);
+        memcpy(one, p, len);
+        one[len] = '\0';
+        if (cli_split_host_port(one, host, sizeof host, &port) != 0)
+            return cli_usage_error(cmd,
+                                   "%s: expected HOST:PORT[,HOST:PORT...] (port 0..65535), "
+                                   "got '%s'",
+                                   opt, text);
+        p += len;
+    } while (*p++ == ',');
+    return 0;
+}
+
 int cli_read_secret_file(const char *path, char **out, size_t *len, char *err, size_t err_cap)
 {
     FILE *f = fopen(path, "rb");

@@ -229,7 +229,9 @@ int cmd_bench_peer(int argc, char **argv)
     starling_config *cfg = NULL;
     bench_peer p;
     const cli_opt opts[] = {
-        CLI_OPT_VALUE("--coord", "HOST:PORT", "the run's coordinator (required)", &coord),
+        CLI_OPT_VALUE("--coord", "HOST:PORT[,...]",
+                      "the run's coordinator, or several: active first, then standbys (required)",
+                      &coord),
         CLI_OPT_VALUE("--run", "NAME", "the run's name (required)", &run),
         CLI_OPT_VALUE("--index", "I", "this peer's index among the bench's children (required)",
                       &index_t),
@@ -238,16 +240,13 @@ int cmd_bench_peer(int argc, char **argv)
         CLI_OPT_VALUE("--bytes", "SIZE[,SIZE...]", "buffer sizes, K, M or G suffixes (required)",
                       &bytes_t),
         CLI_OPT_VALUE("--iters", "K", "timed all-reduces per size (required)", &iters_t),
-        CLI_OPT_VALUE("--warmup", "W", "untimed all-reduces per size first (default 0)",
-                      &warmup_t),
-        CLI_OPT_VALUE("--streams", "S", "TCP streams per ring link, 1..16 (default 1)",
-                      &streams_t),
+        CLI_OPT_VALUE("--warmup", "W", "untimed all-reduces per size first (default 0)", &warmup_t),
+        CLI_OPT_VALUE("--streams", "S", "TCP streams per ring link, 1..16 (default 1)", &streams_t),
         CLI_OPT_VALUE("--dtype", "T", "f32, f64, f16, bf16, i32, i64 or u8 (default f32)",
                       &dtype_t),
         CLI_OPT_VALUE("--op", "OP", "sum, avg, min or max (default sum)", &op_t),
         CLI_OPT_VALUE("--timeout-ms", "N",
-                      "failure-detection timeout, 100..600000 ms (default 3000)",
-                      &timeout_t),
+                      "failure-detection timeout, 100..600000 ms (default 3000)", &timeout_t),
         CLI_OPT_VALUE("--report-fd", "FD", "the pipe for report lines to the parent (required)",
                       &report_t),
         CLI_OPT_VALUE("--listen", "HOST:PORT", "data-plane address (default 127.0.0.1:0)",
@@ -264,8 +263,7 @@ int cmd_bench_peer(int argc, char **argv)
                       "socket send and receive buffers, 4K..1G (default: the system's)",
                       &sockbuf_t),
         CLI_OPT_VALUE("--security", "MODE", CLI_SECURITY_HELP, &security_t),
-        CLI_OPT_FLAG("--verbose", "log the library at info level (default: warnings)",
-                     &verbose),
+        CLI_OPT_FLAG("--verbose", "log the library at info level (default: warnings)", &verbose),
     };
     const cli_cmd c = {cmd, "--coord HOST:PORT --run NAME --index I --peers N [options]",
                        "One peer of 'starling bench' (started by it, with the run's secret in\n"
@@ -282,7 +280,7 @@ int cmd_bench_peer(int argc, char **argv)
     if (!coord || !run || !index_t || !peers_t || !bytes_t || !iters_t)
         return cli_usage_error(cmd, "--coord, --run, --index, --peers, --bytes and --iters "
                                     "are required (started by 'starling bench')");
-    if ((rc = cli_get_host_port(cmd, "--coord", coord)) ||
+    if ((rc = cli_get_coords(cmd, "--coord", coord)) ||
         (rc = cli_get_host_port(cmd, "--listen", listen_t)) ||
         (rc = cli_get_long(cmd, "--index", index_t, 0, 1 << 20, &index)) ||
         (rc = cli_get_long(cmd, "--peers", peers_t, 1, 1 << 16, &peers)) ||

@@ -70,7 +70,7 @@ int cmd_coordinator(int argc, char **argv)
     static const char cmd[] = "coordinator";
     const char *listen = NULL, *run = NULL, *secret_file = NULL, *secret_env = NULL;
     const char *timeout_text = NULL, *min_peers_text = NULL, *order_text = NULL;
-    const char *probe_text = NULL, *security_text = NULL;
+    const char *probe_text = NULL, *security_text = NULL, *standby_of = NULL;
     uint64_t probe_bytes = 0;
     int verbose = 0, rc, port = 0;
     long timeout_ms = 0, min_peers = 0;
@@ -82,14 +82,12 @@ int cmd_coordinator(int argc, char **argv)
     const cli_opt opts[] = {
         CLI_OPT_VALUE("--listen", "HOST:PORT",
                       "address to listen on; port 0 picks a free one (required)", &listen),
-        CLI_OPT_VALUE("--run", "NAME", "the run's name; peers must give the same (required)",
-                      &run),
+        CLI_OPT_VALUE("--run", "NAME", "the run's name; peers must give the same (required)", &run),
         CLI_OPT_VALUE("--secret-file", "PATH",
                       "read the run's secret from PATH (a trailing newline is removed)",
                       &secret_file),
         CLI_OPT_VALUE("--secret-env", "VAR",
-                      "read the secret from environment variable VAR (default " CLI_SECRET_ENV
-                      ")",
+                      "read the secret from environment variable VAR (default " CLI_SECRET_ENV ")",
                       &secret_env),
         CLI_OPT_VALUE("--timeout-ms", "N",
                       "a peer silent this long is declared dead, 100..600000 (default 3000)",
@@ -106,14 +104,23 @@ int cmd_coordinator(int argc, char **argv)
                       "bytes per link probe for --ring-order measured, 64K..256M (default 2M)",
                       &probe_text),
         CLI_OPT_VALUE("--security", "MODE", CLI_SECURITY_HELP, &security_text),
+        CLI_OPT_VALUE("--standby-of", "HOST:PORT",
+                      "be the standby of the active coordinator at HOST:PORT: refuse peers "
+                      "while it answers, take over when it has been silent for the timeout "
+                      "(peers list both: --coord ACTIVE,STANDBY)",
+                      &standby_of),
         CLI_OPT_FLAG("--verbose", "log at debug level (default: info)", &verbose),
     };
-    const cli_cmd c = {cmd, "--listen HOST:PORT --run NAME [options]",
+    const cli_cmd c = {cmd,
+                       "--listen HOST:PORT --run NAME [options]",
                        "Run the control plane of a run: admit peers that know the secret, detect\n"
                        "dead ones, decide each epoch's membership and ring order. It holds no\n"
-                       "model data, so it can be restarted; peers re-register. Prints the address\n"
-                       "it listens on; stops cleanly on SIGINT or SIGTERM.\n",
-                       NULL, opts, sizeof opts / sizeof opts[0]};
+                       "model data, so it can be restarted; peers re-register. With --standby-of\n"
+                       "it is a standby that takes over when the active one dies. Prints the\n"
+                       "address it listens on; stops cleanly on SIGINT or SIGTERM.\n",
+                       NULL,
+                       opts,
+                       sizeof opts / sizeof opts[0]};
 
     if ((rc = cli_parse_opts(&c, argc, argv, 2)))
         return rc;
@@ -136,6 +143,17 @@ int cmd_coordinator(int argc, char **argv)
         return cli_usage_error(cmd, "--probe-bytes: expected 64K..256M, got '%s'", probe_text);
     if ((rc = cli_get_security(cmd, "--security", security_text)))
         return rc;
+    if (standby_of) {
+        starling_config *probe = NULL;
+        int bad = starling_config_create(&probe) != STARLING_OK ||
+                  starling_config_set_standby_of(probe, standby_of) != STARLING_OK;
+        starling_config_destroy(probe);
+        if (bad)
+            return cli_usage_error(cmd,
+                                   "--standby-of: expected HOST:PORT of the active "
+                                   "coordinator (port 1..65535, not a wildcard), got '%s'",
+                                   standby_of);
+    }
     if ((rc = load_secret(cmd, secret_file, secret_env, &secret, &secret_len)))
         return rc;
 
@@ -153,6 +171,8 @@ int cmd_coordinator(int argc, char **argv)
         rc = starling_config_set_probe_bytes(cfg, (size_t)probe_bytes);
     if (rc == STARLING_OK && security_text)
         rc = starling_config_set_security(cfg, security_text);
+    if (rc == STARLING_OK && standby_of)
+        rc = starling_config_set_standby_of(cfg, standby_of);
     if (rc != STARLING_OK) {
         fprintf(stderr, "starling %s: configuration refused: %s\n", cmd, starling_strerror(rc));
         goto done;

@@ -200,26 +200,25 @@ int cmd_demo_peer(int argc, char **argv)
     starling_config *cfg = NULL;
     demo_peer p;
     const cli_opt opts[] = {
-        CLI_OPT_VALUE("--coord", "HOST:PORT", "the run's coordinator (required)", &coord),
+        CLI_OPT_VALUE("--coord", "HOST:PORT[,...]",
+                      "the run's coordinator, or several: active first, then standbys (required)",
+                      &coord),
         CLI_OPT_VALUE("--run", "NAME", "the run's name (required)", &run),
         CLI_OPT_VALUE("--index", "I", "this peer's index among the demo's children (required)",
                       &index_t),
         CLI_OPT_VALUE("--peers", "N", "members to wait for at the start (required)", &peers_t),
         CLI_OPT_VALUE("--steps", "S", "steps of the toy loop (required)", &steps_t),
-        CLI_OPT_VALUE("--elements", "N", "f32 values all-reduced per step (required)",
-                      &elements_t),
+        CLI_OPT_VALUE("--elements", "N", "f32 values all-reduced per step (required)", &elements_t),
         CLI_OPT_VALUE("--step-ms", "N", "pause per step, 0..60000 ms (default 0)", &step_ms_t),
         CLI_OPT_VALUE("--timeout-ms", "N",
-                      "failure-detection timeout, 100..600000 ms (default 3000)",
-                      &timeout_t),
+                      "failure-detection timeout, 100..600000 ms (default 3000)", &timeout_t),
         CLI_OPT_VALUE("--security", "MODE", CLI_SECURITY_HELP, &security_t),
         CLI_OPT_VALUE("--join-step", "S", "the step at which the newcomer joins (required)",
                       &join_step_t),
         CLI_OPT_VALUE("--report-fd", "FD", "the pipe for report lines to the parent (required)",
                       &report_t),
         CLI_OPT_FLAG("--joiner", "this peer is the newcomer", &joiner),
-        CLI_OPT_FLAG("--verbose", "log the library at info level (default: warnings)",
-                     &verbose),
+        CLI_OPT_FLAG("--verbose", "log the library at info level (default: warnings)", &verbose),
     };
     const cli_cmd c = {cmd, "--coord HOST:PORT --run NAME --index I [options]",
                        "One peer of 'starling demo' (started by it, with the run's secret in\n"
@@ -233,7 +232,7 @@ int cmd_demo_peer(int argc, char **argv)
     if (!coord || !run || !index_t || !peers_t || !steps_t || !elements_t || !join_step_t)
         return cli_usage_error(cmd, "missing options (this command is started by "
                                     "'starling demo')");
-    if ((rc = cli_get_host_port(cmd, "--coord", coord)) ||
+    if ((rc = cli_get_coords(cmd, "--coord", coord)) ||
         (rc = cli_get_long(cmd, "--index", index_t, 0, 1 << 20, &index)) ||
         (rc = cli_get_long(cmd, "--peers", peers_t, 1, 1 << 16, &peers)) ||
         (rc = cli_get_long(cmd, "--steps", steps_t, 1, 1000000, &steps)) ||

@@ -70,30 +70,32 @@ int cmd_run_peer(int argc, char **argv)
     run_peer p;
     cli_list sets = {set_l, 0, PEER_MAX_SETS};
     const cli_opt opts[] = {
-        CLI_OPT_VALUE("--coord", "HOST:PORT", "the run's coordinator (required)", &coord),
+        CLI_OPT_VALUE("--coord", "HOST:PORT[,...]",
+                      "the run's coordinator, or several: active first, then standbys (required)",
+                      &coord),
         CLI_OPT_VALUE("--run", "NAME", "the run's name (required)", &run),
         CLI_OPT_VALUE("--index", "I", "this peer's index among the run's children (required)",
                       &index_t),
         CLI_OPT_VALUE("--peers", "N", "members to wait for at the start (required)", &peers_t),
-        CLI_OPT_VALUE("--eval-every", "K",
-                      "evaluate every K steps while ring rank 0 (required)", &eval_t),
+        CLI_OPT_VALUE("--eval-every", "K", "evaluate every K steps while ring rank 0 (required)",
+                      &eval_t),
         CLI_OPT_VALUE("--report-every", "K", "report an m line every K steps (default 1)",
                       &report_every_t),
         CLI_OPT_VALUE("--timeout-ms", "N",
-                      "failure-detection timeout, 100..600000 ms (default 3000)",
-                      &timeout_t),
+                      "failure-detection timeout, 100..600000 ms (default 3000)", &timeout_t),
         CLI_OPT_VALUE("--security", "MODE", CLI_SECURITY_HELP, &security_t),
         CLI_OPT_VALUE("--checkpoint-every", "K",
                       "write a checkpoint every K steps while ring rank 0 (default never)",
                       &ckpt_t),
-        CLI_OPT_VALUE("--checkpoint-dir", "DIR", "where checkpoints go (needed with "
-                      "--checkpoint-every)", &ckpt_dir),
+        CLI_OPT_VALUE("--checkpoint-dir", "DIR",
+                      "where checkpoints go (needed with "
+                      "--checkpoint-every)",
+                      &ckpt_dir),
         CLI_OPT_VALUE("--report-fd", "FD", "the pipe for report lines to the parent (required)",
                       &report_t),
         CLI_OPT_LIST("--set", "KEY=VALUE", "a training key (docs/training.md)", &sets),
         CLI_OPT_FLAG("--joiner", "a newcomer: join a run already under way", &joiner),
-        CLI_OPT_FLAG("--verbose", "log the library at info level (default: errors only)",
-                     &verbose),
+        CLI_OPT_FLAG("--verbose", "log the library at info level (default: errors only)", &verbose),
     };
     const cli_cmd c = {cmd, "--coord HOST:PORT --run NAME --index I [options]",
                        "One peer of 'starling run' (started by it, with the run's secret in\n"
@@ -108,7 +110,7 @@ int cmd_run_peer(int argc, char **argv)
     if (!coord || !run || !index_t || !peers_t || !eval_t)
         return cli_usage_error(cmd, "missing options (this command is started by "
                                     "'starling run')");
-    if ((rc = cli_get_host_port(cmd, "--coord", coord)) ||
+    if ((rc = cli_get_coords(cmd, "--coord", coord)) ||
         (rc = cli_get_long(cmd, "--index", index_t, 0, 1 << 20, &index)) ||
         (rc = cli_get_long(cmd, "--peers", peers_t, 1, 1 << 16, &peers)) ||
         (rc = cli_get_long(cmd, "--eval-every", eval_t, 1, 100000000, &eval_every)) ||

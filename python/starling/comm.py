@@ -143,6 +143,9 @@ class Config:
     Addresses ("HOST:PORT") take names ("localhost", /etc/hosts, DNS), dotted quads and
     bracketed IPv6 literals ("[::1]:7000"). ``advertise`` is a host without a port: the
     one the other members connect to, for machines with several addresses.
+    ``standby_of`` (coordinator only) makes a :class:`Coordinator` the standby of the
+    active one at that address: it takes over when the active has been silent for the
+    timeout. Peers then take both coordinators, active first: ``"HOST:PORT,HOST:PORT"``.
     """
 
     def __init__(self, timeout_ms: Optional[int] = None, op_timeout_ms: Optional[int] = None,
@@ -150,7 +153,8 @@ class Config:
                  min_peers: Optional[int] = None, chunk_bytes: Optional[int] = None,
                  name: Optional[str] = None, socket_buffer: Optional[int] = None,
                  ring_order: Optional[str] = None, probe_bytes: Optional[int] = None,
-                 advertise: Optional[str] = None, security: Optional[str] = None) -> None:
+                 advertise: Optional[str] = None, security: Optional[str] = None,
+                 standby_of: Optional[str] = None) -> None:
         self.timeout_ms = timeout_ms
         self.op_timeout_ms = op_timeout_ms
         self.streams = streams
@@ -163,6 +167,7 @@ class Config:
         self.probe_bytes = probe_bytes
         self.advertise = advertise
         self.security = security
+        self.standby_of = standby_of
 
     def _make(self) -> c_void_p:
         """A new starling_config handle (caller destroys it)."""
@@ -182,7 +187,8 @@ class Config:
                     ("ring_order", L.starling_config_set_ring_order, str.encode),
                     ("probe_bytes", L.starling_config_set_probe_bytes, int),
                     ("advertise", L.starling_config_set_advertise, str.encode),
-                    ("security", L.starling_config_set_security, str.encode)):
+                    ("security", L.starling_config_set_security, str.encode),
+                    ("standby_of", L.starling_config_set_standby_of, str.encode)):
                 v = getattr(self, field)
                 if v is not None:
                     _check(fn(h, conv(v)), what=f"Config({field}={v!r})")

@@ -47,6 +47,7 @@ static void coord_free(starling_coord *c)
     starling__wake_close(&c->wake);
     starling__wake_close(&c->accept_wake);
     starling__key_wipe(&c->key);
+    starling__coord_failover_free(c);
     starling__free(c->conns);
     starling__free(c->pfds);
     starling__free(c->polled);
@@ -108,7 +109,7 @@ int starling_coord_create(starling_coord **out, const char *host_port, const cha
         goto fail;
     c->key.security = (uint8_t)cfg->security;
     c->conns = starling__calloc(STARLING_COORD_MAX_CONNS, sizeof *c->conns);
-    c->pfds = starling__calloc(STARLING_COORD_MAX_CONNS + 1, sizeof *c->pfds);
+    c->pfds = starling__calloc(STARLING_COORD_MAX_CONNS + 2, sizeof *c->pfds);
     c->polled = starling__calloc(STARLING_COORD_MAX_CONNS, sizeof *c->polled);
     c->members = starling__calloc(STARLING_MAX_PEERS, sizeof *c->members);
     c->buf = starling__malloc(STARLING_FRAME_HDR + STARLING_CTRL_MAX);
@@ -120,6 +121,14 @@ int starling_coord_create(starling_coord **out, const char *host_port, const cha
     if (!c->conns || !c->pfds || !c->polled || !c->members || !c->buf || !c->reg || !c->topo ||
         !c->ids || !c->who || !c->links_msg) {
         r = STARLING_E_NOMEM;
+        goto fail;
+    }
+    r = starling__coord_failover_init(c, cfg->standby_of);
+    if (r) {
+        if (r == STARLING_E_INVALID)
+            starling__last_error_set("standby of '%s': expected HOST:PORT or [IPV6]:PORT with "
+                                     "a port 1..65535",
+                                     cfg->standby_of);
         goto fail;
     }
     if (starling__wake_init(&c->wake) || starling__wake_init(&c->accept_wake)) {
@@ -137,8 +146,8 @@ int starling_coord_create(starling_coord **out, const char *host_port, const cha
     c->min_peers = cfg->min_peers;
     c->order = (int)cfg->ring_order;
     c->probe_bytes = (uint32_t)cfg->probe_bytes;
-    SLOG_INFO("coordinator %016" PRIx64 " for run '%s' listening on %s:%d", c->coord_id, run, host,
-              c->port);
+    SLOG_INFO("coordinator %016" PRIx64 " for run '%s' listening on %s:%d%s%s", c->coord_id, run,
+              host, c->port, c->standby ? ", standby of " : "", c->standby ? cfg->standby_of : "");
     *out = c;
     return STARLING_OK;
 fail:
@@ -206,12 +215,14 @@ static void timers(starling_coord *c, int64_t now)
         if (now - p->fc.last_rx_ms > c->timeout_ms) {
             char why[64];
             snprintf(why, sizeof why, "silent for %" PRId64 " ms", now - p->fc.last_rx_ms);
-            starling__coord_lost(c, p, p->registered ? why : "no register before the timeout");
+            starling__coord_lost(
+                c, p, p->registered || p->watcher ? why : "no register before the timeout");
             continue;
         }
         if (beat && p->registered)
             starling__coord_send_epoch(c, p, MSG_HEARTBEAT, 0, 0, 0);
     }
+    starling__coord_failover_tick(c, now, beat);
     starling__coord_adopt_check(c, now);
     starling__coord_resolve_check(c, now);
 }
@@ -270,6 +281,8 @@ static int poll_timeout(const starling_coord *c, int64_t now)
         t = c->res_deadline_ms - now;
     if (c->adopt_deadline_ms && c->adopt_deadline_ms - now < t)
         t = c->adopt_deadline_ms - now;
+    if (c->standby && !c->watch_up && c->next_watch_ms - now < t)
+        t = c->next_watch_ms - now;
     return t < 0 ? 0 : (int)t;
 }
 
@@ -287,7 +300,12 @@ static void loop_once(starling_coord *c)
         c->pfds[n + 1].revents = 0;
         n++;
     }
-    r = poll(c->pfds, (nfds_t)n + 1, poll_timeout(c, now));
+    if (c->watch_up) {
+        c->pfds[n + 1].fd = c->watch.fd;
+        c->pfds[n + 1].events = starling__fconn_events(&c->watch);
+        c->pfds[n + 1].revents = 0;
+    }
+    r = poll(c->pfds, (nfds_t)n + 1 + c->watch_up, poll_timeout(c, now));
     if (r < 0 && errno != EINTR) {
         SLOG_WARN("coordinator: poll failed: %s", strerror(errno));
         starling__sleep_ms(10);
@@ -311,6 +329,8 @@ static void loop_once(starling_coord *c)
             if (ev & (POLLIN | POLLERR | POLLHUP | POLLNVAL))
                 starling__coord_on_readable(c, p, now);
         }
+        if (c->watch_up && c->pfds[n + 1].revents)
+            starling__coord_watch_io(c, c->pfds[n + 1].revents, now);
         if (c->pfds[0].revents) {
             starling__wake_drain(&c->wake);
             take_accepted(c, now);

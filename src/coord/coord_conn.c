@@ -60,7 +60,11 @@ void starling__coord_lost(starling_coord *c, starling__coord_conn *p, const char
     if (p->closing)
         return;
     starling__coord_label(p, label);
-    if (p->registered)
+    if (p->watcher) {
+        SLOG_INFO("standby coordinator %016" PRIx64 " lost: %s", p->hello_id, reason);
+        if (c->watcher == p)
+            c->watcher = NULL;
+    } else if (p->registered)
         SLOG_INFO("peer %s lost: %s", label, reason);
     else
         SLOG_INFO("connection of peer %016" PRIx64 " closed before registering: %s", p->hello_id,
@@ -105,6 +109,13 @@ static void on_frame(starling_coord *c, starling__coord_conn *p, const starling_
     starling__msg_epoch m;
     char why[64];
 
+    if (p->watcher || (!p->registered && h->type == MSG_WATCH)) {
+        if (h->type != MSG_WATCH || starling__epoch_decode(h->type, payload, h->len, &m))
+            malformed(c, p, "a standby sent a frame other than watch");
+        else
+            starling__coord_on_watch(c, p, &m, now);
+        return;
+    }
     if (!p->registered) {
         if (h->type != MSG_REGISTER) {
             snprintf(why, sizeof why, "first frame has type %u, not register", h->type);

@@ -38,6 +38,7 @@ typedef struct starling__coord_conn {
     int send_failed; /* output could not be queued: dies when the loop reaps it */
     const char *send_why;
     int waiting; /* sent TOPO_REQ, waits for the next epoch */
+    int watcher; /* a standby coordinator's connection (WATCH), not a peer's */
     uint64_t peer_id;
     char name[STARLING_NAME_MAX];
     char host[STARLING_ADDR_MAX];
@@ -128,6 +129,30 @@ struct starling_coord {
     int nlinks, links_cap;
     starling__msg_links *links_msg; /* decoding scratch */
 
+    /* Failover (coord_failover.c). Epoch numbers carry the term in their high 32 bits. */
+    uint32_t term;
+    int standby; /* a standby not promoted yet: refuses peers */
+    char active_host[STARLING_HOST_MAX];
+    int active_port;
+    starling__fconn watch; /* standby: its connection to the active */
+    int watch_up;
+    int64_t heard_ms;              /* standby: when the active was last heard */
+    int64_t next_watch_ms;         /* standby: next connection attempt */
+    int fenced;                    /* promoted, no epoch formed yet: needs a majority of `known` */
+    starling__msg_state *known;    /* standby: the last STATE heard */
+    starling__coord_conn *watcher; /* active: its standby's connection (NULL: none) */
+    int replicated;                /* active: a standby has watched: forming needs its ack or a
+                                      majority */
+    uint64_t state_seq;            /* active: STATE frames sent on this standby connection */
+    uint64_t acked_seq;            /* active: the last STATE the standby echoed */
+    int64_t acked_stamp_ms;        /* active: when that STATE was sent */
+    uint64_t prop_sig, prop_seq;   /* active: the proposed epoch, and the STATE carrying it */
+    uint64_t prop_epoch;
+    uint32_t nprop;
+    uint64_t *prop_ids;         /* STARLING_MAX_PEERS */
+    int64_t quorum_lost_ms;     /* active: since when it has neither standby nor majority (0) */
+    starling__msg_state *state; /* encoding scratch */
+
     /* Scratch for the single-threaded main loop. */
     uint8_t *buf; /* one encoded control frame */
     starling__msg_register *reg;
@@ -188,6 +213,29 @@ const starling__coord_decision *starling__coord_decision_find(const starling_coo
                                                               uint64_t epoch);
 /* Sends the decision of `epoch` if remembered, else {epoch, 0, PEER_LOST}. */
 void starling__coord_send_decision(starling_coord *c, starling__coord_conn *p, uint64_t epoch);
+/* coord_failover.c (docs/architecture.md, "Coordinator failover") */
+/* The number the next new epoch gets: the epoch after the current one in our term. */
+uint64_t starling__coord_next_epoch(const starling_coord *c);
+/* Whether the epoch of c->ids[0..n) may be formed now (it differs from the current one):
+ * a promoted standby needs a majority of what it heard; an active with a standby needs
+ * the standby's acknowledgement of it, or when out of contact, a majority of the current
+ * epoch's members. May send the proposal. */
+int starling__coord_may_form(starling_coord *c, uint32_t n);
+/* A new epoch was formed: the fence is lifted, the standby told. */
+void starling__coord_formed(starling_coord *c);
+/* An active coordinator that lost both its standby and its majority refuses peers, which
+ * then try the next coordinator they know (0: accept). */
+int starling__coord_no_quorum(starling_coord *c, int64_t now_ms);
+/* A WATCH frame on connection p. */
+void starling__coord_on_watch(starling_coord *c, starling__coord_conn *p,
+                              const starling__msg_epoch *m, int64_t now_ms);
+/* Every timer tick: the active's STATE to its standby; the standby's watch and promotion. */
+void starling__coord_failover_tick(starling_coord *c, int64_t now_ms, int beat);
+/* Standby: its watch connection is readable. */
+void starling__coord_watch_io(starling_coord *c, short revents, int64_t now_ms);
+int starling__coord_failover_init(starling_coord *c, const char *standby_of);
+void starling__coord_failover_free(starling_coord *c);
+
 /* coord_order.c */
 /* A member's measured links (MSG_LINKS): replaces what it reported before. */
 int starling__coord_on_links(starling_coord *c, starling__coord_conn *p,

@@ -69,6 +69,8 @@ static void adopt(starling_coord *c, starling__coord_conn *p, const starling__ms
                   c->epoch, reg->epoch);
     c->res_active = 0;
     c->epoch = reg->epoch;
+    if ((uint32_t)(c->epoch >> 32) > c->term)
+        c->term = (uint32_t)(c->epoch >> 32); /* ours form after it */
     c->nmembers = reg->nmembers;
     for (uint32_t i = 0; i < reg->nmembers; i++) {
         memset(&c->members[i], 0, sizeof c->members[i]);
@@ -144,6 +146,18 @@ void starling__coord_on_register(starling_coord *c, starling__coord_conn *p,
     starling__msg_welcome w;
     char label[96];
 
+    if (c->standby) {
+        char reason[STARLING_REASON_MAX];
+        snprintf(reason, sizeof reason, "standby: the active coordinator %s:%d is alive",
+                 c->active_host, c->active_port);
+        starling__coord_reject(c, p, STARLING_E_BUSY, reason);
+        return;
+    }
+    if (reg->epoch == 0 && starling__coord_no_quorum(c, now_ms)) {
+        starling__coord_reject(c, p, STARLING_E_BUSY,
+                               "coordinator without quorum: try another coordinator");
+        return;
+    }
     if (reg->epoch && !member_list_ok(c, reg)) {
         SLOG_WARN("peer %016" PRIx64 " sent a malformed frame: bad member list in register",
                   p->hello_id);
@@ -219,7 +233,9 @@ static void form(starling_coord *c, uint32_t n)
     for (uint32_t i = 0; same && i < n; i++)
         same = c->ids[i] == c->members[i].id;
     if (!same) {
-        c->epoch++;
+        if (!starling__coord_may_form(c, n))
+            return;
+        c->epoch = starling__coord_next_epoch(c);
         c->nmembers = n;
         for (uint32_t i = 0; i < n; i++) {
             memset(&c->members[i], 0, sizeof c->members[i]);
@@ -228,6 +244,7 @@ static void form(starling_coord *c, uint32_t n)
         c->broken = 0;
         c->had_death = 0;
         c->adopt_deadline_ms = 0;
+        starling__coord_formed(c);
     }
     c->topo->epoch = c->epoch;
     c->topo->n = n;

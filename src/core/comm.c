@@ -246,34 +246,56 @@ static int codec_check(starling_comm *c, coll_kind kind, starling_dtype dtype, s
 
 /* ---------------------------------------------------------------- lifecycle */
 
-static int connect_coordinator(starling_comm *c, int64_t deadline)
+/* "HOST:PORT[,HOST:PORT...]": the coordinators, active first. */
+static int parse_coordinators(starling_comm *c, const char *list)
 {
-    starling__msg_hello h;
-    starling__seal seal;
-    char why[128] = "";
-    int fd, rc;
-
-    rc = starling__tcp_connect(c->coord_host, c->coord_port, 0, starling__ms_until(deadline), &fd,
-                               why, sizeof why);
-    if (rc != STARLING_OK)
-        return app_err(c, rc, "cannot reach the coordinator: %s", why);
-    memset(&h, 0, sizeof h);
-    h.role = ROLE_CONTROL;
-    h.peer_id = c->id;
-    rc = starling__handshake_client(fd, &c->key, &h, &seal, deadline, why, sizeof why);
-    if (rc == STARLING_OK) {
-        /* The data host the others should dial: our side of the coordinator link when
-         * we listen on every interface. */
-        if (!c->cfg.advertise[0] && starling__host_is_wildcard(c->data_host))
-            starling__sock_local_host(fd, c->data_host);
-        rc = starling__ctrl_register(c, fd, &seal, deadline, why, sizeof why);
-    }
-    if (rc != STARLING_OK) {
-        starling__sock_close(fd);
-        return app_err(c, rc, "coordinator refused this peer: %s",
-                       why[0] ? why : starling_strerror(rc));
+    const char *p = list;
+    char one[STARLING_HOST_MAX + 16];
+    if (!list || !list[0])
+        return STARLING_E_INVALID;
+    for (c->ncoords = 0; *p; c->ncoords++) {
+        size_t len = strcspn(p, ",");
+        if (c->ncoords == STARLING_COORDS_MAX || len == 0 || len >= sizeof one)
+            return STARLING_E_INVALID;
+        memcpy(one, p, len);
+        one[len] = '\0';
+        if (starling__addr_parse(one, c->coord_host[c->ncoords], &c->coord_port[c->ncoords]))
+            return STARLING_E_INVALID;
+        p += len;
+        if (*p == ',' && !*++p)
+            return STARLING_E_INVALID; /* a trailing comma */
     }
     return STARLING_OK;
+}
+
+/* Registers with the first coordinator that admits this peer. With several, the others
+ * are tried in turn until the deadline (a standby refuses until it takes over); a wrong
+ * secret or version ends the search at once. */
+static int connect_coordinator(starling_comm *c, int64_t deadline)
+{
+    char why[160] = "";
+    int rc, i;
+
+    for (;;) {
+        int64_t step = deadline;
+        i = c->coord_cur;
+        if (c->ncoords > 1 && starling__now_ms() + c->cfg.timeout_ms < deadline)
+            step = starling__now_ms() + c->cfg.timeout_ms;
+        rc = starling__ctrl_connect(c, step, why, sizeof why);
+        if (rc == STARLING_OK || c->ncoords == 1 || rc == STARLING_E_AUTH ||
+            rc == STARLING_E_VERSION || rc == STARLING_E_NOMEM || starling__now_ms() >= deadline)
+            break;
+        SLOG_DEBUG("%s: coordinator %s:%d: %s; trying the next", c->name, c->coord_host[i],
+                   c->coord_port[i], why);
+        if (c->coord_cur == 0)
+            starling__sleep_ms(100);
+    }
+    if (rc == STARLING_OK)
+        return STARLING_OK;
+    if (rc == STARLING_E_OS || rc == STARLING_E_TIMEOUT)
+        return app_err(c, rc, "cannot reach the coordinator%s: %s", c->ncoords > 1 ? "s" : "", why);
+    return app_err(c, rc, "coordinator %s:%d refused this peer: %s", c->coord_host[i],
+                   c->coord_port[i], why[0] ? why : starling_strerror(rc));
 }
 
 static void comm_free(starling_comm *c)
@@ -341,10 +363,11 @@ int starling_comm_create(starling_comm **out, const char *coord_host_port, const
     starling__last_error_clear();
     rc = starling__key_derive(&c->key, run ? run : "", secret, secret_len);
     c->key.security = (uint8_t)c->cfg.security;
-    if (rc == STARLING_OK &&
-        starling__addr_parse(coord_host_port, c->coord_host, &c->coord_port) != STARLING_OK)
-        rc = app_err(c, STARLING_E_INVALID, "coordinator address '%s': expected HOST:PORT or "
-                     "[IPV6]:PORT (port 0..65535)", coord_host_port ? coord_host_port : "(null)");
+    if (rc == STARLING_OK && parse_coordinators(c, coord_host_port) != STARLING_OK)
+        rc = app_err(c, STARLING_E_INVALID,
+                     "coordinator address '%s': expected HOST:PORT or "
+                     "[IPV6]:PORT (port 0..65535), or up to %d of them separated by commas",
+                     coord_host_port ? coord_host_port : "(null)", STARLING_COORDS_MAX);
     if (rc == STARLING_OK && starling__addr_parse(c->cfg.listen, lhost, &lport) != STARLING_OK)
         rc = app_err(c, STARLING_E_INVALID, "listen address '%s': expected HOST:PORT or "
                      "[IPV6]:PORT", c->cfg.listen);
@@ -402,8 +425,8 @@ int starling_comm_create(starling_comm **out, const char *coord_host_port, const
         return STARLING_E_OS;
     }
     c->threads_started = 1;
-    SLOG_INFO("%s: registered with %s:%d, data plane on %s:%d", c->name, c->coord_host,
-              c->coord_port, c->data_host, c->data_port);
+    SLOG_INFO("%s: registered with %s:%d, data plane on %s:%d", c->name,
+              c->coord_host[c->coord_cur], c->coord_port[c->coord_cur], c->data_host, c->data_port);
     *out = c;
     return STARLING_OK;
 }

@@ -91,6 +91,36 @@ int starling__ctrl_register(starling_comm *c, int fd, starling__seal *seal, int6
     return rc;
 }
 
+int starling__ctrl_connect(starling_comm *c, int64_t deadline_ms, char *why, size_t why_len)
+{
+    int i = c->coord_cur;
+    starling__msg_hello h;
+    starling__seal seal;
+    int fd, rc;
+
+    why[0] = '\0';
+    rc = starling__tcp_connect(c->coord_host[i], c->coord_port[i], 0,
+                               starling__ms_until(deadline_ms), &fd, why, why_len);
+    if (rc == STARLING_OK) {
+        memset(&h, 0, sizeof h);
+        h.role = ROLE_CONTROL;
+        h.peer_id = c->id;
+        rc = starling__handshake_client(fd, &c->key, &h, &seal, deadline_ms, why, why_len);
+        if (rc == STARLING_OK) {
+            /* The data host the others should dial: our side of the coordinator link when
+             * we listen on every interface. */
+            if (!c->cfg.advertise[0] && starling__host_is_wildcard(c->data_host))
+                starling__sock_local_host(fd, c->data_host);
+            rc = starling__ctrl_register(c, fd, &seal, deadline_ms, why, why_len);
+        }
+        if (rc != STARLING_OK)
+            starling__sock_close(fd);
+    }
+    if (rc != STARLING_OK)
+        c->coord_cur = (i + 1) % c->ncoords;
+    return rc;
+}
+
 static void publish(starling_comm *c)
 {
     uint64_t *ids = starling__malloc(sizeof *ids * (size_t)(c->eng.n > 0 ? c->eng.n : 1));
@@ -260,6 +290,8 @@ static void on_query(starling_comm *c, const starling__msg_epoch *q)
     starling__ctrl_send(c, MSG_STATUS, &s);
 }
 
+static void ctrl_lost(starling_comm *c, const char *why);
+
 static void on_topo(starling_comm *c, const starling__msg_topo *t)
 {
     engine *e = &c->eng;
@@ -267,6 +299,12 @@ static void on_topo(starling_comm *c, const starling__msg_topo *t)
     int rc;
     if (!e->cur || e->cur->job != JOB_TOPO)
         return;
+    if (t->epoch < e->epoch) {
+        /* A coordinator behind the one that formed our epoch (deposed, or restarted with
+         * no memory): not ours to follow. */
+        ctrl_lost(c, "the coordinator sent an epoch older than ours");
+        return;
+    }
     if (t->epoch == e->epoch && !e->broken) {
         finish_topo(c, t->probe_bytes);
         return;
@@ -348,30 +386,23 @@ static void ctrl_reconnect(starling_comm *c)
     engine *e = &c->eng;
     int64_t now = starling__now_ms();
     int64_t deadline = now + (c->cfg.timeout_ms / 2 > 100 ? c->cfg.timeout_ms / 2 : 100);
-    starling__msg_hello h;
-    starling__seal seal;
-    char why[128] = "";
-    int fd, rc;
+    int i = c->coord_cur, rc;
+    char why[160];
 
-    e->next_reconnect_ms = now + 250;
-    rc = starling__tcp_connect(c->coord_host, c->coord_port, 0, starling__ms_until(deadline), &fd,
-                               why, sizeof why);
+    /* The next address at once; a full round of them every 250 ms. */
+    e->next_reconnect_ms = now + (c->ncoords > 1 && (i + 1) % c->ncoords ? 0 : 250);
+    rc = starling__ctrl_connect(c, deadline, why, sizeof why);
     if (rc != STARLING_OK) {
-        SLOG_DEBUG("%s: re-registration: %s", c->name, why);
+        if (rc == STARLING_E_OS || rc == STARLING_E_TIMEOUT)
+            SLOG_DEBUG("%s: re-registration with %s:%d: %s", c->name, c->coord_host[i],
+                       c->coord_port[i], why);
+        else
+            SLOG_WARN("%s: re-registration with %s:%d failed: %s %s", c->name, c->coord_host[i],
+                      c->coord_port[i], starling_strerror(rc), why);
         return;
     }
-    memset(&h, 0, sizeof h);
-    h.role = ROLE_CONTROL;
-    h.peer_id = c->id;
-    rc = starling__handshake_client(fd, &c->key, &h, &seal, deadline, why, sizeof why);
-    if (rc == STARLING_OK)
-        rc = starling__ctrl_register(c, fd, &seal, deadline, why, sizeof why);
-    if (rc != STARLING_OK) {
-        SLOG_WARN("%s: re-registration failed: %s %s", c->name, starling_strerror(rc), why);
-        starling__sock_close(fd);
-        return;
-    }
-    SLOG_INFO("%s: re-registered with the coordinator", c->name);
+    SLOG_INFO("%s: re-registered with the coordinator %s:%d", c->name, c->coord_host[i],
+              c->coord_port[i]);
     /* What the old coordinator was told and the new one must hear again. */
     if (e->cur && e->cur->job == JOB_TOPO)
         e->topo_sent = send_topo_req(c) == STARLING_OK;

@@ -19,6 +19,7 @@
 #define STARLING_MAX_STREAMS 16
 #define STARLING_PENDING_LINKS 64
 #define STARLING_UNSENT_MAX (256 << 10) /* per ring stream, with several streams (links.c) */
+#define STARLING_COORDS_MAX 8           /* coordinator addresses a peer may be given */
 #define STARLING_PROBES_SERVED 4 /* link probes answered at once (of 32 handshake threads) */
 
 typedef enum job_kind { JOB_COLL = 1, JOB_TOPO = 2 } job_kind;
@@ -163,8 +164,10 @@ struct starling_comm {
     starling__key key;
     uint64_t id;
     char name[64];
-    char coord_host[STARLING_HOST_MAX];
-    int coord_port;
+    /* The coordinators it was given, tried in turn (coord_cur: the one in use or next). */
+    char coord_host[STARLING_COORDS_MAX][STARLING_HOST_MAX];
+    int coord_port[STARLING_COORDS_MAX];
+    int ncoords, coord_cur;
     char data_host[STARLING_HOST_MAX];
     int data_port;
     int listen_fd;
@@ -211,6 +214,9 @@ int starling__ctrl_send(starling_comm *c, uint8_t type, const starling__msg_epoc
  * caller closes fd. The seal is wiped either way. */
 int starling__ctrl_register(starling_comm *c, int fd, starling__seal *seal, int64_t deadline_ms,
                             char *why, size_t why_len);
+/* Connects, authenticates and registers with coordinator c->coord_cur by `deadline_ms`;
+ * on failure moves coord_cur on to the next one. */
+int starling__ctrl_connect(starling_comm *c, int64_t deadline_ms, char *why, size_t why_len);
 
 /* probe.c: link measurement (starling_measure_links). */
 /* Measures this member's links to every other member of an epoch (rank `rank` of n),

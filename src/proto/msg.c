@@ -318,6 +318,53 @@ int starling__links_decode(const uint8_t *p, size_t len, starling__msg_links *m)
     return starling__r_finish(&r);
 }
 
+static void w_ids(starling__wbuf *w, uint64_t epoch, uint32_t n, const uint64_t *ids)
+{
+    starling__w_u64(w, epoch);
+    starling__w_u32(w, n);
+    for (uint32_t i = 0; i < n; i++)
+        starling__w_u64(w, ids[i]);
+}
+
+int starling__state_encode(uint8_t *out, size_t cap, const starling__msg_state *m)
+{
+    starling__wbuf w;
+    if (begin(&w, out, cap) || m->n > STARLING_MAX_PEERS || m->nnext > STARLING_MAX_PEERS)
+        return STARLING_E_LIMIT;
+    starling__w_u64(&w, m->seq);
+    starling__w_u64(&w, m->stamp);
+    w_ids(&w, m->epoch, m->n, m->ids);
+    w_ids(&w, m->next_epoch, m->nnext, m->next_ids);
+    return finish(&w, out, MSG_STATE);
+}
+
+/* An epoch and its member list: none (0, empty) or a nonempty list of nonzero ids. */
+static int r_ids(starling__rbuf *r, uint64_t *epoch, uint32_t *n, uint64_t *ids)
+{
+    *epoch = starling__r_u64(r);
+    *n = starling__r_u32(r);
+    if (r->err || *n > STARLING_MAX_PEERS || (*epoch == 0) != (*n == 0))
+        return STARLING_E_PROTOCOL;
+    for (uint32_t i = 0; i < *n; i++)
+        if ((ids[i] = starling__r_u64(r)) == 0 || r->err)
+            return STARLING_E_PROTOCOL;
+    return STARLING_OK;
+}
+
+int starling__state_decode(const uint8_t *p, size_t len, starling__msg_state *m)
+{
+    starling__rbuf r;
+    starling__r_init(&r, p, len);
+    m->seq = starling__r_u64(&r);
+    m->stamp = starling__r_u64(&r);
+    if (r.err || m->seq == 0 || r_ids(&r, &m->epoch, &m->n, m->ids) ||
+        r_ids(&r, &m->next_epoch, &m->nnext, m->next_ids))
+        return STARLING_E_PROTOCOL;
+    if (m->next_epoch && m->next_epoch <= m->epoch)
+        return STARLING_E_PROTOCOL;
+    return starling__r_finish(&r);
+}
+
 /* Which fields each small control message carries: E(poch), A, B, C(ode). */
 static unsigned epoch_fields(uint8_t type)
 {
@@ -330,6 +377,7 @@ static unsigned epoch_fields(uint8_t type)
     case MSG_FAIL: return 1 | 2 | 8;
     case MSG_STATUS: return 1 | 2 | 4;
     case MSG_DECIDE: return 1 | 2 | 8;
+    case MSG_WATCH: return 1 | 2;
     default: return 0x80; /* not a small control message */
     }
 }

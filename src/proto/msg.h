@@ -51,7 +51,9 @@ typedef enum starling__msg_type {
     MSG_ABORT = 17,    /* peer -> peer: the collective is aborted (mismatch) */
     MSG_ACCEPT = 18,   /* server -> client: authenticated */
     MSG_LINKS = 19,    /* peer -> coordinator: its measured links (ring order) */
-    MSG_TYPE_MAX = 19
+    MSG_WATCH = 20,    /* standby -> active coordinator: watching, and the last STATE heard */
+    MSG_STATE = 21,    /* active -> standby coordinator: its epoch and the one it proposes */
+    MSG_TYPE_MAX = 21
 } starling__msg_type;
 
 typedef enum starling__role {
@@ -145,9 +147,23 @@ typedef struct starling__msg_links {
     starling__link_est links[STARLING_MAX_PEERS];
 } starling__msg_links;
 
+/* What an active coordinator tells its standby (docs/protocol.md, "Coordinator
+ * failover"): its current epoch and, when it is about to form another, that one. */
+typedef struct starling__msg_state {
+    uint64_t seq;   /* counts this connection's STATE frames, from 1 */
+    uint64_t stamp; /* the sender's clock (ms) when sent, echoed back by WATCH */
+    uint64_t epoch; /* current epoch (0: none) */
+    uint32_t n;     /* its members, in ring order; 0 if and only if epoch is 0 */
+    uint64_t ids[STARLING_MAX_PEERS];
+    uint64_t next_epoch; /* proposed next epoch (0: none), above epoch */
+    uint32_t nnext;      /* its members; 0 if and only if next_epoch is 0 */
+    uint64_t next_ids[STARLING_MAX_PEERS];
+} starling__msg_state;
+
 /* MSG_TOPO_REQ, MSG_QUERY: epoch only. MSG_FAIL: epoch, seq, code. MSG_STATUS: epoch,
  * done_seq (highest op whose data phase finished), cur_seq. MSG_DECIDE: epoch,
- * commit_seq (ops up to it commit, later ones abort), code (why). */
+ * commit_seq (ops up to it commit, later ones abort), code (why). MSG_WATCH: epoch = the
+ * seq of the last STATE heard, a = its stamp. */
 typedef struct starling__msg_epoch {
     uint64_t epoch;
     uint64_t a; /* seq / done_seq / commit_seq */
@@ -180,7 +196,9 @@ int starling__topo_encode(uint8_t *out, size_t cap, const starling__msg_topo *m)
 int starling__topo_decode(const uint8_t *p, size_t len, starling__msg_topo *m);
 int starling__links_encode(uint8_t *out, size_t cap, const starling__msg_links *m);
 int starling__links_decode(const uint8_t *p, size_t len, starling__msg_links *m);
-/* For MSG_TOPO_REQ, MSG_FAIL, MSG_QUERY, MSG_STATUS, MSG_DECIDE, MSG_HEARTBEAT,
+int starling__state_encode(uint8_t *out, size_t cap, const starling__msg_state *m);
+int starling__state_decode(const uint8_t *p, size_t len, starling__msg_state *m);
+/* For MSG_TOPO_REQ, MSG_FAIL, MSG_QUERY, MSG_STATUS, MSG_DECIDE, MSG_WATCH, MSG_HEARTBEAT,
  * MSG_LEAVE, MSG_ACCEPT (the last three carry no fields: encoded empty). */
 int starling__epoch_encode(uint8_t *out, size_t cap, uint8_t type, const starling__msg_epoch *m);
 int starling__epoch_decode(uint8_t type, const uint8_t *p, size_t len, starling__msg_epoch *m);

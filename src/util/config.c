@@ -86,6 +86,24 @@ int starling_config_set_advertise(starling_config *cfg, const char *host)
     return STARLING_OK;
 }
 
+int starling_config_set_standby_of(starling_config *cfg, const char *host_port)
+{
+    char host[STARLING_HOST_MAX];
+    int port;
+    if (!cfg)
+        return STARLING_E_INVALID;
+    if (!host_port || !host_port[0]) {
+        cfg->standby_of[0] = '\0';
+        return STARLING_OK;
+    }
+    if (strlen(host_port) >= sizeof cfg->standby_of ||
+        starling__addr_parse(host_port, host, &port) != STARLING_OK || port == 0 ||
+        starling__host_is_wildcard(host))
+        return STARLING_E_INVALID;
+    strcpy(cfg->standby_of, host_port);
+    return STARLING_OK;
+}
+
 int starling_config_set_min_peers(starling_config *cfg, int min_peers)
 {
     if (!cfg || min_peers < 1 || min_peers > STARLING__MEMBERS_MAX)

@@ -25,6 +25,7 @@ struct starling_config {
     starling__ring_order ring_order;
     size_t probe_bytes;
     int security; /* index into starling__security_names: the wire's STARLING_SEC_* value */
+    char standby_of[80]; /* coordinator: "" (active), or the active's HOST:PORT */
 };
 
 /* Security modes by wire value (proto/msg.h STARLING_SEC_NONE, _AEAD, _CHACHA). */

@@ -223,6 +223,33 @@ static void fuzz_links(const uint8_t *p, size_t len)
     }
 }
 
+static starling__msg_state state1, state2;
+
+static void fuzz_state(const uint8_t *p, size_t len)
+{
+    int rc = starling__state_decode(p, len, &state1);
+    CHECK(rc == STARLING_OK || rc == STARLING_E_PROTOCOL);
+    if (rc != STARLING_OK)
+        return;
+    /* seq, stamp, then two (epoch u64, n u32, n ids) lists */
+    CHECK(len == 40 + 8 * ((size_t)state1.n + state1.nnext));
+    CHECK(state1.seq != 0);
+    CHECK((state1.epoch == 0) == (state1.n == 0) && state1.n <= STARLING_MAX_PEERS);
+    CHECK((state1.next_epoch == 0) == (state1.nnext == 0) && state1.nnext <= STARLING_MAX_PEERS);
+    CHECK(state1.next_epoch == 0 || state1.next_epoch > state1.epoch);
+    for (uint32_t i = 0; i < state1.n; i++)
+        CHECK(state1.ids[i] != 0);
+    for (uint32_t i = 0; i < state1.nnext; i++)
+        CHECK(state1.next_ids[i] != 0);
+    check_canonical(starling__state_encode(enc, sizeof enc, &state1), MSG_STATE, p, len);
+    CHECK(starling__state_decode(enc + STARLING_FRAME_HDR, len, &state2) == STARLING_OK);
+    CHECK(state1.seq == state2.seq && state1.stamp == state2.stamp);
+    CHECK(state1.epoch == state2.epoch && state1.n == state2.n);
+    CHECK(state1.next_epoch == state2.next_epoch && state1.nnext == state2.nnext);
+    CHECK(memcmp(state1.ids, state2.ids, state1.n * sizeof state1.ids[0]) == 0);
+    CHECK(memcmp(state1.next_ids, state2.next_ids, state1.nnext * sizeof state1.ids[0]) == 0);
+}
+
 static void fuzz_epoch(uint8_t type, const uint8_t *p, size_t len)
 {
     starling__msg_epoch a, b;
@@ -280,6 +307,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case MSG_WELCOME: fuzz_welcome(p, len); break;
     case MSG_TOPO: fuzz_topo(p, len); break;
     case MSG_LINKS: fuzz_links(p, len); break;
+    case MSG_STATE: fuzz_state(p, len); break;
+    case MSG_WATCH:
     case MSG_HEARTBEAT:
     case MSG_TOPO_REQ:
     case MSG_FAIL:

@@ -36,6 +36,7 @@ static uint8_t frame[FRAME_MAX];
 static starling__msg_register reg_a, reg_b;
 static starling__msg_topo topo_a, topo_b;
 static starling__msg_links links_a, links_b;
+static starling__msg_state state_a, state_b;
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -108,6 +109,7 @@ static int decode_any(uint8_t type, const uint8_t *p, size_t len)
     case MSG_WELCOME: return starling__welcome_decode(p, len, &welcome);
     case MSG_TOPO: return starling__topo_decode(p, len, &topo_b);
     case MSG_LINKS: return starling__links_decode(p, len, &links_b);
+    case MSG_STATE: return starling__state_decode(p, len, &state_b);
     default: return starling__epoch_decode(type, p, len, &epoch);
     }
 }
@@ -744,12 +746,124 @@ static void test_epoch_status_order(void **state)
                      STARLING_E_PROTOCOL);
 }
 
+/* ---------------------------------------------------------------- STATE and WATCH */
+
+static void sample_state(starling__msg_state *m, uint32_t n, uint32_t nnext)
+{
+    memset(m, 0, sizeof *m);
+    m->seq = 7;
+    m->stamp = 123456789;
+    m->epoch = n ? (1ull << 32) + 3 : 0;
+    m->n = n;
+    for (uint32_t i = 0; i < n; i++)
+        m->ids[i] = 0xa000 + i;
+    m->next_epoch = nnext ? (1ull << 32) + 4 : 0;
+    m->nnext = nnext;
+    for (uint32_t i = 0; i < nnext; i++)
+        m->next_ids[i] = 0xb000 + i;
+}
+
+static void assert_state_equal(const starling__msg_state *a, const starling__msg_state *b)
+{
+    assert_true(a->seq == b->seq && a->stamp == b->stamp);
+    assert_true(a->epoch == b->epoch && a->next_epoch == b->next_epoch);
+    assert_int_equal(a->n, b->n);
+    assert_int_equal(a->nnext, b->nnext);
+    for (uint32_t i = 0; i < a->n; i++)
+        assert_true(a->ids[i] == b->ids[i]);
+    for (uint32_t i = 0; i < a->nnext; i++)
+        assert_true(a->next_ids[i] == b->next_ids[i]);
+}
+
+static void test_state_round_trip(void **state)
+{
+    static const uint32_t counts[][2] = {
+        {0, 0}, {1, 0}, {3, 4}, {0, 2}, {STARLING_MAX_PEERS, STARLING_MAX_PEERS}};
+    (void)state;
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
+        sample_state(&state_a, counts[i][0], counts[i][1]);
+        int n = starling__state_encode(frame, sizeof frame, &state_a);
+        size_t plen = frame_check(frame, n, MSG_STATE);
+        /* seq u64, stamp u64, epoch u64, n u32, ids, next_epoch u64, nnext u32, next ids */
+        assert_int_equal(plen, 40 + 8 * (size_t)(counts[i][0] + counts[i][1]));
+        memset(&state_b, 0xee, sizeof state_b);
+        assert_int_equal(decode_exact(MSG_STATE, frame + 8, plen), STARLING_OK);
+        assert_state_equal(&state_a, &state_b);
+    }
+    /* The largest fits a control frame: 40 + 16 * 8192 = 131,112 bytes. */
+    assert_true(40 + 16 * (size_t)STARLING_MAX_PEERS <= STARLING_CTRL_MAX);
+}
+
+/* Every rule of the decoder, each broken alone on an otherwise good frame. */
+static void test_state_refusals(void **state)
+{
+    int n;
+    (void)state;
+    sample_state(&state_a, 2, 2);
+    state_a.seq = 0; /* STATEs count from 1 */
+    n = starling__state_encode(frame, sizeof frame, &state_a);
+    assert_int_equal(decode_exact(MSG_STATE, frame + 8, (size_t)n - 8), STARLING_E_PROTOCOL);
+    sample_state(&state_a, 2, 2);
+    state_a.ids[1] = 0; /* a member id 0 */
+    n = starling__state_encode(frame, sizeof frame, &state_a);
+    assert_int_equal(decode_exact(MSG_STATE, frame + 8, (size_t)n - 8), STARLING_E_PROTOCOL);
+    sample_state(&state_a, 2, 2);
+    state_a.next_ids[0] = 0;
+    n = starling__state_encode(frame, sizeof frame, &state_a);
+    assert_int_equal(decode_exact(MSG_STATE, frame + 8, (size_t)n - 8), STARLING_E_PROTOCOL);
+    sample_state(&state_a, 2, 2);
+    state_a.epoch = 0; /* members without an epoch */
+    n = starling__state_encode(frame, sizeof frame, &state_a);
+    assert_int_equal(decode_exact(MSG_STATE, frame + 8, (size_t)n - 8), STARLING_E_PROTOCOL);
+    sample_state(&state_a, 0, 2);
+    state_a.epoch = 5; /* an epoch without members */
+    n = starling__state_encode(frame, sizeof frame, &state_a);
+    assert_int_equal(decode_exact(MSG_STATE, frame + 8, (size_t)n - 8), STARLING_E_PROTOCOL);
+    sample_state(&state_a, 2, 2);
+    state_a.next_epoch = state_a.epoch; /* a proposal not after the current epoch */
+    n = starling__state_encode(frame, sizeof frame, &state_a);
+    assert_int_equal(decode_exact(MSG_STATE, frame + 8, (size_t)n - 8), STARLING_E_PROTOCOL);
+    state_a.next_epoch = state_a.epoch + 1; /* the same frame, mended, passes */
+    n = starling__state_encode(frame, sizeof frame, &state_a);
+    assert_int_equal(decode_exact(MSG_STATE, frame + 8, (size_t)n - 8), STARLING_OK);
+    /* Truncated anywhere, or a trailing byte. */
+    for (size_t cut = 0; cut < (size_t)n - 8; cut++)
+        assert_int_equal(decode_exact(MSG_STATE, frame + 8, cut), STARLING_E_PROTOCOL);
+    frame[n] = 0;
+    assert_int_equal(decode_exact(MSG_STATE, frame + 8, (size_t)n - 8 + 1), STARLING_E_PROTOCOL);
+    /* A count over the limit is refused before any id is read. */
+    sample_state(&state_a, 1, 0);
+    n = starling__state_encode(frame, sizeof frame, &state_a);
+    frame[8 + 24] = 0x01, frame[8 + 25] = 0x20, frame[8 + 26] = 0, frame[8 + 27] = 0; /* 8193 */
+    assert_int_equal(decode_exact(MSG_STATE, frame + 8, (size_t)n - 8), STARLING_E_PROTOCOL);
+    state_a.n = STARLING_MAX_PEERS + 1;
+    assert_int_equal(starling__state_encode(frame, sizeof frame, &state_a), STARLING_E_LIMIT);
+}
+
+/* WATCH is a small control message: the seq and stamp of the STATE it echoes. */
+static void test_watch_round_trip(void **state)
+{
+    starling__msg_epoch in, out;
+    int n;
+    (void)state;
+    memset(&in, 0, sizeof in);
+    in.epoch = 42;
+    in.a = 987654321;
+    n = starling__epoch_encode(frame, sizeof frame, MSG_WATCH, &in);
+    assert_int_equal(frame_check(frame, n, MSG_WATCH), 16);
+    assert_int_equal(starling__epoch_decode(MSG_WATCH, frame + 8, 16, &out), STARLING_OK);
+    assert_true(out.epoch == 42 && out.a == 987654321 && out.b == 0 && out.code == 0);
+    assert_int_equal(starling__epoch_decode(MSG_WATCH, frame + 8, 15, &out), STARLING_E_PROTOCOL);
+    assert_int_equal(starling__epoch_decode(MSG_WATCH, frame + 8, 17, &out), STARLING_E_PROTOCOL);
+}
+
 /* The epoch codec only handles the small control messages. */
 static void test_epoch_refuses_other_types(void **state)
 {
     static const uint8_t others[] = {
-        0,        MSG_HELLO, MSG_CHALLENGE, MSG_AUTH,  MSG_REJECT, MSG_REGISTER,     MSG_WELCOME,
-        MSG_TOPO, MSG_DATA,  MSG_DONE,      MSG_ABORT, MSG_LINKS,  MSG_TYPE_MAX + 1, 255};
+        0,        MSG_HELLO, MSG_CHALLENGE, MSG_AUTH,  MSG_REJECT, MSG_REGISTER, MSG_WELCOME,
+        MSG_TOPO, MSG_DATA,  MSG_DONE,      MSG_ABORT, MSG_LINKS,  MSG_STATE,    MSG_TYPE_MAX + 1,
+        255};
     starling__msg_epoch m;
     (void)state;
     sample_epoch(&m);
@@ -1750,7 +1864,9 @@ static void test_golden_protocol_version(void **state)
      * never move. */
     assert_int_equal(MSG_ACCEPT, 18);
     assert_int_equal(MSG_LINKS, 19); /* new in v2 */
-    assert_int_equal(MSG_TYPE_MAX, 19);
+    assert_int_equal(MSG_WATCH, 20); /* coordinator failover, added in v3 */
+    assert_int_equal(MSG_STATE, 21);
+    assert_int_equal(MSG_TYPE_MAX, 21);
     assert_int_equal(ROLE_CONTROL, 1);
     assert_int_equal(ROLE_DATA, 2);
     assert_int_equal(ROLE_PROBE, 3); /* new in v2 */
@@ -2273,6 +2389,9 @@ int main(void)
         cmocka_unit_test(test_topo_largest_fits),
         cmocka_unit_test(test_topo_probe_bytes),
         cmocka_unit_test(test_links_round_trip),
+        cmocka_unit_test(test_state_round_trip),
+        cmocka_unit_test(test_state_refusals),
+        cmocka_unit_test(test_watch_round_trip),
         cmocka_unit_test(test_links_field_extremes),
         cmocka_unit_test(test_links_largest_fits),
         cmocka_unit_test(test_epoch_round_trip_every_type),

@@ -11,8 +11,8 @@
  *     than timeout/2 ago) and the standby has acknowledged the proposed epoch;
  *   - the active is out of contact and a majority of its current epoch's members, each
  *     heard within timeout/2, is in the new epoch;
- *   - a promoted standby (which waited a whole timeout of silence) has a majority of the
- *     last epochs it heard of, and of the epoch it adopted, registered with it.
+ *   - a promoted standby (which waited a whole timeout of silence) has in the new epoch a
+ *     majority of the last epochs it heard of, and of the epoch it adopted.
  * A peer registers with one coordinator at a time, so no two coordinators hold a majority
  * of the same epoch at once. */
 #include <inttypes.h>
@@ -115,24 +115,29 @@ static uint32_t fresh_members(starling_coord *c, const uint64_t *ids, uint32_t n
     return k;
 }
 
-static int majority_registered(starling_coord *c, const uint64_t *ids, uint32_t n)
+/* Whether a majority of ids[0..n) is in the candidate epoch c->ids[0..ncand) (an empty
+ * list: yes). */
+static int majority_in(const starling_coord *c, uint32_t ncand, const uint64_t *ids, uint32_t n)
 {
     uint32_t k = 0;
     for (uint32_t i = 0; i < n; i++)
-        k += starling__coord_find(c, ids[i]) != NULL;
+        for (uint32_t j = 0; j < ncand; j++)
+            if (c->ids[j] == ids[i]) {
+                k++;
+                break;
+            }
     return n == 0 || 2 * k > n;
 }
 
-static int fence_holds(starling_coord *c)
+/* A promoted standby's first epoch needs a majority of every epoch it knows of: the
+ * active's last one, the one it proposed, and the one adopted from re-registering peers. */
+static int fence_holds(starling_coord *c, uint32_t n)
 {
     const starling__msg_state *s = c->known;
-    int ok = majority_registered(c, s->ids, s->n) && majority_registered(c, s->next_ids, s->nnext);
-    if (ok && c->epoch && c->nmembers) {
-        for (uint32_t i = 0; i < c->nmembers; i++)
-            c->ids[STARLING_MAX_PEERS - 1 - i] = c->members[i].id; /* top of the scratch */
-        ok = majority_registered(c, c->ids + STARLING_MAX_PEERS - c->nmembers, c->nmembers);
-    }
-    return ok;
+    int ok = majority_in(c, n, s->ids, s->n) && majority_in(c, n, s->next_ids, s->nnext);
+    for (uint32_t i = 0; ok && i < c->nmembers; i++)
+        c->prop_ids[i] = c->members[i].id; /* scratch: not proposing while fenced */
+    return ok && majority_in(c, n, c->prop_ids, c->epoch ? c->nmembers : 0);
 }
 
 int starling__coord_may_form(starling_coord *c, uint32_t n)
@@ -141,9 +146,8 @@ int starling__coord_may_form(starling_coord *c, uint32_t n)
     uint64_t next, sig;
 
     if (c->fenced) {
-        /* c->ids[0..n) is the candidate; fence_holds uses the top of the scratch only. */
-        if (n + c->nmembers > STARLING_MAX_PEERS || !fence_holds(c)) {
-            SLOG_DEBUG("promoted standby: no majority of the last epochs registered yet");
+        if (!fence_holds(c, n)) {
+            SLOG_DEBUG("promoted standby: no majority of the last epochs it knows of yet");
             return 0;
         }
         return 1;

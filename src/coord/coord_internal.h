@@ -217,8 +217,8 @@ void starling__coord_send_decision(starling_coord *c, starling__coord_conn *p, u
 /* The number the next new epoch gets: the epoch after the current one in our term. */
 uint64_t starling__coord_next_epoch(const starling_coord *c);
 /* Whether the epoch of c->ids[0..n) may be formed now (it differs from the current one):
- * a promoted standby needs a majority of what it heard; an active with a standby needs
- * the standby's acknowledgement of it, or when out of contact, a majority of the current
+ * a promoted standby needs a majority of the epochs it heard of in it; an active with a standby
+ * needs the standby's acknowledgement of it, or when out of contact, a majority of the current
  * epoch's members. May send the proposal. */
 int starling__coord_may_form(starling_coord *c, uint32_t n);
 /* A new epoch was formed: the fence is lifted, the standby told. */

@@ -51,7 +51,7 @@ extern "C" {
 
 /* Version of the wire protocol spoken between peers and coordinator. A peer whose
  * protocol version differs from the coordinator's is refused with STARLING_E_VERSION. */
-#define STARLING_PROTOCOL_VERSION 3
+#define STARLING_PROTOCOL_VERSION 4
 
 /* Returns STARLING_VERSION_NUMBER of the library actually linked. */
 STARLING_API unsigned starling_version(void);

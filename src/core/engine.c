@@ -368,6 +368,16 @@ static int handle_ctrl_frame(starling_comm *c, const starling__frame_hdr *h, con
         starling__free(t);
         return rc;
     }
+    case MSG_REJECT: {
+        /* The coordinator sends us away (a standby, or one without quorum): next one. */
+        starling__msg_reject rj;
+        char why[STARLING_REASON_MAX + 32];
+        if (starling__reject_decode(p, h->len, &rj))
+            return STARLING_E_PROTOCOL;
+        snprintf(why, sizeof why, "refused: %s", rj.reason);
+        ctrl_lost(c, why);
+        return STARLING_OK;
+    }
     default: return STARLING_E_PROTOCOL;
     }
 }
@@ -375,10 +385,13 @@ static int handle_ctrl_frame(starling_comm *c, const starling__frame_hdr *h, con
 static void ctrl_lost(starling_comm *c, const char *why)
 {
     engine *e = &c->eng;
-    SLOG_WARN("%s: coordinator connection lost (%s); reconnecting", c->name, why);
+    SLOG_WARN("%s: coordinator %s:%d lost (%s); reconnecting", c->name, c->coord_host[c->coord_cur],
+              c->coord_port[c->coord_cur], why);
     starling__fconn_close(&e->ctrl);
     e->ctrl_up = 0;
     e->next_reconnect_ms = starling__now_ms();
+    /* With several coordinators, the next one first: this one just failed us. */
+    c->coord_cur = (c->coord_cur + 1) % c->ncoords;
 }
 
 static void ctrl_reconnect(starling_comm *c)
@@ -393,12 +406,12 @@ static void ctrl_reconnect(starling_comm *c)
     e->next_reconnect_ms = now + (c->ncoords > 1 && (i + 1) % c->ncoords ? 0 : 250);
     rc = starling__ctrl_connect(c, deadline, why, sizeof why);
     if (rc != STARLING_OK) {
-        if (rc == STARLING_E_OS || rc == STARLING_E_TIMEOUT)
+        if (rc == STARLING_E_OS || rc == STARLING_E_TIMEOUT || rc == STARLING_E_BUSY)
             SLOG_DEBUG("%s: re-registration with %s:%d: %s", c->name, c->coord_host[i],
-                       c->coord_port[i], why);
+                       c->coord_port[i], why[0] ? why : starling_strerror(rc));
         else
-            SLOG_WARN("%s: re-registration with %s:%d failed: %s %s", c->name, c->coord_host[i],
-                      c->coord_port[i], starling_strerror(rc), why);
+            SLOG_WARN("%s: re-registration with %s:%d failed: %s", c->name, c->coord_host[i],
+                      c->coord_port[i], why[0] ? why : starling_strerror(rc));
         return;
     }
     SLOG_INFO("%s: re-registered with the coordinator %s:%d", c->name, c->coord_host[i],

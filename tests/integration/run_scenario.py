@@ -602,7 +602,7 @@ def scenario_join(h):
 # (src/auth/handshake.c), so this client can also authenticate for real and then misbehave.
 
 MAGIC = 0x4C525453
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 SEC_CHACHA = 2  # what this client asks for: ChaCha20-Poly1305 whatever the CPUs have
 SUITE_CHACHA = 1
 T_HELLO, T_CHALLENGE, T_AUTH, T_REJECT, T_REGISTER = 1, 2, 3, 4, 5

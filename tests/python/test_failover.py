@@ -10,6 +10,10 @@ a standby (`--standby-of`) that watches it, and peer processes that know both
   the peers stay with the active, so the standby must not form an epoch, even for a peer
   that only it can see, while the active goes on forming epochs with its majority. No
   epoch number ever names two memberships.
+- The active is SIGSTOPped (frozen, not dead): the standby promotes itself, the peers and
+  a newcomer go to it; once resumed, the deposed active (no standby, none of its members)
+  forms no epoch for another newcomer and, after a timeout without quorum, sends it on
+  to the standby.
 
 The peers are this file run as a script (`test_failover.py worker SPEC`, SPEC a JSON
 object): each reports JSON lines on stdout, one per event (a new epoch with its members
@@ -624,6 +628,120 @@ def test_partitioned_coordinators_never_share_an_epoch_number(tmp_path):
         if relay is not None:
             relay.close()
 
+
+EPOCH_LINE = re.compile(r"\bepoch (\d+): (\d+) members:")
+
+
+def proc_state(p):
+    """The state letter of /proc/PID/stat ('T': stopped), None once it is gone."""
+    try:
+        with open(f"/proc/{p.popen.pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def test_frozen_active_stays_deposed_after_it_resumes(tmp_path):
+    """The active is SIGSTOPped (frozen, not dead: its listening socket still completes TCP
+    connects, it just never answers): the standby promotes itself, the peers move to it
+    without a failed collective, and a newcomer is admitted (after its connect to the
+    frozen A times out). Then A is resumed: it has no standby and none of its old members,
+    so it must form no epoch for a new peer, only send it (after a timeout without
+    quorum) to B, which takes it into its term's epochs."""
+    c = Cluster(tmp_path, "failover-frozen")
+    a = None
+    try:
+        a = c.coordinator("A", 3)
+        b = c.coordinator("B", 3, ["--standby-of", a.address])
+        coords = f"{a.address},{b.address}"
+        time.sleep(0.3)  # B attaches to A
+        peers = [c.worker(f"w{i}", "stream", id=i, coord=coords, min_peers=3,
+                          op_timeout_ms=20000, deadline_s=40) for i in range(3)]
+        c.wait("the first epoch, then two more topology points", lambda: all(
+            len(p.events("topo")) >= 3 for p in peers), 15, peers + [a, b])
+        time.sleep(1.0)  # B has heard the epoch
+        epoch_before = max(e["epoch"] for p in peers for e in p.events("epoch"))
+        assert all(last_event(p, "topo")["size"] == 3 for p in peers)
+        assert "promoted" not in b.stderr(), "B promoted while A was alive\n" + b.describe()
+        b_term = term(epoch_before) + 1
+
+        a.popen.send_signal(signal.SIGSTOP)  # mid-stream; frozen, not dead
+        c.wait("A stopped", lambda: proc_state(a) == "T", 5, [a])
+        t_stop = time.monotonic()
+        before = {p.name: len(p.events("topo")) for p in peers}
+        c.wait("B's 'promoted'", lambda: "promoted" in b.stderr(), 10, peers + [b])
+        t_promoted = time.monotonic() - t_stop
+        c.wait("the survivors' topology points through B", lambda: all(
+            len(p.events("topo")) >= before[p.name] + 2 for p in peers), 15, peers + [b])
+
+        # A newcomer while A is frozen: its connect to A completes, the handshake never
+        # does; after a bounded wait it goes on to B.
+        w3 = c.worker("w3", "stream", id=3, coord=coords, min_peers=3,
+                      op_timeout_ms=20000, deadline_s=35)
+        four = peers + [w3]
+        c.wait("every worker in an epoch of 4 (A frozen)", lambda: all(
+            (last_event(p, "topo") or {}).get("size") == 4 for p in four), 15, four + [b])
+        c.wait("two more topology points of 4", lambda: all(
+            len([t for t in p.events("topo") if t["size"] == 4]) >= 3 for p in four),
+            10, four + [b])
+        assert proc_state(a) == "T", "A was not stopped all along\n" + c.describe()
+        epoch4 = last_event(w3, "topo")["epoch"]
+        assert term(epoch4) == b_term, (hex(epoch4), hex(epoch_before))
+
+        # A is resumed: deposed, with no standby and none of its members any more.
+        a_log_before = a.stderr()  # A wrote nothing while stopped
+        a.popen.send_signal(signal.SIGCONT)
+        t_cont = time.monotonic()
+        c.wait("A running again", lambda: proc_state(a) not in ("T", None), 5, [a])
+        w4 = c.worker("w4", "stream", id=4, coord=coords, min_peers=3,
+                      op_timeout_ms=20000, deadline_s=30)
+        everyone = four + [w4]
+        c.wait("every worker in an epoch of 5 (A refuses w4, B admits it)", lambda: all(
+            (last_event(p, "topo") or {}).get("size") == 5 for p in everyone), 20,
+            everyone + [a, b])
+        t_five = time.monotonic() - t_cont
+        c.wait("A's refusal of w4 (no quorum) in its log", lambda: "coordinator without "
+               "quorum" in a.stderr()[len(a_log_before):], 5, [a])
+        c.wait("two more topology points of 5", lambda: all(
+            len([t for t in p.events("topo") if t["size"] == 5]) >= 3 for p in everyone),
+            10, everyone + [a, b])
+        c.stop()
+        c.wait("the workers to finish", lambda: all(done(p) for p in everyone), 20)
+
+        a_log = a.stderr()
+        assert a_log.startswith(a_log_before), "A's log was rewritten?"
+        after = a_log[len(a_log_before):]
+        formed_after = [m.group(0) for m in EPOCH_LINE.finditer(after)]
+        assert not formed_after, \
+            f"the resumed (deposed) A sent epochs: {formed_after}\n--- A after SIGCONT:\n" \
+            f"{after}\n" + c.describe()
+        a_epochs = {int(m.group(1)) for m in EPOCH_LINE.finditer(a_log_before)}
+        assert a_epochs and max(a_epochs) <= epoch_before, (a_epochs, epoch_before)
+
+        final, outs = check_finished_cleanly(everyone, 5, c)
+        table = check_epochs_unique(everyone)
+        assert term(final) == b_term, \
+            f"final epoch {final:#x} is not in B's term {b_term} (A's last {epoch_before:#x})"
+        assert table[final][0] == 5 and sorted(table[final][1]) == [0, 1, 2, 3, 4], table
+        assert table[epoch4][0] == 4 and sorted(table[epoch4][1]) == [0, 1, 2, 3], table
+        # After the freeze every epoch is B's; w3 and w4 never saw one of A's.
+        for epoch in table:
+            assert epoch <= epoch_before or term(epoch) == b_term, \
+                {hex(e): v for e, v in table.items()}
+        for p in (w3, w4):
+            assert {term(e["epoch"]) for e in p.events("epoch")} == {b_term}, p.events("epoch")
+        assert not set(a_epochs) & {e for e in table if term(e) == b_term}
+        for p in peers:
+            assert outs[p.name]["iters"] > outs["w3"]["iters"] > outs["w4"]["iters"], outs
+        assert a.alive() and b.alive(), c.describe()
+        assert t_promoted < 5 and t_five < 15, (t_promoted, t_five)
+    finally:
+        if a is not None and a.alive():
+            try:
+                a.popen.send_signal(signal.SIGCONT)
+            except OSError:
+                pass
+        c.close()
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "worker":

@@ -6,13 +6,14 @@
  * edit of the constants below.
  *
  * Version 2 added ROLE_PROBE, TOPO's trailing probe_bytes and the LINKS message. Version 3
- * (the current one) added two bytes, security and caps, at the end of HELLO and of
- * CHALLENGE. The constants of older versions are kept as they were: frames whose bytes
- * version 3 still produces (REGISTER, DECIDE, the DATA header, v2's TOPO and LINKS) are
- * checked as before, and those that changed are checked for how version 3 treats them (a
- * v1 or v2 HELLO is a version refusal, a v1 TOPO is too short). The v2 constants follow
- * the v1 ones, and the v3 constants (HELLO, HELLO probe, and CHALLENGE, which had none
- * before) follow them. */
+ * added two bytes, security and caps, at the end of HELLO and of CHALLENGE. Version 4
+ * (the current one) added WATCH and STATE, between coordinators. The constants of older
+ * versions are kept as they were: frames whose bytes version 4 still produces (REGISTER,
+ * DECIDE, the DATA header, v2's TOPO and LINKS, v3's CHALLENGE) are checked as before,
+ * and those that changed are checked for how version 4 treats them (a v1, v2 or v3 HELLO
+ * is a version refusal, a v1 TOPO is too short). The v2 constants follow the v1 ones, the
+ * v3 constants (HELLO, HELLO probe, and CHALLENGE, which had none before) follow them,
+ * and the v4 ones (HELLO, HELLO probe, STATE, WATCH) come last. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1211,25 +1212,27 @@ static void test_hello_magic_and_version(void **state)
 }
 
 /* Another version may lay out the rest of HELLO differently: once magic and version are
- * read, a different version is STARLING_E_VERSION whatever follows, a future one (4) or a
- * past one (1, 2; version 2's layout is 2 bytes shorter than ours, see
- * test_golden_v2_hello). Our own version (3) with nothing after it is a truncated hello. */
+ * read, a different version is STARLING_E_VERSION whatever follows, a future one (5) or a
+ * past one (1, 2, 3; version 2's layout is 2 bytes shorter than ours, see
+ * test_golden_v2_hello). Our own version (4) with nothing after it is a truncated hello. */
 static void test_hello_future_version_any_layout(void **state)
 {
-    static const uint8_t v4_short[] = {0x53, 0x54, 0x52, 0x4c, 0x04, 0x00};
-    static const uint8_t v4_other[] = {0x53, 0x54, 0x52, 0x4c, 0x04, 0x00, 0xff, 0xff, 0x00};
+    static const uint8_t v5_short[] = {0x53, 0x54, 0x52, 0x4c, 0x05, 0x00};
+    static const uint8_t v5_other[] = {0x53, 0x54, 0x52, 0x4c, 0x05, 0x00, 0xff, 0xff, 0x00};
     static const uint8_t v1_short[] = {0x53, 0x54, 0x52, 0x4c, 0x01, 0x00};
     static const uint8_t v2_short[] = {0x53, 0x54, 0x52, 0x4c, 0x02, 0x00};
     static const uint8_t v3_short[] = {0x53, 0x54, 0x52, 0x4c, 0x03, 0x00};
-    static const uint8_t magic_only[] = {0x53, 0x54, 0x52, 0x4c, 0x03};
+    static const uint8_t v4_short[] = {0x53, 0x54, 0x52, 0x4c, 0x04, 0x00};
+    static const uint8_t magic_only[] = {0x53, 0x54, 0x52, 0x4c, 0x04};
     starling__msg_hello out;
     (void)state;
-    assert_int_equal(STARLING_PROTOCOL_VERSION, 3); /* the bytes above spell versions out */
-    assert_int_equal(starling__hello_decode(v4_short, sizeof v4_short, &out), STARLING_E_VERSION);
-    assert_int_equal(starling__hello_decode(v4_other, sizeof v4_other, &out), STARLING_E_VERSION);
+    assert_int_equal(STARLING_PROTOCOL_VERSION, 4); /* the bytes above spell versions out */
+    assert_int_equal(starling__hello_decode(v5_short, sizeof v5_short, &out), STARLING_E_VERSION);
+    assert_int_equal(starling__hello_decode(v5_other, sizeof v5_other, &out), STARLING_E_VERSION);
     assert_int_equal(starling__hello_decode(v1_short, sizeof v1_short, &out), STARLING_E_VERSION);
     assert_int_equal(starling__hello_decode(v2_short, sizeof v2_short, &out), STARLING_E_VERSION);
-    assert_int_equal(starling__hello_decode(v3_short, sizeof v3_short, &out), STARLING_E_PROTOCOL);
+    assert_int_equal(starling__hello_decode(v3_short, sizeof v3_short, &out), STARLING_E_VERSION);
+    assert_int_equal(starling__hello_decode(v4_short, sizeof v4_short, &out), STARLING_E_PROTOCOL);
     assert_int_equal(starling__hello_decode(magic_only, sizeof magic_only, &out),
                      STARLING_E_PROTOCOL);
 }
@@ -1856,15 +1859,15 @@ static void golden_topo_msg(starling__msg_topo *m)
 static void test_golden_protocol_version(void **state)
 {
     (void)state;
-    /* The v1 and v2 frames below are checked for how version 3 treats them; the v3 set
-     * follows. A new version gets a new set. */
-    assert_int_equal(STARLING_PROTOCOL_VERSION, 3);
+    /* The v1, v2 and v3 frames below are checked for how version 4 treats them; the v4
+     * set follows. A new version gets a new set. */
+    assert_int_equal(STARLING_PROTOCOL_VERSION, 4);
     assert_int_equal(STARLING_MAGIC, 0x4c525453u); /* "STRL" on the wire */
     /* Numbers that are on the wire: message types, roles, security modes and caps bits
      * never move. */
     assert_int_equal(MSG_ACCEPT, 18);
     assert_int_equal(MSG_LINKS, 19); /* new in v2 */
-    assert_int_equal(MSG_WATCH, 20); /* coordinator failover, added in v3 */
+    assert_int_equal(MSG_WATCH, 20); /* new in v4: coordinator failover */
     assert_int_equal(MSG_STATE, 21);
     assert_int_equal(MSG_TYPE_MAX, 21);
     assert_int_equal(ROLE_CONTROL, 1);
@@ -2215,7 +2218,8 @@ static void golden_v3_challenge_msg(starling__msg_challenge *m)
     m->caps = 0;
 }
 
-/* Encoding gives the bytes and decoding the bytes gives the message, for a v3 HELLO. */
+/* Encoding gives the bytes and decoding the bytes gives the message, for a HELLO of this
+ * version (v4; v3's has the same layout). */
 static void golden_hello_both_ways(const char *hex, const starling__msg_hello *m)
 {
     static uint8_t want[128];
@@ -2233,12 +2237,30 @@ static void golden_hello_both_ways(const char *hex, const starling__msg_hello *m
     assert_hello_equal(m, &out);
 }
 
+/* A version 3 HELLO, as version 4 treats it: the same layout, so the encoder given
+ * version 3 writes exactly the v3 bytes, and the decoder refuses them as another version:
+ * STARLING_E_VERSION, answered with REJECT(E_VERSION). */
+static void golden_v3_hello_refused(const char *hex, const starling__msg_hello *m)
+{
+    static uint8_t want[128];
+    starling__msg_hello out;
+    size_t n = unhex(hex, want, sizeof want);
+    assert_int_equal(m->version, 3);
+    assert_int_equal(n, 8 + 64);
+    assert_int_equal(starling__hello_encode(frame, sizeof frame, m), (int)n);
+    assert_memory_equal(frame, want, n);
+    memset(&out, 0, sizeof out);
+    assert_int_equal(starling__hello_decode(want + 8, n - 8, &out), STARLING_E_VERSION);
+    assert_int_equal(out.magic, STARLING_MAGIC);
+    assert_int_equal(out.version, 3);
+}
+
 static void test_golden_v3_hello(void **state)
 {
     starling__msg_hello m;
     (void)state;
     golden_v3_hello_msg(&m, ROLE_DATA);
-    golden_hello_both_ways(golden_v3_hello, &m);
+    golden_v3_hello_refused(golden_v3_hello, &m);
     /* The v3 golden hello is the v2 one with len 64 (byte 4) and version 3 (byte 12),
      * and security and caps appended. */
     {
@@ -2259,7 +2281,7 @@ static void test_golden_v3_hello_probe(void **state)
     starling__msg_hello m;
     (void)state;
     golden_v3_hello_msg(&m, ROLE_PROBE);
-    golden_hello_both_ways(golden_v3_hello_probe, &m);
+    golden_v3_hello_refused(golden_v3_hello_probe, &m);
 }
 
 static void test_golden_v3_challenge(void **state)
@@ -2287,16 +2309,120 @@ static void test_golden_v3_challenge(void **state)
     assert_int_equal(decode_exact(MSG_CHALLENGE, want + 8, 64), STARLING_E_PROTOCOL);
 }
 
+/* ---------------------------------------------------------------- golden frames, v4 */
+
+/* Written from docs/protocol.md like the others; tests/golden/v4/<name>.bin hold the same
+ * bytes, and challenge.bin, register.bin, topo.bin, links.bin, decide.bin and
+ * data_hdr.bin there are copies of v3's, which version 4 did not change. */
+
+/* HELLO, data role: the v3 golden hello with version 4 (byte 12). */
+static const char golden_v4_hello[] = "01 00 0000 40000000" /* type 1, flags, reserved, len 64 */
+                                      "5354524c"            /* magic "STRL" */
+                                      "0400"                /* version 4 */
+                                      "02"                  /* role: data */
+                                      "000102030405060708090a0b0c0d0e0f"
+                                      "101112131415161718191a1b1c1d1e1f" /* nonce */
+                                      "04 64656d6f"                      /* run "demo" */
+                                      "0807060504030201"                 /* peer_id */
+                                      "0300000000000000"                 /* epoch 3 */
+                                      "01"                               /* stream 1 */
+                                      "02"                               /* nstreams 2 */
+                                      "01"  /* security 1: STARLING_SEC_AEAD */
+                                      "01"; /* caps: STARLING_CAP_AESGCM */
+
+/* HELLO, probe role: the v3 golden probe hello with version 4. */
+static const char golden_v4_hello_probe[] = "01 00 0000 40000000" /* type 1, len 64 */
+                                            "5354524c"            /* magic "STRL" */
+                                            "0400"                /* version 4 */
+                                            "03"                  /* role: probe */
+                                            "000102030405060708090a0b0c0d0e0f"
+                                            "101112131415161718191a1b1c1d1e1f" /* nonce */
+                                            "04 64656d6f"                      /* run "demo" */
+                                            "0807060504030201"                 /* peer_id */
+                                            "0300000000000000"                 /* epoch 3 */
+                                            "00"                               /* stream 0 */
+                                            "00"                               /* nstreams 0 */
+                                            "01"  /* security 1: STARLING_SEC_AEAD */
+                                            "01"; /* caps: STARLING_CAP_AESGCM */
+
+/* STATE: seq 3, stamp 1000, epoch 2^32 + 5 (term 1) of 0xa1 0xb2, proposing 2^32 + 6 of
+ * 0xa1 0xb2 0xc3: 8 + 8 + (8 + 4 + 2 x 8) + (8 + 4 + 3 x 8) = 80 bytes. */
+static const char golden_v4_state[] = "15 00 0000 50000000" /* type 21, len 80 */
+                                      "0300000000000000"    /* seq 3 */
+                                      "e803000000000000"    /* stamp 1000 */
+                                      "0500000001000000"    /* epoch 2^32 + 5 */
+                                      "02000000"            /* n 2 */
+                                      "a100000000000000 b200000000000000"
+                                      "0600000001000000" /* next_epoch 2^32 + 6 */
+                                      "03000000"         /* nnext 3 */
+                                      "a100000000000000 b200000000000000 c300000000000000";
+
+/* WATCH: the echo of that STATE: seq 3, stamp 1000. */
+static const char golden_v4_watch[] = "14 00 0000 10000000" /* type 20, len 16 */
+                                      "0300000000000000"    /* seq 3 */
+                                      "e803000000000000";   /* stamp 1000 */
+
+static void test_golden_v4_hello(void **state)
+{
+    starling__msg_hello m;
+    (void)state;
+    golden_v3_hello_msg(&m, ROLE_DATA);
+    m.version = 4;
+    golden_hello_both_ways(golden_v4_hello, &m);
+    /* The v4 golden hello is the v3 one with version 4 (byte 12). */
+    {
+        uint8_t v3[128], v4[128];
+        size_t n = unhex(golden_v3_hello, v3, sizeof v3);
+        assert_int_equal(unhex(golden_v4_hello, v4, sizeof v4), n);
+        for (size_t i = 0; i < n; i++)
+            assert_int_equal(v3[i] != v4[i], i == 8 + 4);
+    }
+    golden_v3_hello_msg(&m, ROLE_PROBE);
+    m.version = 4;
+    golden_hello_both_ways(golden_v4_hello_probe, &m);
+}
+
+static void test_golden_v4_state_watch(void **state)
+{
+    static uint8_t want[128];
+    starling__msg_epoch w, wout;
+    size_t n = unhex(golden_v4_state, want, sizeof want);
+    (void)state;
+    memset(&state_a, 0, sizeof state_a);
+    state_a.seq = 3;
+    state_a.stamp = 1000;
+    state_a.epoch = (1ull << 32) + 5;
+    state_a.n = 2;
+    state_a.ids[0] = 0xa1, state_a.ids[1] = 0xb2;
+    state_a.next_epoch = (1ull << 32) + 6;
+    state_a.nnext = 3;
+    state_a.next_ids[0] = 0xa1, state_a.next_ids[1] = 0xb2, state_a.next_ids[2] = 0xc3;
+    assert_int_equal(n, 8 + 80);
+    assert_int_equal(starling__state_encode(frame, sizeof frame, &state_a), (int)n);
+    assert_memory_equal(frame, want, n);
+    memset(&state_b, 0xee, sizeof state_b);
+    assert_int_equal(decode_exact(MSG_STATE, want + 8, n - 8), STARLING_OK);
+    assert_state_equal(&state_a, &state_b);
+    n = unhex(golden_v4_watch, want, sizeof want);
+    memset(&w, 0, sizeof w);
+    w.epoch = 3;
+    w.a = 1000;
+    assert_int_equal(starling__epoch_encode(frame, sizeof frame, MSG_WATCH, &w), (int)n);
+    assert_memory_equal(frame, want, n);
+    assert_int_equal(starling__epoch_decode(MSG_WATCH, want + 8, n - 8, &wout), STARLING_OK);
+    assert_true(wout.epoch == 3 && wout.a == 1000);
+}
+
 /* The golden frames with their security byte set to 3 (one past STARLING_SEC_MAX): the
  * same bytes otherwise, refused as malformed (STARLING_E_PROTOCOL), while 0..2 there are
  * accepted. The byte is the payload's second last in both messages. */
-static void test_golden_v3_security_refused(void **state)
+static void test_golden_v4_security_refused(void **state)
 {
     static const struct {
         const char *hex;
         uint8_t type;
-    } frames[] = {{golden_v3_hello, MSG_HELLO},
-                  {golden_v3_hello_probe, MSG_HELLO},
+    } frames[] = {{golden_v4_hello, MSG_HELLO},
+                  {golden_v4_hello_probe, MSG_HELLO},
                   {golden_v3_challenge, MSG_CHALLENGE}};
     static uint8_t want[128];
     (void)state;
@@ -2340,6 +2466,16 @@ static void test_golden_files(void **state)
         {"v3/links.bin", golden_v2_links},         /* unchanged from v2 */
         {"v3/decide.bin", golden_decide},          /* unchanged from v1 */
         {"v3/data_hdr.bin", golden_data},          /* unchanged from v1 */
+        {"v4/hello.bin", golden_v4_hello},
+        {"v4/hello_probe.bin", golden_v4_hello_probe},
+        {"v4/state.bin", golden_v4_state},         /* new in v4 */
+        {"v4/watch.bin", golden_v4_watch},         /* new in v4 */
+        {"v4/challenge.bin", golden_v3_challenge}, /* unchanged from v3 */
+        {"v4/register.bin", golden_register},      /* unchanged from v1 */
+        {"v4/topo.bin", golden_v2_topo},           /* unchanged from v2 */
+        {"v4/links.bin", golden_v2_links},         /* unchanged from v2 */
+        {"v4/decide.bin", golden_decide},          /* unchanged from v1 */
+        {"v4/data_hdr.bin", golden_data},          /* unchanged from v1 */
     };
     static char dir[4096], path[4200];
     const char *unit = strstr(__FILE__, "/unit/test_proto.c");
@@ -2436,7 +2572,7 @@ int main(void)
         cmocka_unit_test(test_links_refusals),
         cmocka_unit_test(test_links_count_over_limit),
         cmocka_unit_test(test_links_count_disagrees),
-        /* golden frames: version 1, then version 2 (as version 3 reads them), then 3 */
+        /* golden frames: versions 1, 2 and 3 (as version 4 reads them), then 4 */
         cmocka_unit_test(test_golden_protocol_version),
         cmocka_unit_test(test_golden_v1_hello),
         cmocka_unit_test(test_golden_register),
@@ -2450,7 +2586,9 @@ int main(void)
         cmocka_unit_test(test_golden_v3_hello),
         cmocka_unit_test(test_golden_v3_hello_probe),
         cmocka_unit_test(test_golden_v3_challenge),
-        cmocka_unit_test(test_golden_v3_security_refused),
+        cmocka_unit_test(test_golden_v4_hello),
+        cmocka_unit_test(test_golden_v4_state_watch),
+        cmocka_unit_test(test_golden_v4_security_refused),
         cmocka_unit_test(test_golden_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -270,7 +270,11 @@ STARLING_API void starling_coord_destroy(starling_coord *coord);
 typedef struct starling_comm starling_comm;
 
 /* Connects to the coordinator at `coord_host_port`, proves knowledge of `secret` and
- * registers for run `run`. Blocks up to the config's op_timeout. The new communicator
+ * registers for run `run`. `coord_host_port` may list up to 8 coordinators separated by
+ * commas, the active first and then its standbys ("10.0.0.1:7000,10.0.0.2:7000",
+ * starling_config_set_standby_of): the first that admits this peer is used, and when
+ * its connection is lost or it refuses the peer, the next. Blocks up to the config's
+ * op_timeout. The new communicator
  * is not yet a member: call starling_update_topology() to join. `cfg` may be NULL.
  * Errors: STARLING_E_AUTH (wrong secret), STARLING_E_VERSION, STARLING_E_TIMEOUT,
  * STARLING_E_OS (connection refused...). On error *out is NULL. */

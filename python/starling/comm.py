@@ -474,6 +474,11 @@ def _legacy_root(src: int, root: Optional[int], method: str) -> int:
 class Communicator(_Closing):
     """A peer's handle on a run. Create it, then call :meth:`update_topology` to join.
 
+    ``coordinator`` is a :class:`Coordinator`, a ``"HOST:PORT"``, or several of them
+    separated by commas, the active one first and then its standbys
+    (``Config(standby_of=...)``): the peer moves on to the next when one is lost or
+    refuses it.
+
     Thread rule (from starling.h): one thread at a time per communicator; different
     communicators may be used from different threads concurrently.
     """

@@ -180,12 +180,14 @@ def _master(e: Mapping[str, str], addr: str, master_port: int, rank: int, source
 
 def _starling(e: Mapping[str, str]) -> Env:
     coord = e["STARLING_COORD"].strip()
-    host, sep, port = coord.rpartition(":")
-    if not sep or not host:
-        raise Invalid(f"STARLING_COORD={coord!r}: expected HOST:PORT")
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise Invalid(f"STARLING_COORD={coord!r}: expected HOST:PORT with a port in "
-                      f"1..65535")
+    # One coordinator, or the active's address then its standbys', separated by commas.
+    for one in coord.split(","):
+        host, sep, port = one.rpartition(":")
+        if not sep or not host:
+            raise Invalid(f"STARLING_COORD={coord!r}: expected HOST:PORT[,HOST:PORT...]")
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise Invalid(f"STARLING_COORD={coord!r}: expected HOST:PORT[,HOST:PORT...] with "
+                          f"ports in 1..65535")
     sec = _secret(e)
     return Env(source="starling", coordinator=coord, run=e.get("STARLING_RUN") or "default",
                secret=sec[0], default_secret=sec[1],

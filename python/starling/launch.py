@@ -7,7 +7,7 @@ Without ``--coordinator`` an in-process coordinator listens on ``--listen`` (def
 127.0.0.1:0, a free port). Each child runs ``python3 script.py args...`` with starling's
 variables, read by ``starling.Communicator.from_env()``:
 
-  STARLING_COORD      coordinator "HOST:PORT"
+  STARLING_COORD      coordinator "HOST:PORT" (or "ACTIVE,STANDBY": see --coordinator)
   STARLING_RUN        run name (--run, default "default")
   STARLING_SECRET     shared secret (--secret, else inherited STARLING_SECRET, else a
                       random one when the coordinator is local)
@@ -187,8 +187,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not secret:
             out.say("starling.launch: --coordinator needs --secret or STARLING_SECRET")
             return 2
-        address = a.coordinator
-        coord_host, _, coord_port = address.rpartition(":")
+        address = a.coordinator  # "HOST:PORT", or the active's first then its standbys'
+        coord_host, _, coord_port = address.split(",")[0].rpartition(":")
         master_addr = a.master_addr or os.environ.get("MASTER_ADDR") or coord_host
         master_port = a.master_port or (int(os.environ["MASTER_PORT"])
                                         if os.environ.get("MASTER_PORT", "").isdigit()

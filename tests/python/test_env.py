@@ -31,6 +31,11 @@ def test_starling_variables_come_first():
     assert (e.local_rank, e.local_world_size) == (1, 3)
 
 
+def test_starling_coord_may_list_standbys():
+    e = Env.read({"STARLING_COORD": "127.0.0.1:7000,127.0.0.1:7001"})
+    assert e.coordinator == "127.0.0.1:7000,127.0.0.1:7001"  # passed to the library as is
+
+
 def test_torchrun_variables():
     e = Env.read(TORCHRUN)
     assert e.source == "torchrun" and e.coordinator == "127.0.0.1:29511"
@@ -87,6 +92,8 @@ def test_slurm_variables():
      "neither MASTER_ADDR nor SLURM_LAUNCH_NODE_IPADDR"),
     ({"STARLING_COORD": "127.0.0.1"}, "STARLING_COORD='127.0.0.1': expected HOST:PORT"),
     ({"STARLING_COORD": "h:1", "STARLING_PEERS": "0"}, "STARLING_PEERS='0'"),
+    ({"STARLING_COORD": "h:1,"}, r"STARLING_COORD='h:1,': expected HOST:PORT\[,HOST:PORT"),
+    ({"STARLING_COORD": "h:1,g:0"}, "STARLING_COORD='h:1,g:0': expected .* ports in 1..65535"),
 ])
 def test_malformed_values_name_the_variable(env, msg):
     with pytest.raises(starling.Invalid, match=msg):

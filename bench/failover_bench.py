@@ -5,7 +5,8 @@ An active `starling coordinator`, a standby (`--standby-of`), and N peer process
 were given both ("A,B"). Each peer loops: an all-reduce of SIZE bytes, then
 update_topology. The active is SIGKILLed (or SIGSTOPped, --freeze) mid-run, and a newcomer
 is started at the same moment. Reported, with the failure timeout as the unit:
-  - the slowest all-reduce that started after the death (collectives need no coordinator);
+  - the slowest all-reduce that started after the death, in the same ring (collectives need
+    no coordinator);
   - the first update_topology after the death (re-registration with the standby and its
     confirmation of the epoch);
   - the newcomer's admission: from the death to its first epoch with the others.
@@ -129,7 +130,9 @@ def one_round(a):
     fails = len(bad)
     its = [e for log in logs[:-1] for e in log if e["ev"] == "it"]
     before = [e["b"] - e["a"] for e in its if e["b"] < death]
-    after_ar = [e["b"] - e["a"] for e in its if e["a"] >= death]
+    # After the death, in the same ring (before the newcomer's epoch): what the
+    # coordinator's death alone costs a collective.
+    after_ar = [e["b"] - e["a"] for e in its if e["a"] >= death and e["size"] == a.peers]
     first_topo = []
     for log in logs[:-1]:
         t = [e for e in log if e["ev"] == "it" and e["c"] > death]

@@ -22,105 +22,6 @@
 #include "util/alloc.h"
 #include "util/log.h"
 
-int starling__ctrl_send(starling_comm *c, uint8_t type, const starling__msg_epoch *m)
-{
-    uint8_t buf[64];
-    int n;
-    if (!c->eng.ctrl_up)
-        return STARLING_E_CLOSED;
-    n = starling__epoch_encode(buf, sizeof buf, type, m);
-    if (n < 0)
-        return n;
-    return starling__fconn_queue(&c->eng.ctrl, buf, (size_t)n);
-}
-
-int starling__ctrl_register(starling_comm *c, int fd, starling__seal *seal, int64_t deadline_ms,
-                            char *why, size_t why_len)
-{
-    engine *e = &c->eng;
-    starling__msg_register *reg;
-    starling__msg_welcome w;
-    starling__frame_hdr h;
-    uint8_t *buf;
-    size_t cap = STARLING_FRAME_HDR + STARLING_CTRL_MAX;
-    int n, rc;
-
-    reg = starling__calloc(1, sizeof *reg);
-    buf = starling__malloc(cap);
-    if (!reg || !buf) {
-        starling__free(reg);
-        starling__free(buf);
-        return STARLING_E_NOMEM;
-    }
-    reg->peer_id = c->id;
-    snprintf(reg->name, sizeof reg->name, "%s", c->name);
-    snprintf(reg->host, sizeof reg->host, "%s", c->data_host);
-    reg->port = (uint16_t)c->data_port;
-    reg->min_peers = (uint32_t)c->cfg.min_peers;
-    if (e->epoch && e->n > 0) {
-        reg->epoch = e->epoch;
-        reg->nmembers = (uint32_t)e->n;
-        for (int i = 0; i < e->n; i++)
-            reg->members[i] = e->members[i].id;
-    }
-    n = starling__register_encode(buf, cap, reg);
-    rc = n < 0 ? n : starling__frame_send(fd, seal, buf, (size_t)n, deadline_ms);
-    if (rc == STARLING_OK)
-        rc = starling__frame_recv(fd, seal, &h, buf, cap - STARLING_FRAME_HDR, deadline_ms);
-    if (rc == STARLING_OK) {
-        if (h.type == MSG_REJECT) {
-            starling__msg_reject rj;
-            rc = starling__reject_decode(buf, h.len, &rj) ? STARLING_E_PROTOCOL : rj.code;
-            if (rc == STARLING_E_PROTOCOL || rc == STARLING_OK)
-                rc = STARLING_E_PROTOCOL;
-            else if (why)
-                snprintf(why, why_len, "%s", rj.reason);
-        } else if (h.type != MSG_WELCOME || starling__welcome_decode(buf, h.len, &w)) {
-            rc = STARLING_E_PROTOCOL;
-            if (why)
-                snprintf(why, why_len, "coordinator sent no welcome");
-        }
-    }
-    starling__free(reg);
-    starling__free(buf);
-    if (rc == STARLING_OK) {
-        starling__fconn_init(&e->ctrl, fd, starling__now_ms(), seal);
-        e->ctrl_up = 1;
-    }
-    starling__seal_wipe(seal);
-    return rc;
-}
-
-int starling__ctrl_connect(starling_comm *c, int64_t deadline_ms, char *why, size_t why_len)
-{
-    int i = c->coord_cur;
-    starling__msg_hello h;
-    starling__seal seal;
-    int fd, rc;
-
-    why[0] = '\0';
-    rc = starling__tcp_connect(c->coord_host[i], c->coord_port[i], 0,
-                               starling__ms_until(deadline_ms), &fd, why, why_len);
-    if (rc == STARLING_OK) {
-        memset(&h, 0, sizeof h);
-        h.role = ROLE_CONTROL;
-        h.peer_id = c->id;
-        rc = starling__handshake_client(fd, &c->key, &h, &seal, deadline_ms, why, why_len);
-        if (rc == STARLING_OK) {
-            /* The data host the others should dial: our side of the coordinator link when
-             * we listen on every interface. */
-            if (!c->cfg.advertise[0] && starling__host_is_wildcard(c->data_host))
-                starling__sock_local_host(fd, c->data_host);
-            rc = starling__ctrl_register(c, fd, &seal, deadline_ms, why, why_len);
-        }
-        if (rc != STARLING_OK)
-            starling__sock_close(fd);
-    }
-    if (rc != STARLING_OK)
-        c->coord_cur = (i + 1) % c->ncoords;
-    return rc;
-}
-
 static void publish(starling_comm *c)
 {
     uint64_t *ids = starling__malloc(sizeof *ids * (size_t)(c->eng.n > 0 ? c->eng.n : 1));
@@ -394,29 +295,25 @@ static void ctrl_lost(starling_comm *c, const char *why)
     c->coord_cur = (c->coord_cur + 1) % c->ncoords;
 }
 
+/* Re-registration: an attempt runs on a dialing thread (ctrl.c), the engine goes on. */
 static void ctrl_reconnect(starling_comm *c)
 {
     engine *e = &c->eng;
     int64_t now = starling__now_ms();
-    int64_t deadline = now + (c->cfg.timeout_ms / 2 > 100 ? c->cfg.timeout_ms / 2 : 100);
-    int i = c->coord_cur, rc;
-    char why[160];
-
+    int i = c->coord_cur;
     /* The next address at once; a full round of them every 250 ms. */
     e->next_reconnect_ms = now + (c->ncoords > 1 && (i + 1) % c->ncoords ? 0 : 250);
-    rc = starling__ctrl_connect(c, deadline, why, sizeof why);
-    if (rc != STARLING_OK) {
-        if (rc == STARLING_E_OS || rc == STARLING_E_TIMEOUT || rc == STARLING_E_BUSY)
-            SLOG_DEBUG("%s: re-registration with %s:%d: %s", c->name, c->coord_host[i],
-                       c->coord_port[i], why[0] ? why : starling_strerror(rc));
-        else
-            SLOG_WARN("%s: re-registration with %s:%d failed: %s", c->name, c->coord_host[i],
-                      c->coord_port[i], why[0] ? why : starling_strerror(rc));
+    if (starling__ctrl_dial_start(c) != STARLING_OK)
+        SLOG_WARN("%s: cannot start a re-registration attempt", c->name);
+}
+
+/* A dialing thread finished: if it registered, tell the coordinator again what the old
+ * one was told. */
+static void ctrl_dialed(starling_comm *c)
+{
+    engine *e = &c->eng;
+    if (!starling__ctrl_dial_poll(c))
         return;
-    }
-    SLOG_INFO("%s: re-registered with the coordinator %s:%d", c->name, c->coord_host[i],
-              c->coord_port[i]);
-    /* What the old coordinator was told and the new one must hear again. */
     if (e->cur && e->cur->job == JOB_TOPO)
         e->topo_sent = send_topo_req(c) == STARLING_OK;
     if (e->fail_sent) {
@@ -468,7 +365,9 @@ static void timers(starling_comm *c, int64_t now)
     }
     if (e->ctrl_up && now - e->ctrl.last_rx_ms > c->cfg.timeout_ms)
         ctrl_lost(c, "silent past the timeout");
-    if (!e->ctrl_up && now >= e->next_reconnect_ms)
+    if (e->dial.active)
+        ctrl_dialed(c);
+    if (!e->ctrl_up && !e->dial.active && now >= e->next_reconnect_ms)
         ctrl_reconnect(c);
     if (!e->cur)
         return;
@@ -495,8 +394,8 @@ static int64_t next_wake(const starling_comm *c, int64_t now)
         t = e->next_hb_ms;
     if (e->ctrl_up && e->ctrl.last_rx_ms + c->cfg.timeout_ms + 1 < t)
         t = e->ctrl.last_rx_ms + c->cfg.timeout_ms + 1;
-    if (!e->ctrl_up && e->next_reconnect_ms < t)
-        t = e->next_reconnect_ms;
+    if (!e->ctrl_up && !e->dial.active && e->next_reconnect_ms < t)
+        t = e->next_reconnect_ms; /* a dialing thread wakes the engine when done */
     if (e->cur) {
         int64_t d = (e->fail_sent || e->frozen) ? e->fail_deadline_ms : e->cur_deadline_ms;
         if (d < t)
@@ -567,6 +466,7 @@ void *starling__engine_main(void *arg)
         timers(c, starling__now_ms());
     }
     /* Closing: fail what is left, in order. */
+    starling__ctrl_dial_join(c);
     if (e->cur)
         finish_job(c, STARLING_E_CLOSED, "communicator closed");
     for (;;) {

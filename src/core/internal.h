@@ -111,10 +111,25 @@ typedef struct ef_entry {
     float *resid, *next;
 } ef_entry;
 
+/* A re-registration attempt on its own thread (ctrl.c). The engine starts it and reads
+ * it once `done` is set; the thread writes only fd, seal, rc, why and done. */
+typedef struct ctrl_dial {
+    pthread_t thr;
+    int active; /* a thread was started and not joined */
+    int done;   /* set by the thread when finished; accessed atomically */
+    int idx;    /* the coordinator it dials */
+    int64_t deadline_ms;
+    int fd, rc;
+    starling__seal seal;
+    char why[160];
+    starling__msg_register *reg; /* what to register, filled by the engine */
+} ctrl_dial;
+
 /* Engine-thread-only state. */
 typedef struct engine {
     starling__fconn ctrl;
     int ctrl_up;
+    ctrl_dial dial;
     int64_t next_hb_ms, next_reconnect_ms;
 
     uint64_t epoch; /* 0: not a member yet */
@@ -208,6 +223,7 @@ int starling__request_wait_into(starling_comm *c, struct starling_request *r);
 
 /* engine.c */
 void *starling__engine_main(void *arg);
+/* ctrl.c */
 int starling__ctrl_send(starling_comm *c, uint8_t type, const starling__msg_epoch *m);
 /* REGISTER and its WELCOME on a fresh control connection, through its seal. On success
  * the connection becomes the engine's control connection (ctrl, ctrl_up); on failure the
@@ -215,8 +231,15 @@ int starling__ctrl_send(starling_comm *c, uint8_t type, const starling__msg_epoc
 int starling__ctrl_register(starling_comm *c, int fd, starling__seal *seal, int64_t deadline_ms,
                             char *why, size_t why_len);
 /* Connects, authenticates and registers with coordinator c->coord_cur by `deadline_ms`;
- * on failure moves coord_cur on to the next one. */
+ * on failure moves coord_cur on to the next one. Blocking: for starling_comm_create. */
 int starling__ctrl_connect(starling_comm *c, int64_t deadline_ms, char *why, size_t why_len);
+/* Engine thread: starts a re-registration with coordinator c->coord_cur on a dialing
+ * thread (at most one at a time); _poll installs its connection once it is done (1: the
+ * control connection is up again; 0: not done, or failed, and coord_cur moved on); _join
+ * waits for one still running (when the engine stops). */
+int starling__ctrl_dial_start(starling_comm *c);
+int starling__ctrl_dial_poll(starling_comm *c);
+void starling__ctrl_dial_join(starling_comm *c);
 
 /* probe.c: link measurement (starling_measure_links). */
 /* Measures this member's links to every other member of an epoch (rank `rank` of n),

@@ -237,7 +237,8 @@ STARLING_API int starling_config_set_security(starling_config *cfg, const char *
 /* Coordinator side: this coordinator is the standby of the active one at `host_port`
  * (docs/architecture.md, "Coordinator failover"). It watches the active, refuses peers
  * (STARLING_E_BUSY: they try the next coordinator they were given) while it hears it, and
- * takes over once the active has been silent for timeout_ms. Peers list both:
+ * takes over once the active, which it must have heard at least once, has been silent
+ * for timeout_ms. Peers list both:
  * starling_comm_create(..., "ACTIVE:PORT,STANDBY:PORT", ...). NULL or "" (the default):
  * an active coordinator. STARLING_E_INVALID for a malformed address, port 0 or a
  * wildcard host. */

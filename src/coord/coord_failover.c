@@ -385,9 +385,17 @@ void starling__coord_failover_tick(starling_coord *c, int64_t now, int beat)
     if (c->standby) {
         if (c->watch_up && now - c->watch.last_rx_ms > c->timeout_ms)
             watch_close(c, "silent");
-        if (now - c->heard_ms > c->timeout_ms) {
+        /* Only a standby that has heard the active takes over: one started first, or cut
+         * off from the start, could otherwise run beside an active it never knew. */
+        if (c->known->seq && now - c->heard_ms > c->timeout_ms) {
             promote(c, now);
             return;
+        }
+        if (!c->known->seq && !c->warned_unheard && now - c->heard_ms > c->timeout_ms) {
+            c->warned_unheard = 1;
+            SLOG_WARN("standby: has not heard the active coordinator %s:%d yet; it takes over "
+                      "only after it has",
+                      c->active_host, c->active_port);
         }
         if (!c->watch_up && now >= c->next_watch_ms)
             watch_connect(c, now);

@@ -138,6 +138,7 @@ struct starling_coord {
     int watch_up;
     int64_t heard_ms;              /* standby: when the active was last heard */
     int64_t next_watch_ms;         /* standby: next connection attempt */
+    int warned_unheard;            /* standby: logged that it never heard the active */
     int fenced;                    /* promoted, no epoch formed yet: needs a majority of `known` */
     starling__msg_state *known;    /* standby: the last STATE heard */
     starling__coord_conn *watcher; /* active: its standby's connection (NULL: none) */

@@ -352,6 +352,16 @@ static void test_standby_takes_over_with_a_majority(void **state)
     assert_true(last_topo.epoch == (1ull << 32) + 1);
 }
 
+/* A standby that has never heard the active does not take over, however long the silence:
+ * started before it, or cut off from the start, it could run beside an active it never
+ * knew. */
+static void test_unheard_standby_stays_standby(void **state)
+{
+    fixture *f = *state;
+    starling__sleep_ms(3 * TIMEOUT_MS); /* ordering only: well past the timeout */
+    expect_register_refused(f, 0x1000, STARLING_E_BUSY, "standby");
+}
+
 /* Bad standby addresses are refused when set. */
 static void test_standby_of_refusals(void **state)
 {
@@ -376,6 +386,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_epoch_waits_for_the_standby, setup, teardown),
         cmocka_unit_test_setup_teardown(test_out_of_contact_needs_a_majority, setup, teardown),
         cmocka_unit_test_setup_teardown(test_standby_takes_over_with_a_majority, setup_standby,
+                                        teardown_standby),
+        cmocka_unit_test_setup_teardown(test_unheard_standby_stays_standby, setup_standby,
                                         teardown_standby),
         cmocka_unit_test(test_standby_of_refusals),
     };

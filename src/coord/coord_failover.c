@@ -193,6 +193,9 @@ int starling__coord_no_quorum(starling_coord *c, int64_t now)
     return c->quorum_lost_ms && now - c->quorum_lost_ms > c->timeout_ms;
 }
 
+static void watch_close(starling_coord *c, const char *why);
+static void watch_connect(starling_coord *c, int64_t now);
+
 /* Active side: is there neither contact nor a majority of the current epoch? */
 static void quorum_check(starling_coord *c, int64_t now)
 {
@@ -209,6 +212,7 @@ static void quorum_check(starling_coord *c, int64_t now)
             SLOG_INFO("quorum back: in contact with the standby or a majority of epoch %" PRIu64,
                       c->epoch);
         c->quorum_lost_ms = 0;
+        watch_close(c, "quorum back");
         return;
     }
     if (!c->quorum_lost_ms) {
@@ -228,6 +232,32 @@ static void quorum_check(starling_coord *c, int64_t now)
                                    "coordinator without quorum: try another coordinator");
         }
     }
+    /* Has the standby it lost taken over? If it answers as an active, become its standby. */
+    if (c->standby_port && !c->watch_up && now >= c->next_watch_ms) {
+        snprintf(c->active_host, sizeof c->active_host, "%s", c->standby_host);
+        c->active_port = c->standby_port;
+        watch_connect(c, now);
+    }
+}
+
+/* An active without quorum heard its former standby answer as an active: it is deposed,
+ * and becomes the standby of the one that took over (which now needs its echoes). */
+static void demote(starling_coord *c, int64_t now)
+{
+    SLOG_WARN("deposed: the coordinator %s:%d took over (epoch %" PRIu64 "); this one is now its "
+              "standby",
+              c->active_host, c->active_port, c->state->epoch);
+    for (int i = 0; i < c->nconns; i++) {
+        starling__coord_conn *q = c->conns[i];
+        if (q->registered && !q->closing)
+            starling__coord_reject(c, q, STARLING_E_BUSY, "deposed coordinator: try another");
+    }
+    c->standby = 1;
+    c->replicated = 0;
+    c->quorum_lost_ms = 0;
+    c->prop_sig = c->prop_seq = c->prop_epoch = 0;
+    c->nprop = 0;
+    c->heard_ms = now;
 }
 
 void starling__coord_on_watch(starling_coord *c, starling__coord_conn *p,
@@ -243,9 +273,16 @@ void starling__coord_on_watch(starling_coord *c, starling__coord_conn *p,
             SLOG_INFO("a new standby replaces the one watching");
             starling__coord_lost(c, c->watcher, "replaced by a new standby");
         }
+        if (m->epoch != 0 || m->a > 65535) {
+            starling__coord_lost(c, p, "a standby's first watch is not {0, its port}");
+            return;
+        }
         p->watcher = 1;
         c->watcher = p;
         c->replicated = 1;
+        c->standby_port = 0;
+        if (m->a && starling__sock_peer_host(p->fc.fd, c->standby_host) == STARLING_OK)
+            c->standby_port = (int)m->a;
         c->state_seq = c->acked_seq = 0;
         c->prop_sig = c->prop_seq = 0; /* propose again on this connection */
         SLOG_INFO("standby coordinator %016" PRIx64 " is watching", p->hello_id);
@@ -271,8 +308,8 @@ static void watch_close(starling_coord *c, const char *why)
 {
     if (!c->watch_up)
         return;
-    SLOG_INFO("standby: lost the active coordinator %s:%d (%s)", c->active_host, c->active_port,
-              why);
+    SLOG_INFO("%s: watch of the coordinator %s:%d closed (%s)",
+              c->standby ? "standby" : "without quorum", c->active_host, c->active_port, why);
     starling__fconn_close(&c->watch);
     c->watch_up = 0;
 }
@@ -319,8 +356,9 @@ static void watch_connect(starling_coord *c, int64_t now)
     starling__fconn_init(&c->watch, fd, starling__now_ms(), &seal);
     starling__seal_wipe(&seal);
     c->watch_up = 1;
-    SLOG_INFO("standby: watching the active coordinator %s:%d", c->active_host, c->active_port);
-    watch_send(c, 0, 0);
+    SLOG_INFO("%s: watching the %s coordinator %s:%d", c->standby ? "standby" : "without quorum",
+              c->standby ? "active" : "promoted", c->active_host, c->active_port);
+    watch_send(c, 0, (uint64_t)c->port); /* the first WATCH says where we listen */
 }
 
 static void promote(starling_coord *c, int64_t now)
@@ -370,6 +408,8 @@ void starling__coord_watch_io(starling_coord *c, short revents, int64_t now)
             watch_close(c, "malformed frame");
             return;
         }
+        if (!c->standby)
+            demote(c, now);
         tmp = c->known;
         c->known = c->state;
         c->state = tmp;
@@ -382,9 +422,9 @@ void starling__coord_watch_io(starling_coord *c, short revents, int64_t now)
 
 void starling__coord_failover_tick(starling_coord *c, int64_t now, int beat)
 {
+    if (c->watch_up && now - c->watch.last_rx_ms > c->timeout_ms)
+        watch_close(c, "silent");
     if (c->standby) {
-        if (c->watch_up && now - c->watch.last_rx_ms > c->timeout_ms)
-            watch_close(c, "silent");
         /* Only a standby that has heard the active takes over: one started first, or cut
          * off from the start, could otherwise run beside an active it never knew. */
         if (c->known->seq && now - c->heard_ms > c->timeout_ms) {

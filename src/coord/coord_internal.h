@@ -142,6 +142,8 @@ struct starling_coord {
     int fenced;                    /* promoted, no epoch formed yet: needs a majority of `known` */
     starling__msg_state *known;    /* standby: the last STATE heard */
     starling__coord_conn *watcher; /* active: its standby's connection (NULL: none) */
+    char standby_host[STARLING_HOST_MAX]; /* active: where its standby listens */
+    int standby_port;                     /* (0: not known) */
     int replicated;                /* active: a standby has watched: forming needs its ack or a
                                       majority */
     uint64_t state_seq;            /* active: STATE frames sent on this standby connection */

@@ -237,13 +237,14 @@ int starling__tcp_connect(const char *host, int port, int buf_bytes, int timeout
     return r;
 }
 
-int starling__sock_local_host(int fd, char host[STARLING_HOST_MAX])
+static int sock_host(int fd, int peer, char host[STARLING_HOST_MAX])
 {
     struct sockaddr_storage sa;
     socklen_t len = sizeof sa;
     const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&sa;
 
-    if (getsockname(fd, (struct sockaddr *)&sa, &len) != 0)
+    if ((peer ? getpeername(fd, (struct sockaddr *)&sa, &len)
+              : getsockname(fd, (struct sockaddr *)&sa, &len)) != 0)
         return STARLING_E_OS;
     if (sa.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
         struct in_addr a4;
@@ -254,6 +255,16 @@ int starling__sock_local_host(int fd, char host[STARLING_HOST_MAX])
                     NI_NUMERICHOST) != 0)
         return STARLING_E_OS;
     return STARLING_OK;
+}
+
+int starling__sock_local_host(int fd, char host[STARLING_HOST_MAX])
+{
+    return sock_host(fd, 0, host);
+}
+
+int starling__sock_peer_host(int fd, char host[STARLING_HOST_MAX])
+{
+    return sock_host(fd, 1, host);
 }
 
 static int set_buffer(int fd, int opt, int force_opt, int bytes)

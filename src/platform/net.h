@@ -32,6 +32,8 @@ int starling__tcp_connect(const char *host, int port, int buf_bytes, int timeout
                           int *fd_out, char *why, size_t wl);
 /* Local address of a socket as numeric text (a v4-mapped IPv6 address as the dotted quad). */
 int starling__sock_local_host(int fd, char host[STARLING_HOST_MAX]);
+/* The same for the other end of a connected socket. */
+int starling__sock_peer_host(int fd, char host[STARLING_HOST_MAX]);
 /* Sets both socket buffers to `bytes` (0 leaves the kernel's autotuning alone): beyond
  * net.core.[rw]mem_max with SO_*BUFFORCE when the process may, else as far as the
  * kernel allows. Returns the smaller buffer granted, as the kernel reports it (Linux

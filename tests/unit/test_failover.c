@@ -252,7 +252,7 @@ static void active_accept(fake_active *fa)
                      STARLING_OK);
     assert_int_equal(h.type, MSG_WATCH);
     assert_int_equal(starling__epoch_decode(MSG_WATCH, rx, h.len, &m), STARLING_OK);
-    assert_true(m.epoch == 0);
+    assert_true(m.epoch == 0 && m.a > 0 && m.a <= 65535); /* {0, where the watcher listens} */
 }
 
 /* Sends STATE {epoch 5: 0x1000 0x2000 0x3000} and reads its echo. */
@@ -352,6 +352,47 @@ static void test_standby_takes_over_with_a_majority(void **state)
     assert_true(last_topo.epoch == (1ull << 32) + 1);
 }
 
+static int setup_with_listener(void **state)
+{
+    active_listen(&the_active); /* plays the standby that took over */
+    return setup(state);
+}
+
+/* An active that lost its standby and then its majority probes the standby's address (the
+ * port its first WATCH gave); when that answers as an active with a STATE, it becomes its
+ * standby and sends its peers away. */
+static void test_deposed_active_becomes_standby(void **state)
+{
+    fixture *f = *state;
+    peer w, *a, *b;
+    starling__frame_hdr h;
+    memset(&w, 0, sizeof w);
+    strcpy(w.name, "standby");
+    assert_int_equal(handshake(f, RUN, SECRET, STANDBY_ID, &w.fd), STARLING_OK);
+    send_epoch(&w, MSG_WATCH, 0, (uint64_t)the_active.port, 0, 0);
+    recv_frame(&w, &h);
+    assert_int_equal(h.type, MSG_STATE);
+    assert_int_equal(starling__state_decode(rx, h.len, &st), STARLING_OK);
+    echo(&w);
+    a = join(f, 0x2000, "alpha", 7001);
+    b = join(f, 0x1000, "beta", 7002);
+    send_epoch(a, MSG_TOPO_REQ, 0, 0, 0, 0);
+    send_epoch(b, MSG_TOPO_REQ, 0, 0, 0, 0);
+    until_proposal(&w);
+    echo(&w);
+    next_topo(a, NULL);
+    next_topo(b, NULL);
+    /* The standby goes (to take over), and so do both members. */
+    starling__sock_close(w.fd);
+    hang_up(f, a);
+    hang_up(f, b);
+    /* Without quorum for a timeout, the active dials the standby's port... */
+    active_accept(&the_active);
+    /* ...which answers as an active: the old one is now its standby and refuses peers. */
+    active_state(&the_active, 1);
+    expect_register_refused(f, 0x3000, STARLING_E_BUSY, "standby");
+}
+
 /* A standby that has never heard the active does not take over, however long the silence:
  * started before it, or cut off from the start, it could run beside an active it never
  * knew. */
@@ -386,6 +427,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_epoch_waits_for_the_standby, setup, teardown),
         cmocka_unit_test_setup_teardown(test_out_of_contact_needs_a_majority, setup, teardown),
         cmocka_unit_test_setup_teardown(test_standby_takes_over_with_a_majority, setup_standby,
+                                        teardown_standby),
+        cmocka_unit_test_setup_teardown(test_deposed_active_becomes_standby, setup_with_listener,
                                         teardown_standby),
         cmocka_unit_test_setup_teardown(test_unheard_standby_stays_standby, setup_standby,
                                         teardown_standby),

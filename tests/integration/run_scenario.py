@@ -9,7 +9,7 @@ hash. Standard library only; run with /usr/bin/python3.
     run_scenario.py --build-dir BUILD --scenario NAME [--seed N] [--keep]
 
 Scenarios: loopback-2 loopback-3 loopback-4 loopback-5 loopback-8 big big-4 kill freeze
-coord-restart join bad-input slow-clients.
+coord-restart coord-failover join bad-input slow-clients.
 
 Nothing here asserts on time: every wait has a generous deadline only so that a hang
 becomes a failure instead of a stuck test. On failure the driver prints the seed, the reason
@@ -152,6 +152,7 @@ class Harness:
         self.secret = secrets.token_hex(16)
         self.coord = None
         self.coord_port = None
+        self.coord_list = None  # peers' --coord when set: "HOST:PORT,HOST:PORT" (failover)
         self.coordinator = os.path.join(self.build, "tools", "starling")
         self.peer_bin = os.path.join(self.build, "tests", "integration", "itest_peer")
         for path in (self.coordinator, self.peer_bin):
@@ -191,7 +192,8 @@ class Harness:
     def start_peer(self, name, mode, extra=None, expendable=False, secret=None, listen=None,
                    deadline_s=None):
         deadline_s = deadline_s or self.args.timeout
-        argv = [self.peer_bin, "--coord", "%s:%d" % (HOST, self.coord_port), "--run", self.run,
+        coord = self.coord_list or "%s:%d" % (HOST, self.coord_port)
+        argv = [self.peer_bin, "--coord", coord, "--run", self.run,
                 "--name", name, "--mode", mode, "--seed", str(self.seed),
                 "--deadline-s", str(int(deadline_s) + 5)]
         if listen:
@@ -553,6 +555,52 @@ def scenario_coord_restart(h):
     if any(s != n for s, _ in agreed.values()):
         raise ScenarioFailure("membership changed although no peer died: sizes %s"
                               % sorted(set(s for s, _ in agreed.values())))
+    h.stop_coordinator()
+
+
+def scenario_coord_failover(h):
+    """An active coordinator and its standby; the peers know both. The active is killed
+    amid the stream, a 5th peer joins after that: the standby takes over, no collective
+    fails (every iteration ran with all members), the joiner is admitted, hashes agree."""
+    n = 4
+    active = h.start_coordinator(n, extra=coord_args(h))
+    a_port = h.coord_port
+    standby = h.start_coordinator(1, extra=coord_args(h) + ["--standby-of",
+                                                          "%s:%d" % (HOST, a_port)])
+    b_port = h.coord_port
+    h.coord_list = "%s:%d,%s:%d" % (HOST, a_port, HOST, b_port)
+    peers = start_stream(h, n)
+    target = h.rng.randrange(20, 60)
+    log("seed %d: kill the active coordinator at iteration >= %d" % (h.seed, target))
+    wait_progress(h, peers, target, "coordinator kill point")
+    active.signal(signal.SIGKILL)
+    active.popen.wait(timeout=10)
+    at_kill = max(last_iter(p) for p in peers)
+    log("active killed; peers at %s" % {p.name: last_iter(p) for p in peers})
+    h.wait_until("the standby's promotion", lambda: any(
+        "promoted" in line for line in standby.tail(standby.stderr_path, 400)),
+        h.args.timeout / 4)
+    joiner = h.start_peer("p4", "stream", stream_args(h, n, ["--join"]))
+    everyone = peers + [joiner]
+    h.wait_until("the joiner to be admitted", lambda: kv_line(joiner, "JOINED") is not None,
+                 h.args.timeout / 2)
+    join_iter = int(kv_line(joiner, "JOINED")["iter"])
+    wait_progress(h, everyone, join_iter + 24, "progress with 5 members")
+    stop_stream(h, everyone, "ran with the joiner through the promoted standby")
+    h.wait_exit(everyone, h.args.timeout - 20)
+    check_equal_hashes(everyone)
+    agreed = check_stream(everyone, {"p4": join_iter})
+    for i, (size, _) in agreed.items():
+        want = n + 1 if i >= join_iter else n
+        if size != want:
+            raise ScenarioFailure("iteration %d ran with %d members, want %d (killed the active "
+                                  "at %d, joined at %d)" % (i, size, want, at_kill, join_iter))
+    for p in peers:
+        if count_peer_lost(p):
+            raise ScenarioFailure("%s saw %d peer-lost retries: the coordinator's death failed "
+                                  "a collective" % (p.name, count_peer_lost(p)))
+    log("standby took over; joiner admitted at iteration %d (active killed at %d)"
+        % (join_iter, at_kill))
     h.stop_coordinator()
 
 
@@ -1135,6 +1183,7 @@ SCENARIOS = {
     "kill": lambda h: scenario_fault(h, "kill"),
     "freeze": lambda h: scenario_fault(h, "freeze"),
     "coord-restart": scenario_coord_restart,
+    "coord-failover": scenario_coord_failover,
     "join": scenario_join,
     "bad-input": scenario_bad_input,
     "slow-clients": scenario_slow_clients,

@@ -317,6 +317,20 @@ class Cluster:
         self.procs.append(p)
         return p
 
+    def pair_and_three(self, op_timeout_ms):
+        """Active A, its standby B, and three stream workers given "A,B" that have formed
+        an epoch and passed two more topology points, with B having heard it."""
+        a = self.coordinator("A", 3)
+        b = self.coordinator("B", 3, ["--standby-of", a.address])
+        coords = f"{a.address},{b.address}"
+        time.sleep(0.3)  # B attaches to A
+        peers = [self.worker(f"w{i}", "stream", id=i, coord=coords, min_peers=3,
+                             op_timeout_ms=op_timeout_ms, deadline_s=40) for i in range(3)]
+        self.wait("the first epoch, then two more topology points", lambda: all(
+            len(p.events("topo")) >= 3 for p in peers), 15, peers + [a, b])
+        time.sleep(1.0)  # B has heard the epoch
+        return a, b, coords, peers
+
     def stop(self):
         with open(self.stop_file, "w") as f:
             f.write("stop\n")
@@ -417,15 +431,7 @@ def test_standby_rejects_a_bad_active_address():
 def test_standby_takes_over_when_the_active_dies(tmp_path):
     c = Cluster(tmp_path, "failover-kill")
     try:
-        a = c.coordinator("A", 3)
-        b = c.coordinator("B", 3, ["--standby-of", a.address])
-        coords = f"{a.address},{b.address}"
-        time.sleep(0.3)  # B attaches to A
-        peers = [c.worker(f"w{i}", "stream", id=i, coord=coords, min_peers=3,
-                          op_timeout_ms=15000, deadline_s=40) for i in range(3)]
-        c.wait("the first epoch, then two more topology points", lambda: all(
-            len(p.events("topo")) >= 3 for p in peers), 15, peers + [a, b])
-        time.sleep(1.0)  # B has heard the epoch
+        a, b, coords, peers = c.pair_and_three(op_timeout_ms=15000)
         before = {p.name: len(p.events("topo")) for p in peers}
         epoch_before = max(e["epoch"] for p in peers for e in p.events("epoch"))
         assert all(last_event(p, "topo")["size"] == 3 for p in peers)
@@ -648,19 +654,11 @@ def test_frozen_active_stays_deposed_after_it_resumes(tmp_path):
     without a failed collective, and a newcomer is admitted (after its connect to the
     frozen A times out). Then A is resumed: it has no standby and none of its old members,
     so it must form no epoch for a new peer, only send it (after a timeout without
-    quorum) to B, which takes it into its term's epochs."""
+    quorum) to B, which takes it into its term's epochs, and become B's standby."""
     c = Cluster(tmp_path, "failover-frozen")
     a = None
     try:
-        a = c.coordinator("A", 3)
-        b = c.coordinator("B", 3, ["--standby-of", a.address])
-        coords = f"{a.address},{b.address}"
-        time.sleep(0.3)  # B attaches to A
-        peers = [c.worker(f"w{i}", "stream", id=i, coord=coords, min_peers=3,
-                          op_timeout_ms=20000, deadline_s=40) for i in range(3)]
-        c.wait("the first epoch, then two more topology points", lambda: all(
-            len(p.events("topo")) >= 3 for p in peers), 15, peers + [a, b])
-        time.sleep(1.0)  # B has heard the epoch
+        a, b, coords, peers = c.pair_and_three(op_timeout_ms=20000)
         epoch_before = max(e["epoch"] for p in peers for e in p.events("epoch"))
         assert all(last_event(p, "topo")["size"] == 3 for p in peers)
         assert "promoted" not in b.stderr(), "B promoted while A was alive\n" + b.describe()

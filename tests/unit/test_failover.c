@@ -51,22 +51,24 @@ static void expect_register_refused(fixture *f, uint64_t id, int32_t code, const
 
 /* ---------------------------------------------------------------- the test as standby */
 
-/* Connects to the fixture's (active) coordinator as its standby and reads the first
- * STATE. */
-static peer watch(fixture *f)
+/* Connects to the fixture's (active) coordinator as its standby, saying it listens on
+ * `port` (0: not said), and reads the first STATE. */
+static peer watch_at(fixture *f, int port)
 {
     peer w;
     starling__frame_hdr h;
     memset(&w, 0, sizeof w);
     strcpy(w.name, "standby");
     assert_int_equal(handshake(f, RUN, SECRET, STANDBY_ID, &w.fd), STARLING_OK);
-    send_epoch(&w, MSG_WATCH, 0, 0, 0, 0);
+    send_epoch(&w, MSG_WATCH, 0, (uint64_t)port, 0, 0);
     recv_frame(&w, &h);
     assert_int_equal(h.type, MSG_STATE);
     assert_int_equal(starling__state_decode(rx, h.len, &st), STARLING_OK);
     assert_int_equal(st.seq, 1);
     return w;
 }
+
+static peer watch(fixture *f) { return watch_at(f, 0); }
 
 static void next_state(const peer *w)
 {
@@ -86,6 +88,17 @@ static void until_proposal(const peer *w)
         next_state(w);
     }
     assert_true(st.next_epoch != 0);
+}
+
+/* Two newcomers (alpha 0x2000, beta 0x1000) wait for the first epoch, which the active
+ * then proposes to the watching standby w (not yet echoed). */
+static void two_proposed(fixture *f, const peer *w, peer **a, peer **b)
+{
+    *a = join(f, 0x2000, "alpha", 7001);
+    *b = join(f, 0x1000, "beta", 7002);
+    send_epoch(*a, MSG_TOPO_REQ, 0, 0, 0, 0);
+    send_epoch(*b, MSG_TOPO_REQ, 0, 0, 0, 0);
+    until_proposal(w);
 }
 
 /* Nothing (but heartbeats) is waiting on p's socket right now. */
@@ -147,11 +160,7 @@ static void test_epoch_waits_for_the_standby(void **state)
     peer w = watch(f), *a, *b;
     assert_true(st.epoch == 0 && st.n == 0 && st.next_epoch == 0);
     echo(&w);
-    a = join(f, 0x2000, "alpha", 7001);
-    b = join(f, 0x1000, "beta", 7002);
-    send_epoch(a, MSG_TOPO_REQ, 0, 0, 0, 0);
-    send_epoch(b, MSG_TOPO_REQ, 0, 0, 0, 0);
-    until_proposal(&w);
+    two_proposed(f, &w, &a, &b);
     assert_true(st.next_epoch == 1);
     assert_int_equal(st.nnext, 2);
     assert_true(st.next_ids[0] == 0x1000 && st.next_ids[1] == 0x2000);
@@ -364,21 +373,9 @@ static int setup_with_listener(void **state)
 static void test_deposed_active_becomes_standby(void **state)
 {
     fixture *f = *state;
-    peer w, *a, *b;
-    starling__frame_hdr h;
-    memset(&w, 0, sizeof w);
-    strcpy(w.name, "standby");
-    assert_int_equal(handshake(f, RUN, SECRET, STANDBY_ID, &w.fd), STARLING_OK);
-    send_epoch(&w, MSG_WATCH, 0, (uint64_t)the_active.port, 0, 0);
-    recv_frame(&w, &h);
-    assert_int_equal(h.type, MSG_STATE);
-    assert_int_equal(starling__state_decode(rx, h.len, &st), STARLING_OK);
+    peer w = watch_at(f, the_active.port), *a, *b;
     echo(&w);
-    a = join(f, 0x2000, "alpha", 7001);
-    b = join(f, 0x1000, "beta", 7002);
-    send_epoch(a, MSG_TOPO_REQ, 0, 0, 0, 0);
-    send_epoch(b, MSG_TOPO_REQ, 0, 0, 0, 0);
-    until_proposal(&w);
+    two_proposed(f, &w, &a, &b);
     echo(&w);
     next_topo(a, NULL);
     next_topo(b, NULL);

@@ -558,6 +558,22 @@ def scenario_coord_restart(h):
     h.stop_coordinator()
 
 
+def run_joiner(h, peers, n, iters, why):
+    """Starts peer p<n> with --join, waits until it is admitted and everyone has run
+    `iters` iterations more, stops the stream and checks the hashes. Returns the joiner,
+    everyone, and the iteration it joined at."""
+    joiner = h.start_peer("p%d" % n, "stream", stream_args(h, n, ["--join"]))
+    everyone = peers + [joiner]
+    h.wait_until("the joiner to be admitted", lambda: kv_line(joiner, "JOINED") is not None,
+                 h.args.timeout / 2)
+    join_iter = int(kv_line(joiner, "JOINED")["iter"])
+    wait_progress(h, everyone, join_iter + iters, "progress with %d members" % (n + 1))
+    stop_stream(h, everyone, why)
+    h.wait_exit(everyone, h.args.timeout - 20)
+    check_equal_hashes(everyone)
+    return joiner, everyone, join_iter
+
+
 def scenario_coord_failover(h):
     """An active coordinator and its standby; the peers know both. The active is killed
     amid the stream, a 5th peer joins after that: the standby takes over, no collective
@@ -580,15 +596,8 @@ def scenario_coord_failover(h):
     h.wait_until("the standby's promotion", lambda: any(
         "promoted" in line for line in standby.tail(standby.stderr_path, 400)),
         h.args.timeout / 4)
-    joiner = h.start_peer("p4", "stream", stream_args(h, n, ["--join"]))
-    everyone = peers + [joiner]
-    h.wait_until("the joiner to be admitted", lambda: kv_line(joiner, "JOINED") is not None,
-                 h.args.timeout / 2)
-    join_iter = int(kv_line(joiner, "JOINED")["iter"])
-    wait_progress(h, everyone, join_iter + 24, "progress with 5 members")
-    stop_stream(h, everyone, "ran with the joiner through the promoted standby")
-    h.wait_exit(everyone, h.args.timeout - 20)
-    check_equal_hashes(everyone)
+    joiner, everyone, join_iter = run_joiner(h, peers, n, 24,
+                                             "ran with the joiner through the promoted standby")
     agreed = check_stream(everyone, {"p4": join_iter})
     for i, (size, _) in agreed.items():
         want = n + 1 if i >= join_iter else n
@@ -611,15 +620,7 @@ def scenario_join(h):
     target = h.rng.randrange(20, 60)
     log("seed %d: a 4th peer joins once the group reaches iteration %d" % (h.seed, target))
     wait_progress(h, peers, target, "join point")
-    joiner = h.start_peer("p3", "stream", stream_args(h, n, ["--join"]))
-    everyone = peers + [joiner]
-    h.wait_until("the joiner to be admitted", lambda: kv_line(joiner, "JOINED") is not None,
-                 h.args.timeout / 2)
-    join_iter = int(kv_line(joiner, "JOINED")["iter"])
-    wait_progress(h, everyone, join_iter + 40, "progress with 4 members")
-    stop_stream(h, everyone, "ran 40 iterations with the joiner")
-    h.wait_exit(everyone, h.args.timeout - 20)
-    check_equal_hashes(everyone)
+    joiner, everyone, join_iter = run_joiner(h, peers, n, 40, "ran 40 iterations with the joiner")
     if kv_line(joiner, "SYNC").get("changed") != "1":
         raise ScenarioFailure("joiner's first sync reported changed=%s, want 1 (it starts from "
                               "zeros)" % kv_line(joiner, "SYNC").get("changed"))

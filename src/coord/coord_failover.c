@@ -17,6 +17,7 @@
  * of the same epoch at once. */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "coord/coord_internal.h"
@@ -31,9 +32,11 @@ int starling__coord_failover_init(starling_coord *c, const char *standby_of)
 {
     c->watch.fd = -1;
     c->prop_ids = starling__calloc(STARLING_MAX_PEERS, sizeof *c->prop_ids);
+    c->sort_a = starling__calloc(STARLING_MAX_PEERS, sizeof *c->sort_a);
+    c->sort_b = starling__calloc(STARLING_MAX_PEERS, sizeof *c->sort_b);
     c->known = starling__calloc(1, sizeof *c->known);
     c->state = starling__calloc(1, sizeof *c->state);
-    if (!c->prop_ids || !c->known || !c->state)
+    if (!c->prop_ids || !c->sort_a || !c->sort_b || !c->known || !c->state)
         return STARLING_E_NOMEM;
     if (standby_of && standby_of[0]) {
         if (starling__addr_parse(standby_of, c->active_host, &c->active_port) ||
@@ -50,6 +53,8 @@ void starling__coord_failover_free(starling_coord *c)
     if (c->watch_up)
         starling__fconn_close(&c->watch);
     starling__free(c->prop_ids);
+    starling__free(c->sort_a);
+    starling__free(c->sort_b);
     starling__free(c->known);
     starling__free(c->state);
 }
@@ -99,33 +104,56 @@ static uint64_t send_state(starling_coord *c, int64_t now)
     return s->seq;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* A sorted copy of ids[0..n) into dst (scratch of STARLING_MAX_PEERS). */
+static void sorted(uint64_t *dst, const uint64_t *ids, uint32_t n)
+{
+    memcpy(dst, ids, n * sizeof *dst);
+    qsort(dst, n, sizeof *dst, cmp_u64);
+}
+
+static int has(const uint64_t *sorted_ids, uint32_t n, uint64_t id)
+{
+    return bsearch(&id, sorted_ids, n, sizeof id, cmp_u64) != NULL;
+}
+
+/* The current epoch's member ids, sorted, into c->sort_a. */
+static void sorted_members(starling_coord *c)
+{
+    for (uint32_t i = 0; i < c->nmembers; i++)
+        c->sort_a[i] = c->members[i].id;
+    qsort(c->sort_a, c->nmembers, sizeof *c->sort_a, cmp_u64);
+}
+
 /* How many of ids[0..n) are members of the current epoch with a connection heard from
- * within timeout/2 (a member silent longer may already have gone to the standby). */
+ * within timeout/2 (a member silent longer may already have gone to the standby). One
+ * pass over the connections, with the two lists sorted: this runs on every timer tick. */
 static uint32_t fresh_members(starling_coord *c, const uint64_t *ids, uint32_t n, int64_t now)
 {
     uint32_t k = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        starling__coord_conn *q;
-        int idx = starling__coord_member_index(c, ids[i]);
-        if (idx < 0)
-            continue;
-        q = starling__coord_find(c, ids[i]);
-        k += q && now - q->fc.last_rx_ms < c->timeout_ms / 2;
+    sorted_members(c);
+    sorted(c->sort_b, ids, n);
+    for (int i = 0; i < c->nconns; i++) {
+        const starling__coord_conn *q = c->conns[i];
+        if (q->registered && !q->closing && now - q->fc.last_rx_ms < c->timeout_ms / 2 &&
+            has(c->sort_a, c->nmembers, q->peer_id) && has(c->sort_b, n, q->peer_id))
+            k++;
     }
     return k;
 }
 
-/* Whether a majority of ids[0..n) is in the candidate epoch c->ids[0..ncand) (an empty
+/* Whether a majority of ids[0..n) is in the candidate, sorted in c->sort_b (an empty
  * list: yes). */
 static int majority_in(const starling_coord *c, uint32_t ncand, const uint64_t *ids, uint32_t n)
 {
     uint32_t k = 0;
     for (uint32_t i = 0; i < n; i++)
-        for (uint32_t j = 0; j < ncand; j++)
-            if (c->ids[j] == ids[i]) {
-                k++;
-                break;
-            }
+        k += has(c->sort_b, ncand, ids[i]);
     return n == 0 || 2 * k > n;
 }
 
@@ -134,10 +162,11 @@ static int majority_in(const starling_coord *c, uint32_t ncand, const uint64_t *
 static int fence_holds(starling_coord *c, uint32_t n)
 {
     const starling__msg_state *s = c->known;
-    int ok = majority_in(c, n, s->ids, s->n) && majority_in(c, n, s->next_ids, s->nnext);
-    for (uint32_t i = 0; ok && i < c->nmembers; i++)
-        c->prop_ids[i] = c->members[i].id; /* scratch: not proposing while fenced */
-    return ok && majority_in(c, n, c->prop_ids, c->epoch ? c->nmembers : 0);
+    sorted(c->sort_b, c->ids, n);
+    for (uint32_t i = 0; i < c->nmembers; i++)
+        c->sort_a[i] = c->members[i].id;
+    return majority_in(c, n, s->ids, s->n) && majority_in(c, n, s->next_ids, s->nnext) &&
+           majority_in(c, n, c->sort_a, c->epoch ? c->nmembers : 0);
 }
 
 int starling__coord_may_form(starling_coord *c, uint32_t n)

@@ -155,6 +155,7 @@ struct starling_coord {
     uint64_t *prop_ids;         /* STARLING_MAX_PEERS */
     int64_t quorum_lost_ms;     /* active: since when it has neither standby nor majority (0) */
     starling__msg_state *state; /* encoding scratch */
+    uint64_t *sort_a, *sort_b;  /* sorted id lists, STARLING_MAX_PEERS each (majorities) */
 
     /* Scratch for the single-threaded main loop. */
     uint8_t *buf; /* one encoded control frame */

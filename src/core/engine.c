@@ -64,6 +64,14 @@ static void break_epoch(starling_comm *c, int code)
     starling__links_close(c);
 }
 
+/* How long a member waits for the coordinator's decision on a failed op before it gives
+ * up on its own: 3 timeouts, or 5 with a standby to fail over to (its promotion and the
+ * dead member's re-registration deadline take about 2). */
+static int64_t decision_deadline(const starling_comm *c)
+{
+    return starling__now_ms() + (c->ncoords > 1 ? 5 : 3) * (int64_t)c->cfg.timeout_ms;
+}
+
 static void report_failure(starling_comm *c, int code)
 {
     engine *e = &c->eng;
@@ -72,7 +80,7 @@ static void report_failure(starling_comm *c, int code)
         code = STARLING_E_PEER_LOST;
     e->fail_sent = 1;
     e->fail_code = code;
-    e->fail_deadline_ms = starling__now_ms() + 3 * (int64_t)c->cfg.timeout_ms;
+    e->fail_deadline_ms = decision_deadline(c);
     memset(&m, 0, sizeof m);
     m.epoch = e->epoch;
     m.a = e->seq;
@@ -185,7 +193,7 @@ static void on_query(starling_comm *c, const starling__msg_epoch *q)
         s.a = e->done_seq;
         s.b = e->seq;
         if (!e->frozen && !e->fail_sent)
-            e->fail_deadline_ms = starling__now_ms() + 3 * (int64_t)c->cfg.timeout_ms;
+            e->fail_deadline_ms = decision_deadline(c);
         e->frozen = 1; /* from now on only the coordinator's decision moves this op */
     }
     starling__ctrl_send(c, MSG_STATUS, &s);

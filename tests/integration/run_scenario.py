@@ -9,7 +9,7 @@ hash. Standard library only; run with /usr/bin/python3.
     run_scenario.py --build-dir BUILD --scenario NAME [--seed N] [--keep]
 
 Scenarios: loopback-2 loopback-3 loopback-4 loopback-5 loopback-8 big big-4 kill freeze
-coord-restart coord-failover join bad-input slow-clients.
+coord-restart coord-failover coord-failover-kill join bad-input slow-clients.
 
 Nothing here asserts on time: every wait has a generous deadline only so that a hang
 becomes a failure instead of a stuck test. On failure the driver prints the seed, the reason
@@ -555,6 +555,47 @@ def scenario_coord_restart(h):
     if any(s != n for s, _ in agreed.values()):
         raise ScenarioFailure("membership changed although no peer died: sizes %s"
                               % sorted(set(s for s, _ in agreed.values())))
+    h.stop_coordinator()
+
+
+def scenario_coord_failover_kill(h):
+    """A peer and the active coordinator are SIGKILLed together: the failed collective is
+    resolved by the standby once it has taken over (the survivors re-register and repeat
+    their FAIL), and the 3 survivors go on as a group of 3 with equal hashes."""
+    n = 4
+    active = h.start_coordinator(n, extra=coord_args(h))
+    a_port = h.coord_port
+    h.start_coordinator(1, extra=coord_args(h) + ["--standby-of", "%s:%d" % (HOST, a_port)])
+    h.coord_list = "%s:%d,%s:%d" % (HOST, a_port, HOST, h.coord_port)
+    peers = start_stream(h, n)
+    victim = peers[h.rng.randrange(n)]
+    victim.expendable = True
+    target = h.rng.randrange(20, 60)
+    log("seed %d: kill %s and the active coordinator at iteration >= %d"
+        % (h.seed, victim.name, target))
+    wait_progress(h, [victim], target, "fault point")
+    victim.signal(signal.SIGKILL)
+    active.signal(signal.SIGKILL)
+    at = last_iter(victim)
+    survivors = [p for p in peers if p is not victim]
+    t0 = time.monotonic()
+    wait_progress(h, survivors, at + 1, "a first iteration with 3 members",
+                  lambda p: parse_iters(p)[-1][1] == n - 1)
+    log("first iteration with %d members done %.0f ms after the faults (timeout %d ms; with "
+        "a standby a member gives up waiting for a decision after 5 timeouts)"
+        % (n - 1, (time.monotonic() - t0) * 1000, detect_ms(h)))
+    wait_progress(h, survivors, at + 40, "progress after the fault",
+                  lambda p: parse_iters(p)[-1][1] == n - 1)
+    stop_stream(h, survivors, "survivors ran 40 iterations after the fault")
+    h.wait_exit(survivors, h.args.timeout - 20)
+    check_equal_hashes(survivors)
+    agreed = check_stream(survivors)
+    sizes = sorted(set(s for s, _ in agreed.values()))
+    if sizes != [n - 1, n]:
+        raise ScenarioFailure("iteration sizes seen: %s, want 4 then 3" % sizes)
+    log("survivors resolved through the standby: %s"
+        % ", ".join("%s: %d peer-lost retries" % (p.name, count_peer_lost(p))
+                    for p in survivors))
     h.stop_coordinator()
 
 
@@ -1185,6 +1226,7 @@ SCENARIOS = {
     "freeze": lambda h: scenario_fault(h, "freeze"),
     "coord-restart": scenario_coord_restart,
     "coord-failover": scenario_coord_failover,
+    "coord-failover-kill": scenario_coord_failover_kill,
     "join": scenario_join,
     "bad-input": scenario_bad_input,
     "slow-clients": scenario_slow_clients,

@@ -9,26 +9,14 @@
 #include "platform/clock.h"
 #include "util/alloc.h"
 #include "util/config.h"
+#include "util/flag.h"
 #include "util/log.h"
 #include "util/why.h"
 
-/* The stop flag is set from any thread or a signal handler. The __atomic builtins are
- * lock-free for int (so async-signal-safe) and visible to ThreadSanitizer. */
-#if defined(__GNUC__)
-#define FLAG_LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
-#define FLAG_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
-#define FLAG_XCHG(p, v) __atomic_exchange_n((p), (v), __ATOMIC_ACQ_REL)
-#else
-#define FLAG_LOAD(p) (*(volatile int *)(p))
-#define FLAG_STORE(p, v) (*(volatile int *)(p) = (v))
-static int flag_xchg(int *p, int v)
-{
-    int old = *(volatile int *)p;
-    *(volatile int *)p = v;
-    return old;
-}
-#define FLAG_XCHG(p, v) flag_xchg((p), (v))
-#endif
+/* The stop flag is set from any thread or a signal handler (util/flag.h). */
+#define FLAG_LOAD STARLING_FLAG_LOAD
+#define FLAG_STORE STARLING_FLAG_STORE
+#define FLAG_XCHG STARLING_FLAG_XCHG
 
 int starling__coord_stopped(starling_coord *c) { return FLAG_LOAD(&c->stop); }
 

@@ -94,32 +94,25 @@ static uint64_t send_state(starling_coord *c, int64_t now)
     s->n = s->epoch ? c->nmembers : 0;
     for (uint32_t i = 0; i < s->n; i++)
         s->ids[i] = c->members[i].id;
-    s->next_epoch = c->prop_seq || c->prop_sig ? c->prop_epoch : 0;
+    /* 0 unless proposing; a proposal overtaken by an adopted epoch is no longer one. */
+    s->next_epoch = c->prop_epoch > s->epoch ? c->prop_epoch : 0;
     s->nnext = s->next_epoch ? c->nprop : 0;
     memcpy(s->next_ids, c->prop_ids, s->nnext * sizeof *s->next_ids);
-    if (s->next_epoch <= s->epoch)
-        s->next_epoch = s->nnext = 0;
     starling__coord_send(c, c->watcher, c->buf,
                          starling__state_encode(c->buf, STARLING_FRAME_HDR + STARLING_CTRL_MAX, s));
     return s->seq;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
 }
 
 /* A sorted copy of ids[0..n) into dst (scratch of STARLING_MAX_PEERS). */
 static void sorted(uint64_t *dst, const uint64_t *ids, uint32_t n)
 {
     memcpy(dst, ids, n * sizeof *dst);
-    qsort(dst, n, sizeof *dst, cmp_u64);
+    qsort(dst, n, sizeof *dst, starling__coord_cmp_id);
 }
 
 static int has(const uint64_t *sorted_ids, uint32_t n, uint64_t id)
 {
-    return bsearch(&id, sorted_ids, n, sizeof id, cmp_u64) != NULL;
+    return bsearch(&id, sorted_ids, n, sizeof id, starling__coord_cmp_id) != NULL;
 }
 
 /* The current epoch's member ids, sorted, into c->sort_a. */
@@ -127,7 +120,7 @@ static void sorted_members(starling_coord *c)
 {
     for (uint32_t i = 0; i < c->nmembers; i++)
         c->sort_a[i] = c->members[i].id;
-    qsort(c->sort_a, c->nmembers, sizeof *c->sort_a, cmp_u64);
+    qsort(c->sort_a, c->nmembers, sizeof *c->sort_a, starling__coord_cmp_id);
 }
 
 /* How many of ids[0..n) are members of the current epoch with a connection heard from

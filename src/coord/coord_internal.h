@@ -192,6 +192,8 @@ void starling__coord_reject(starling_coord *c, starling__coord_conn *p, int32_t 
 void starling__coord_on_readable(starling_coord *c, starling__coord_conn *p, int64_t now_ms);
 
 /* coord_members.c */
+/* qsort/bsearch comparator of u64 ids. */
+int starling__coord_cmp_id(const void *a, const void *b);
 int starling__coord_member_index(const starling_coord *c, uint64_t peer_id);
 /* A member of the current epoch died (its connection, if any, is handled by the caller). */
 void starling__coord_member_lost(starling_coord *c, int idx);

@@ -37,7 +37,7 @@ static int count_registered(const starling_coord *c)
     return n;
 }
 
-static int cmp_u64(const void *a, const void *b)
+int starling__coord_cmp_id(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
@@ -49,7 +49,7 @@ static int member_list_ok(starling_coord *c, const starling__msg_register *reg)
 {
     int self = 0;
     memcpy(c->ids, reg->members, reg->nmembers * sizeof *c->ids);
-    qsort(c->ids, reg->nmembers, sizeof *c->ids, cmp_u64);
+    qsort(c->ids, reg->nmembers, sizeof *c->ids, starling__coord_cmp_id);
     for (uint32_t i = 0; i < reg->nmembers; i++) {
         if (c->ids[i] == 0 || (i && c->ids[i] == c->ids[i - 1]))
             return 0;
@@ -285,7 +285,7 @@ void starling__coord_check_formation(starling_coord *c)
         }
         if (n == 0 || n < need)
             return;
-        qsort(c->ids, n, sizeof *c->ids, cmp_u64);
+        qsort(c->ids, n, sizeof *c->ids, starling__coord_cmp_id);
         starling__coord_order(c, n);
         form(c, n);
         return;
@@ -312,7 +312,7 @@ void starling__coord_check_formation(starling_coord *c)
     }
     if (n == 0)
         return;
-    qsort(c->ids + first_joiner, n - first_joiner, sizeof *c->ids, cmp_u64);
+    qsort(c->ids + first_joiner, n - first_joiner, sizeof *c->ids, starling__coord_cmp_id);
     starling__coord_order(c, n);
     form(c, n);
 }

@@ -24,12 +24,6 @@
  * noisy, and a new order costs a new epoch (every ring link re-made). */
 #define REORDER_GAIN 0.8
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x > y) - (x < y);
-}
-
 /* Drops the reporter's old links and those of peers no longer registered (looked up in a
  * sorted list of the registered ids: the table can hold n^2 entries). */
 static void drop_links(starling_coord *c, uint64_t reporter)
@@ -46,11 +40,12 @@ static void drop_links(starling_coord *c, uint64_t reporter)
     for (int i = 0; i < c->nconns; i++)
         if (c->conns[i]->registered && !c->conns[i]->closing)
             reg[nreg++] = c->conns[i]->peer_id;
-    qsort(reg, (size_t)nreg, sizeof *reg, cmp_u64);
+    qsort(reg, (size_t)nreg, sizeof *reg, starling__coord_cmp_id);
     for (int i = 0; i < c->nlinks; i++) {
         const starling__coord_link *l = &c->links[i];
-        if (l->from != reporter && bsearch(&l->from, reg, (size_t)nreg, sizeof *reg, cmp_u64) &&
-            bsearch(&l->to, reg, (size_t)nreg, sizeof *reg, cmp_u64))
+        if (l->from != reporter &&
+            bsearch(&l->from, reg, (size_t)nreg, sizeof *reg, starling__coord_cmp_id) &&
+            bsearch(&l->to, reg, (size_t)nreg, sizeof *reg, starling__coord_cmp_id))
             c->links[keep++] = *l;
     }
     c->nlinks = keep;

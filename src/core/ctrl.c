@@ -16,15 +16,8 @@
 #include "core/internal.h"
 #include "platform/clock.h"
 #include "util/alloc.h"
+#include "util/flag.h"
 #include "util/log.h"
-
-#if defined(__GNUC__)
-#define DONE_LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
-#define DONE_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
-#else
-#define DONE_LOAD(p) (*(volatile int *)(p))
-#define DONE_STORE(p, v) (*(volatile int *)(p) = (v))
-#endif
 
 int starling__ctrl_send(starling_comm *c, uint8_t type, const starling__msg_epoch *m)
 {
@@ -166,7 +159,7 @@ static void *dial_main(void *arg)
             starling__seal_wipe(&d->seal);
         }
     }
-    DONE_STORE(&d->done, 1);
+    STARLING_FLAG_STORE(&d->done, 1);
     starling__wake_signal(&c->wake);
     return NULL;
 }
@@ -195,7 +188,7 @@ int starling__ctrl_dial_poll(starling_comm *c)
 {
     ctrl_dial *d = &c->eng.dial;
     int i = d->idx;
-    if (!d->active || !DONE_LOAD(&d->done))
+    if (!d->active || !STARLING_FLAG_LOAD(&d->done))
         return 0;
     pthread_join(d->thr, NULL);
     d->active = 0;

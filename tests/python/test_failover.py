@@ -331,6 +331,12 @@ class Cluster:
         time.sleep(1.0)  # B has heard the epoch
         return a, b, coords, peers
 
+    def wait_takeover(self, b, peers, before):
+        """B promotes itself and the peers pass two more topology points through it."""
+        self.wait("B's 'promoted'", lambda: "promoted" in b.stderr(), 10, peers + [b])
+        self.wait("the survivors' topology points through B", lambda: all(
+            len(p.events("topo")) >= before[p.name] + 2 for p in peers), 15, peers + [b])
+
     def stop(self):
         with open(self.stop_file, "w") as f:
             f.write("stop\n")
@@ -439,9 +445,7 @@ def test_standby_takes_over_when_the_active_dies(tmp_path):
 
         a.popen.send_signal(signal.SIGKILL)  # mid-stream
         a.popen.wait(5)
-        c.wait("B's 'promoted'", lambda: "promoted" in b.stderr(), 10, peers + [b])
-        c.wait("the survivors' topology points through B", lambda: all(
-            len(p.events("topo")) >= before[p.name] + 2 for p in peers), 15, peers + [b])
+        c.wait_takeover(b, peers, before)
         newcomer = c.worker("w3", "stream", id=3, coord=coords, min_peers=3,
                             op_timeout_ms=15000, deadline_s=30)
         everyone = peers + [newcomer]
@@ -670,8 +674,7 @@ def test_frozen_active_stays_deposed_after_it_resumes(tmp_path):
         before = {p.name: len(p.events("topo")) for p in peers}
         c.wait("B's 'promoted'", lambda: "promoted" in b.stderr(), 10, peers + [b])
         t_promoted = time.monotonic() - t_stop
-        c.wait("the survivors' topology points through B", lambda: all(
-            len(p.events("topo")) >= before[p.name] + 2 for p in peers), 15, peers + [b])
+        c.wait_takeover(b, peers, before)
 
         # A newcomer while A is frozen: its connect to A completes, the handshake never
         # does; after a bounded wait it goes on to B.

@@ -15,14 +15,15 @@
 #   3. checks the others carry on: each completes --progress iterations with n-1 members
 #      after its first such iteration, and the cut lasts at least --cut-s seconds; the
 #      victim completes none of the iterations the smaller group runs (it may finish the
-#      ones in flight at the cut, which the old epoch commits on every member);
+#      ones in flight at the cut, which the old epoch commits on the survivors);
 #   4. heal: the victim must print REJOINED, then every peer completes --progress
 #      iterations with n members;
 #   5. stop (the stop file: the members vote to stop at a topology point) and check: every
 #      peer exits 0 with the same iteration count and the same state hash (the library's
 #      XXH3 and the peers' own FNV of the bytes); the survivors completed every iteration
-#      once, in order; the victim every one up to the cut and every one from its REJOINED
-#      iteration on; members agree on each iteration's (size, epoch); sizes go n, then
+#      once, in order; the victim every one before its REJOINED "from" (its iteration at
+#      the cut, or the ones in flight too when it held their result) and every one from
+#      the group's REJOINED iteration on; members agree on each iteration's (size, epoch); sizes go n, then
 #      n-1, then n again (and the victim's rejoin iteration is the first back at n).
 # Nothing asserts on time; the times of detection and rejoin are printed as figures.
 # Exit status: 0 pass, 1 fail, 77 skip (the machine cannot build a bed), 2 bad usage.
@@ -251,22 +252,27 @@ done
 n_iters=$(sed -n 's/.*iters=\([0-9]*\).*/\1/p' <<<"$ref")
 say "every peer: DONE $ref"
 
-# Per-iteration checks, over every peer's ITER lines at once. The victim completes every
-# iteration before the survivors' first with n-1 members (committed in the old epoch by all;
-# it may learn of the last ones only when it reconnects, after the heal), none of theirs.
+# Per-iteration checks, over every peer's ITER lines at once. The victim completes the
+# iterations before its REJOINED "from" and none of the smaller group's. The ones in flight
+# at the cut were committed in the old epoch by the survivors; the victim completes them too
+# when it held their whole result (it may learn so only when it reconnects, after the heal),
+# and otherwise takes them with the group's state at the rejoin: "from" lies between its
+# iteration at the cut + 1 and the survivors' first with n-1 members.
+((rj_from > cut_iter && rj_from <= first_small)) ||
+    fail "the victim rejoined from its iteration $rj_from: it was at $cut_iter at the cut, the survivors went on alone from $first_small"
 for i in "${all[@]}"; do awk -v p="$i" '$1 == "ITER" { print p, $2, $3, $4 }' "$dir/p$i.out"; done >"$dir/iters.all"
-why=$(awk -v n="$hosts" -v v="$victim" -v total="$n_iters" -v cut="$((first_small - 1))" -v rj="$rj_iter" '
+why=$(awk -v n="$hosts" -v v="$victim" -v total="$n_iters" -v cut="$((first_small - 1))" -v rj="$rj_iter" -v from="$rj_from" '
     { p = $1; it = $2; size = $3; ep = $4
       if ((p, it) in seen) { print "peer " p " completed iteration " it " twice"; exit }
       seen[p, it] = 1; cnt[p]++
       if (it in S && (S[it] != size || E[it] != ep)) {
           print "iteration " it ": members disagree on size/epoch (" S[it] "/" E[it] " vs " size "/" ep ")"; exit }
       S[it] = size; E[it] = ep
-      if (p == v && it > cut && it < rj) { print "victim completed iteration " it " while it was out"; exit }
+      if (p == v && it >= from && it < rj) { print "victim completed iteration " it " while it was out"; exit }
       if (size != n && size != n - 1) { print "iteration " it " ran with " size " members"; exit } }
     END {
       for (p = 0; p < n; p++) {
-          want = (p == v) ? (cut + 1) + (total - rj) : total
+          want = (p == v) ? from + (total - rj) : total
           if (cnt[p] != want) { print "peer " p " completed " cnt[p] " iterations, want " want; exit } }
       # n members, then n-1 from the first iteration after the cut, then n from rj on.
       phase = 0

@@ -264,6 +264,11 @@ STARLING_API int starling_coord_run(starling_coord *coord);
 STARLING_API void starling_coord_stop(starling_coord *coord);
 /* The port actually bound (useful with port 0). */
 STARLING_API int starling_coord_port(const starling_coord *coord);
+/* How many peers are registered with it now (counted by the event loop after each pass;
+ * a peer that left or was declared lost no longer counts). Any thread. STARLING_E_INVALID
+ * for NULL. A process that hosts the coordinator of its own run calls this after its
+ * starling_comm_destroy to stop it only once the other members have left too. */
+STARLING_API int starling_coord_peers(const starling_coord *coord);
 STARLING_API void starling_coord_destroy(starling_coord *coord);
 
 /* ---------------------------------------------------------------- communicator */

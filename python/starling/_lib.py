@@ -135,6 +135,7 @@ _SIGNATURES = {
     "starling_coord_run": (c_int, [_P]),
     "starling_coord_stop": (None, [_P]),
     "starling_coord_port": (c_int, [_P]),
+    "starling_coord_peers": (c_int, [_P]),
     "starling_coord_destroy": (None, [_P]),
     # communicator
     "starling_comm_create": (c_int, [_PP, c_char_p, c_char_p, c_void_p, c_size_t, _P]),

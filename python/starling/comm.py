@@ -265,6 +265,31 @@ class Coordinator(_Closing):
         """"HOST:PORT" that peers connect to."""
         return f"{self.host}:{self.port}"
 
+    @property
+    def peers(self) -> int:
+        """How many peers are registered with it now (a peer that left or was declared
+        lost no longer counts)."""
+        if not self._h:
+            return 0
+        return max(0, _lib.lib().starling_coord_peers(self._h))
+
+    def drain(self, timeout: float) -> int:
+        """Waits until no peer is registered any more (each has left, or was declared lost
+        after the failure timeout), at most ``timeout`` seconds. Returns how many remain."""
+        deadline = time.monotonic() + timeout
+        said = False
+        while self._thread is not None and self.peers > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if not said and time.monotonic() + 1.0 < deadline:
+                _log.logger.info("waiting up to %.0f s for %d peer(s) to leave the "
+                                 "coordinator on %s before stopping it", left, self.peers,
+                                 self.address)
+                said = True
+            time.sleep(min(0.02, left))
+        return self.peers
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stops the event loop and joins its thread."""
         if self._h and self._thread is not None:
@@ -595,10 +620,13 @@ class Communicator(_Closing):
             raise error_for(-11, "Communicator: closed (close() was called)")
         return self._h
 
-    def close(self) -> None:
+    def close(self, coordinator_wait: float = 30.0) -> None:
         """Leaves the run and frees the communicator (requests in flight fail with
         Closed). Buffers registered as shared state are released, and the coordinator
-        that :meth:`from_env` started on rank 0 is closed."""
+        that :meth:`from_env` started on rank 0 is closed once the other members have
+        left too, or after ``coordinator_wait`` seconds: a member still finishing its
+        last collective when rank 0 leaves would otherwise lose its coordinator and
+        fail with Timeout instead of completing it."""
         if self._h:
             h, self._h = self._h, c_void_p()
             _lib.lib().starling_comm_destroy(h)
@@ -612,6 +640,11 @@ class Communicator(_Closing):
             self._state.clear()
         coord, self._coordinator = getattr(self, "_coordinator", None), None
         if coord is not None:
+            left = coord.drain(coordinator_wait)
+            if left:
+                _log.logger.warning("stopping the coordinator on %s with %d peer(s) still "
+                                    "registered, after waiting %.0f s for them to leave",
+                                    coord.address, left, coordinator_wait)
             coord.close()
 
 

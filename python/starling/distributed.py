@@ -28,12 +28,14 @@ size stay fixed; after ``update_topology()`` the survivors carry on among themse
 """
 from __future__ import annotations
 
+import atexit
 import datetime
 import importlib.machinery
 import importlib.util
 import logging
 import os
 import secrets
+import weakref
 from ctypes import c_void_p
 from typing import Any, Callable, List, Optional
 
@@ -177,7 +179,18 @@ def _create(opts: Any, pg_options: Any) -> Any:
             coord.close()
         raise
     pg._starling_coordinator = coord  # lives as long as the group
+    if coord is not None:
+        atexit.register(_drain_at_exit, weakref.ref(coord))
     return pg
+
+
+def _drain_at_exit(ref: Any) -> None:
+    """Rank 0 exiting with its group's coordinator: wait (up to 30 s) for the other ranks
+    to leave first, so that one still finishing its last collective completes it instead
+    of losing the coordinator mid-way."""
+    coord = ref()
+    if coord is not None and coord.drain(30.0) == 0:
+        coord.close()
 
 
 if "STARLING" not in dist.Backend._plugins:

@@ -274,6 +274,15 @@ static int poll_timeout(const starling_coord *c, int64_t now)
     return t < 0 ? 0 : (int)t;
 }
 
+/* For starling_coord_peers, read from other threads. */
+static void publish_peers(starling_coord *c)
+{
+    int n = 0;
+    for (int i = 0; i < c->nconns; i++)
+        n += c->conns[i]->registered && !c->conns[i]->closing && !c->conns[i]->watcher;
+    FLAG_STORE(&c->npeers, n);
+}
+
 static void loop_once(starling_coord *c)
 {
     int64_t now = starling__now_ms();
@@ -327,6 +336,12 @@ static void loop_once(starling_coord *c)
     timers(c, now);
     progress(c, now);
     sweep(c);
+    publish_peers(c);
+}
+
+int starling_coord_peers(const starling_coord *c)
+{
+    return c ? FLAG_LOAD(&((starling_coord *)c)->npeers) : STARLING_E_INVALID;
 }
 
 int starling_coord_run(starling_coord *c)

@@ -86,6 +86,7 @@ struct starling_coord {
     starling__wake accept_wake; /* wakes the acceptor (stop) */
     int stop;                   /* set by starling_coord_stop; accessed atomically */
     int running;                /* a starling_coord_run is active; accessed atomically */
+    int npeers;                 /* registered peers after the last loop pass; atomically */
 
     /* Hand-over from the acceptor, under qlock. */
     pthread_mutex_t qlock;

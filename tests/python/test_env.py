@@ -137,6 +137,45 @@ def test_from_env_in_process_keeps_the_config_and_closes_its_coordinator():
         s.bind(("127.0.0.1", port))
 
 
+def test_hosting_rank_keeps_its_coordinator_until_the_others_have_left():
+    """Rank 0's close() stops the coordinator it hosts only once the other members have
+    left (or after coordinator_wait): rank 1, still registered, forms a new epoch alone
+    after rank 0 has left, then closes, and only then does rank 0's close() return."""
+    import threading
+    port = free_port()
+    env = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+           "STARLING_SECRET": "k"}
+    cfg = starling.Config(timeout_ms=1000)
+    c0 = starling.Communicator.from_env(cfg, environ=dict(env, RANK="0"))
+    c1 = starling.Communicator.from_env(cfg, environ=dict(env, RANK="1"))
+    ups = [threading.Thread(target=c.update_topology) for c in (c0, c1)]
+    for t in ups:
+        t.start()
+    for t in ups:
+        t.join(30)
+    assert c0.size == 2 and c1.size == 2
+    coord = c0._coordinator
+    closer = threading.Thread(target=c0.close, kwargs={"coordinator_wait": 30.0})
+    closer.start()
+    try:
+        c1.update_topology()  # rank 0 left: the coordinator still serves rank 1
+        assert c1.size == 1 and c1.rank == 0
+        assert closer.is_alive() and coord.peers == 1
+    finally:
+        c1.close()
+        closer.join(30)
+    assert not closer.is_alive() and coord.peers == 0 and c0._coordinator is None
+    # a member that never leaves is waited for coordinator_wait seconds only
+    c0 = starling.Communicator.from_env(cfg, environ=dict(env, RANK="0", WORLD_SIZE="1",
+                                                          MASTER_PORT=str(free_port())))
+    c1 = starling.Communicator(c0._coordinator.address, c0.env.run, "k", cfg)
+    try:
+        c0.close(coordinator_wait=0.3)  # returns; rank 1 loses its coordinator
+        assert c0._coordinator is None
+    finally:
+        c1.close()
+
+
 def test_from_env_takes_the_security_mode_for_itself_and_its_coordinator():
     """STARLING_SECURITY=none: rank 0's hosted coordinator and the communicator both send
     clear frames (an encrypting peer is refused by the coordinator); config.security wins

@@ -51,7 +51,7 @@ extern "C" {
 
 /* Version of the wire protocol spoken between peers and coordinator. A peer whose
  * protocol version differs from the coordinator's is refused with STARLING_E_VERSION. */
-#define STARLING_PROTOCOL_VERSION 4
+#define STARLING_PROTOCOL_VERSION 5
 
 /* Returns STARLING_VERSION_NUMBER of the library actually linked. */
 STARLING_API unsigned starling_version(void);
@@ -219,6 +219,15 @@ STARLING_API int starling_config_set_ring_order(starling_config *cfg, const char
 /* Bytes sent to each other member by one link measurement (64 KiB..256 MiB, default
  * 2 MiB). Longer probes measure fast links better and cost more time. */
 STARLING_API int starling_config_set_probe_bytes(starling_config *cfg, size_t bytes);
+/* Whether this peer accepts inbound connections (default 1). 0 for a peer behind a NAT or
+ * a firewall that lets no connection in: it registers without a data port, opens both of
+ * its ring links itself (the left neighbour's link to it is opened from its side, so that
+ * neighbour must accept connections), and other members do not measure their links to it.
+ * The coordinator orders the ring so that no two such peers are neighbours; it admits at
+ * most as many of them as there are members that accept connections, and the others wait
+ * (docs/architecture.md, "Peers behind a NAT"). STARLING_E_INVALID for a value other
+ * than 0 or 1. */
+STARLING_API int starling_config_set_inbound(starling_config *cfg, int inbound);
 /* What every connection of this peer or coordinator carries (docs/protocol.md, "Sealed
  * frames"):
  *   "aead"      (the default) every frame after the handshake is encrypted and

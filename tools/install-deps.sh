@@ -21,7 +21,7 @@ set -euo pipefail
 # without it a synthetic corpus is used, and announced); gnuplot-nox (bench, demo): the plots.
 pkgs_core=(make cmake pkg-config gcc g++ libc6-dev libsodium-dev libxxhash-dev libzstd-dev zlib1g-dev
     libcmocka-dev libopenblas-dev libuv1-dev python3 python3-numpy python3-pytest python3-torch
-    python3-venv python3-setuptools python3-wheel iproute2 libtorch-dev pybind11-dev python3-dev)
+    python3-venv python3-setuptools python3-wheel iproute2 nftables libtorch-dev pybind11-dev python3-dev)
 pkgs_bench=(openmpi-bin libopenmpi-dev fortunes gnuplot-nox)
 pkgs_demo=(gnuplot-nox dataset-fashion-mnist)
 

@@ -130,6 +130,12 @@ def _empty_like(b: _Buf, shape: Tuple[int, ...]) -> Array:
     return np.empty(shape, dtype=b.obj.dtype)
 
 
+def _bool01(v: Any) -> int:
+    if not isinstance(v, bool):
+        raise Invalid(f"Config(inbound={v!r}): expected True or False", -1)
+    return int(v)
+
+
 class Config:
     """Communicator / coordinator settings (see starling_config_* in starling.h).
 
@@ -146,6 +152,9 @@ class Config:
     ``standby_of`` (coordinator only) makes a :class:`Coordinator` the standby of the
     active one at that address: it takes over when the active has been silent for the
     timeout. Peers then take both coordinators, active first: ``"HOST:PORT,HOST:PORT"``.
+    ``inbound=False``: this peer accepts no connections (behind a NAT or a firewall); it
+    opens both of its ring links itself, and the coordinator never makes two such peers
+    neighbours (it admits at most as many as there are members that accept connections).
     """
 
     def __init__(self, timeout_ms: Optional[int] = None, op_timeout_ms: Optional[int] = None,
@@ -154,7 +163,7 @@ class Config:
                  name: Optional[str] = None, socket_buffer: Optional[int] = None,
                  ring_order: Optional[str] = None, probe_bytes: Optional[int] = None,
                  advertise: Optional[str] = None, security: Optional[str] = None,
-                 standby_of: Optional[str] = None) -> None:
+                 standby_of: Optional[str] = None, inbound: Optional[bool] = None) -> None:
         self.timeout_ms = timeout_ms
         self.op_timeout_ms = op_timeout_ms
         self.streams = streams
@@ -168,6 +177,7 @@ class Config:
         self.advertise = advertise
         self.security = security
         self.standby_of = standby_of
+        self.inbound = inbound
 
     def _make(self) -> c_void_p:
         """A new starling_config handle (caller destroys it)."""
@@ -188,7 +198,8 @@ class Config:
                     ("probe_bytes", L.starling_config_set_probe_bytes, int),
                     ("advertise", L.starling_config_set_advertise, str.encode),
                     ("security", L.starling_config_set_security, str.encode),
-                    ("standby_of", L.starling_config_set_standby_of, str.encode)):
+                    ("standby_of", L.starling_config_set_standby_of, str.encode),
+                    ("inbound", L.starling_config_set_inbound, _bool01)):
                 v = getattr(self, field)
                 if v is not None:
                     _check(fn(h, conv(v)), what=f"Config({field}={v!r})")
@@ -552,7 +563,7 @@ class Communicator(_Closing):
         rank connects to it, retrying until rank 0 is up (bounded by ``op_timeout_ms``,
         default 60 s). The values read are :attr:`env` (rank, world_size, local_rank, ...)
         for sharding data. Not yet a member: call :meth:`update_topology`."""
-        from .env import Env, data_listen, security
+        from .env import Env, data_listen, inbound, security
         env = Env.read(environ)
         config = copy.copy(config) if config is not None else Config()
         if config.min_peers is None and env.world_size:
@@ -564,6 +575,8 @@ class Communicator(_Closing):
             config.advertise = advertise  # the host the other members should connect to
         if config.security is None:
             config.security = security(environ)  # None: the library's default
+        if config.inbound is None:
+            config.inbound = inbound(environ)
         if config.listen is None:
             config.listen = data_listen(env.coordinator, environ)
         if env.default_secret:

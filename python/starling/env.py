@@ -277,6 +277,19 @@ def security(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
     return raw.strip()
 
 
+def inbound(environ: Optional[Mapping[str, str]] = None) -> Optional[bool]:
+    """``STARLING_INBOUND``: "0" for a rank that accepts no connections (behind a NAT; it
+    opens its ring links itself), "1" for one that does, ``None`` when unset or empty (the
+    library's default: it does); else Invalid naming the variable."""
+    e = os.environ if environ is None else environ
+    raw = (e.get("STARLING_INBOUND") or "").strip()
+    if raw == "":
+        return None
+    if raw not in ("0", "1"):
+        raise Invalid(f"STARLING_INBOUND={raw!r}: expected 0 or 1")
+    return raw == "1"
+
+
 def data_listen(coordinator: str, environ: Optional[Mapping[str, str]] = None) -> str:
     """The data plane's listen address for a member of the run at ``coordinator``
     ("HOST:PORT"): ``STARLING_LISTEN`` if set; else loopback when the coordinator's

@@ -163,6 +163,7 @@ struct starling_coord {
     starling__msg_register *reg;
     starling__msg_topo *topo;
     uint64_t *ids;              /* STARLING_MAX_PEERS */
+    uint32_t closed_left_out;   /* peers accepting no connections left out (last logged) */
     starling__coord_conn **who; /* STARLING_MAX_PEERS */
 };
 
@@ -250,4 +251,9 @@ int starling__coord_on_links(starling_coord *c, starling__coord_conn *p,
 /* Orders c->ids[0..n) for the next epoch by the ring-order policy, and sets probe_now
  * when the members should measure their links. */
 void starling__coord_order(starling_coord *c, uint32_t n);
+/* coord_nat.c: peers that accept no inbound connections (port 0). fit_closed leaves the
+ * surplus of c->ids[0..n) out (at most n/2 of them; the last ones first) and returns the
+ * new n; spread_closed reorders c->ids[0..n) so that no two of them are neighbours. */
+uint32_t starling__coord_fit_closed(starling_coord *c, uint32_t n);
+void starling__coord_spread_closed(starling_coord *c, uint32_t n);
 #endif

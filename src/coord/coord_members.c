@@ -190,8 +190,13 @@ void starling__coord_on_register(starling_coord *c, starling__coord_conn *p,
     w.timeout_ms = (uint32_t)c->timeout_ms;
     starling__coord_send(c, p, frame, starling__welcome_encode(frame, sizeof frame, &w));
     starling__coord_label(p, label);
-    SLOG_INFO("peer %s registered (data plane %s:%u, epoch %" PRIu64 ", min_peers %u)", label,
-              p->host, (unsigned)p->port, reg->epoch, (unsigned)p->min_peers);
+    if (p->port == 0)
+        SLOG_INFO("peer %s registered (%s, accepts no inbound connections: opens its ring "
+                  "links itself; epoch %" PRIu64 ", min_peers %u)",
+                  label, p->host, reg->epoch, (unsigned)p->min_peers);
+    else
+        SLOG_INFO("peer %s registered (data plane %s:%u, epoch %" PRIu64 ", min_peers %u)",
+                  label, p->host, (unsigned)p->port, reg->epoch, (unsigned)p->min_peers);
     place(c, p, reg, now_ms);
 }
 
@@ -283,10 +288,14 @@ void starling__coord_check_formation(starling_coord *c)
                     need = q->min_peers;
             }
         }
-        if (n == 0 || n < need)
+        if (n == 0)
             return;
         qsort(c->ids, n, sizeof *c->ids, starling__coord_cmp_id);
+        n = starling__coord_fit_closed(c, n);
+        if (n < need)
+            return;
         starling__coord_order(c, n);
+        starling__coord_spread_closed(c, n);
         form(c, n);
         return;
     }
@@ -313,6 +322,10 @@ void starling__coord_check_formation(starling_coord *c)
     if (n == 0)
         return;
     qsort(c->ids + first_joiner, n - first_joiner, sizeof *c->ids, starling__coord_cmp_id);
+    n = starling__coord_fit_closed(c, n);
+    if (n == 0)
+        return;
     starling__coord_order(c, n);
+    starling__coord_spread_closed(c, n);
     form(c, n);
 }

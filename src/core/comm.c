@@ -425,8 +425,9 @@ int starling_comm_create(starling_comm **out, const char *coord_host_port, const
         return STARLING_E_OS;
     }
     c->threads_started = 1;
-    SLOG_INFO("%s: registered with %s:%d, data plane on %s:%d", c->name,
-              c->coord_host[c->coord_cur], c->coord_port[c->coord_cur], c->data_host, c->data_port);
+    SLOG_INFO("%s: registered with %s:%d, data plane on %s:%d%s", c->name,
+              c->coord_host[c->coord_cur], c->coord_port[c->coord_cur], c->data_host, c->data_port,
+              c->cfg.inbound ? "" : " (accepts no inbound connections: opens its links itself)");
     *out = c;
     return STARLING_OK;
 }

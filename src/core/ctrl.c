@@ -39,7 +39,7 @@ static void fill_register(starling_comm *c, starling__msg_register *reg)
     reg->peer_id = c->id;
     snprintf(reg->name, sizeof reg->name, "%s", c->name);
     snprintf(reg->host, sizeof reg->host, "%s", c->data_host);
-    reg->port = (uint16_t)c->data_port;
+    reg->port = c->cfg.inbound ? (uint16_t)c->data_port : 0; /* 0: accepts no connections */
     reg->min_peers = (uint32_t)c->cfg.min_peers;
     if (e->epoch && e->n > 0) {
         reg->epoch = e->epoch;

@@ -78,6 +78,7 @@ typedef struct pending_link {
     int fd;
     uint64_t peer_id, epoch;
     int stream, nstreams;
+    int rev;             /* opened by this member's right neighbour (ROLE_DATA_REV) */
     starling__seal seal; /* its keys, from the handshake */
 } pending_link;
 
@@ -137,6 +138,8 @@ typedef struct engine {
     starling__member *members;
     int right[STARLING_MAX_STREAMS], nright;
     int left[STARLING_MAX_STREAMS], nleft;
+    int rev_right; /* the right links are opened by the right neighbour (it accepts none) */
+    int rev_left;  /* this member opened its left links (it accepts no connections) */
     /* Per stream: the link's keys and frame counters (auth/seal.h). Right links only
      * seal, left links only open. */
     starling__seal rseal[STARLING_MAX_STREAMS], lseal[STARLING_MAX_STREAMS];

@@ -2,6 +2,11 @@
  * them; the engine connects its own outgoing streams and adopts the parked ones that
  * belong to the current epoch and come from its left neighbour.
  *
+ * A member that accepts no inbound connections (behind a NAT: starling_config_set_inbound)
+ * opens both of its links: to its right neighbour as usual, and to its left neighbour
+ * with HELLO role ROLE_DATA_REV, which that neighbour adopts as its right link. The
+ * bytes flow as on any link; only who dialled differs, so a reversed link costs nothing.
+ *
  * Why a separate acceptor thread: every member connects to its right neighbour while
  * its left neighbour connects to it. If the engine did both in turn with blocking
  * handshakes, the ring of "connect first" would deadlock; and a slow or hostile client
@@ -32,6 +37,7 @@ static void park(starling_comm *c, int fd, const starling__msg_hello *h, const s
     c->pend[c->npend].epoch = h->epoch;
     c->pend[c->npend].stream = h->stream;
     c->pend[c->npend].nstreams = h->nstreams;
+    c->pend[c->npend].rev = h->role == ROLE_DATA_REV;
     c->pend[c->npend].seal = *seal;
     c->npend++;
     pthread_mutex_unlock(&c->mu);
@@ -50,7 +56,7 @@ static void on_handshake(void *user, int fd, const starling__msg_hello *h,
         starling__seal_wipe(&probe);
         return;
     }
-    if (h->role != ROLE_DATA) {
+    if (h->role != ROLE_DATA && h->role != ROLE_DATA_REV) {
         SLOG_WARN("%s: refused data connection: not a data-link hello", c->name);
         starling__sock_close(fd);
         return;
@@ -92,7 +98,7 @@ void starling__links_close(starling_comm *c)
 {
     engine *e = &c->eng;
     for (int s = 0; s < STARLING_MAX_STREAMS; s++) {
-        if (s < e->nright)
+        if (s < e->nright && e->right[s] >= 0)
             starling__sock_close(e->right[s]);
         if (s < e->nleft && e->left[s] >= 0)
             starling__sock_close(e->left[s]);
@@ -107,10 +113,12 @@ void starling__links_close(starling_comm *c)
  * so that S streams cost one connect and handshake of time (3 round trips), not S. */
 typedef struct stream_open {
     starling_comm *c;
-    const starling__member *right;
+    const starling__member *to;
+    uint8_t role; /* ROLE_DATA to the right neighbour, ROLE_DATA_REV to the left one */
     uint64_t epoch;
     int s;
     int64_t deadline;
+    starling__seal *seal;
     int fd, rc;
     char why[128];
 } stream_open;
@@ -121,102 +129,167 @@ static void *open_stream(void *arg)
     starling_comm *c = o->c;
     starling__msg_hello h;
     memset(&h, 0, sizeof h);
-    h.role = ROLE_DATA;
+    h.role = o->role;
     h.peer_id = c->id;
     h.epoch = o->epoch;
     h.stream = (uint8_t)o->s;
     h.nstreams = (uint8_t)c->cfg.streams;
     o->why[0] = '\0';
-    o->rc = starling__tcp_connect(o->right->host, o->right->port, (int)c->cfg.socket_buffer,
+    o->rc = starling__tcp_connect(o->to->host, o->to->port, (int)c->cfg.socket_buffer,
                                   starling__ms_until(o->deadline), &o->fd, o->why, sizeof o->why);
     if (o->rc == STARLING_OK) {
-        o->rc = starling__handshake_client(o->fd, &c->key, &h, &c->eng.rseal[o->s], o->deadline,
-                                           o->why, sizeof o->why);
+        o->rc = starling__handshake_client(o->fd, &c->key, &h, o->seal, o->deadline, o->why,
+                                           sizeof o->why);
         if (o->rc != STARLING_OK)
             starling__sock_close(o->fd);
     }
     return NULL;
 }
 
+/* Opens the streams in o[0..k) at once: o[0] on this thread, the others on their own
+ * (inline if none can start). */
+static void open_all(stream_open *o, int k)
+{
+    pthread_t thr[2 * STARLING_MAX_STREAMS];
+    int started[2 * STARLING_MAX_STREAMS] = {0};
+    for (int i = 1; i < k; i++) {
+        started[i] = pthread_create(&thr[i], NULL, open_stream, &o[i]) == 0;
+        if (!started[i])
+            open_stream(&o[i]);
+    }
+    if (k > 0)
+        open_stream(&o[0]);
+    for (int i = 1; i < k; i++)
+        if (started[i])
+            pthread_join(thr[i], NULL);
+}
+
+/* Who opens the link from a member to its right neighbour: the member, unless the
+ * neighbour accepts no inbound connections (port 0); then the neighbour opens it
+ * ("reversed", HELLO role ROLE_DATA_REV). The coordinator never makes two members that
+ * accept none neighbours. */
 int starling__links_setup(starling_comm *c, const starling__msg_topo *t)
 {
     engine *e = &c->eng;
     const int ns = c->cfg.streams;
+    const starling__member *me, *right, *left;
     int64_t deadline = starling__now_ms() + c->cfg.timeout_ms;
-    stream_open o[STARLING_MAX_STREAMS];
-    pthread_t thr[STARLING_MAX_STREAMS];
-    int started[STARLING_MAX_STREAMS] = {0}, bad = -1;
+    stream_open o[2 * STARLING_MAX_STREAMS];
+    int k = 0, bad = -1;
 
     starling__links_close(c);
+    e->rev_right = e->rev_left = 0;
     if (t->n < 2)
         return STARLING_OK;
-    for (int s = 0; s < ns; s++) {
-        o[s].c = c;
-        o[s].right = &t->members[(t->rank + 1) % t->n];
-        o[s].epoch = t->epoch;
-        o[s].s = s;
-        o[s].deadline = deadline;
-        o[s].fd = -1;
-        /* Stream 0 on this thread; the others on their own (inline if none can start). */
-        started[s] = s > 0 && pthread_create(&thr[s], NULL, open_stream, &o[s]) == 0;
-        if (!started[s] && s > 0)
-            open_stream(&o[s]);
+    me = &t->members[t->rank];
+    right = &t->members[(t->rank + 1) % t->n];
+    left = &t->members[(t->rank + t->n - 1) % t->n];
+    if ((me->port == 0 && right->port == 0) || (me->port == 0 && left->port == 0)) {
+        starling__comm_log_failure(c, STARLING_E_PROTOCOL,
+                                   "the coordinator made two members that accept no inbound "
+                                   "connections neighbours: no ring link can be opened");
+        return STARLING_E_PROTOCOL;
     }
-    open_stream(&o[0]);
-    for (int s = 1; s < ns; s++)
-        if (started[s])
-            pthread_join(thr[s], NULL);
-    for (int s = 0; s < ns && bad < 0; s++)
-        if (o[s].rc != STARLING_OK)
-            bad = s;
+    e->rev_right = right->port == 0;
+    e->rev_left = me->port == 0;
+    for (int pass = 0; pass < 2; pass++) {
+        if ((pass == 0 && e->rev_right) || (pass == 1 && !e->rev_left))
+            continue;
+        for (int s = 0; s < ns; s++, k++) {
+            o[k].c = c;
+            o[k].to = pass == 0 ? right : left;
+            o[k].role = pass == 0 ? ROLE_DATA : ROLE_DATA_REV;
+            o[k].epoch = t->epoch;
+            o[k].s = s;
+            o[k].deadline = deadline;
+            o[k].seal = pass == 0 ? &e->rseal[s] : &e->lseal[s];
+            o[k].fd = -1;
+        }
+    }
+    open_all(o, k);
+    for (int i = 0; i < k && bad < 0; i++)
+        if (o[i].rc != STARLING_OK)
+            bad = i;
     if (bad >= 0) {
-        starling__comm_log_failure(c, o[bad].rc, "cannot open ring link to %s:%d: %s",
-                                   o[bad].right->host, o[bad].right->port,
+        starling__comm_log_failure(c, o[bad].rc, "cannot open ring link to %s:%d%s: %s",
+                                   o[bad].to->host, o[bad].to->port,
+                                   o[bad].role == ROLE_DATA_REV ? " (the left neighbour's, "
+                                                                  "from this side)"
+                                                                : "",
                                    o[bad].why[0] ? o[bad].why : starling_strerror(o[bad].rc));
-        for (int s = 0; s < ns; s++)
-            if (o[s].rc == STARLING_OK)
-                starling__sock_close(o[s].fd);
-        for (int s = 0; s < ns; s++)
-            starling__seal_wipe(&e->rseal[s]);
+        for (int i = 0; i < k; i++) {
+            if (o[i].rc == STARLING_OK)
+                starling__sock_close(o[i].fd);
+            starling__seal_wipe(o[i].seal);
+        }
         starling__links_close(c);
         return o[bad].rc;
     }
-    for (int s = 0; s < ns; s++) {
+    for (int s = 0; s < STARLING_MAX_STREAMS; s++)
+        e->right[s] = e->left[s] = -1;
+    e->nright = e->nleft = 0;
+    for (int i = 0; i < k; i++) {
         /* Several streams: each keeps little unsent, so that the next piece goes to a
          * stream that is moving, not behind pieces queued in a slow one. */
         if (ns > 1)
-            starling__sock_set_unsent_max(o[s].fd, STARLING_UNSENT_MAX);
-        e->right[s] = o[s].fd;
+            starling__sock_set_unsent_max(o[i].fd, STARLING_UNSENT_MAX);
+        if (o[i].role == ROLE_DATA) {
+            e->right[o[i].s] = o[i].fd;
+            e->nright = ns;
+        } else {
+            e->left[o[i].s] = o[i].fd;
+            e->nleft = ns;
+        }
     }
-    e->nright = ns;
-    for (int s = 0; s < STARLING_MAX_STREAMS; s++)
-        e->left[s] = -1;
-    e->nleft = 0;
     return STARLING_OK;
 }
 
+/* Takes a parked stream into `fds`/`seals` if it fills a free slot of a link of
+ * `nstreams` streams (*n: the link's count, 0 while none has come). */
+static int take(pending_link *p, int *fds, starling__seal *seals, int *n)
+{
+    if (fds[p->stream] >= 0 || (*n != 0 && *n != p->nstreams))
+        return 0;
+    fds[p->stream] = p->fd;
+    seals[p->stream] = p->seal;
+    *n = p->nstreams;
+    return 1;
+}
+
+static int complete(const int *fds, int n)
+{
+    int have = 0;
+    for (int s = 0; s < n; s++)
+        have += fds[s] >= 0;
+    return n > 0 && have == n;
+}
+
+/* Adopts the parked streams of the current epoch: the left neighbour's (unless this
+ * member opened its left links itself) and, when the right neighbour accepts no
+ * connections, the right links it opened. 1 once both links are whole. */
 int starling__links_adopt(starling_comm *c)
 {
     engine *e = &c->eng;
-    uint64_t left_id;
-    int have = 0;
+    uint64_t left_id, right_id;
     if (e->n < 2)
         return 1;
     left_id = e->members[(e->rank + e->n - 1) % e->n].id;
+    right_id = e->members[(e->rank + 1) % e->n].id;
     pthread_mutex_lock(&c->mu);
     for (int i = 0; i < c->npend;) {
         pending_link *p = &c->pend[i];
-        int keep = 0;
-        if (p->epoch == e->epoch && p->peer_id == left_id && e->left[p->stream] < 0 &&
-            (e->nleft == 0 || e->nleft == p->nstreams)) {
-            e->left[p->stream] = p->fd;
-            e->lseal[p->stream] = p->seal;
-            e->nleft = p->nstreams;
+        int taken = 0, keep = 0;
+        if (p->epoch == e->epoch && !p->rev && !e->rev_left && p->peer_id == left_id) {
+            taken = take(p, e->left, e->lseal, &e->nleft);
+        } else if (p->epoch == e->epoch && p->rev && e->rev_right && p->peer_id == right_id) {
+            taken = take(p, e->right, e->rseal, &e->nright);
+            if (taken && p->nstreams > 1)
+                starling__sock_set_unsent_max(p->fd, STARLING_UNSENT_MAX);
         } else if (p->epoch > e->epoch) {
             keep = 1; /* for an epoch this member has not reached yet */
-        } else {
-            starling__sock_close(p->fd);
         }
+        if (!taken && !keep)
+            starling__sock_close(p->fd);
         if (!keep)
             starling__seal_wipe(&p->seal);
         if (keep) {
@@ -226,7 +299,5 @@ int starling__links_adopt(starling_comm *c)
         }
     }
     pthread_mutex_unlock(&c->mu);
-    for (int s = 0; s < e->nleft; s++)
-        have += e->left[s] >= 0;
-    return e->nleft > 0 && have == e->nleft;
+    return complete(e->left, e->nleft) && complete(e->right, e->nright);
 }

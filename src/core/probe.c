@@ -91,6 +91,11 @@ static void probe_one(starling_comm *c, const starling__member *to, uint64_t epo
     int fd, rc;
 
     out->id = to->id;
+    if (to->port == 0) {
+        SLOG_INFO("%s: link to %s not measured: it accepts no inbound connections", c->name,
+                  to->host);
+        return;
+    }
     if (deadline > all_deadline_ms)
         deadline = all_deadline_ms;
     if (starling__ms_until(deadline) == 0) {
@@ -145,6 +150,8 @@ void starling__probe_links(starling_comm *c, const starling__member *m, int n, i
     for (int k = 1; k < n; k++) {
         int j = (rank + k) % n;
         probe_one(c, &m[j], epoch, bytes, chunk, deadline_ms, &est[j]);
+        if (m[j].port == 0)
+            continue;
         SLOG_INFO("%s: link to %s:%u: %.1f Mbit/s, rtt %.3f ms", c->name, m[j].host,
                   (unsigned)m[j].port, (double)est[j].bytes_per_s * 8e-6,
                   (double)est[j].rtt_us * 1e-3);

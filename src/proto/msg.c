@@ -102,11 +102,13 @@ int starling__hello_decode(const uint8_t *p, size_t len, starling__msg_hello *m)
     m->caps = starling__r_u8(&r);
     if (starling__r_finish(&r))
         return STARLING_E_PROTOCOL;
-    if (m->role != ROLE_CONTROL && m->role != ROLE_DATA && m->role != ROLE_PROBE)
+    if (m->role != ROLE_CONTROL && m->role != ROLE_DATA && m->role != ROLE_PROBE &&
+        m->role != ROLE_DATA_REV)
         return STARLING_E_PROTOCOL;
     if (m->run[0] == '\0' || m->security > STARLING_SEC_MAX)
         return STARLING_E_PROTOCOL;
-    if (m->role == ROLE_DATA && (m->nstreams < 1 || m->nstreams > 16 || m->stream >= m->nstreams))
+    if ((m->role == ROLE_DATA || m->role == ROLE_DATA_REV) &&
+        (m->nstreams < 1 || m->nstreams > 16 || m->stream >= m->nstreams))
         return STARLING_E_PROTOCOL;
     return STARLING_OK;
 }
@@ -211,7 +213,8 @@ int starling__register_decode(const uint8_t *p, size_t len, starling__msg_regist
         m->members[i] = starling__r_u64(&r);
     if (starling__r_finish(&r))
         return STARLING_E_PROTOCOL;
-    if (m->peer_id == 0 || m->port == 0 || !starling__host_numeric(m->host) ||
+    /* port 0: the peer accepts no inbound connections (v5) */
+    if (m->peer_id == 0 || !starling__host_numeric(m->host) ||
         m->min_peers < 1 ||
         m->min_peers > STARLING_MAX_PEERS || (m->epoch == 0) != (m->nmembers == 0))
         return STARLING_E_PROTOCOL;
@@ -269,7 +272,7 @@ int starling__topo_decode(const uint8_t *p, size_t len, starling__msg_topo *m)
         m->members[i].id = starling__r_u64(&r);
         starling__r_str(&r, m->members[i].host, sizeof m->members[i].host);
         m->members[i].port = starling__r_u16(&r);
-        if (m->members[i].id == 0 || m->members[i].port == 0)
+        if (m->members[i].id == 0) /* port 0: accepts no inbound connections */
             return STARLING_E_PROTOCOL;
     }
     m->probe_bytes = starling__r_u32(&r);

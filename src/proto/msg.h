@@ -59,7 +59,9 @@ typedef enum starling__msg_type {
 typedef enum starling__role {
     ROLE_CONTROL = 1, /* a peer's connection to the coordinator */
     ROLE_DATA = 2,    /* a ring link stream between two peers */
-    ROLE_PROBE = 3    /* a link measurement between two peers (docs/protocol.md) */
+    ROLE_PROBE = 3,   /* a link measurement between two peers (docs/protocol.md) */
+    ROLE_DATA_REV = 4 /* a ring link stream opened by the right neighbour (v5: the left
+                       * one accepts no inbound connections) */
 } starling__role;
 
 typedef struct starling__frame_hdr {

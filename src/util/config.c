@@ -16,6 +16,7 @@ void starling__config_defaults(struct starling_config *cfg)
     cfg->chunk_bytes = 1u << 20;
     cfg->probe_bytes = 2u << 20;
     cfg->security = 1; /* "aead" */
+    cfg->inbound = 1;
     strcpy(cfg->listen, "127.0.0.1:0");
 }
 
@@ -166,6 +167,14 @@ int starling_config_set_security(starling_config *cfg, const char *mode)
             return STARLING_OK;
         }
     return STARLING_E_INVALID;
+}
+
+int starling_config_set_inbound(starling_config *cfg, int inbound)
+{
+    if (!cfg || (inbound != 0 && inbound != 1))
+        return STARLING_E_INVALID;
+    cfg->inbound = inbound;
+    return STARLING_OK;
 }
 
 int starling_config_set_probe_bytes(starling_config *cfg, size_t bytes)

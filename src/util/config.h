@@ -24,6 +24,7 @@ struct starling_config {
     size_t socket_buffer; /* 0: the kernel's autotuning */
     starling__ring_order ring_order;
     size_t probe_bytes;
+    int inbound;  /* accepts inbound connections (starling_config_set_inbound) */
     int security; /* index into starling__security_names: the wire's STARLING_SEC_* value */
     char standby_of[80]; /* coordinator: "" (active), or the active's HOST:PORT */
 };

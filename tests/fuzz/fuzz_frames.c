@@ -9,10 +9,13 @@
  * Every rule docs/protocol.md lists for an accepted message is checked again here, so a
  * decoder that lets something through that it should refuse is a crash, not a pass.
  *
- * Protocol version 3: HELLO's and CHALLENGE's trailing security and caps bytes (version 2
- * added HELLO role 3 (probe), TOPO's trailing probe_bytes and LINKS (19)).
- * tests/golden/v3/ holds one valid frame of each, a useful extra seed directory:
- *   ./tests/fuzz/fuzz_frames corpus-frames /path/to/tests/golden/v3
+ * Protocol version 5: HELLO role 4 (ROLE_DATA_REV, a reversed ring link, with the data
+ * role's stream bounds), and port 0 allowed in REGISTER and in TOPO's members (a peer that
+ * accepts no inbound connections). Version 4 added STATE (21) and WATCH (20), version 3
+ * HELLO's and CHALLENGE's trailing security and caps bytes, version 2 HELLO role 3
+ * (probe), TOPO's trailing probe_bytes and LINKS (19).
+ * tests/golden/v5/ holds one valid frame of each, a useful extra seed directory:
+ *   ./tests/fuzz/fuzz_frames corpus-frames /path/to/tests/golden/v5
  *
  * Built two ways (tests/fuzz/CMakeLists.txt): with -fsanitize=fuzzer by clang, and as
  * fuzz_frames_replay with fuzz_replay.c, which replays the saved corpus under ctest. */
@@ -95,12 +98,13 @@ static void fuzz_hello(const uint8_t *p, size_t len)
     if (rc != STARLING_OK)
         return;
     CHECK(a.magic == STARLING_MAGIC && a.version == STARLING_PROTOCOL_VERSION);
-    CHECK(a.role == ROLE_CONTROL || a.role == ROLE_DATA || a.role == ROLE_PROBE);
+    CHECK(a.role == ROLE_CONTROL || a.role == ROLE_DATA || a.role == ROLE_PROBE ||
+          a.role == ROLE_DATA_REV);
     CHECK(a.run[0] != '\0' && strlen(a.run) < STARLING_NAME_MAX);
     CHECK(a.security <= STARLING_SEC_MAX); /* caps: any bits */
     /* security and caps are the last two bytes of the payload. */
     CHECK(len >= 2 && p[len - 2] == a.security && p[len - 1] == a.caps);
-    if (a.role == ROLE_DATA)
+    if (a.role == ROLE_DATA || a.role == ROLE_DATA_REV)
         CHECK(a.nstreams >= 1 && a.nstreams <= 16 && a.stream < a.nstreams);
     check_canonical(starling__hello_encode(enc, sizeof enc, &a), MSG_HELLO, p, len);
     memset(&b, 0, sizeof b);
@@ -151,7 +155,7 @@ static void fuzz_register(const uint8_t *p, size_t len)
 {
     if (starling__register_decode(p, len, &reg1) != STARLING_OK)
         return;
-    CHECK(reg1.peer_id != 0 && reg1.port != 0 && reg1.host[0] != '\0');
+    CHECK(reg1.peer_id != 0 && reg1.host[0] != '\0'); /* port: any, 0 since v5 */
     CHECK(reg1.min_peers >= 1 && reg1.min_peers <= STARLING_MAX_PEERS);
     CHECK(reg1.nmembers <= STARLING_MAX_PEERS);
     CHECK(strlen(reg1.name) < STARLING_NAME_MAX && strlen(reg1.host) < STARLING_ADDR_MAX);
@@ -191,7 +195,7 @@ static void fuzz_topo(const uint8_t *p, size_t len)
     CHECK(topo1.epoch == topo2.epoch && topo1.rank == topo2.rank && topo1.n == topo2.n);
     CHECK(topo1.probe_bytes == topo2.probe_bytes);
     for (uint32_t i = 0; i < topo1.n; i++) {
-        CHECK(topo1.members[i].id != 0 && topo1.members[i].port != 0);
+        CHECK(topo1.members[i].id != 0); /* port: any, 0 since v5 */
         CHECK(topo1.members[i].id == topo2.members[i].id);
         CHECK(strcmp(topo1.members[i].host, topo2.members[i].host) == 0);
         CHECK(topo1.members[i].port == topo2.members[i].port);

@@ -45,7 +45,8 @@
  * --expect-seeded (shared state); --rejoin (stream: a peer that may be cut off and let back
  * in as a newcomer, tests/net/run_partition_test.sh: a topology point whose state sync
  * replaces its state is expected, and it resumes at the group's synced iteration instead
- * of failing); --log-level none|error|warn|info|debug, --deadline-s
+ * of failing); --no-inbound (the peer accepts no connections: its ring links are opened
+ * from its side, tests/net/run_nat_test.sh); --log-level none|error|warn|info|debug, --deadline-s
  * (the process ends by SIGALRM after that long), --ignore-sigpipe (diagnosis only).
  */
 #include "starling.h"
@@ -94,6 +95,7 @@ typedef struct options {
     uint64_t seed;
     int fresh, join;
     int rejoin;        /* stream: a replaced state at a topology point means "catch up" */
+    int no_inbound;    /* behind a NAT: accepts no connections (starling_config_set_inbound) */
     int expect_seeded; /* after the first sync "w" must hold the seeded values */
     size_t state_count;
     const char *stop_file; /* stream: stop at the next topology point once it exists */
@@ -509,6 +511,8 @@ static void connect_and_join(peer *p)
         die_rc(p, "starling_config_set_chunk_bytes", rc);
     if (o->listen && (rc = starling_config_set_listen(cfg, o->listen)) != 0)
         die_rc(p, "starling_config_set_listen", rc);
+    if (o->no_inbound && (rc = starling_config_set_inbound(cfg, 0)) != 0)
+        die_rc(p, "starling_config_set_inbound", rc);
     if ((rc = starling_config_set_name(cfg, o->name)) != 0)
         die_rc(p, "starling_config_set_name", rc);
 
@@ -1396,6 +1400,8 @@ static void parse_options(options *o, int argc, char **argv)
             o->join = 1;
         } else if (!strcmp(a, "--rejoin")) {
             o->rejoin = 1;
+        } else if (!strcmp(a, "--no-inbound")) {
+            o->no_inbound = 1;
         } else if (!strcmp(a, "--ignore-sigpipe")) {
             o->ignore_sigpipe = 1;
         } else {

@@ -692,12 +692,12 @@ def scenario_join(h):
 # (src/auth/handshake.c), so this client can also authenticate for real and then misbehave.
 
 MAGIC = 0x4C525453
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 SEC_CHACHA = 2  # what this client asks for: ChaCha20-Poly1305 whatever the CPUs have
 SUITE_CHACHA = 1
 T_HELLO, T_CHALLENGE, T_AUTH, T_REJECT, T_REGISTER = 1, 2, 3, 4, 5
 T_TOPO_REQ, T_DATA, T_ACCEPT = 8, 15, 18
-ROLE_CONTROL, ROLE_DATA, ROLE_PROBE = 1, 2, 3
+ROLE_CONTROL, ROLE_DATA, ROLE_PROBE, ROLE_DATA_REV = 1, 2, 3, 4  # 4: protocol v5
 E_AUTH, E_VERSION = -8, -9
 CTRL_MAX = 1 << 20  # STARLING_CTRL_MAX (src/proto/msg.h)
 
@@ -1002,6 +1002,8 @@ def attacks_for(h, port, role, rng, epoch):
                               frame(T_HELLO, good[:39] + b"\xff" + good[40:])))
     notes.append(attack_close(port, "HELLO with unknown role 9",
                               frame(T_HELLO, hello(role=9).payload())))
+    notes.append(attack_close(port, "HELLO with unknown role 5 (the one after ROLE_DATA_REV)",
+                              frame(T_HELLO, hello(role=ROLE_DATA_REV + 1).payload())))
     notes.append(attack_close(port, "HELLO with a control character in the run name",
                               frame(T_HELLO, hello(run=b"it\x01x").payload())))
     if role == ROLE_DATA:
@@ -1009,6 +1011,12 @@ def attacks_for(h, port, role, rng, epoch):
                                   frame(T_HELLO, hello(nstreams=0).payload())))
         notes.append(attack_close(port, "data HELLO with stream >= nstreams",
                                   frame(T_HELLO, hello(stream=3, nstreams=2).payload())))
+        notes.append(attack_close(port, "reversed data HELLO with nstreams 0",
+                                  frame(T_HELLO, hello(role=ROLE_DATA_REV,
+                                                       nstreams=0).payload())))
+        notes.append(attack_close(port, "reversed data HELLO with stream >= nstreams",
+                                  frame(T_HELLO, hello(role=ROLE_DATA_REV, stream=2,
+                                                       nstreams=2).payload())))
     for v in (0, PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1, 0xFFFF):
         notes.append(attack_reject(port, "HELLO with protocol version %d" % v, hello(version=v),
                                    E_VERSION))
@@ -1023,10 +1031,14 @@ def attacks_for(h, port, role, rng, epoch):
                                        hello(), h, lambda sl: sl.frame(T_REGISTER, reg_huge)))
         notes.append(attack_after_auth(port, "authenticated, REGISTER in clear (not sealed)",
                                        hello(), h, frame(T_REGISTER, reg_huge) + garbage[:64]))
-        reg_port0 = struct.pack("<Q", 1234567) + pstr(b"evil") + pstr(b"127.0.0.1") + \
-            struct.pack("<HIQI", 0, 1, 0, 0)
-        notes.append(attack_after_auth(port, "authenticated, REGISTER with port 0",
-                                       hello(), h, lambda sl: sl.frame(T_REGISTER, reg_port0)))
+        # Port 0 is no longer malformed (protocol v5: a peer that accepts no inbound
+        # connections); min_peers 0 still is. The HELLO names the REGISTER's peer, so that
+        # the decoder's refusal, not the id mismatch, is what closes the connection.
+        reg_min0 = struct.pack("<Q", 1234567) + pstr(b"evil") + pstr(b"127.0.0.1") + \
+            struct.pack("<HIQI", 9, 0, 0, 0)
+        notes.append(attack_after_auth(port, "authenticated, REGISTER with min_peers 0",
+                                       hello(peer_id=1234567), h,
+                                       lambda sl: sl.frame(T_REGISTER, reg_min0)))
         notes.append(attack_after_auth(port, "authenticated, control frame of CTRL_MAX+1 bytes",
                                        hello(), h, frame(T_TOPO_REQ, b"", length=CTRL_MAX + 1)
                                        + garbage[:256]))

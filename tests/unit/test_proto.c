@@ -7,13 +7,17 @@
  *
  * Version 2 added ROLE_PROBE, TOPO's trailing probe_bytes and the LINKS message. Version 3
  * added two bytes, security and caps, at the end of HELLO and of CHALLENGE. Version 4
- * (the current one) added WATCH and STATE, between coordinators. The constants of older
- * versions are kept as they were: frames whose bytes version 4 still produces (REGISTER,
- * DECIDE, the DATA header, v2's TOPO and LINKS, v3's CHALLENGE) are checked as before,
- * and those that changed are checked for how version 4 treats them (a v1, v2 or v3 HELLO
- * is a version refusal, a v1 TOPO is too short). The v2 constants follow the v1 ones, the
- * v3 constants (HELLO, HELLO probe, and CHALLENGE, which had none before) follow them,
- * and the v4 ones (HELLO, HELLO probe, STATE, WATCH) come last. */
+ * added WATCH and STATE, between coordinators. Version 5 (the current one) lets REGISTER
+ * and TOPO carry port 0 (a peer that accepts no inbound connections) and adds the HELLO
+ * role ROLE_DATA_REV (4), a ring link opened by the right neighbour. The constants of
+ * older versions are kept as they were: frames whose bytes version 5 still produces
+ * (REGISTER, DECIDE, the DATA header, v2's TOPO and LINKS, v3's CHALLENGE, v4's STATE
+ * and WATCH) are checked as before, and those that changed are checked for how version 5
+ * treats them (a v1, v2, v3 or v4 HELLO is a version refusal, a v1 TOPO is too short).
+ * The v2 constants follow the v1 ones, the v3 constants (HELLO, HELLO probe, and
+ * CHALLENGE, which had none before) follow them, then the v4 ones (HELLO, HELLO probe,
+ * STATE, WATCH), and the v5 ones (HELLO, HELLO probe, HELLO reversed data link, REGISTER
+ * and TOPO with port 0) come last. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -136,7 +140,7 @@ static void sample_hello(starling__msg_hello *m, uint8_t role)
         m->nonce[i] = (uint8_t)(0xf0 ^ i);
     strcpy(m->run, "run-42");
     m->peer_id = 0x8877665544332211ull;
-    if (role == ROLE_DATA) {
+    if (role == ROLE_DATA || role == ROLE_DATA_REV) { /* v5: the reversed link too */
         m->epoch = 12;
         m->stream = 3;
         m->nstreams = 4;
@@ -225,7 +229,7 @@ static int build_sample(int idx, uint8_t *out, size_t cap, uint8_t *type)
     static starling__msg_reject reject;
     static starling__msg_welcome welcome;
     static starling__msg_epoch epoch;
-    const int nfixed = 16;
+    const int nfixed = 19;
     switch (idx) {
     case 0:
         sample_hello(&hello, ROLE_CONTROL);
@@ -297,6 +301,20 @@ static int build_sample(int idx, uint8_t *out, size_t cap, uint8_t *type)
         sample_links(&links_a, 3);
         *type = MSG_LINKS;
         return starling__links_encode(out, cap, &links_a);
+    case 16: /* v5: a reversed ring link */
+        sample_hello(&hello, ROLE_DATA_REV);
+        *type = MSG_HELLO;
+        return starling__hello_encode(out, cap, &hello);
+    case 17: /* v5: a peer that accepts no inbound connections */
+        sample_register(&reg_a, 0);
+        reg_a.port = 0;
+        *type = MSG_REGISTER;
+        return starling__register_encode(out, cap, &reg_a);
+    case 18: /* v5: one member of three accepts no inbound connections */
+        sample_topo(&topo_a, 3);
+        topo_a.members[1].port = 0;
+        *type = MSG_TOPO;
+        return starling__topo_encode(out, cap, &topo_a);
     default:
         if (idx - nfixed >= (int)sizeof epoch_types)
             return 0;
@@ -327,7 +345,7 @@ static void assert_hello_equal(const starling__msg_hello *a, const starling__msg
  * defined, the others are not checked). */
 static void test_hello_round_trip(void **state)
 {
-    static const uint8_t roles[] = {ROLE_CONTROL, ROLE_DATA, ROLE_PROBE};
+    static const uint8_t roles[] = {ROLE_CONTROL, ROLE_DATA, ROLE_PROBE, ROLE_DATA_REV};
     static const uint8_t secs[] = {STARLING_SEC_NONE, STARLING_SEC_AEAD, STARLING_SEC_CHACHA};
     static const uint8_t caps[] = {0, STARLING_CAP_AESGCM, 0xfe, 0xff};
     (void)state;
@@ -355,22 +373,26 @@ static void test_hello_round_trip(void **state)
             }
 }
 
+/* Both data roles: ROLE_DATA and (v5) ROLE_DATA_REV. */
 static void test_hello_data_role_stream_bounds(void **state)
 {
-    starling__msg_hello in, out;
+    static const uint8_t roles[] = {ROLE_DATA, ROLE_DATA_REV};
     (void)state;
-    sample_hello(&in, ROLE_DATA);
-    /* The extremes that are allowed: 1 stream, and stream 15 of 16. */
-    in.stream = 0;
-    in.nstreams = 1;
-    int n = starling__hello_encode(frame, sizeof frame, &in);
-    assert_int_equal(starling__hello_decode(frame + 8, (size_t)n - 8, &out), STARLING_OK);
-    assert_hello_equal(&in, &out);
-    in.stream = 15;
-    in.nstreams = 16;
-    n = starling__hello_encode(frame, sizeof frame, &in);
-    assert_int_equal(starling__hello_decode(frame + 8, (size_t)n - 8, &out), STARLING_OK);
-    assert_hello_equal(&in, &out);
+    for (size_t i = 0; i < sizeof roles; i++) {
+        starling__msg_hello in, out;
+        sample_hello(&in, roles[i]);
+        /* The extremes that are allowed: 1 stream, and stream 15 of 16. */
+        in.stream = 0;
+        in.nstreams = 1;
+        int n = starling__hello_encode(frame, sizeof frame, &in);
+        assert_int_equal(starling__hello_decode(frame + 8, (size_t)n - 8, &out), STARLING_OK);
+        assert_hello_equal(&in, &out);
+        in.stream = 15;
+        in.nstreams = 16;
+        n = starling__hello_encode(frame, sizeof frame, &in);
+        assert_int_equal(starling__hello_decode(frame + 8, (size_t)n - 8, &out), STARLING_OK);
+        assert_hello_equal(&in, &out);
+    }
 }
 
 /* nonce, mac, then (v3) security and caps: 32 + 32 + 1 + 1 = 66 bytes, with every
@@ -1199,11 +1221,13 @@ static void test_hello_magic_and_version(void **state)
     m.version = STARLING_PROTOCOL_VERSION + 1;
     assert_int_equal(hello_decode_of(&m), STARLING_E_PROTOCOL);
 
-    /* Every version but ours, older (1, 2) or newer, is a version refusal. */
+    /* Every version but ours, older (1..4) or newer, is a version refusal. */
     sample_hello(&m, ROLE_CONTROL);
-    /* 0x0300: ours byte-swapped */
-    static const uint16_t versions[] = {0,     1,      2,      STARLING_PROTOCOL_VERSION + 1,
-                                        0x100, 0x0200, 0x0300, 0xffff};
+    /* 0x0500: ours byte-swapped */
+    static const uint16_t versions[] = {
+        0,     1,      2,      3,      4,      STARLING_PROTOCOL_VERSION + 1,
+        0x100, 0x0200, 0x0300, 0x0400, 0x0500, 0xffff};
+    assert_int_equal(STARLING_PROTOCOL_VERSION, 5); /* 0x0500 above */
     for (size_t i = 0; i < sizeof versions / sizeof versions[0]; i++) {
         assert_int_not_equal(versions[i], STARLING_PROTOCOL_VERSION);
         m.version = versions[i];
@@ -1212,34 +1236,37 @@ static void test_hello_magic_and_version(void **state)
 }
 
 /* Another version may lay out the rest of HELLO differently: once magic and version are
- * read, a different version is STARLING_E_VERSION whatever follows, a future one (5) or a
- * past one (1, 2, 3; version 2's layout is 2 bytes shorter than ours, see
- * test_golden_v2_hello). Our own version (4) with nothing after it is a truncated hello. */
+ * read, a different version is STARLING_E_VERSION whatever follows, a future one (6) or a
+ * past one (1, 2, 3, 4; version 2's layout is 2 bytes shorter than ours, see
+ * test_golden_v2_hello). Our own version (5) with nothing after it is a truncated hello. */
 static void test_hello_future_version_any_layout(void **state)
 {
-    static const uint8_t v5_short[] = {0x53, 0x54, 0x52, 0x4c, 0x05, 0x00};
-    static const uint8_t v5_other[] = {0x53, 0x54, 0x52, 0x4c, 0x05, 0x00, 0xff, 0xff, 0x00};
+    static const uint8_t v6_short[] = {0x53, 0x54, 0x52, 0x4c, 0x06, 0x00};
+    static const uint8_t v6_other[] = {0x53, 0x54, 0x52, 0x4c, 0x06, 0x00, 0xff, 0xff, 0x00};
     static const uint8_t v1_short[] = {0x53, 0x54, 0x52, 0x4c, 0x01, 0x00};
     static const uint8_t v2_short[] = {0x53, 0x54, 0x52, 0x4c, 0x02, 0x00};
     static const uint8_t v3_short[] = {0x53, 0x54, 0x52, 0x4c, 0x03, 0x00};
     static const uint8_t v4_short[] = {0x53, 0x54, 0x52, 0x4c, 0x04, 0x00};
-    static const uint8_t magic_only[] = {0x53, 0x54, 0x52, 0x4c, 0x04};
+    static const uint8_t v5_short[] = {0x53, 0x54, 0x52, 0x4c, 0x05, 0x00};
+    static const uint8_t magic_only[] = {0x53, 0x54, 0x52, 0x4c, 0x05};
     starling__msg_hello out;
     (void)state;
-    assert_int_equal(STARLING_PROTOCOL_VERSION, 4); /* the bytes above spell versions out */
-    assert_int_equal(starling__hello_decode(v5_short, sizeof v5_short, &out), STARLING_E_VERSION);
-    assert_int_equal(starling__hello_decode(v5_other, sizeof v5_other, &out), STARLING_E_VERSION);
+    assert_int_equal(STARLING_PROTOCOL_VERSION, 5); /* the bytes above spell versions out */
+    assert_int_equal(starling__hello_decode(v6_short, sizeof v6_short, &out), STARLING_E_VERSION);
+    assert_int_equal(starling__hello_decode(v6_other, sizeof v6_other, &out), STARLING_E_VERSION);
     assert_int_equal(starling__hello_decode(v1_short, sizeof v1_short, &out), STARLING_E_VERSION);
     assert_int_equal(starling__hello_decode(v2_short, sizeof v2_short, &out), STARLING_E_VERSION);
     assert_int_equal(starling__hello_decode(v3_short, sizeof v3_short, &out), STARLING_E_VERSION);
-    assert_int_equal(starling__hello_decode(v4_short, sizeof v4_short, &out), STARLING_E_PROTOCOL);
+    assert_int_equal(starling__hello_decode(v4_short, sizeof v4_short, &out), STARLING_E_VERSION);
+    assert_int_equal(starling__hello_decode(v5_short, sizeof v5_short, &out), STARLING_E_PROTOCOL);
     assert_int_equal(starling__hello_decode(magic_only, sizeof magic_only, &out),
                      STARLING_E_PROTOCOL);
 }
 
 static void test_hello_role(void **state)
 {
-    static const uint8_t bad[] = {0, 4, 5, 255}; /* 1, 2 and (since v2) 3 are roles */
+    /* 1, 2, (since v2) 3 and (since v5) 4 are roles */
+    static const uint8_t bad[] = {0, 5, 6, 0x7f, 0x80, 255};
     starling__msg_hello m;
     (void)state;
     for (size_t i = 0; i < sizeof bad; i++) {
@@ -1249,26 +1276,30 @@ static void test_hello_role(void **state)
     }
 }
 
+/* The stream bounds of both data roles, ROLE_DATA and (v5) ROLE_DATA_REV. */
 static void test_hello_streams(void **state)
 {
+    static const uint8_t roles[] = {ROLE_DATA, ROLE_DATA_REV};
     starling__msg_hello m;
     (void)state;
-    sample_hello(&m, ROLE_DATA);
-    m.stream = 0;
-    m.nstreams = 0;
-    assert_int_equal(hello_decode_of(&m), STARLING_E_PROTOCOL);
-    m.nstreams = 17;
-    assert_int_equal(hello_decode_of(&m), STARLING_E_PROTOCOL);
-    m.nstreams = 255;
-    assert_int_equal(hello_decode_of(&m), STARLING_E_PROTOCOL);
-    for (uint8_t ns = 1; ns <= 16; ns++) {
-        m.nstreams = ns;
-        m.stream = ns;
+    for (size_t i = 0; i < sizeof roles; i++) {
+        sample_hello(&m, roles[i]);
+        m.stream = 0;
+        m.nstreams = 0;
         assert_int_equal(hello_decode_of(&m), STARLING_E_PROTOCOL);
-        m.stream = 255;
+        m.nstreams = 17;
         assert_int_equal(hello_decode_of(&m), STARLING_E_PROTOCOL);
-        m.stream = (uint8_t)(ns - 1);
-        assert_int_equal(hello_decode_of(&m), STARLING_OK);
+        m.nstreams = 255;
+        assert_int_equal(hello_decode_of(&m), STARLING_E_PROTOCOL);
+        for (uint8_t ns = 1; ns <= 16; ns++) {
+            m.nstreams = ns;
+            m.stream = ns;
+            assert_int_equal(hello_decode_of(&m), STARLING_E_PROTOCOL);
+            m.stream = 255;
+            assert_int_equal(hello_decode_of(&m), STARLING_E_PROTOCOL);
+            m.stream = (uint8_t)(ns - 1);
+            assert_int_equal(hello_decode_of(&m), STARLING_OK);
+        }
     }
     /* On a control connection the stream fields mean nothing and are not checked. */
     sample_hello(&m, ROLE_CONTROL);
@@ -1310,6 +1341,57 @@ static void test_hello_probe_role(void **state)
     assert_int_equal(hello_decode_of(&m), STARLING_E_VERSION);
     m.version = 2;
     assert_int_equal(hello_decode_of(&m), STARLING_E_VERSION);
+    m.version = 4;
+    assert_int_equal(hello_decode_of(&m), STARLING_E_VERSION);
+}
+
+/* ROLE_DATA_REV (v5): a ring link stream opened by the right neighbour, because the left
+ * one accepts no inbound connections. It carries stream and nstreams like ROLE_DATA and
+ * the same bounds apply (test_hello_streams); every other rule holds too. */
+static void test_hello_data_rev_role(void **state)
+{
+    static const uint8_t streams[][2] = {{0, 1}, {0, 2}, {1, 2}, {3, 4}, {15, 16}};
+    starling__msg_hello m, out;
+    (void)state;
+    assert_int_equal(ROLE_DATA_REV, 4);
+    for (size_t i = 0; i < sizeof streams / sizeof streams[0]; i++) {
+        sample_hello(&m, ROLE_DATA_REV);
+        m.stream = streams[i][0];
+        m.nstreams = streams[i][1];
+        int n = starling__hello_encode(frame, sizeof frame, &m);
+        /* the same layout as every role's: magic, version, role, nonce, run, peer_id,
+         * epoch, stream, nstreams, security, caps */
+        assert_int_equal(frame_check(frame, n, MSG_HELLO),
+                         4 + 2 + 1 + 32 + 1 + strlen(m.run) + 8 + 8 + 1 + 1 + 1 + 1);
+        assert_int_equal(frame[8 + 6], ROLE_DATA_REV);
+        memset(&out, 0xee, sizeof out);
+        assert_int_equal(starling__hello_decode(frame + 8, (size_t)n - 8, &out), STARLING_OK);
+        assert_hello_equal(&m, &out);
+        assert_int_equal(out.role, ROLE_DATA_REV);
+    }
+    /* Out of bounds: no stream, more than 16, stream not below nstreams (0 of 0 is a
+     * probe's, not a data link's). */
+    static const uint8_t bad[][2] = {{0, 0}, {0, 17}, {16, 17}, {2, 2}, {16, 16}, {255, 255}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sample_hello(&m, ROLE_DATA_REV);
+        m.stream = bad[i][0];
+        m.nstreams = bad[i][1];
+        assert_int_equal(hello_decode_of(&m), STARLING_E_PROTOCOL);
+    }
+    sample_hello(&m, ROLE_DATA_REV);
+    m.run[0] = '\0';
+    assert_int_equal(hello_decode_of(&m), STARLING_E_PROTOCOL);
+    sample_hello(&m, ROLE_DATA_REV);
+    m.security = STARLING_SEC_MAX + 1;
+    assert_int_equal(hello_decode_of(&m), STARLING_E_PROTOCOL);
+    /* A v4 side could not have sent it: version 4 is refused as a version first. */
+    sample_hello(&m, ROLE_DATA_REV);
+    m.version = 4;
+    assert_int_equal(hello_decode_of(&m), STARLING_E_VERSION);
+    /* The next role number is still refused. */
+    sample_hello(&m, ROLE_DATA_REV);
+    m.role = ROLE_DATA_REV + 1;
+    assert_int_equal(hello_decode_of(&m), STARLING_E_PROTOCOL);
 }
 
 /* HELLO's security byte (v3): a STARLING_SEC_* mode, nothing above STARLING_SEC_MAX, in
@@ -1317,7 +1399,7 @@ static void test_hello_probe_role(void **state)
  * STARLING_CAP_AESGCM are free for later use by a side that knows them. */
 static void test_hello_security(void **state)
 {
-    static const uint8_t roles[] = {ROLE_CONTROL, ROLE_DATA, ROLE_PROBE};
+    static const uint8_t roles[] = {ROLE_CONTROL, ROLE_DATA, ROLE_PROBE, ROLE_DATA_REV};
     static const uint8_t bad[] = {STARLING_SEC_MAX + 1, 4, 0x7f, 0x80, 0xff};
     starling__msg_hello m;
     (void)state;
@@ -1480,9 +1562,10 @@ static void test_register_refusals(void **state)
     sample_register(&reg_a, 0);
     reg_a.peer_id = 0;
     assert_int_equal(register_decode_of(&reg_a), STARLING_E_PROTOCOL);
+    /* Port 0 is no refusal since v5 (test_register_port_zero). */
     sample_register(&reg_a, 0);
     reg_a.port = 0;
-    assert_int_equal(register_decode_of(&reg_a), STARLING_E_PROTOCOL);
+    assert_int_equal(register_decode_of(&reg_a), STARLING_OK);
     sample_register(&reg_a, 0);
     reg_a.min_peers = 0;
     assert_int_equal(register_decode_of(&reg_a), STARLING_E_PROTOCOL);
@@ -1506,6 +1589,37 @@ static void test_register_refusals(void **state)
     assert_int_equal(register_decode_of(&reg_a), STARLING_E_PROTOCOL);
     sample_register(&reg_a, 0);
     strcpy(reg_a.host, "10.0.0.1\n");
+    assert_int_equal(register_decode_of(&reg_a), STARLING_E_PROTOCOL);
+}
+
+/* Port 0 (v5): the peer accepts no inbound connections (it is behind a NAT); accepted
+ * for a newcomer and for a member, and carried as 0. Until version 4 it was refused. */
+static void test_register_port_zero(void **state)
+{
+    static const uint32_t counts[] = {0, 2};
+    (void)state;
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
+        sample_register(&reg_a, counts[i]);
+        reg_a.port = 0;
+        int n = starling__register_encode(frame, sizeof frame, &reg_a);
+        size_t plen = frame_check(frame, n, MSG_REGISTER);
+        /* peer_id, name, host, then the u16 port */
+        size_t at = 8 + 8 + 1 + strlen(reg_a.name) + 1 + strlen(reg_a.host);
+        assert_int_equal(frame[at], 0);
+        assert_int_equal(frame[at + 1], 0);
+        memset(&reg_b, 0xee, sizeof reg_b);
+        assert_int_equal(decode_exact(MSG_REGISTER, frame + 8, plen), STARLING_OK);
+        assert_int_equal(reg_b.port, 0);
+        assert_register_equal(&reg_a, &reg_b);
+    }
+    /* The other rules still hold with port 0. */
+    sample_register(&reg_a, 0);
+    reg_a.port = 0;
+    reg_a.peer_id = 0;
+    assert_int_equal(register_decode_of(&reg_a), STARLING_E_PROTOCOL);
+    sample_register(&reg_a, 0);
+    reg_a.port = 0;
+    reg_a.host[0] = '\0';
     assert_int_equal(register_decode_of(&reg_a), STARLING_E_PROTOCOL);
 }
 
@@ -1604,9 +1718,10 @@ static void test_topo_refusals(void **state)
     sample_topo(&topo_a, 3);
     topo_a.members[2].id = 0;
     assert_int_equal(topo_decode_of(&topo_a), STARLING_E_PROTOCOL);
+    /* A member's port 0 is no refusal since v5 (test_topo_port_zero). */
     sample_topo(&topo_a, 3);
     topo_a.members[1].port = 0;
-    assert_int_equal(topo_decode_of(&topo_a), STARLING_E_PROTOCOL);
+    assert_int_equal(topo_decode_of(&topo_a), STARLING_OK);
     sample_topo(&topo_a, 3);
     strcpy(topo_a.members[0].host, "10.0.0.1\r");
     assert_int_equal(topo_decode_of(&topo_a), STARLING_E_PROTOCOL);
@@ -1618,6 +1733,36 @@ static void test_topo_refusals(void **state)
     /* probe_bytes over 256 MiB (test_topo_probe_bytes has the bounds). */
     sample_topo(&topo_a, 3);
     topo_a.probe_bytes = STARLING__PROBE_MAX + 1;
+    assert_int_equal(topo_decode_of(&topo_a), STARLING_E_PROTOCOL);
+}
+
+/* A member's port 0 (v5): it accepts no inbound connections; accepted at any rank, for
+ * any number of such members (the decoder does not check where the coordinator placed
+ * them), and carried as 0. Until version 4 it was refused. The member id is still checked. */
+static void test_topo_port_zero(void **state)
+{
+    (void)state;
+    sample_topo(&topo_a, 4);
+    topo_a.members[0].port = 0;
+    topo_a.members[2].port = 0;
+    topo_a.probe_bytes = 2u << 20;
+    for (uint32_t rank = 0; rank < 4; rank++) {
+        topo_a.rank = rank;
+        int n = starling__topo_encode(frame, sizeof frame, &topo_a);
+        size_t plen = frame_check(frame, n, MSG_TOPO);
+        memset(&topo_b, 0xee, sizeof topo_b);
+        assert_int_equal(decode_exact(MSG_TOPO, frame + 8, plen), STARLING_OK);
+        assert_int_equal(topo_b.members[0].port, 0);
+        assert_int_equal(topo_b.members[1].port, 20001);
+        assert_int_equal(topo_b.members[2].port, 0);
+        assert_topo_equal(&topo_a, &topo_b);
+    }
+    /* Every member at port 0, even adjacent ones: still a well-formed TOPO. */
+    sample_topo(&topo_a, 3);
+    for (uint32_t i = 0; i < 3; i++)
+        topo_a.members[i].port = 0;
+    assert_int_equal(topo_decode_of(&topo_a), STARLING_OK);
+    topo_a.members[1].id = 0;
     assert_int_equal(topo_decode_of(&topo_a), STARLING_E_PROTOCOL);
 }
 
@@ -1761,7 +1906,7 @@ static void test_links_count_disagrees(void **state)
 /* The bytes below were written from docs/protocol.md field by field, not copied from
  * the encoder; tests/golden/v1/<name>.bin hold the same bytes. They are version 1's and
  * stay as they were: REGISTER, DECIDE and the DATA header are the same bytes in versions 2
- * and 3 (tests/golden/v2/ and v3/ have copies), HELLO and TOPO are not (see
+ * to 5 (tests/golden/v2/ .. v5/ have copies), HELLO and TOPO are not (see
  * test_golden_v1_hello and test_golden_v1_topo). */
 
 /* HELLO, data role: nonce 00..1f, run "demo", peer 0x0102030405060708, epoch 3,
@@ -1859,9 +2004,9 @@ static void golden_topo_msg(starling__msg_topo *m)
 static void test_golden_protocol_version(void **state)
 {
     (void)state;
-    /* The v1, v2 and v3 frames below are checked for how version 4 treats them; the v4
-     * set follows. A new version gets a new set. */
-    assert_int_equal(STARLING_PROTOCOL_VERSION, 4);
+    /* The v1, v2, v3 and v4 frames below are checked for how version 5 treats them; the
+     * v5 set follows. A new version gets a new set. */
+    assert_int_equal(STARLING_PROTOCOL_VERSION, 5);
     assert_int_equal(STARLING_MAGIC, 0x4c525453u); /* "STRL" on the wire */
     /* Numbers that are on the wire: message types, roles, security modes and caps bits
      * never move. */
@@ -1872,7 +2017,8 @@ static void test_golden_protocol_version(void **state)
     assert_int_equal(MSG_TYPE_MAX, 21);
     assert_int_equal(ROLE_CONTROL, 1);
     assert_int_equal(ROLE_DATA, 2);
-    assert_int_equal(ROLE_PROBE, 3); /* new in v2 */
+    assert_int_equal(ROLE_PROBE, 3);        /* new in v2 */
+    assert_int_equal(ROLE_DATA_REV, 4);     /* new in v5: a reversed ring link (NAT) */
     assert_int_equal(STARLING_SEC_NONE, 0); /* new in v3 */
     assert_int_equal(STARLING_SEC_AEAD, 1);
     assert_int_equal(STARLING_SEC_CHACHA, 2);
@@ -1926,8 +2072,8 @@ static void test_golden_v1_topo(void **state)
     assert_memory_equal(frame + n, "\0\0\0\0", 4);   /* probe_bytes 0 */
 }
 
-/* REGISTER: the same bytes in versions 1, 2 and 3 (tests/golden/v2/register.bin and
- * v3/register.bin are copies). */
+/* REGISTER: the same bytes in versions 1 to 5 (the register.bin of tests/golden/v2/ ..
+ * v5/ are copies). */
 static void test_golden_register(void **state)
 {
     static uint8_t want[128];
@@ -1945,8 +2091,8 @@ static void test_golden_register(void **state)
     assert_register_equal(&reg_a, &reg_b);
 }
 
-/* DECIDE: the same bytes in versions 1, 2 and 3 (tests/golden/v2/decide.bin and
- * v3/decide.bin are copies). */
+/* DECIDE: the same bytes in versions 1 to 5 (the decide.bin of tests/golden/v2/ .. v5/
+ * are copies). */
 static void test_golden_decide(void **state)
 {
     static uint8_t want[64];
@@ -1965,8 +2111,8 @@ static void test_golden_decide(void **state)
     assert_int_equal(out.code, STARLING_E_PEER_LOST);
 }
 
-/* DATA header: the same bytes in versions 1, 2 and 3 (tests/golden/v2/data_hdr.bin and
- * v3/data_hdr.bin are copies). */
+/* DATA header: the same bytes in versions 1 to 5 (the data_hdr.bin of tests/golden/v2/
+ * .. v5/ are copies). */
 static void test_golden_data(void **state)
 {
     static uint8_t want[64];
@@ -2109,7 +2255,8 @@ static void test_golden_v2_hello_probe(void **state)
     golden_v2_hello_refused(golden_v2_hello_probe, &m);
 }
 
-/* TOPO: the same bytes in versions 2 and 3 (tests/golden/v3/topo.bin is a copy). */
+/* TOPO: the same bytes in versions 2 to 5 (the topo.bin of tests/golden/v3/ .. v5/ are
+ * copies). */
 static void test_golden_v2_topo(void **state)
 {
     static uint8_t want[128];
@@ -2128,7 +2275,8 @@ static void test_golden_v2_topo(void **state)
     assert_topo_equal(&topo_a, &topo_b);
 }
 
-/* LINKS: the same bytes in versions 2 and 3 (tests/golden/v3/links.bin is a copy). */
+/* LINKS: the same bytes in versions 2 to 5 (the links.bin of tests/golden/v3/ .. v5/ are
+ * copies). */
 static void test_golden_v2_links(void **state)
 {
     static uint8_t want[128];
@@ -2219,7 +2367,7 @@ static void golden_v3_challenge_msg(starling__msg_challenge *m)
 }
 
 /* Encoding gives the bytes and decoding the bytes gives the message, for a HELLO of this
- * version (v4; v3's has the same layout). */
+ * version (v5; v3's and v4's have the same layout). */
 static void golden_hello_both_ways(const char *hex, const starling__msg_hello *m)
 {
     static uint8_t want[128];
@@ -2237,22 +2385,23 @@ static void golden_hello_both_ways(const char *hex, const starling__msg_hello *m
     assert_hello_equal(m, &out);
 }
 
-/* A version 3 HELLO, as version 4 treats it: the same layout, so the encoder given
- * version 3 writes exactly the v3 bytes, and the decoder refuses them as another version:
- * STARLING_E_VERSION, answered with REJECT(E_VERSION). */
-static void golden_v3_hello_refused(const char *hex, const starling__msg_hello *m)
+/* A version 3 or 4 HELLO, as version 5 treats it: the same layout, so the encoder given
+ * version 3 or 4 writes exactly those bytes, and the decoder refuses them as another
+ * version: STARLING_E_VERSION, answered with REJECT(E_VERSION). */
+static void golden_same_layout_hello_refused(const char *hex, const starling__msg_hello *m)
 {
     static uint8_t want[128];
     starling__msg_hello out;
     size_t n = unhex(hex, want, sizeof want);
-    assert_int_equal(m->version, 3);
+    assert_true(m->version == 3 || m->version == 4);
+    assert_int_not_equal(m->version, STARLING_PROTOCOL_VERSION);
     assert_int_equal(n, 8 + 64);
     assert_int_equal(starling__hello_encode(frame, sizeof frame, m), (int)n);
     assert_memory_equal(frame, want, n);
     memset(&out, 0, sizeof out);
     assert_int_equal(starling__hello_decode(want + 8, n - 8, &out), STARLING_E_VERSION);
     assert_int_equal(out.magic, STARLING_MAGIC);
-    assert_int_equal(out.version, 3);
+    assert_int_equal(out.version, m->version);
 }
 
 static void test_golden_v3_hello(void **state)
@@ -2260,7 +2409,7 @@ static void test_golden_v3_hello(void **state)
     starling__msg_hello m;
     (void)state;
     golden_v3_hello_msg(&m, ROLE_DATA);
-    golden_v3_hello_refused(golden_v3_hello, &m);
+    golden_same_layout_hello_refused(golden_v3_hello, &m);
     /* The v3 golden hello is the v2 one with len 64 (byte 4) and version 3 (byte 12),
      * and security and caps appended. */
     {
@@ -2281,7 +2430,7 @@ static void test_golden_v3_hello_probe(void **state)
     starling__msg_hello m;
     (void)state;
     golden_v3_hello_msg(&m, ROLE_PROBE);
-    golden_v3_hello_refused(golden_v3_hello_probe, &m);
+    golden_same_layout_hello_refused(golden_v3_hello_probe, &m);
 }
 
 static void test_golden_v3_challenge(void **state)
@@ -2313,7 +2462,9 @@ static void test_golden_v3_challenge(void **state)
 
 /* Written from docs/protocol.md like the others; tests/golden/v4/<name>.bin hold the same
  * bytes, and challenge.bin, register.bin, topo.bin, links.bin, decide.bin and
- * data_hdr.bin there are copies of v3's, which version 4 did not change. */
+ * data_hdr.bin there are copies of v3's, which version 4 did not change. Version 5 did
+ * not change STATE and WATCH either (tests/golden/v5/ has copies); its HELLO differs in
+ * the version field, so the two v4 hellos are now checked for how version 5 refuses them. */
 
 /* HELLO, data role: the v3 golden hello with version 4 (byte 12). */
 static const char golden_v4_hello[] = "01 00 0000 40000000" /* type 1, flags, reserved, len 64 */
@@ -2368,7 +2519,7 @@ static void test_golden_v4_hello(void **state)
     (void)state;
     golden_v3_hello_msg(&m, ROLE_DATA);
     m.version = 4;
-    golden_hello_both_ways(golden_v4_hello, &m);
+    golden_same_layout_hello_refused(golden_v4_hello, &m);
     /* The v4 golden hello is the v3 one with version 4 (byte 12). */
     {
         uint8_t v3[128], v4[128];
@@ -2379,9 +2530,11 @@ static void test_golden_v4_hello(void **state)
     }
     golden_v3_hello_msg(&m, ROLE_PROBE);
     m.version = 4;
-    golden_hello_both_ways(golden_v4_hello_probe, &m);
+    golden_same_layout_hello_refused(golden_v4_hello_probe, &m);
 }
 
+/* STATE and WATCH: the same bytes in versions 4 and 5 (tests/golden/v5/state.bin and
+ * watch.bin are copies). */
 static void test_golden_v4_state_watch(void **state)
 {
     static uint8_t want[128];
@@ -2413,16 +2566,184 @@ static void test_golden_v4_state_watch(void **state)
     assert_true(wout.epoch == 3 && wout.a == 1000);
 }
 
+/* ---------------------------------------------------------------- golden frames, v5 */
+
+/* Written from docs/protocol.md like the others; tests/golden/v5/<name>.bin hold the same
+ * bytes, and challenge.bin, register.bin, topo.bin, links.bin, decide.bin, data_hdr.bin,
+ * state.bin and watch.bin there are copies of v4's, which version 5 did not change.
+ * Version 5 gave a meaning to values version 4 refused (port 0, role 4), so
+ * hello_rev.bin, register_closed.bin and topo_closed.bin are new: each is an older golden
+ * frame with those bytes changed. */
+
+/* HELLO, data role: the v4 golden hello with version 5 (byte 12). */
+static const char golden_v5_hello[] = "01 00 0000 40000000" /* type 1, flags, reserved, len 64 */
+                                      "5354524c"            /* magic "STRL" */
+                                      "0500"                /* version 5 */
+                                      "02"                  /* role: data */
+                                      "000102030405060708090a0b0c0d0e0f"
+                                      "101112131415161718191a1b1c1d1e1f" /* nonce */
+                                      "04 64656d6f"                      /* run "demo" */
+                                      "0807060504030201"                 /* peer_id */
+                                      "0300000000000000"                 /* epoch 3 */
+                                      "01"                               /* stream 1 */
+                                      "02"                               /* nstreams 2 */
+                                      "01"  /* security 1: STARLING_SEC_AEAD */
+                                      "01"; /* caps: STARLING_CAP_AESGCM */
+
+/* HELLO, probe role: the v4 golden probe hello with version 5. */
+static const char golden_v5_hello_probe[] = "01 00 0000 40000000" /* type 1, len 64 */
+                                            "5354524c"            /* magic "STRL" */
+                                            "0500"                /* version 5 */
+                                            "03"                  /* role: probe */
+                                            "000102030405060708090a0b0c0d0e0f"
+                                            "101112131415161718191a1b1c1d1e1f" /* nonce */
+                                            "04 64656d6f"                      /* run "demo" */
+                                            "0807060504030201"                 /* peer_id */
+                                            "0300000000000000"                 /* epoch 3 */
+                                            "00"                               /* stream 0 */
+                                            "00"                               /* nstreams 0 */
+                                            "01"  /* security 1: STARLING_SEC_AEAD */
+                                            "01"; /* caps: STARLING_CAP_AESGCM */
+
+/* HELLO, reversed data role (new in v5): the v5 golden data hello with role 4 (byte 14):
+ * stream 1 of 2 of the link from the accepting side's point of view, opened by its right
+ * neighbour, which accepts no inbound connections. */
+static const char golden_v5_hello_rev[] = "01 00 0000 40000000" /* type 1, len 64 */
+                                          "5354524c"            /* magic "STRL" */
+                                          "0500"                /* version 5 */
+                                          "04"                  /* role: data, reversed */
+                                          "000102030405060708090a0b0c0d0e0f"
+                                          "101112131415161718191a1b1c1d1e1f" /* nonce */
+                                          "04 64656d6f"                      /* run "demo" */
+                                          "0807060504030201"                 /* peer_id */
+                                          "0300000000000000"                 /* epoch 3 */
+                                          "01"                               /* stream 1 */
+                                          "02"                               /* nstreams 2 */
+                                          "01"  /* security 1: STARLING_SEC_AEAD */
+                                          "01"; /* caps: STARLING_CAP_AESGCM */
+
+/* REGISTER (port 0 new in v5): the golden register (peer 0x1122334455667788 "w0" at
+ * 10.0.0.1, min_peers 2, epoch 7, 2 members) with port 0: it accepts no inbound
+ * connections. Only bytes 28 and 29 differ from register.bin. */
+static const char golden_v5_register_closed[] = "05 00 0000 36000000" /* type 5, len 54 */
+                                                "8877665544332211"    /* peer_id */
+                                                "02 7730"             /* name "w0" */
+                                                "08 31302e302e302e31" /* host "10.0.0.1" */
+                                                "0000"                /* port 0: no inbound */
+                                                "02000000"            /* min_peers 2 */
+                                                "0700000000000000"    /* epoch 7 */
+                                                "02000000"            /* nmembers 2 */
+                                                "8877665544332211"    /* members[0] */
+                                                "11100f0e0d0c0b0a";   /* members[1] */
+
+/* TOPO (a member's port 0 new in v5): the v2 golden topo (epoch 5, rank 1 of 2, probes of
+ * 2 MiB) with 0xb2 at 10.0.0.2 port 0. Only bytes 60 and 61 differ from topo.bin. */
+static const char golden_v5_topo_closed[] = "09 00 0000 3a000000" /* type 9, len 58 */
+                                            "0500000000000000"    /* epoch 5 */
+                                            "01000000"            /* rank 1 */
+                                            "02000000"            /* n 2 */
+                                            "a100000000000000 08 31302e302e302e31 3c73"
+                                            "b200000000000000 08 31302e302e302e32 0000"
+                                            "00002000"; /* probe_bytes 0x200000 = 2 MiB */
+
+/* Two golden frames of the same length that differ in bytes at0 and at1 only (pass the
+ * same index twice for one byte). */
+static void golden_differ_only(const char *hex_a, const char *hex_b, size_t at0, size_t at1)
+{
+    static uint8_t a[128], b[128];
+    size_t n = unhex(hex_a, a, sizeof a);
+    assert_int_equal(unhex(hex_b, b, sizeof b), n);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(a[i] != b[i], i == at0 || i == at1);
+}
+
+static void test_golden_v5_hello(void **state)
+{
+    starling__msg_hello m;
+    (void)state;
+    golden_v3_hello_msg(&m, ROLE_DATA);
+    m.version = 5;
+    golden_hello_both_ways(golden_v5_hello, &m);
+    golden_v3_hello_msg(&m, ROLE_PROBE);
+    m.version = 5;
+    golden_hello_both_ways(golden_v5_hello_probe, &m);
+    /* The v5 golden hellos are the v4 ones with version 5 (byte 12). */
+    golden_differ_only(golden_v4_hello, golden_v5_hello, 8 + 4, 8 + 4);
+    golden_differ_only(golden_v4_hello_probe, golden_v5_hello_probe, 8 + 4, 8 + 4);
+}
+
+static void test_golden_v5_hello_rev(void **state)
+{
+    starling__msg_hello m;
+    (void)state;
+    golden_v3_hello_msg(&m, ROLE_DATA_REV);
+    m.version = 5;
+    assert_int_equal(m.stream, 1);
+    assert_int_equal(m.nstreams, 2);
+    golden_hello_both_ways(golden_v5_hello_rev, &m);
+    /* The data hello with role 4 (byte 14). */
+    golden_differ_only(golden_v5_hello, golden_v5_hello_rev, 8 + 6, 8 + 6);
+    /* As a data hello: stream 0 of 0 (a probe's) is refused on it. */
+    {
+        static uint8_t want[128];
+        size_t n = unhex(golden_v5_hello_rev, want, sizeof want);
+        want[n - 4] = 0; /* stream */
+        want[n - 3] = 0; /* nstreams */
+        assert_int_equal(decode_exact(MSG_HELLO, want + 8, n - 8), STARLING_E_PROTOCOL);
+        /* ... and role 5 is no role */
+        n = unhex(golden_v5_hello_rev, want, sizeof want);
+        want[8 + 6] = 5;
+        assert_int_equal(decode_exact(MSG_HELLO, want + 8, n - 8), STARLING_E_PROTOCOL);
+    }
+}
+
+static void test_golden_v5_register_closed(void **state)
+{
+    static uint8_t want[128];
+    size_t n = unhex(golden_v5_register_closed, want, sizeof want);
+    (void)state;
+    assert_int_equal(n, 8 + 54);
+    golden_register_msg(&reg_a);
+    reg_a.port = 0;
+    assert_int_equal(starling__register_encode(frame, sizeof frame, &reg_a), (int)n);
+    assert_memory_equal(frame, want, n);
+    memset(&reg_b, 0xee, sizeof reg_b);
+    assert_int_equal(decode_exact(MSG_REGISTER, want + 8, n - 8), STARLING_OK);
+    assert_register_equal(&reg_a, &reg_b);
+    /* header 8, peer_id 8, name 1 + 2, host 1 + 8: the port is bytes 28 and 29 */
+    golden_differ_only(golden_register, golden_v5_register_closed, 28, 29);
+}
+
+static void test_golden_v5_topo_closed(void **state)
+{
+    static uint8_t want[128];
+    size_t n = unhex(golden_v5_topo_closed, want, sizeof want);
+    (void)state;
+    assert_int_equal(n, 8 + 58);
+    golden_topo_msg(&topo_a);
+    topo_a.probe_bytes = 2u << 20;
+    topo_a.members[1].port = 0;
+    assert_int_equal(starling__topo_encode(frame, sizeof frame, &topo_a), (int)n);
+    assert_memory_equal(frame, want, n);
+    memset(&topo_b, 0xee, sizeof topo_b);
+    assert_int_equal(decode_exact(MSG_TOPO, want + 8, n - 8), STARLING_OK);
+    assert_topo_equal(&topo_a, &topo_b);
+    /* header 8, epoch/rank/n 16, member 0 (8 + 1 + 8 + 2), member 1's id and host
+     * (8 + 1 + 8): its port is bytes 60 and 61 */
+    golden_differ_only(golden_v2_topo, golden_v5_topo_closed, 60, 61);
+}
+
 /* The golden frames with their security byte set to 3 (one past STARLING_SEC_MAX): the
  * same bytes otherwise, refused as malformed (STARLING_E_PROTOCOL), while 0..2 there are
  * accepted. The byte is the payload's second last in both messages. */
-static void test_golden_v4_security_refused(void **state)
+static void test_golden_v5_security_refused(void **state)
 {
     static const struct {
         const char *hex;
         uint8_t type;
-    } frames[] = {{golden_v4_hello, MSG_HELLO},
-                  {golden_v4_hello_probe, MSG_HELLO},
+    } frames[] = {{golden_v5_hello, MSG_HELLO},
+                  {golden_v5_hello_probe, MSG_HELLO},
+                  {golden_v5_hello_rev, MSG_HELLO},
                   {golden_v3_challenge, MSG_CHALLENGE}};
     static uint8_t want[128];
     (void)state;
@@ -2476,6 +2797,19 @@ static void test_golden_files(void **state)
         {"v4/links.bin", golden_v2_links},         /* unchanged from v2 */
         {"v4/decide.bin", golden_decide},          /* unchanged from v1 */
         {"v4/data_hdr.bin", golden_data},          /* unchanged from v1 */
+        {"v5/hello.bin", golden_v5_hello},
+        {"v5/hello_probe.bin", golden_v5_hello_probe},
+        {"v5/hello_rev.bin", golden_v5_hello_rev},             /* new in v5 */
+        {"v5/register_closed.bin", golden_v5_register_closed}, /* new in v5 */
+        {"v5/topo_closed.bin", golden_v5_topo_closed},         /* new in v5 */
+        {"v5/challenge.bin", golden_v3_challenge},             /* unchanged from v3 */
+        {"v5/register.bin", golden_register},                  /* unchanged from v1 */
+        {"v5/topo.bin", golden_v2_topo},                       /* unchanged from v2 */
+        {"v5/links.bin", golden_v2_links},                     /* unchanged from v2 */
+        {"v5/decide.bin", golden_decide},                      /* unchanged from v1 */
+        {"v5/data_hdr.bin", golden_data},                      /* unchanged from v1 */
+        {"v5/state.bin", golden_v4_state},                     /* unchanged from v4 */
+        {"v5/watch.bin", golden_v4_watch},                     /* unchanged from v4 */
     };
     static char dir[4096], path[4200];
     const char *unit = strstr(__FILE__, "/unit/test_proto.c");
@@ -2556,6 +2890,7 @@ int main(void)
         cmocka_unit_test(test_hello_role),
         cmocka_unit_test(test_hello_streams),
         cmocka_unit_test(test_hello_probe_role),
+        cmocka_unit_test(test_hello_data_rev_role),
         cmocka_unit_test(test_hello_security),
         cmocka_unit_test(test_hello_run_name),
         cmocka_unit_test(test_hello_run_too_long),
@@ -2563,16 +2898,18 @@ int main(void)
         cmocka_unit_test(test_reject_refusals),
         cmocka_unit_test(test_reject_code_ok_refused),
         cmocka_unit_test(test_register_refusals),
+        cmocka_unit_test(test_register_port_zero),
         cmocka_unit_test(test_register_count_over_limit),
         cmocka_unit_test(test_register_name_too_long),
         cmocka_unit_test(test_welcome_refusals),
         cmocka_unit_test(test_topo_refusals),
+        cmocka_unit_test(test_topo_port_zero),
         cmocka_unit_test(test_topo_count_over_limit),
         cmocka_unit_test(test_topo_host_too_long),
         cmocka_unit_test(test_links_refusals),
         cmocka_unit_test(test_links_count_over_limit),
         cmocka_unit_test(test_links_count_disagrees),
-        /* golden frames: versions 1, 2 and 3 (as version 4 reads them), then 4 */
+        /* golden frames: versions 1 to 4 (as version 5 reads them), then 5 */
         cmocka_unit_test(test_golden_protocol_version),
         cmocka_unit_test(test_golden_v1_hello),
         cmocka_unit_test(test_golden_register),
@@ -2588,7 +2925,11 @@ int main(void)
         cmocka_unit_test(test_golden_v3_challenge),
         cmocka_unit_test(test_golden_v4_hello),
         cmocka_unit_test(test_golden_v4_state_watch),
-        cmocka_unit_test(test_golden_v4_security_refused),
+        cmocka_unit_test(test_golden_v5_hello),
+        cmocka_unit_test(test_golden_v5_hello_rev),
+        cmocka_unit_test(test_golden_v5_register_closed),
+        cmocka_unit_test(test_golden_v5_topo_closed),
+        cmocka_unit_test(test_golden_v5_security_refused),
         cmocka_unit_test(test_golden_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

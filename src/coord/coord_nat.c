@@ -45,29 +45,24 @@ uint32_t starling__coord_fit_closed(starling_coord *c, uint32_t n)
 
 void starling__coord_spread_closed(starling_coord *c, uint32_t n)
 {
-    starling__coord_conn **open = c->who, **shut;
-    uint32_t no = 0, nc = 0, i, adjacent = 0;
+    uint64_t *open = c->sort_a, *shut = c->sort_b; /* scratch until form()'s quorum check */
+    uint32_t no = 0, nc = 0, adjacent = 0, i = 0;
     if (n < 2)
         return;
-    for (i = 0; i < n; i++)
-        adjacent += closed(c, c->ids[i]) && closed(c, c->ids[(i + 1) % n]);
+    for (uint32_t j = 0; j < n; j++) {
+        int cl = closed(c, c->ids[j]);
+        adjacent += cl && closed(c, c->ids[(j + 1) % n]);
+        if (cl)
+            shut[nc++] = c->ids[j];
+        else
+            open[no++] = c->ids[j];
+    }
     if (!adjacent)
         return;
-    /* c->who as scratch: the open members from the front, the closed ones from the back
-     * (reversed), then merged as open, closed, open, closed, ..., open ... */
-    shut = c->who + n;
-    for (i = 0; i < n; i++) {
-        starling__coord_conn *q = starling__coord_find(c, c->ids[i]);
-        if (q->port == 0)
-            *--shut = q, nc++;
-        else
-            open[no++] = q;
-    }
-    for (i = 0; i < n; i++) {
-        uint32_t slot = i / 2;
-        if (i % 2 == 1 && slot < nc)
-            c->ids[i] = c->who[n - 1 - slot]->peer_id;
-        else
-            c->ids[i] = open[i % 2 == 0 && slot < nc ? slot : i - nc]->peer_id;
+    /* open, closed, open, closed, ..., then the open ones left (nc <= no: fit_closed) */
+    for (uint32_t j = 0; j < no; j++) {
+        c->ids[i++] = open[j];
+        if (j < nc)
+            c->ids[i++] = shut[j];
     }
 }

@@ -138,8 +138,6 @@ typedef struct engine {
     starling__member *members;
     int right[STARLING_MAX_STREAMS], nright;
     int left[STARLING_MAX_STREAMS], nleft;
-    int rev_right; /* the right links are opened by the right neighbour (it accepts none) */
-    int rev_left;  /* this member opened its left links (it accepts no connections) */
     /* Per stream: the link's keys and frame counters (auth/seal.h). Right links only
      * seal, left links only open. */
     starling__seal rseal[STARLING_MAX_STREAMS], lseal[STARLING_MAX_STREAMS];

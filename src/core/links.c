@@ -175,25 +175,24 @@ int starling__links_setup(starling_comm *c, const starling__msg_topo *t)
     const starling__member *me, *right, *left;
     int64_t deadline = starling__now_ms() + c->cfg.timeout_ms;
     stream_open o[2 * STARLING_MAX_STREAMS];
-    int k = 0, bad = -1;
+    int k = 0, bad = -1, rev_right, rev_left;
 
     starling__links_close(c);
-    e->rev_right = e->rev_left = 0;
     if (t->n < 2)
         return STARLING_OK;
     me = &t->members[t->rank];
     right = &t->members[(t->rank + 1) % t->n];
     left = &t->members[(t->rank + t->n - 1) % t->n];
-    if ((me->port == 0 && right->port == 0) || (me->port == 0 && left->port == 0)) {
+    if (me->port == 0 && (right->port == 0 || left->port == 0)) {
         starling__comm_log_failure(c, STARLING_E_PROTOCOL,
                                    "the coordinator made two members that accept no inbound "
                                    "connections neighbours: no ring link can be opened");
         return STARLING_E_PROTOCOL;
     }
-    e->rev_right = right->port == 0;
-    e->rev_left = me->port == 0;
+    rev_right = right->port == 0; /* the right neighbour opens the right links */
+    rev_left = me->port == 0;     /* this member opens its left links */
     for (int pass = 0; pass < 2; pass++) {
-        if ((pass == 0 && e->rev_right) || (pass == 1 && !e->rev_left))
+        if ((pass == 0 && rev_right) || (pass == 1 && !rev_left))
             continue;
         for (int s = 0; s < ns; s++, k++) {
             o[k].c = c;
@@ -270,18 +269,21 @@ static int complete(const int *fds, int n)
 int starling__links_adopt(starling_comm *c)
 {
     engine *e = &c->eng;
-    uint64_t left_id, right_id;
+    const starling__member *left, *right;
+    int rev_left, rev_right;
     if (e->n < 2)
         return 1;
-    left_id = e->members[(e->rank + e->n - 1) % e->n].id;
-    right_id = e->members[(e->rank + 1) % e->n].id;
+    left = &e->members[(e->rank + e->n - 1) % e->n];
+    right = &e->members[(e->rank + 1) % e->n];
+    rev_left = e->members[e->rank].port == 0; /* as starling__links_setup decided */
+    rev_right = right->port == 0;
     pthread_mutex_lock(&c->mu);
     for (int i = 0; i < c->npend;) {
         pending_link *p = &c->pend[i];
         int taken = 0, keep = 0;
-        if (p->epoch == e->epoch && !p->rev && !e->rev_left && p->peer_id == left_id) {
+        if (p->epoch == e->epoch && !p->rev && !rev_left && p->peer_id == left->id) {
             taken = take(p, e->left, e->lseal, &e->nleft);
-        } else if (p->epoch == e->epoch && p->rev && e->rev_right && p->peer_id == right_id) {
+        } else if (p->epoch == e->epoch && p->rev && rev_right && p->peer_id == right->id) {
             taken = take(p, e->right, e->rseal, &e->nright);
             if (taken && p->nstreams > 1)
                 starling__sock_set_unsent_max(p->fd, STARLING_UNSENT_MAX);

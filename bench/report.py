@@ -23,7 +23,8 @@ import os
 import platform
 import sys
 
-IMPLS = ["starling", "gloo", "openmpi"]
+IMPLS = ["starling", "starling-aead", "starling-tcp", "gloo", "openmpi", "openmpi-sm"]
+RATIOS = ["gloo", "openmpi", "openmpi-sm"]  # starling's speed against each of these
 
 
 def fmt_size(n):
@@ -138,7 +139,7 @@ def render(results, errors, metas):
     header = ["size", "peers"]
     for impl in impls:
         header += ["%s time" % impl, "%s busbw GB/s" % impl]
-    header += ["starling/gloo", "starling/openmpi", "starling wire/ring"]
+    header += ["starling/%s" % o for o in RATIOS] + ["starling wire/ring"]
     rows = []
     for peers, nbytes in keys:
         row = [fmt_size(nbytes), str(peers)]
@@ -147,7 +148,7 @@ def render(results, errors, metas):
             row += [fmt_time(rec["median_s"]) if rec else "n/a",
                     fmt_bw(rec.get("busbw_GBps")) if rec else "n/a"]
         st = results.get(("starling", peers, nbytes))
-        for other in ("gloo", "openmpi"):
+        for other in RATIOS:
             ot = results.get((other, peers, nbytes))
             if st and ot and st["median_s"] > 0:
                 # Speed ratio: above 1 means starling is faster.
@@ -176,7 +177,10 @@ def render(results, errors, metas):
                    "(time of the other / time of starling; above 1 means starling is faster). "
                    "wire/ring = bytes starling sent per peer / 2(n-1)/n*S. "
                    "starling: --security none (clear frames, as gloo and OpenMPI send); "
-                   "starling-aead: the default, every frame encrypted and authenticated.")
+                   "starling-aead: the default, every frame encrypted and authenticated; both "
+                   "share memory between these peers (the default on one host); "
+                   "starling-tcp: every ring link on TCP (--no-shm). openmpi: its TCP "
+                   "transport; openmpi-sm: its shared-memory transport (vader).")
         out.append("")
         out.append("Run %s on %s CPUs, Linux %s; load average at start %s, at end %s. %s"
                    % (m.get("date", "?"), m.get("host_cpus", "?"), m.get("kernel", "?"),

@@ -7,9 +7,12 @@
 #   BENCH_BYTES   sizes, comma separated, suffixes K/M/G (binary)  [4,1M,64M,256M]
 #   BENCH_ITERS   timed calls per size                              [10]
 #   BENCH_WARMUP  untimed calls per size (gloo, OpenMPI)            [3]
-#   BENCH_IMPLS   which implementations                             [starling starling-aead gloo openmpi]
+#   BENCH_IMPLS   which implementations     [starling starling-aead starling-tcp gloo openmpi openmpi-sm]
 #                 (starling: --security none, clear frames like gloo's and OpenMPI's;
-#                 starling-aead: the default, every frame encrypted and authenticated)
+#                 starling-aead: the default, every frame encrypted and authenticated;
+#                 both use shared memory between these local peers, the default;
+#                 starling-tcp: --security none --no-shm, every ring link on TCP;
+#                 openmpi: its TCP transport; openmpi-sm: its shared-memory one, vader)
 #   BENCH_TIMEOUT seconds allowed for one implementation at one peer count [900]
 #   BUILD_DIR     the CMake build tree                              [build]
 #   MPIRUN_ARGS   extra mpirun options (e.g. ring on slow links:
@@ -30,7 +33,7 @@ PEERS=${BENCH_PEERS:-2 4}
 BYTES=${BENCH_BYTES:-4,1M,64M,256M}
 ITERS=${BENCH_ITERS:-10}
 WARMUP=${BENCH_WARMUP:-3}
-IMPLS=${BENCH_IMPLS:-starling starling-aead gloo openmpi}
+IMPLS=${BENCH_IMPLS:-starling starling-aead starling-tcp gloo openmpi openmpi-sm}
 TIMEOUT=${BENCH_TIMEOUT:-900}
 MPIRUN_ARGS=${MPIRUN_ARGS:-}
 STARLING=$BUILD_DIR/tools/starling
@@ -123,14 +126,16 @@ for peers in "${peer_list[@]}"; do
     fi
     for impl in "${impl_list[@]}"; do
         case "$impl" in
-        starling | starling-aead)
+        starling | starling-aead | starling-tcp)
             if [ ! -x "$STARLING" ]; then
                 unavailable "$impl" "$peers" "$STARLING not built (make build)"
             else
                 sec=none
+                extra=()
                 [ "$impl" = starling-aead ] && sec=aead
+                [ "$impl" = starling-tcp ] && extra=(--no-shm)
                 run "$impl" "$peers" "$STARLING" bench allreduce --peers "$peers" \
-                    --bytes "$SIZES" --iters "$ITERS" --security "$sec" --json
+                    --bytes "$SIZES" --iters "$ITERS" --security "$sec" --json "${extra[@]}"
             fi
             ;;
         gloo)
@@ -141,13 +146,15 @@ for peers in "${peer_list[@]}"; do
                     --peers "$peers" --bytes "$SIZES" --iters "$ITERS" --warmup "$WARMUP"
             fi
             ;;
-        openmpi)
+        openmpi | openmpi-sm)
+            btl="tcp,self --mca btl_tcp_if_include lo"
+            [ "$impl" = openmpi-sm ] && btl="vader,self"
             if [ -n "$mpi_error" ]; then
-                unavailable openmpi "$peers" "$mpi_error"
+                unavailable "$impl" "$peers" "$mpi_error"
             else
                 # shellcheck disable=SC2086 # MPIRUN_ARGS is a list of options
-                run openmpi "$peers" mpirun --allow-run-as-root --oversubscribe -np "$peers" \
-                    --mca btl tcp,self --mca btl_tcp_if_include lo $MPIRUN_ARGS \
+                run "$impl" "$peers" mpirun --allow-run-as-root --oversubscribe -np "$peers" \
+                    --mca btl $btl $MPIRUN_ARGS \
                     "$MPI_BIN" --bytes "$SIZES" --iters "$ITERS" --warmup "$WARMUP"
             fi
             ;;

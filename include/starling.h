@@ -51,7 +51,7 @@ extern "C" {
 
 /* Version of the wire protocol spoken between peers and coordinator. A peer whose
  * protocol version differs from the coordinator's is refused with STARLING_E_VERSION. */
-#define STARLING_PROTOCOL_VERSION 5
+#define STARLING_PROTOCOL_VERSION 6
 
 /* Returns STARLING_VERSION_NUMBER of the library actually linked. */
 STARLING_API unsigned starling_version(void);
@@ -228,6 +228,16 @@ STARLING_API int starling_config_set_probe_bytes(starling_config *cfg, size_t by
  * (docs/architecture.md, "Peers behind a NAT"). STARLING_E_INVALID for a value other
  * than 0 or 1. */
 STARLING_API int starling_config_set_inbound(starling_config *cfg, int inbound);
+/* Whether ring links to members on the same host go through shared memory (default 1).
+ * "Same host" is proved, not guessed from addresses: the two members must share the boot,
+ * the network and PID namespaces and the user, and the one that dialled the link shows
+ * the other a memory segment it then maps (docs/architecture.md, "Shared memory"). Such
+ * a link carries the same frames as TCP, unencrypted whatever the security mode: the
+ * segment is readable only by the two processes (and by what could read their memory
+ * anyway). Its TCP connection stays open for wake-ups and to tell a dead neighbour. 0
+ * keeps every link on TCP (measurements, tests). STARLING_E_INVALID for a value other
+ * than 0 or 1. */
+STARLING_API int starling_config_set_shm(starling_config *cfg, int shm);
 /* What every connection of this peer or coordinator carries (docs/protocol.md, "Sealed
  * frames"):
  *   "aead"      (the default) every frame after the handshake is encrypted and

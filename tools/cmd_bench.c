@@ -36,7 +36,7 @@ typedef struct bench_size {
 } bench_size;
 
 typedef struct bench_run {
-    int peers, iters, warmup, streams, json, verbose;
+    int peers, iters, warmup, streams, json, verbose, no_shm;
     long timeout_ms; /* 0: library default */
     const char *compress; /* codec spec, or NULL */
     const char *security; /* aead, chacha20 or none */
@@ -73,10 +73,10 @@ static void print_header(const bench_run *b, const char *coord_addr)
     if (b->json)
         return;
     printf("# starling all-reduce: %d peer%s, %s %s, %d stream%s, %d iterations (+%d warm-up), "
-           "security %s, coordinator %s\n",
+           "security %s, links %s, coordinator %s\n",
            b->peers, b->peers == 1 ? "" : "s", starling_dtype_name(b->dtype),
            starling_op_name(b->op), b->streams, b->streams == 1 ? "" : "s", b->iters, b->warmup,
-           b->security, coord_addr);
+           b->security, b->no_shm ? "tcp" : "shm", coord_addr);
     printf("# busbw = bytes*2(n-1)/n / median; GB/s = 1e9 B/s; ring bound = 2(n-1)/n * bytes\n");
     if (b->compress)
         printf("# codec %s: ratio = ring bound / sent; errors of the first timed result against "
@@ -109,10 +109,10 @@ static void print_row(const bench_run *b, bench_size *s)
                "\"streams\":%d,\"iters\":%d,\"median_s\":%.9g,\"min_s\":%.9g,"
                "\"busbw_GBps\":%.6g,\"bytes_sent_per_peer\":%s,\"ring_bytes_per_peer\":%s,"
                "\"peak_rss_bytes\":%llu,\"op\":\"%s\",\"warmup\":%d,\"algbw_GBps\":%.6g,"
-               "\"security\":\"%s\"",
+               "\"security\":\"%s\",\"links\":\"%s\"",
                b->peers, (unsigned long long)s->bytes, starling_dtype_name(b->dtype), b->streams,
                b->iters, median, min, busbw, sej, rbj, (unsigned long long)s->rss0,
-               starling_op_name(b->op), b->warmup, algbw, b->security);
+               starling_op_name(b->op), b->warmup, algbw, b->security, b->no_shm ? "tcp" : "shm");
         if (b->compress)
             printf(",\"codec\":\"%s\",\"max_err\":%.9g,\"rms_err\":%.9g,\"ref_rms\":%.9g",
                    b->compress, s->maxerr, s->rmserr, s->refrms);
@@ -284,6 +284,8 @@ static int run_bench(bench_run *b, double deadline_s)
         args[na++] = (char *)b->security;
         if (b->verbose)
             args[na++] = (char *)"--verbose";
+        if (b->no_shm)
+            args[na++] = (char *)"--no-shm";
         args[na] = NULL;
         if (cli_group_spawn(&g, name, args) < 0)
             goto done;
@@ -316,7 +318,7 @@ int cmd_bench(int argc, char **argv)
     char cmd[32], cerr[160];
     uint64_t bytes[BENCH_MAX_SIZES];
     long peers = 0, iters = 0, warmup = 1, streams = 1, timeout_ms = 0, deadline_s = 0;
-    int json = 0, verbose = 0, nbytes = 0, rc, k, latency;
+    int json = 0, verbose = 0, no_shm = 0, nbytes = 0, rc, k, latency;
     size_t esize;
     bench_run *b;
     const cli_opt opts[] = {
@@ -346,6 +348,9 @@ int cmd_bench(int argc, char **argv)
                       "none); also reports its error and checks bit parity",
                       &compress_t),
         CLI_OPT_VALUE("--security", "MODE", CLI_SECURITY_HELP, &security_t),
+        CLI_OPT_FLAG("--no-shm",
+                     "keep every ring link on TCP (default: peers on one host share memory)",
+                     &no_shm),
         CLI_OPT_FLAG("--json", "one JSON object per size instead of the table", &json),
         CLI_OPT_FLAG("--verbose", "log the library and the peers at info level", &verbose),
     };
@@ -465,6 +470,7 @@ int cmd_bench(int argc, char **argv)
     b->security = security_t ? security_t : "aead";
     b->json = json;
     b->verbose = verbose;
+    b->no_shm = no_shm;
     b->nsizes = nbytes;
     for (k = 0; k < nbytes; k++) {
         b->sizes[k].bytes = bytes[k];

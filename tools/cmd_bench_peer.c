@@ -224,7 +224,7 @@ int cmd_bench_peer(int argc, char **argv)
     char cerr[160];
     uint64_t bytes[PEER_MAX_SIZES], sockbuf = 0;
     long index = 0, peers = 0, iters = 0, warmup = 0, streams = 1, timeout_ms = 0;
-    int verbose = 0, no_inbound = 0, nbytes = 0, rc, err, k;
+    int verbose = 0, no_inbound = 0, no_shm = 0, nbytes = 0, rc, err, k;
     char name[32];
     starling_config *cfg = NULL;
     bench_peer p;
@@ -259,6 +259,7 @@ int cmd_bench_peer(int argc, char **argv)
                      "this peer accepts no connections (behind a NAT): it opens its ring "
                      "links itself",
                      &no_inbound),
+        CLI_OPT_FLAG("--no-shm", "ring links to peers on this host stay on TCP", &no_shm),
         CLI_OPT_VALUE("--compress", "SPEC", "codec for the all-reduce, f32 only (default none)",
                       &compress_t),
         CLI_OPT_VALUE("--name", "NAME", "peer name, 1..24 characters (default bench-peer-I)",
@@ -344,6 +345,8 @@ int cmd_bench_peer(int argc, char **argv)
         err = starling_config_set_socket_buffer(cfg, (size_t)sockbuf);
     if (err == STARLING_OK && no_inbound)
         err = starling_config_set_inbound(cfg, 0);
+    if (err == STARLING_OK && no_shm)
+        err = starling_config_set_shm(cfg, 0);
     if (err == STARLING_OK && security_t)
         err = starling_config_set_security(cfg, security_t);
     if (err == STARLING_OK && codec) {

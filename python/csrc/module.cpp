@@ -44,7 +44,8 @@ PYBIND11_MODULE(_starling_c10d, m) {
                          const std::string &run, const py::bytes &secret,
                          const std::string &name, int timeout_ms, int op_timeout_ms,
                          int streams, bool root_fallback, const std::string &listen,
-                         const std::string &advertise, const std::string &security) {
+                         const std::string &advertise, const std::string &security,
+                         int inbound, int shm) {
                  StarlingOptions o;
                  o.coordinator = coordinator;
                  o.run = run;
@@ -57,6 +58,8 @@ PYBIND11_MODULE(_starling_c10d, m) {
                  o.listen = listen;
                  o.advertise = advertise;
                  o.security = security;
+                 o.inbound = inbound;
+                 o.shm = shm;
                  py::gil_scoped_release nogil;
                  return c10::make_intrusive<ProcessGroupStarling>(rank, size, o);
              }),
@@ -64,7 +67,8 @@ PYBIND11_MODULE(_starling_c10d, m) {
              py::arg("secret"), py::arg("name") = "", py::arg("timeout_ms") = 0,
              py::arg("op_timeout_ms") = 0, py::arg("streams") = 0,
              py::arg("root_fallback") = false, py::arg("listen") = "",
-             py::arg("advertise") = "", py::arg("security") = "")
+             py::arg("advertise") = "", py::arg("security") = "", py::arg("inbound") = -1,
+             py::arg("shm") = -1)
         .def("update_topology", &ProcessGroupStarling::updateTopology,
              py::call_guard<py::gil_scoped_release>(),
              "Applies membership changes (after PeerLost) and rebuilds the rank map.")

@@ -151,6 +151,10 @@ ProcessGroupStarling::ProcessGroupStarling(int rank, int size, const StarlingOpt
         check(starling_config_set_listen(cfg, opts.listen.c_str()), "listen address");
     if (!opts.advertise.empty())
         check(starling_config_set_advertise(cfg, opts.advertise.c_str()), "advertise host");
+    if (opts.inbound >= 0)
+        check(starling_config_set_inbound(cfg, opts.inbound), "inbound (0 or 1)");
+    if (opts.shm >= 0)
+        check(starling_config_set_shm(cfg, opts.shm), "shm (0 or 1)");
     if (!opts.security.empty()) {
         int src = starling_config_set_security(cfg, opts.security.c_str());
         if (src != STARLING_OK)

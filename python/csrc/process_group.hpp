@@ -52,6 +52,8 @@ struct StarlingOptions {
     std::string listen;     // data plane "HOST:PORT" ("" = library default, loopback)
     std::string advertise;  // the host the others connect to ("" = library default)
     std::string security;   // "aead", "chacha20" or "none" ("" = library default, aead)
+    int inbound = -1;       // accepts inbound connections: 0 or 1 (-1 = library default, 1)
+    int shm = -1;           // same-host links over shared memory: 0 or 1 (-1 = default, 1)
     bool root_fallback = false; // broadcast from a departed rank: lowest live rank instead
 };
 

@@ -131,6 +131,7 @@ _SIGNATURES = {
     "starling_config_set_security": (c_int, [_P, c_char_p]),
     "starling_config_set_standby_of": (c_int, [_P, c_char_p]),
     "starling_config_set_inbound": (c_int, [_P, c_int]),
+    "starling_config_set_shm": (c_int, [_P, c_int]),
     # coordinator
     "starling_coord_create": (c_int, [_PP, c_char_p, c_char_p, c_void_p, c_size_t, _P]),
     "starling_coord_run": (c_int, [_P]),

@@ -16,7 +16,7 @@ import time
 import warnings
 import weakref
 from ctypes import byref, c_double, c_int, c_size_t, c_void_p
-from typing import Any, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
 
 from . import _lib, _log
 from .errors import Invalid, NotFound, OSFailure, StarlingError, Timeout, error_for
@@ -130,10 +130,12 @@ def _empty_like(b: _Buf, shape: Tuple[int, ...]) -> Array:
     return np.empty(shape, dtype=b.obj.dtype)
 
 
-def _bool01(v: Any) -> int:
-    if not isinstance(v, bool):
-        raise Invalid(f"Config(inbound={v!r}): expected True or False", -1)
-    return int(v)
+def _bool01(field: str) -> Callable[[Any], int]:
+    def conv(v: Any) -> int:
+        if not isinstance(v, bool):
+            raise Invalid(f"Config({field}={v!r}): expected True or False", -1)
+        return int(v)
+    return conv
 
 
 class Config:
@@ -155,6 +157,9 @@ class Config:
     ``inbound=False``: this peer accepts no connections (behind a NAT or a firewall); it
     opens both of its ring links itself, and the coordinator never makes two such peers
     neighbours (it admits at most as many as there are members that accept connections).
+    ``shm=False`` keeps ring links to members on this host on TCP; by default they go
+    through shared memory (proved, not guessed from addresses: see
+    starling_config_set_shm).
     """
 
     def __init__(self, timeout_ms: Optional[int] = None, op_timeout_ms: Optional[int] = None,
@@ -163,7 +168,8 @@ class Config:
                  name: Optional[str] = None, socket_buffer: Optional[int] = None,
                  ring_order: Optional[str] = None, probe_bytes: Optional[int] = None,
                  advertise: Optional[str] = None, security: Optional[str] = None,
-                 standby_of: Optional[str] = None, inbound: Optional[bool] = None) -> None:
+                 standby_of: Optional[str] = None, inbound: Optional[bool] = None,
+                 shm: Optional[bool] = None) -> None:
         self.timeout_ms = timeout_ms
         self.op_timeout_ms = op_timeout_ms
         self.streams = streams
@@ -178,6 +184,7 @@ class Config:
         self.security = security
         self.standby_of = standby_of
         self.inbound = inbound
+        self.shm = shm
 
     def _make(self) -> c_void_p:
         """A new starling_config handle (caller destroys it)."""
@@ -199,7 +206,8 @@ class Config:
                     ("advertise", L.starling_config_set_advertise, str.encode),
                     ("security", L.starling_config_set_security, str.encode),
                     ("standby_of", L.starling_config_set_standby_of, str.encode),
-                    ("inbound", L.starling_config_set_inbound, _bool01)):
+                    ("inbound", L.starling_config_set_inbound, _bool01("inbound")),
+                    ("shm", L.starling_config_set_shm, _bool01("shm"))):
                 v = getattr(self, field)
                 if v is not None:
                     _check(fn(h, conv(v)), what=f"Config({field}={v!r})")
@@ -563,7 +571,7 @@ class Communicator(_Closing):
         rank connects to it, retrying until rank 0 is up (bounded by ``op_timeout_ms``,
         default 60 s). The values read are :attr:`env` (rank, world_size, local_rank, ...)
         for sharding data. Not yet a member: call :meth:`update_topology`."""
-        from .env import Env, data_listen, inbound, security
+        from .env import Env, data_listen, inbound, security, shm
         env = Env.read(environ)
         config = copy.copy(config) if config is not None else Config()
         if config.min_peers is None and env.world_size:
@@ -577,6 +585,8 @@ class Communicator(_Closing):
             config.security = security(environ)  # None: the library's default
         if config.inbound is None:
             config.inbound = inbound(environ)
+        if config.shm is None:
+            config.shm = shm(environ)
         if config.listen is None:
             config.listen = data_listen(env.coordinator, environ)
         if env.default_secret:

@@ -44,7 +44,7 @@ import torch.distributed as dist
 
 from . import _lib
 from .comm import Communicator, Config, Coordinator
-from .env import data_listen, security
+from .env import data_listen, inbound, security, shm
 from .errors import Invalid, PeerLost, StarlingError
 from .torch import materialize, register_model
 
@@ -155,6 +155,11 @@ def _rendezvous(store: Any, rank: int, size: int, group_id: str, timeout_ms: int
     return address, run, secret, coord
 
 
+def _tristate(v: Optional[bool]) -> int:
+    """STARLING_INBOUND / STARLING_SHM for the C++ options: -1 unset, else 0 or 1."""
+    return -1 if v is None else int(v)
+
+
 def _create(opts: Any, pg_options: Any) -> Any:
     """torch.distributed's creator (extended API): the options carry the prefix store,
     the group's rank and size, its timeout and its name."""
@@ -173,7 +178,8 @@ def _create(opts: Any, pg_options: Any) -> Any:
                                   streams=_env_int("STARLING_STREAMS", 0),
                                   listen=data_listen(address),
                                   advertise=os.environ.get("STARLING_ADVERTISE", ""),
-                                  security=sec or "")
+                                  security=sec or "",
+                                  inbound=_tristate(inbound()), shm=_tristate(shm()))
     except BaseException:
         if coord is not None:
             coord.close()

@@ -290,6 +290,19 @@ def inbound(environ: Optional[Mapping[str, str]] = None) -> Optional[bool]:
     return raw == "1"
 
 
+def shm(environ: Optional[Mapping[str, str]] = None) -> Optional[bool]:
+    """``STARLING_SHM``: "0" keeps ring links to ranks on this host on TCP, "1" lets them
+    share memory, ``None`` when unset or empty (the library's default: they do); else
+    Invalid naming the variable."""
+    e = os.environ if environ is None else environ
+    raw = (e.get("STARLING_SHM") or "").strip()
+    if raw == "":
+        return None
+    if raw not in ("0", "1"):
+        raise Invalid(f"STARLING_SHM={raw!r}: expected 0 or 1")
+    return raw == "1"
+
+
 def data_listen(coordinator: str, environ: Optional[Mapping[str, str]] = None) -> str:
     """The data plane's listen address for a member of the run at ``coordinator``
     ("HOST:PORT"): ``STARLING_LISTEN`` if set; else loopback when the coordinator's

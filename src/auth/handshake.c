@@ -38,6 +38,7 @@ int starling__key_derive(starling__key *key, const char *run, const void *secret
     sodium_memzero(skey, sizeof skey);
     memcpy(key->run, run, rlen + 1);
     key->security = STARLING_SEC_AEAD;
+    key->host = 0;
     return STARLING_OK;
 }
 
@@ -64,10 +65,12 @@ static void proof(const starling__key *key, char who, const uint8_t *n1, const u
                   uint8_t out[STARLING_MAC_LEN])
 {
     crypto_auth_hmacsha256_state st;
-    uint8_t ident[8 + 8 + 3 + 4];
+    uint8_t ident[8 + 8 + 3 + 4 + 16];
     for (int i = 0; i < 8; i++) {
         ident[i] = (uint8_t)(h->peer_id >> (8 * i));
         ident[8 + i] = (uint8_t)(h->epoch >> (8 * i));
+        ident[23 + i] = (uint8_t)(h->host >> (8 * i));
+        ident[31 + i] = (uint8_t)(ch->host >> (8 * i));
     }
     ident[16] = h->role;
     ident[17] = h->stream;
@@ -173,6 +176,8 @@ int starling__handshake_client(int fd, const starling__key *key, starling__msg_h
     memcpy(hello->run, key->run, sizeof hello->run);
     hello->security = key->security;
     hello->caps = starling__seal_caps();
+    hello->host = key->host;
+    hello->peer_host = 0;
     n = starling__hello_encode(buf, sizeof buf, hello);
     if (n < 0)
         return n;
@@ -205,6 +210,7 @@ int starling__handshake_client(int fd, const starling__key *key, starling__msg_h
     if (h.type != MSG_ACCEPT || h.len != 0)
         return STARLING_E_PROTOCOL;
     starling__seal_init(seal, (starling__suite)suite, key->k, hello->nonce, ch.nonce, 1);
+    hello->peer_host = ch.host;
     return STARLING_OK;
 }
 
@@ -249,6 +255,7 @@ int starling__handshake_server(int fd, const starling__key *key, starling__msg_h
     }
     ch.security = key->security;
     ch.caps = starling__seal_caps();
+    ch.host = key->host;
     suite = starling__suite_pick(hello->security, hello->caps, ch.security, ch.caps);
     if (suite < 0) {
         char msg[STARLING_REASON_MAX];

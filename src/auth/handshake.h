@@ -16,6 +16,7 @@ typedef struct starling__key {
     uint8_t k[STARLING_KEY_LEN];
     char run[STARLING_NAME_MAX];
     uint8_t security; /* what this side asks of every connection: STARLING_SEC_* */
+    uint64_t host;    /* the host tag it sends (net/shm.h); 0: it shares no memory */
 } starling__key;
 
 /* Derives the MAC key from (secret, run); security is STARLING_SEC_AEAD (set it after). Returns
@@ -28,7 +29,8 @@ void starling__key_wipe(starling__key *key);
 uint64_t starling__random_id(void);
 
 /* Client side. `hello` has role, peer_id, epoch, stream, nstreams set; magic, version,
- * nonce, run, security and caps are filled in here. On success `seal` holds the
+ * nonce, run, security, caps and host are filled in here, and peer_host on success (the
+ * server's host tag). On success `seal` holds the
  * connection's suite and keys (auth/seal.h): every later frame goes through it. Errors:
  * STARLING_E_AUTH (wrong secret either way, unknown run, or security modes that do not
  * agree: one side none, the other not), STARLING_E_VERSION, STARLING_E_TIMEOUT,

@@ -308,6 +308,7 @@ static void comm_free(starling_comm *c)
     for (int i = 0; i < c->npend; i++) {
         starling__sock_close(c->pend[i].fd);
         starling__seal_wipe(&c->pend[i].seal);
+        starling__shm_free(c->pend[i].shm);
     }
     starling__wake_close(&c->wake);
     starling__wake_close(&c->acc_wake);
@@ -363,6 +364,8 @@ int starling_comm_create(starling_comm **out, const char *coord_host_port, const
     starling__last_error_clear();
     rc = starling__key_derive(&c->key, run ? run : "", secret, secret_len);
     c->key.security = (uint8_t)c->cfg.security;
+    if (rc == STARLING_OK && c->cfg.shm)
+        c->key.host = starling__shm_host_tag(c->key.k);
     if (rc == STARLING_OK && parse_coordinators(c, coord_host_port) != STARLING_OK)
         rc = app_err(c, STARLING_E_INVALID,
                      "coordinator address '%s': expected HOST:PORT or "

@@ -10,6 +10,7 @@
 #include "auth/handshake.h"
 #include "codec/codec.h"
 #include "net/fconn.h"
+#include "net/shm.h"
 #include "platform/net.h"
 #include "platform/wake.h"
 #include "proto/msg.h"
@@ -20,6 +21,8 @@
 #define STARLING_PENDING_LINKS 64
 #define STARLING_UNSENT_MAX (256 << 10) /* per ring stream, with several streams (links.c) */
 #define STARLING_COORDS_MAX 8           /* coordinator addresses a peer may be given */
+#define STARLING_GATHER_MAX (256u << 10) /* ring.c: all-reduces gathering <= this */
+#define STARLING_SPIN_NS 50000 /* engine.c: spin before sleeping on shared-memory links */
 #define STARLING_PROBES_SERVED 4 /* link probes answered at once (of 32 handshake threads) */
 
 typedef enum job_kind { JOB_COLL = 1, JOB_TOPO = 2 } job_kind;
@@ -79,7 +82,8 @@ typedef struct pending_link {
     uint64_t peer_id, epoch;
     int stream, nstreams;
     int rev;             /* opened by this member's right neighbour (ROLE_DATA_REV) */
-    starling__seal seal; /* its keys, from the handshake */
+    starling__seal seal; /* its keys, from the handshake (none over shared memory) */
+    starling__shm *shm;  /* a neighbour on this host: the link's ring, else NULL */
 } pending_link;
 
 typedef struct state_tensor {
@@ -141,6 +145,9 @@ typedef struct engine {
     /* Per stream: the link's keys and frame counters (auth/seal.h). Right links only
      * seal, left links only open. */
     starling__seal rseal[STARLING_MAX_STREAMS], lseal[STARLING_MAX_STREAMS];
+    /* Per stream, for a neighbour on this host: the ring the bytes go through instead of
+     * the socket (which then carries only wake-ups), else NULL (links_shm.c). */
+    starling__shm *rshm[STARLING_MAX_STREAMS], *lshm[STARLING_MAX_STREAMS];
 
     uint64_t seq;      /* last collective started in this epoch */
     uint64_t done_seq; /* highest seq whose data phase finished here */
@@ -257,6 +264,14 @@ void starling__probe_serve(starling_comm *c, int fd, const starling__msg_hello *
 /* links.c */
 void *starling__acceptor_main(void *arg);
 int starling__links_setup(starling_comm *c, const starling__msg_topo *t);
+/* links_shm.c: after a data link's handshake, the two ends on one host move it to shared
+ * memory (*out: its ring) or keep it on TCP (*out NULL). `sender`: this end writes. */
+int starling__link_shm_dial(starling_comm *c, int fd, const starling__msg_hello *h,
+                            starling__seal *seal, int sender, int64_t deadline,
+                            starling__shm **out, char *why, size_t wl);
+int starling__link_shm_accept(starling_comm *c, int fd, const starling__msg_hello *h,
+                              starling__seal *seal, int sender, int64_t deadline,
+                              starling__shm **out);
 void starling__links_close(starling_comm *c);
 /* Moves accepted links of the current epoch from the pending list; 1 when all present. */
 int starling__links_adopt(starling_comm *c);
@@ -268,6 +283,10 @@ int starling__ring_start(starling_comm *c, struct starling_request *r);
  * `fds` with what to poll for (at most 2*STARLING_MAX_STREAMS entries). */
 int starling__ring_progress(starling_comm *c, struct pollfd *fds, int *nfds);
 int starling__ring_data_done(const starling_comm *c);
+/* Whether every link the op waits on (fds from ring_progress) is a shared-memory one;
+ * *moved: one of them can go on now. */
+int starling__ring_shm_wait(const starling_comm *c, const struct pollfd *fds, int nfds,
+                            int *moved);
 /* Copies the result into the caller's buffer (commit). */
 void starling__ring_commit(starling_comm *c);
 void starling__ring_free(starling_comm *c);

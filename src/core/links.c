@@ -22,13 +22,15 @@
 #include "util/alloc.h"
 #include "util/log.h"
 
-static void park(starling_comm *c, int fd, const starling__msg_hello *h, const starling__seal *seal)
+static void park(starling_comm *c, int fd, const starling__msg_hello *h, const starling__seal *seal,
+                 starling__shm *shm)
 {
     pthread_mutex_lock(&c->mu);
     if (c->npend == STARLING_PENDING_LINKS) {
         /* Full: the oldest parked link is the least likely to be wanted. */
         starling__sock_close(c->pend[0].fd);
         starling__seal_wipe(&c->pend[0].seal);
+        starling__shm_free(c->pend[0].shm);
         memmove(c->pend, c->pend + 1, sizeof c->pend[0] * (STARLING_PENDING_LINKS - 1));
         c->npend--;
     }
@@ -39,6 +41,7 @@ static void park(starling_comm *c, int fd, const starling__msg_hello *h, const s
     c->pend[c->npend].nstreams = h->nstreams;
     c->pend[c->npend].rev = h->role == ROLE_DATA_REV;
     c->pend[c->npend].seal = *seal;
+    c->pend[c->npend].shm = shm;
     c->npend++;
     pthread_mutex_unlock(&c->mu);
     starling__wake_signal(&c->wake);
@@ -50,6 +53,9 @@ static void on_handshake(void *user, int fd, const starling__msg_hello *h,
                          const starling__seal *seal)
 {
     starling_comm *c = user;
+    starling__seal link;
+    starling__shm *shm = NULL;
+    int hs_ms = c->cfg.timeout_ms < 2000 ? c->cfg.timeout_ms : 2000, rc;
     if (h->role == ROLE_PROBE) {
         starling__seal probe = *seal;
         starling__probe_serve(c, fd, h, &probe);
@@ -61,7 +67,18 @@ static void on_handshake(void *user, int fd, const starling__msg_hello *h,
         starling__sock_close(fd);
         return;
     }
-    park(c, fd, h, seal);
+    link = *seal;
+    rc = starling__link_shm_accept(c, fd, h, &link, h->role == ROLE_DATA_REV,
+                                   starling__now_ms() + hs_ms, &shm);
+    if (rc != STARLING_OK) {
+        SLOG_WARN("%s: refused data connection: no valid shared-memory offer (%s)", c->name,
+                  starling_strerror(rc));
+        starling__seal_wipe(&link);
+        starling__sock_close(fd);
+        return;
+    }
+    park(c, fd, h, &link, shm);
+    starling__seal_wipe(&link);
 }
 
 void *starling__acceptor_main(void *arg)
@@ -105,6 +122,9 @@ void starling__links_close(starling_comm *c)
         e->right[s] = e->left[s] = -1;
         starling__seal_wipe(&e->rseal[s]);
         starling__seal_wipe(&e->lseal[s]);
+        starling__shm_free(e->rshm[s]);
+        starling__shm_free(e->lshm[s]);
+        e->rshm[s] = e->lshm[s] = NULL;
     }
     e->nright = e->nleft = 0;
 }
@@ -119,6 +139,7 @@ typedef struct stream_open {
     int s;
     int64_t deadline;
     starling__seal *seal;
+    starling__shm *shm; /* the link's ring when the neighbour is on this host */
     int fd, rc;
     char why[128];
 } stream_open;
@@ -140,6 +161,9 @@ static void *open_stream(void *arg)
     if (o->rc == STARLING_OK) {
         o->rc = starling__handshake_client(o->fd, &c->key, &h, o->seal, o->deadline, o->why,
                                            sizeof o->why);
+        if (o->rc == STARLING_OK)
+            o->rc = starling__link_shm_dial(c, o->fd, &h, o->seal, o->role == ROLE_DATA,
+                                            o->deadline, &o->shm, o->why, sizeof o->why);
         if (o->rc != STARLING_OK)
             starling__sock_close(o->fd);
     }
@@ -202,6 +226,7 @@ int starling__links_setup(starling_comm *c, const starling__msg_topo *t)
             o[k].s = s;
             o[k].deadline = deadline;
             o[k].seal = pass == 0 ? &e->rseal[s] : &e->lseal[s];
+            o[k].shm = NULL;
             o[k].fd = -1;
         }
     }
@@ -220,6 +245,7 @@ int starling__links_setup(starling_comm *c, const starling__msg_topo *t)
             if (o[i].rc == STARLING_OK)
                 starling__sock_close(o[i].fd);
             starling__seal_wipe(o[i].seal);
+            starling__shm_free(o[i].shm);
         }
         starling__links_close(c);
         return o[bad].rc;
@@ -234,9 +260,11 @@ int starling__links_setup(starling_comm *c, const starling__msg_topo *t)
             starling__sock_set_unsent_max(o[i].fd, STARLING_UNSENT_MAX);
         if (o[i].role == ROLE_DATA) {
             e->right[o[i].s] = o[i].fd;
+            e->rshm[o[i].s] = o[i].shm;
             e->nright = ns;
         } else {
             e->left[o[i].s] = o[i].fd;
+            e->lshm[o[i].s] = o[i].shm;
             e->nleft = ns;
         }
     }
@@ -245,12 +273,14 @@ int starling__links_setup(starling_comm *c, const starling__msg_topo *t)
 
 /* Takes a parked stream into `fds`/`seals` if it fills a free slot of a link of
  * `nstreams` streams (*n: the link's count, 0 while none has come). */
-static int take(pending_link *p, int *fds, starling__seal *seals, int *n)
+static int take(pending_link *p, int *fds, starling__seal *seals, starling__shm **shms, int *n)
 {
     if (fds[p->stream] >= 0 || (*n != 0 && *n != p->nstreams))
         return 0;
     fds[p->stream] = p->fd;
     seals[p->stream] = p->seal;
+    shms[p->stream] = p->shm;
+    p->shm = NULL;
     *n = p->nstreams;
     return 1;
 }
@@ -282,16 +312,18 @@ int starling__links_adopt(starling_comm *c)
         pending_link *p = &c->pend[i];
         int taken = 0, keep = 0;
         if (p->epoch == e->epoch && !p->rev && !rev_left && p->peer_id == left->id) {
-            taken = take(p, e->left, e->lseal, &e->nleft);
+            taken = take(p, e->left, e->lseal, e->lshm, &e->nleft);
         } else if (p->epoch == e->epoch && p->rev && rev_right && p->peer_id == right->id) {
-            taken = take(p, e->right, e->rseal, &e->nright);
+            taken = take(p, e->right, e->rseal, e->rshm, &e->nright);
             if (taken && p->nstreams > 1)
                 starling__sock_set_unsent_max(p->fd, STARLING_UNSENT_MAX);
         } else if (p->epoch > e->epoch) {
             keep = 1; /* for an epoch this member has not reached yet */
         }
-        if (!taken && !keep)
+        if (!taken && !keep) {
             starling__sock_close(p->fd);
+            starling__shm_free(p->shm);
+        }
         if (!keep)
             starling__seal_wipe(&p->seal);
         if (keep) {

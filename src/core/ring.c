@@ -171,6 +171,12 @@ static int choose_work(starling_comm *c, ring_op *o, const struct starling_reque
 {
     engine *e = &c->eng;
     size_t total = total_bytes(o);
+    if (o->gather) {
+        if (starling__ring_ensure(&e->scratch, &e->scratch_cap, total ? total : 1))
+            return STARLING_E_NOMEM;
+        o->work = e->scratch;
+        return STARLING_OK;
+    }
     if (o->sparse) {
         /* The ring gathers every member's blob; the sum is built at the end. */
         if (starling__ring_ensure(&e->enc, &e->enc_cap, total))
@@ -264,8 +270,9 @@ static int ensure_stream_bufs(engine *e, const ring_op *o)
     }
     if (stream_bufs(e, e->tmp, o->nsin))
         return STARLING_E_NOMEM;
-    if (starling__seal_tag(&e->rseal[0]) && stream_bufs(e, e->stx, o->nsout))
-        return STARLING_E_NOMEM;
+    for (int s = 0; s < o->nsout; s++)
+        if (starling__seal_tag(&e->rseal[s]) && stream_bufs(e, e->stx, o->nsout))
+            return STARLING_E_NOMEM;
     if (o->dense && stream_bufs(e, e->cbuf, o->nsout))
         return STARLING_E_NOMEM;
     if (o->zlevel) {
@@ -308,6 +315,14 @@ int starling__ring_start(starling_comm *c, struct starling_request *r)
             o->esize = 1;
         }
     }
+    if (o->coll == COLL_ALLREDUCE && !r->has_codec && e->n > 1 &&
+        (size_t)e->n * r->count * o->esize <= STARLING_GATHER_MAX) {
+        /* Small: the ring's 2(n-1) dependent steps become the n-1 of an all-gather of
+         * every member's input, which each member then folds in rank order (the same
+         * sums in the same order everywhere: bit parity). More bytes, fewer hops. */
+        o->gather = 1;
+        o->coll = COLL_ALLGATHER;
+    }
     o->nseg = o->coll == COLL_BROADCAST ? 1 : e->n;
     o->seg_off = starling__malloc(sizeof(size_t) * 3 * (size_t)o->nseg);
     o->steps = starling__calloc((size_t)(2 * e->n), sizeof(ring_step));
@@ -345,6 +360,45 @@ int starling__ring_start(starling_comm *c, struct starling_request *r)
 }
 
 enum { RECV_NONE = 0, RECV_BUSY = 1, RECV_DONE = 2 };
+
+/* Stream s of the right link: over its socket, or (a neighbour on this host) its
+ * shared-memory ring. >0 bytes moved, 0 if it would block, <0 a dead or garbled link.
+ * sendmsg, not writev: MSG_NOSIGNAL keeps a dead neighbour from raising SIGPIPE in the
+ * application's process. */
+static ssize_t link_send(engine *e, int s, const struct iovec *iov, int niov)
+{
+    struct msghdr mh;
+    ssize_t r;
+    if (e->rshm[s])
+        return starling__shm_write(e->rshm[s], e->right[s], iov, niov);
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = (struct iovec *)iov;
+    mh.msg_iovlen = (size_t)niov;
+    do {
+        r = sendmsg(e->right[s], &mh, MSG_NOSIGNAL);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : STARLING_E_PEER_LOST;
+    return r;
+}
+
+/* Stream s of the left link, likewise. */
+static int rx_read(engine *e, int s, void *dst, size_t n, size_t *got)
+{
+    ssize_t r = e->lshm[s] ? starling__shm_read(e->lshm[s], e->left[s], dst, n)
+                           : starling__sock_recv(e->left[s], dst, n);
+    if (r < 0)
+        return r == STARLING_E_PROTOCOL ? STARLING_E_PROTOCOL : STARLING_E_PEER_LOST;
+    *got = (size_t)r;
+    return STARLING_OK;
+}
+
+/* What to poll for when stream s of a link would block: readable for a ring (a doorbell
+ * or the end of the connection), else the socket's own readiness. */
+static short link_events(const engine *e, int s, int out)
+{
+    return out && !e->rshm[s] ? POLLOUT : POLLIN;
+}
 
 static int item_ready(const ring_op *o, const ring_item *it)
 {
@@ -415,7 +469,6 @@ static int tx_stream(starling_comm *c, ring_op *o, int s, int *want_out)
     for (;;) {
         const ring_item *it;
         struct iovec iov[3];
-        struct msghdr mh;
         int niov = 0, rc;
         ssize_t r;
         if (!t->busy) {
@@ -445,21 +498,9 @@ static int tx_stream(starling_comm *c, ring_op *o, int s, int *want_out)
             iov[niov].iov_base = t->tag + done;
             iov[niov++].iov_len = T - done;
         }
-        /* sendmsg, not writev: MSG_NOSIGNAL keeps a dead neighbour from raising SIGPIPE
-         * in the application's process. */
-        memset(&mh, 0, sizeof mh);
-        mh.msg_iov = iov;
-        mh.msg_iovlen = (size_t)niov;
-        do {
-            r = sendmsg(c->eng.right[s], &mh, MSG_NOSIGNAL);
-        } while (r < 0 && errno == EINTR);
-        if (r < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                *want_out = 1;
-                return STARLING_OK;
-            }
-            return STARLING_E_PEER_LOST;
-        }
+        r = link_send(&c->eng, s, iov, niov);
+        if (r < 0)
+            return (int)r;
         t->off += (size_t)r;
         if (t->off < H + t->len + T) {
             *want_out = 1;
@@ -567,21 +608,13 @@ static void done_open(ring_op *o, ring_rx *x)
     x->token = 0;
 }
 
-static int rx_read(int fd, void *dst, size_t n, size_t *got)
-{
-    ssize_t r = starling__sock_recv(fd, dst, n);
-    if (r < 0)
-        return STARLING_E_PEER_LOST;
-    *got = (size_t)r;
-    return STARLING_OK;
-}
-
-/* Reads what there is of the next frame's header on `fd`; *in is set once it is all in. */
-static int rx_hdr(int fd, ring_rx *x, int *in)
+/* Reads what there is of the next frame's header on stream s; *in is set once it is all
+ * in. */
+static int rx_hdr(engine *e, int s, ring_rx *x, int *in)
 {
     const size_t H = STARLING_FRAME_HDR + STARLING_DATA_HDR;
     size_t got = 0;
-    int rc = rx_read(fd, x->hdr + x->off, H - x->off, &got);
+    int rc = rx_read(e, s, x->hdr + x->off, H - x->off, &got);
     x->off += got;
     *in = rc == STARLING_OK && x->off == H;
     return rc;
@@ -598,6 +631,49 @@ static uint8_t *rx_dest(starling_comm *c, ring_op *o, int s, const ring_item *it
     *rawlen = starling__ring_piece_len(o, st->recv_seg, it->p);
     return st->recv_reduce ? c->eng.tmp[s]
                            : o->work + o->seg_off[st->recv_seg] + (size_t)it->p * o->piece;
+}
+
+/* Whether stream s's frame x (of item it) is reduced straight from the link's shared
+ * ring: a plain reduce step's piece, clear and unpacked, on a shared-memory link. */
+static int rx_in_place(const starling_comm *c, const ring_op *o, int s, const ring_rx *x,
+                       const ring_item *it)
+{
+    const engine *e = &c->eng;
+    return e->lshm[s] && !o->dense && !(x->flags & STARLING_DATA_F_ZSTD) &&
+           o->steps[it->g].recv_reduce && !starling__seal_tag(&e->lseal[s]);
+}
+
+/* The payload of x, reduced from the ring as whole elements arrive (saves copying the
+ * piece out first). An element the ring's end cuts in two is read out, alone. */
+static int rx_reduce_ring(starling_comm *c, ring_op *o, int s, ring_rx *x, const ring_item *it)
+{
+    const size_t H = STARLING_FRAME_HDR + STARLING_DATA_HDR, es = o->esize;
+    const ring_step *st = &o->steps[it->g];
+    engine *e = &c->eng;
+    const starling_dtype dt = o->req->dtype;
+    while (x->off < H + x->plen) {
+        size_t done = x->off - H, left = x->plen - done, k;
+        size_t at = o->seg_off[st->recv_seg] + (size_t)it->p * o->piece + done;
+        const uint8_t *src;
+        uint8_t one[8];
+        ssize_t r = starling__shm_peek(e->lshm[s], e->left[s], es, &src);
+        if (r <= 0)
+            return r == 0 ? STARLING_OK : r == STARLING_E_PROTOCOL ? (int)r : STARLING_E_PEER_LOST;
+        k = ((size_t)r < left ? (size_t)r : left) / es * es;
+        if (k == 0) {
+            if (starling__shm_read(e->lshm[s], e->left[s], one, es) != (ssize_t)es)
+                return STARLING_E_PROTOCOL; /* peek said a whole element is there */
+            src = one;
+            k = es;
+        }
+        starling__reduce(o->work + at, o->in + at, src, k / es, dt, o->req->op);
+        if (st->recv_finish)
+            starling__reduce_finish(o->work + at, k / es, dt, o->req->op, o->n);
+        if (src != one)
+            starling__shm_consume(e->lshm[s], e->left[s], k);
+        x->off += k;
+    }
+    return STARLING_OK;
 }
 
 static void rx_post(starling_comm *c, ring_op *o, int s, const ring_item *it, uint8_t *dst)
@@ -629,7 +705,7 @@ static int rx_open(starling_comm *c, int s, ring_rx *x, size_t at, uint8_t *land
     int rc;
     *ok = 0;
     if (x->off < at + T) {
-        if ((rc = rx_read(c->eng.left[s], x->tag + (x->off - at), at + T - x->off, &got)))
+        if ((rc = rx_read(&c->eng, s, x->tag + (x->off - at), at + T - x->off, &got)))
             return rc;
         x->off += got;
         if (x->off < at + T)
@@ -663,14 +739,13 @@ static int rx_stream(starling_comm *c, ring_op *o, int s, char *why, size_t wl)
     ring_rx *x = &o->rx[s];
     const size_t H = STARLING_FRAME_HDR + STARLING_DATA_HDR;
     engine *e = &c->eng;
-    int fd = e->left[s];
     while (x->off > 0 || o->recv_left > 0) {
         const ring_item *it;
         size_t rawlen, got;
         uint8_t *dst, *land;
-        int rc, fresh = 0, ok;
+        int rc, fresh = 0, ok, direct;
         if (x->off < H) {
-            if ((rc = rx_hdr(fd, x, &ok)) || !ok)
+            if ((rc = rx_hdr(e, s, x, &ok)) || !ok)
                 return rc;
             if ((rc = rx_header(o, s, x, why, wl, &fresh)))
                 return rc;
@@ -686,8 +761,12 @@ static int rx_stream(starling_comm *c, ring_op *o, int s, char *why, size_t wl)
         if (fresh && (rc = check_len(o, x, rawlen, why, wl)))
             return rc;
         land = (x->flags & STARLING_DATA_F_ZSTD) ? e->zrx[s] : dst;
-        if (x->off < H + x->plen) {
-            if ((rc = rx_read(fd, land + (x->off - H), H + x->plen - x->off, &got)))
+        direct = rx_in_place(c, o, s, x, it);
+        if (direct && x->off < H + x->plen) {
+            if ((rc = rx_reduce_ring(c, o, s, x, it)) || x->off < H + x->plen)
+                return rc;
+        } else if (x->off < H + x->plen) {
+            if ((rc = rx_read(e, s, land + (x->off - H), H + x->plen - x->off, &got)))
                 return rc;
             if (got == 0)
                 return STARLING_OK;
@@ -703,7 +782,8 @@ static int rx_stream(starling_comm *c, ring_op *o, int s, char *why, size_t wl)
                      it->p);
             return STARLING_E_PROTOCOL;
         }
-        rx_post(c, o, s, it, dst);
+        if (!direct)
+            rx_post(c, o, s, it, dst);
         o->recv_done[x->k] = RECV_DONE;
         o->recv_left--;
         x->off = 0;
@@ -720,24 +800,25 @@ static int barrier_tx(starling_comm *c, ring_op *o, int *want_out)
     starling__seal *seal = &c->eng.rseal[0];
     const size_t len = H + starling__seal_tag(seal);
     while (o->done_sent < target) {
+        struct iovec iov;
         ssize_t r;
         /* Sealed once: the frame counter moves when a frame is made, not when it is sent. */
         if (!o->done_ready) {
             encode_hdr(o, MSG_DONE, (uint32_t)(o->done_sent + 1), 0, 0, 0, o->done_frame);
             starling__seal_frame(seal, o->done_frame, H, NULL, 0, NULL, o->done_frame + H);
             o->done_ready = 1;
+            o->done_off = 0;
         }
-        r = starling__sock_send(c->eng.right[0], o->done_frame, len);
+        iov.iov_base = o->done_frame + o->done_off;
+        iov.iov_len = len - o->done_off;
+        r = link_send(&c->eng, 0, &iov, 1);
         if (r < 0)
-            return STARLING_E_PEER_LOST;
-        if (r == 0) {
+            return (int)r;
+        o->done_off += (size_t)r;
+        if (o->done_off < len) {
             *want_out = 1;
             return STARLING_OK;
         }
-        /* A 32- or 48-byte send is all-or-nothing in practice; a partial one would need
-         * the same resume logic as data, so refuse to pretend otherwise. */
-        if ((size_t)r != len)
-            return STARLING_E_PEER_LOST;
         o->done_sent++;
         o->done_ready = 0;
     }
@@ -751,7 +832,7 @@ static int barrier_rx(starling_comm *c, ring_op *o, char *why, size_t wl)
     while (o->done_recv < o->n - 1) {
         int rc, ok;
         if (x->off < H) {
-            if ((rc = rx_hdr(c->eng.left[0], x, &ok)) || !ok)
+            if ((rc = rx_hdr(&c->eng, 0, x, &ok)) || !ok)
                 return rc;
             if ((rc = rx_done_check(o, x, why, wl)))
                 return rc;
@@ -816,23 +897,58 @@ int starling__ring_progress(starling_comm *c, struct pollfd *fds, int *nfds)
         int need = o->recv_left > 0 || o->rx[s].off > 0 || (s == 0 && o->data_done);
         if (need) {
             fds[*nfds].fd = c->eng.left[s];
-            fds[*nfds].events = POLLIN;
+            fds[*nfds].events = link_events(&c->eng, s, 0);
             (*nfds)++;
         }
     }
     for (int s = 0; s < o->nsout; s++)
         if (want_out[s]) {
             fds[*nfds].fd = c->eng.right[s];
-            fds[*nfds].events = POLLOUT;
+            fds[*nfds].events = link_events(&c->eng, s, 1);
             (*nfds)++;
         }
     return 0;
+}
+
+int starling__ring_shm_wait(const starling_comm *c, const struct pollfd *fds, int nfds,
+                            int *moved)
+{
+    const engine *e = &c->eng;
+    *moved = 0;
+    for (int i = 0; i < nfds; i++) {
+        const starling__shm *r = NULL;
+        for (int s = 0; s < STARLING_MAX_STREAMS && !r; s++) {
+            if (s < e->nleft && fds[i].fd == e->left[s])
+                r = e->lshm[s];
+            else if (s < e->nright && fds[i].fd == e->right[s])
+                r = e->rshm[s];
+        }
+        if (!r)
+            return 0; /* a TCP link: only poll sees it move */
+        if (starling__shm_ready(r))
+            *moved = 1;
+    }
+    return nfds > 0;
+}
+
+/* A small all-reduce's result: the gathered inputs folded in rank order. */
+static void gather_fold(const ring_op *o, const struct starling_request *r)
+{
+    uint8_t *out = r->recvbuf;
+    memcpy(out, o->work, r->count * o->esize);
+    for (int i = 1; i < o->n; i++)
+        starling__reduce(out, out, o->work + o->seg_off[i], r->count, r->dtype, r->op);
+    starling__reduce_finish(out, r->count, r->dtype, r->op, o->n);
 }
 
 void starling__ring_commit(starling_comm *c)
 {
     ring_op *o = c->eng.op;
     const struct starling_request *r = o->req;
+    if (o->gather) {
+        gather_fold(o, r);
+        return;
+    }
     if (o->codec) {
         starling__codec_commit(c, o);
         return;

@@ -42,7 +42,9 @@ typedef struct ring_op {
     struct starling_request *req;
     uint64_t seq, desc;
     int n, rank, nseg;
-    coll_kind coll; /* what the ring runs: the request's kind, or ALLGATHER of sparse blobs */
+    coll_kind coll; /* what the ring runs: the request's kind, or ALLGATHER of sparse blobs
+                     * or of a small all-reduce's inputs (gather) */
+    int gather;     /* a small all-reduce run as an all-gather, folded at commit */
     size_t count;   /* elements per segment unit of `coll` (as the request's count) */
     size_t esize, piece;
     const uint8_t *in;
@@ -62,6 +64,7 @@ typedef struct ring_op {
     int data_done;
     int done_sent, done_recv; /* commit barrier tokens */
     int done_ready;           /* done_frame holds token done_sent + 1, sealed */
+    size_t done_off;          /* bytes of it sent */
     uint8_t done_frame[STARLING_FRAME_HDR + STARLING_DATA_HDR + STARLING_SEAL_TAG];
     uint64_t bytes;
 

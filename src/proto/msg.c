@@ -76,6 +76,8 @@ int starling__hello_encode(uint8_t *out, size_t cap, const starling__msg_hello *
         starling__w_u8(&w, m->security);
         starling__w_u8(&w, m->caps);
     }
+    if (m->version >= 6)
+        starling__w_u64(&w, m->host);
     return finish(&w, out, MSG_HELLO);
 }
 
@@ -100,6 +102,8 @@ int starling__hello_decode(const uint8_t *p, size_t len, starling__msg_hello *m)
     m->nstreams = starling__r_u8(&r);
     m->security = starling__r_u8(&r);
     m->caps = starling__r_u8(&r);
+    m->host = starling__r_u64(&r);
+    m->peer_host = 0;
     if (starling__r_finish(&r))
         return STARLING_E_PROTOCOL;
     if (m->role != ROLE_CONTROL && m->role != ROLE_DATA && m->role != ROLE_PROBE &&
@@ -122,6 +126,7 @@ int starling__challenge_encode(uint8_t *out, size_t cap, const starling__msg_cha
     starling__w_bytes(&w, m->mac, STARLING_MAC_LEN);
     starling__w_u8(&w, m->security);
     starling__w_u8(&w, m->caps);
+    starling__w_u64(&w, m->host);
     return finish(&w, out, MSG_CHALLENGE);
 }
 
@@ -133,7 +138,58 @@ int starling__challenge_decode(const uint8_t *p, size_t len, starling__msg_chall
     starling__r_bytes(&r, m->mac, STARLING_MAC_LEN);
     m->security = starling__r_u8(&r);
     m->caps = starling__r_u8(&r);
+    m->host = starling__r_u64(&r);
     if (starling__r_finish(&r) || m->security > STARLING_SEC_MAX)
+        return STARLING_E_PROTOCOL;
+    return STARLING_OK;
+}
+
+int starling__shm_offer_encode(uint8_t *out, size_t cap, const starling__msg_shm *m)
+{
+    starling__wbuf w;
+    if (begin(&w, out, cap))
+        return STARLING_E_LIMIT;
+    starling__w_u32(&w, m->pid);
+    starling__w_u32(&w, m->fd);
+    starling__w_u64(&w, m->size);
+    starling__w_bytes(&w, m->nonce, sizeof m->nonce);
+    return finish(&w, out, MSG_SHM_OFFER);
+}
+
+/* A size is 0 (no segment) or a power of two within the ring limits of net/shm.h. */
+int starling__shm_offer_decode(const uint8_t *p, size_t len, starling__msg_shm *m)
+{
+    starling__rbuf r;
+    starling__r_init(&r, p, len);
+    m->pid = starling__r_u32(&r);
+    m->fd = starling__r_u32(&r);
+    m->size = starling__r_u64(&r);
+    starling__r_bytes(&r, m->nonce, sizeof m->nonce);
+    m->ok = 0;
+    if (starling__r_finish(&r))
+        return STARLING_E_PROTOCOL;
+    if (m->size != 0 && (m->size < STARLING_SHM_RING_MIN || m->size > STARLING_SHM_RING_MAX ||
+                         (m->size & (m->size - 1)) || m->pid == 0))
+        return STARLING_E_PROTOCOL;
+    return STARLING_OK;
+}
+
+int starling__shm_reply_encode(uint8_t *out, size_t cap, const starling__msg_shm *m)
+{
+    starling__wbuf w;
+    if (begin(&w, out, cap))
+        return STARLING_E_LIMIT;
+    starling__w_u8(&w, m->ok);
+    return finish(&w, out, MSG_SHM_REPLY);
+}
+
+int starling__shm_reply_decode(const uint8_t *p, size_t len, starling__msg_shm *m)
+{
+    starling__rbuf r;
+    starling__r_init(&r, p, len);
+    memset(m, 0, sizeof *m);
+    m->ok = starling__r_u8(&r);
+    if (starling__r_finish(&r) || m->ok > 1)
         return STARLING_E_PROTOCOL;
     return STARLING_OK;
 }

@@ -17,6 +17,8 @@
 #define STARLING_CTRL_MAX (1u << 20) /* largest control frame payload: a TOPO of 8192 */
 #define STARLING_DATA_HDR 24    /* seq, desc, step, piece after the frame header */
 #define STARLING_DATA_F_ZSTD 0x01 /* MSG_DATA flag: the payload is one zstd frame */
+#define STARLING_SHM_RING_MIN (64u << 10) /* MSG_SHM_OFFER's ring size, a power of two */
+#define STARLING_SHM_RING_MAX (256u << 20)
 #define STARLING_LINK_BPS_MAX 1000000000000ull /* 1 TB/s: a faster link report is garbage */
 #define STARLING_LINK_RTT_US_MAX 600000000u    /* 10 minutes */
 
@@ -53,7 +55,9 @@ typedef enum starling__msg_type {
     MSG_LINKS = 19,    /* peer -> coordinator: its measured links (ring order) */
     MSG_WATCH = 20,    /* standby -> active coordinator: watching, and the last STATE heard */
     MSG_STATE = 21,    /* active -> standby coordinator: its epoch and the one it proposes */
-    MSG_TYPE_MAX = 21
+    MSG_SHM_OFFER = 22, /* dialler -> acceptor of a ring link on one host (v6) */
+    MSG_SHM_REPLY = 23, /* acceptor -> dialler: the segment is mapped, or not */
+    MSG_TYPE_MAX = 23
 } starling__msg_type;
 
 typedef enum starling__role {
@@ -89,12 +93,15 @@ typedef struct starling__msg_hello {
     uint8_t nstreams; /* data role: 1..16 */
     uint8_t security; /* v3: what the client asks for (STARLING_SEC_*, auth/seal.h) */
     uint8_t caps;     /* v3: what its CPU does fast (STARLING_CAP_*) */
+    uint64_t host;    /* v6: its host tag (net/shm.h); 0: it shares no memory */
+    uint64_t peer_host; /* not on the wire: the server's tag, after handshake_client */
 } starling__msg_hello;
 
 typedef struct starling__msg_challenge {
     uint8_t nonce[STARLING_NONCE_LEN];
     uint8_t mac[STARLING_MAC_LEN]; /* server's proof over the client's nonce */
     uint8_t security, caps;        /* v3: the server's, as in the hello */
+    uint64_t host;                 /* v6: the server's host tag, as in the hello */
 } starling__msg_challenge;
 
 typedef struct starling__msg_auth {
@@ -173,6 +180,15 @@ typedef struct starling__msg_epoch {
     int32_t code;
 } starling__msg_epoch;
 
+/* MSG_SHM_OFFER: where the dialler's segment is (net/shm.h; size 0: none could be made).
+ * MSG_SHM_REPLY: ok 1 if the acceptor mapped it and the link runs over it, else 0. */
+typedef struct starling__msg_shm {
+    uint32_t pid, fd;
+    uint64_t size;
+    uint8_t nonce[16];
+    uint8_t ok;
+} starling__msg_shm;
+
 typedef struct starling__msg_data {
     uint64_t seq;  /* collective's number within the epoch, from 1 */
     uint64_t desc; /* hash of (kind, count, dtype, op, root, tag): equal on all members */
@@ -200,6 +216,10 @@ int starling__links_encode(uint8_t *out, size_t cap, const starling__msg_links *
 int starling__links_decode(const uint8_t *p, size_t len, starling__msg_links *m);
 int starling__state_encode(uint8_t *out, size_t cap, const starling__msg_state *m);
 int starling__state_decode(const uint8_t *p, size_t len, starling__msg_state *m);
+int starling__shm_offer_encode(uint8_t *out, size_t cap, const starling__msg_shm *m);
+int starling__shm_offer_decode(const uint8_t *p, size_t len, starling__msg_shm *m);
+int starling__shm_reply_encode(uint8_t *out, size_t cap, const starling__msg_shm *m);
+int starling__shm_reply_decode(const uint8_t *p, size_t len, starling__msg_shm *m);
 /* For MSG_TOPO_REQ, MSG_FAIL, MSG_QUERY, MSG_STATUS, MSG_DECIDE, MSG_WATCH, MSG_HEARTBEAT,
  * MSG_LEAVE, MSG_ACCEPT (the last three carry no fields: encoded empty). */
 int starling__epoch_encode(uint8_t *out, size_t cap, uint8_t type, const starling__msg_epoch *m);

@@ -17,6 +17,7 @@ void starling__config_defaults(struct starling_config *cfg)
     cfg->probe_bytes = 2u << 20;
     cfg->security = 1; /* "aead" */
     cfg->inbound = 1;
+    cfg->shm = 1;
     strcpy(cfg->listen, "127.0.0.1:0");
 }
 
@@ -174,6 +175,14 @@ int starling_config_set_inbound(starling_config *cfg, int inbound)
     if (!cfg || (inbound != 0 && inbound != 1))
         return STARLING_E_INVALID;
     cfg->inbound = inbound;
+    return STARLING_OK;
+}
+
+int starling_config_set_shm(starling_config *cfg, int shm)
+{
+    if (!cfg || (shm != 0 && shm != 1))
+        return STARLING_E_INVALID;
+    cfg->shm = shm;
     return STARLING_OK;
 }
 

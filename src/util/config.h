@@ -25,6 +25,7 @@ struct starling_config {
     starling__ring_order ring_order;
     size_t probe_bytes;
     int inbound;  /* accepts inbound connections (starling_config_set_inbound) */
+    int shm;      /* same-host ring links over shared memory (starling_config_set_shm) */
     int security; /* index into starling__security_names: the wire's STARLING_SEC_* value */
     char standby_of[80]; /* coordinator: "" (active), or the active's HOST:PORT */
 };

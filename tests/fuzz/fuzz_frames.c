@@ -9,13 +9,15 @@
  * Every rule docs/protocol.md lists for an accepted message is checked again here, so a
  * decoder that lets something through that it should refuse is a crash, not a pass.
  *
- * Protocol version 5: HELLO role 4 (ROLE_DATA_REV, a reversed ring link, with the data
- * role's stream bounds), and port 0 allowed in REGISTER and in TOPO's members (a peer that
- * accepts no inbound connections). Version 4 added STATE (21) and WATCH (20), version 3
- * HELLO's and CHALLENGE's trailing security and caps bytes, version 2 HELLO role 3
- * (probe), TOPO's trailing probe_bytes and LINKS (19).
- * tests/golden/v5/ holds one valid frame of each, a useful extra seed directory:
- *   ./tests/fuzz/fuzz_frames corpus-frames /path/to/tests/golden/v5
+ * Protocol version 6: a u64 host tag at the end of HELLO and of CHALLENGE, and the two
+ * messages of ring links on one host, SHM_OFFER (22: pid, fd, a ring size of 0 or a power
+ * of two in 64 KiB..256 MiB, nonce) and SHM_REPLY (23: ok 0 or 1). Version 5 added HELLO
+ * role 4 (ROLE_DATA_REV, a reversed ring link, with the data role's stream bounds) and
+ * port 0 in REGISTER and in TOPO's members (a peer that accepts no inbound connections),
+ * version 4 STATE (21) and WATCH (20), version 3 HELLO's and CHALLENGE's security and
+ * caps bytes, version 2 HELLO role 3 (probe), TOPO's trailing probe_bytes and LINKS (19).
+ * tests/golden/v6/ holds one valid frame of each, a useful extra seed directory:
+ *   ./tests/fuzz/fuzz_frames corpus-frames /path/to/tests/golden/v6
  *
  * Built two ways (tests/fuzz/CMakeLists.txt): with -fsanitize=fuzzer by clang, and as
  * fuzz_frames_replay with fuzz_replay.c, which replays the saved corpus under ctest. */
@@ -50,6 +52,11 @@ static starling__msg_links links1, links2;
 static uint32_t le32(const uint8_t *p)
 {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t le64(const uint8_t *p)
+{
+    return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32;
 }
 
 /* n is what an encoder returned for a message decoded from (p, len). */
@@ -101,9 +108,11 @@ static void fuzz_hello(const uint8_t *p, size_t len)
     CHECK(a.role == ROLE_CONTROL || a.role == ROLE_DATA || a.role == ROLE_PROBE ||
           a.role == ROLE_DATA_REV);
     CHECK(a.run[0] != '\0' && strlen(a.run) < STARLING_NAME_MAX);
-    CHECK(a.security <= STARLING_SEC_MAX); /* caps: any bits */
-    /* security and caps are the last two bytes of the payload. */
-    CHECK(len >= 2 && p[len - 2] == a.security && p[len - 1] == a.caps);
+    CHECK(a.security <= STARLING_SEC_MAX); /* caps, host: any bits */
+    /* security and caps, then (v6) the 8-byte host tag, end the payload. */
+    CHECK(len >= 10 && p[len - 10] == a.security && p[len - 9] == a.caps);
+    CHECK(le64(p + len - 8) == a.host);
+    CHECK(a.peer_host == 0); /* not on the wire: the handshake fills it in */
     if (a.role == ROLE_DATA || a.role == ROLE_DATA_REV)
         CHECK(a.nstreams >= 1 && a.nstreams <= 16 && a.stream < a.nstreams);
     check_canonical(starling__hello_encode(enc, sizeof enc, &a), MSG_HELLO, p, len);
@@ -113,7 +122,7 @@ static void fuzz_hello(const uint8_t *p, size_t len)
     CHECK(memcmp(a.nonce, b.nonce, STARLING_NONCE_LEN) == 0 && strcmp(a.run, b.run) == 0);
     CHECK(a.peer_id == b.peer_id && a.epoch == b.epoch);
     CHECK(a.stream == b.stream && a.nstreams == b.nstreams);
-    CHECK(a.security == b.security && a.caps == b.caps);
+    CHECK(a.security == b.security && a.caps == b.caps && a.host == b.host);
 }
 
 static void fuzz_challenge(const uint8_t *p, size_t len)
@@ -121,11 +130,54 @@ static void fuzz_challenge(const uint8_t *p, size_t len)
     starling__msg_challenge a, b;
     if (starling__challenge_decode(p, len, &a) != STARLING_OK)
         return;
-    CHECK(len == STARLING_NONCE_LEN + STARLING_MAC_LEN + 2); /* + security, caps (v3) */
-    CHECK(a.security <= STARLING_SEC_MAX);                   /* caps: any bits */
+    /* nonce, mac, security and caps (v3), host (v6) */
+    CHECK(len == STARLING_NONCE_LEN + STARLING_MAC_LEN + 2 + 8);
+    CHECK(a.security <= STARLING_SEC_MAX); /* caps, host: any bits */
+    CHECK(le64(p + len - 8) == a.host);
     check_canonical(starling__challenge_encode(enc, sizeof enc, &a), MSG_CHALLENGE, p, len);
     CHECK(starling__challenge_decode(enc + STARLING_FRAME_HDR, len, &b) == STARLING_OK);
-    CHECK(memcmp(&a, &b, sizeof a) == 0); /* bytes only (two arrays, two u8): no padding */
+    /* Field by field: the struct has padding before the u64 host. */
+    CHECK(memcmp(a.nonce, b.nonce, STARLING_NONCE_LEN) == 0);
+    CHECK(memcmp(a.mac, b.mac, STARLING_MAC_LEN) == 0);
+    CHECK(a.security == b.security && a.caps == b.caps && a.host == b.host);
+}
+
+/* SHM_OFFER (v6): pid, fd, size, nonce; a size of 0 (no segment) or a power of two within
+ * the ring limits, and a pid when there is a segment. */
+static void fuzz_shm_offer(const uint8_t *p, size_t len)
+{
+    starling__msg_shm a, b;
+    int rc = starling__shm_offer_decode(p, len, &a);
+    CHECK(rc == STARLING_OK || rc == STARLING_E_PROTOCOL);
+    if (rc != STARLING_OK)
+        return;
+    CHECK(len == 4 + 4 + 8 + 16);
+    CHECK(a.pid == le32(p) && a.fd == le32(p + 4) && a.size == le64(p + 8));
+    CHECK(memcmp(a.nonce, p + 16, sizeof a.nonce) == 0);
+    if (a.size != 0) {
+        CHECK(a.size >= (64u << 10) && a.size <= (256u << 20));
+        CHECK((a.size & (a.size - 1)) == 0);
+        CHECK(a.pid != 0);
+    }
+    CHECK(a.ok == 0); /* not part of an offer */
+    check_canonical(starling__shm_offer_encode(enc, sizeof enc, &a), MSG_SHM_OFFER, p, len);
+    CHECK(starling__shm_offer_decode(enc + STARLING_FRAME_HDR, len, &b) == STARLING_OK);
+    CHECK(a.pid == b.pid && a.fd == b.fd && a.size == b.size && a.ok == b.ok);
+    CHECK(memcmp(a.nonce, b.nonce, sizeof a.nonce) == 0);
+}
+
+/* SHM_REPLY (v6): one byte, 0 or 1. */
+static void fuzz_shm_reply(const uint8_t *p, size_t len)
+{
+    starling__msg_shm a, b;
+    int rc = starling__shm_reply_decode(p, len, &a);
+    CHECK(rc == STARLING_OK || rc == STARLING_E_PROTOCOL);
+    if (rc != STARLING_OK)
+        return;
+    CHECK(len == 1 && a.ok == p[0] && a.ok <= 1);
+    check_canonical(starling__shm_reply_encode(enc, sizeof enc, &a), MSG_SHM_REPLY, p, len);
+    CHECK(starling__shm_reply_decode(enc + STARLING_FRAME_HDR, len, &b) == STARLING_OK);
+    CHECK(a.ok == b.ok);
 }
 
 static void fuzz_auth(const uint8_t *p, size_t len)
@@ -312,6 +364,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case MSG_TOPO: fuzz_topo(p, len); break;
     case MSG_LINKS: fuzz_links(p, len); break;
     case MSG_STATE: fuzz_state(p, len); break;
+    case MSG_SHM_OFFER: fuzz_shm_offer(p, len); break;
+    case MSG_SHM_REPLY: fuzz_shm_reply(p, len); break;
     case MSG_WATCH:
     case MSG_HEARTBEAT:
     case MSG_TOPO_REQ:

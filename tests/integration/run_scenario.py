@@ -20,6 +20,7 @@ in a `finally` block whatever happens.
 import argparse
 import ctypes
 import ctypes.util
+import fcntl
 import hashlib
 import hmac
 import os
@@ -684,22 +685,31 @@ def scenario_join(h):
 # Frames as in src/proto/msg.h: an 8-byte header (u8 type, u8 flags, u16 zero, u32 payload
 # length, little-endian), then the payload. A connection starts with HELLO (u32 magic "STRL",
 # u16 version, u8 role, 32-byte nonce, u8-length run name, u64 peer id, u64 epoch,
-# u8 stream, u8 nstreams, u8 security, u8 caps); the server answers CHALLENGE (nonce, MAC,
-# u8 security, u8 caps) or REJECT (i32 code, u8-length reason); the client sends AUTH (MAC);
-# the server answers ACCEPT or REJECT. Frames after that are sealed (docs/protocol.md): the
-# malformed frames this client sends after authenticating are refused either way.
+# u8 stream, u8 nstreams, u8 security, u8 caps, and since version 6 u64 host tag); the
+# server answers CHALLENGE (nonce, MAC, u8 security, u8 caps, u64 host tag) or REJECT
+# (i32 code, u8-length reason); the client sends AUTH (MAC); the server answers ACCEPT or
+# REJECT. Frames after that are sealed (docs/protocol.md): the malformed frames this client
+# sends after authenticating are refused either way.
 # MACs are HMAC-SHA-256 under a key derived from (secret, run) with BLAKE2b
 # (src/auth/handshake.c), so this client can also authenticate for real and then misbehave.
+# This client's host tag is 0 ("shares no memory"), so a peer's data port treats its links
+# as links between hosts, except in the same-host attacks, which send the peer's own tag
+# (read from its CHALLENGE) and then a bad SHM_OFFER (docs/protocol.md, "Shared-memory
+# links").
 
 MAGIC = 0x4C525453
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 SEC_CHACHA = 2  # what this client asks for: ChaCha20-Poly1305 whatever the CPUs have
 SUITE_CHACHA = 1
 T_HELLO, T_CHALLENGE, T_AUTH, T_REJECT, T_REGISTER = 1, 2, 3, 4, 5
 T_TOPO_REQ, T_DATA, T_ACCEPT = 8, 15, 18
+T_SHM_OFFER, T_SHM_REPLY = 22, 23  # protocol v6
 ROLE_CONTROL, ROLE_DATA, ROLE_PROBE, ROLE_DATA_REV = 1, 2, 3, 4  # 4: protocol v5
 E_AUTH, E_VERSION = -8, -9
 CTRL_MAX = 1 << 20  # STARLING_CTRL_MAX (src/proto/msg.h)
+CHALLENGE_LEN = 32 + 32 + 1 + 1 + 8  # nonce, MAC, security, caps, host tag (v6)
+SHM_RING_MIN = 64 << 10  # STARLING_SHM_RING_MIN (src/net/shm.h)
+SHM_DATA_OFF = 4096  # where a segment's ring starts (src/net/shm.c)
 
 
 def frame(ftype, payload, flags=0, reserved=0, length=None):
@@ -713,22 +723,30 @@ def pstr(b):
 
 class Hello:
     def __init__(self, run, role, rng, version=PROTOCOL_VERSION, magic=MAGIC, peer_id=None,
-                 epoch=0, stream=0, nstreams=0, security=SEC_CHACHA, caps=0):
+                 epoch=0, stream=0, nstreams=0, security=SEC_CHACHA, caps=0, host=0):
         self.run = run.encode() if isinstance(run, str) else run
-        self.security, self.caps = security, caps
+        self.security, self.caps, self.host = security, caps, host
         self.role, self.version, self.magic = role, version, magic
         self.nonce = bytes(rng.randrange(256) for _ in range(32))
         self.peer_id = peer_id if peer_id is not None else rng.randrange(1, 1 << 64)
         self.epoch, self.stream, self.nstreams = epoch, stream, nstreams
 
     def payload(self):
-        return (struct.pack("<IHB", self.magic, self.version, self.role) + self.nonce +
-                pstr(self.run) + struct.pack("<QQBBBB", self.peer_id, self.epoch, self.stream,
-                                             self.nstreams, self.security, self.caps))
+        """As starling__hello_encode writes it: the host tag only from version 6 on, so
+        that a HELLO of an older version has that version's layout."""
+        p = (struct.pack("<IHB", self.magic, self.version, self.role) + self.nonce +
+             pstr(self.run) + struct.pack("<QQBBBB", self.peer_id, self.epoch, self.stream,
+                                          self.nstreams, self.security, self.caps))
+        return p + struct.pack("<Q", self.host) if self.version >= 6 else p
 
-    def ident(self, ch_sec_caps):
-        return struct.pack("<QQBBBBB", self.peer_id, self.epoch, self.role, self.stream,
-                           self.nstreams, self.security, self.caps) + ch_sec_caps
+    def ident(self, ch_tail):
+        """ch_tail: the CHALLENGE after its MAC (security, caps, host tag). The proof's
+        ident is peer_id, epoch, role, stream, nstreams, security, caps, the CHALLENGE's
+        security and caps, then (v6) both host tags."""
+        ch_sec_caps, ch_host = ch_tail[:2], ch_tail[2:10]
+        return (struct.pack("<QQBBBBB", self.peer_id, self.epoch, self.role, self.stream,
+                            self.nstreams, self.security, self.caps) + ch_sec_caps +
+                struct.pack("<Q", self.host) + ch_host)
 
 
 def derive_key(secret, run):
@@ -750,7 +768,8 @@ class Seal:
             if Seal._lib.sodium_init() < 0:
                 raise ScenarioFailure("libsodium would not initialise")
         self.tx = self._derive(key, b"C", cnonce, snonce)
-        self.ntx = 0
+        self.rx = self._derive(key, b"S", cnonce, snonce)
+        self.ntx = self.nrx = 0
 
     @staticmethod
     def _derive(key, direction, cn, sn):
@@ -767,6 +786,16 @@ class Seal:
             None, nonce, self.tx)
         return c.raw[:len(m)] + tag.raw
 
+    def open(self, hdr, c, tag):
+        """The clear bytes of the server's next sealed frame, or None if it does not open."""
+        m = ctypes.create_string_buffer(max(len(c), 1))
+        nonce = struct.pack("<QI", self.nrx, 0)
+        self.nrx += 1
+        rc = Seal._lib.crypto_aead_chacha20poly1305_ietf_decrypt_detached(
+            m, None, c, ctypes.c_ulonglong(len(c)), tag, hdr, ctypes.c_ulonglong(len(hdr)),
+            nonce, self.rx)
+        return m.raw[:len(c)] if rc == 0 else None
+
     def frame(self, ftype, payload, length=None):
         """A control frame, sealed: clear header (associated data), ciphertext, tag."""
         hdr = frame(ftype, b"", length=len(payload) if length is None else length)
@@ -781,9 +810,10 @@ def flip_last(b):
     return b[:-1] + bytes([b[-1] ^ 1])
 
 
-def proof(key, who, n1, n2, hello, ch_sec_caps):
-    """ch_sec_caps: the CHALLENGE's last two bytes (the server's security and caps)."""
-    return hmac.new(key, who + n1 + n2 + hello.ident(ch_sec_caps), hashlib.sha256).digest()
+def proof(key, who, n1, n2, hello, ch_tail):
+    """ch_tail: the CHALLENGE's bytes after the MAC (the server's security, caps and host
+    tag)."""
+    return hmac.new(key, who + n1 + n2 + hello.ident(ch_tail), hashlib.sha256).digest()
 
 
 def recv_exact(sock, n, end):
@@ -904,12 +934,12 @@ def handshake(s, hello, key, what, seal_out=None):
         return None
     if f[0] == T_REJECT:
         return f
-    if f[0] != T_CHALLENGE or len(f[1]) != 66:
+    if f[0] != T_CHALLENGE or len(f[1]) != CHALLENGE_LEN:
         raise ScenarioFailure("%s: server answered HELLO with frame type %d (%d bytes), want "
-                              "CHALLENGE" % (what, f[0], len(f[1])))
-    snonce, smac, sec_caps = f[1][:32], f[1][32:64], f[1][64:]
-    mine = proof(key, b"C", snonce, hello.nonce, hello, sec_caps)
-    if hmac.compare_digest(proof(key, b"S", hello.nonce, snonce, hello, sec_caps), smac):
+                              "CHALLENGE (%d bytes)" % (what, f[0], len(f[1]), CHALLENGE_LEN))
+    snonce, smac, tail = f[1][:32], f[1][32:64], f[1][64:]
+    mine = proof(key, b"C", snonce, hello.nonce, hello, tail)
+    if hmac.compare_digest(proof(key, b"S", hello.nonce, snonce, hello, tail), smac):
         what += " (server proof verified)"
     send_ignoring_reset(s, frame(T_AUTH, mine))
     if seal_out is not None:
@@ -966,9 +996,131 @@ def attack_after_auth(port, what, hello, h, payload, must_close=True):
         s.close()
 
 
-def attacks_for(h, port, role, rng, epoch):
-    """Runs every malformed-input attack against one listening port. Returns the sockets
-    left open on purpose (a half-sent frame, silent connections)."""
+def server_host_tag(port, hello):
+    """The host tag in the server's CHALLENGE (0: it never shares memory), or None if it
+    answered no CHALLENGE. The connection ends there, before AUTH."""
+    s = connect(port)
+    try:
+        send_ignoring_reset(s, frame(T_HELLO, hello.payload()))
+        f = recv_frame(s)
+    finally:
+        s.close()
+    if f is None or f[0] != T_CHALLENGE or len(f[1]) != CHALLENGE_LEN:
+        return None
+    return struct.unpack_from("<Q", f[1], 66)[0]
+
+
+def shm_offer(pid, fd, size, nonce):
+    return struct.pack("<IIQ", pid, fd, size) + nonce
+
+
+class FakeSegment:
+    """A memfd that passes every check of src/net/shm.c's starling__shm_attach but the
+    nonce: sealed against shrinking and growing, 4096 + ring bytes, the segment magic and
+    its ring size in the header, and a nonce that is not the one offered."""
+
+    def __init__(self, ring=SHM_RING_MIN):
+        self.ring = ring
+        self.fd = os.memfd_create("it-fake-ring", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        os.ftruncate(self.fd, SHM_DATA_OFF + ring)
+        os.pwrite(self.fd, b"STRLSHM1" + secrets.token_bytes(16) + struct.pack("=Q", ring), 0)
+        fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW)
+
+    def close(self):
+        os.close(self.fd)
+
+
+def attack_shm_refused(port, what, hello, h, offer):
+    """On a same-host link (`hello` carries the peer's own host tag): authenticates, sends
+    the sealed SHM_OFFER `offer` (its payload), and requires the sealed answer
+    SHM_REPLY{ok 0}: the peer could not use what was offered, so the link stays on TCP
+    (and is then parked unread, as any link from a stranger: not waited for here)."""
+    s = connect(port)
+    try:
+        key = derive_key(h.secret.encode(), hello.run)
+        seal = []
+        f = handshake(s, hello, key, what, seal)
+        if f is None or f[0] != T_ACCEPT:
+            raise ScenarioFailure("%s: the real secret was not accepted: %r" % (what, f))
+        if not send_ignoring_reset(s, seal[0].frame(T_SHM_OFFER, offer)):
+            raise ScenarioFailure("%s: refused while sending the offer" % what)
+        end = time.monotonic() + 15.0
+        try:
+            hdr = recv_exact(s, 8, end)
+            ftype, _, _, n = struct.unpack("<BBHI", hdr) if hdr else (None, 0, 0, 0)
+            rest = recv_exact(s, n + 16, end) if ftype == T_SHM_REPLY and n == 1 else None
+        except ConnectionError:
+            hdr = rest = None
+        if hdr is None:
+            raise ScenarioFailure("%s: closed without an SHM_REPLY (an offer it cannot use "
+                                  "must be answered ok=0, not end the link)" % what)
+        if rest is None:
+            raise ScenarioFailure("%s: answered frame type %s (%d bytes), want SHM_REPLY (1)"
+                                  % (what, ftype, n))
+        ok = seal[0].open(hdr, rest[:1], rest[1:])
+        if ok is None:
+            raise ScenarioFailure("%s: the SHM_REPLY does not open under the link's key" % what)
+        if ok != b"\0":
+            raise ScenarioFailure("%s: SHM_REPLY ok=%d: the peer mapped a segment it had to "
+                                  "refuse" % (what, ok[0]))
+        return "%s: SHM_REPLY ok=0 (stays on TCP)" % what
+    finally:
+        s.close()
+
+
+def shm_attacks(h, port, hello, rng):
+    """Links that claim to come from this host (the peer's own host tag, read from its
+    CHALLENGE): the peer waits for an SHM_OFFER right after ACCEPT, and must refuse a
+    malformed one (closing the link) and answer ok=0 to one it cannot map. Run against
+    one peer only: every peer's acceptor runs the same code, and the stream must outlast
+    the attacks."""
+    tag = server_host_tag(port, hello())
+    if not tag:
+        return ["same-host attacks skipped: the peer's CHALLENGE carries host tag %r "
+                "(it shares no memory)" % tag]
+    notes = ["the peer's host tag is 0x%016x" % tag]
+    nonce = bytes(rng.randrange(256) for _ in range(16))
+    same = dict(host=tag)
+    notes.append(attack_after_auth(port, "same-host link, SHM_OFFER of a ring that is not a "
+                                   "power of two", hello(**same), h,
+                                   lambda sl: sl.frame(T_SHM_OFFER, shm_offer(
+                                       os.getpid(), 3, SHM_RING_MIN + 4096, nonce))))
+    notes.append(attack_after_auth(port, "same-host link, SHM_OFFER of a segment but pid 0",
+                                   hello(**same), h, lambda sl: sl.frame(
+                                       T_SHM_OFFER, shm_offer(0, 3, SHM_RING_MIN, nonce))))
+    notes.append(attack_after_auth(port, "same-host link, SHM_OFFER one byte short",
+                                   hello(**same), h, lambda sl: sl.frame(
+                                       T_SHM_OFFER, shm_offer(0, 0, 0, nonce)[:-1])))
+    notes.append(attack_after_auth(port, "same-host link, SHM_REPLY instead of SHM_OFFER",
+                                   hello(**same), h, lambda sl: sl.frame(T_SHM_REPLY, b"\1")))
+    notes.append(attack_after_auth(port, "same-host link, DATA instead of SHM_OFFER",
+                                   hello(**same), h, frame(T_DATA, b"\1" + bytes(23))))
+    notes.append(attack_after_auth(port, "same-host link, SHM_OFFER in clear (not sealed)",
+                                   hello(**same), h, frame(T_SHM_OFFER, shm_offer(
+                                       0, 0, 0, nonce)) + bytes(16)))
+    notes.append(attack_after_auth(port, "same-host link, silent after ACCEPT",
+                                   hello(**same), h, b""))
+    notes.append(attack_shm_refused(port, "same-host link, SHM_OFFER of no segment (size 0)",
+                                    hello(**same), h, shm_offer(0, 0, 0, bytes(16))))
+    with tempfile.TemporaryFile() as f:
+        f.truncate(SHM_DATA_OFF + SHM_RING_MIN)
+        notes.append(attack_shm_refused(port, "same-host link, SHM_OFFER of a plain file",
+                                        hello(**same), h, shm_offer(
+                                            os.getpid(), f.fileno(), SHM_RING_MIN, nonce)))
+    fake = FakeSegment()
+    try:
+        notes.append(attack_shm_refused(port, "same-host link, SHM_OFFER of a sealed segment "
+                                        "with another nonce", hello(**same), h, shm_offer(
+                                            os.getpid(), fake.fd, fake.ring, nonce)))
+    finally:
+        fake.close()
+    return notes
+
+
+def attacks_for(h, port, role, rng, epoch, same_host=False):
+    """Runs every malformed-input attack against one listening port (with same_host, on a
+    data port, the same-host link attacks too). Returns the sockets left open on purpose
+    (a half-sent frame, silent connections)."""
     run = h.run.encode()
     nstreams = 1 if role == ROLE_DATA else 0
 
@@ -1055,6 +1207,8 @@ def attacks_for(h, port, role, rng, epoch):
                                        must_close=False))
         notes.append(attack_after_auth(port, "authenticated link, garbage",
                                        hello(), h, garbage, must_close=False))
+        if same_host:
+            notes += shm_attacks(h, port, hello, rng)
         # Link probes (docs/protocol.md): a stranger is not answered; one claiming a later
         # epoch is, but a count outside 64 KiB..256 MiB ends it.
         probe = dict(run=run, rng=rng, role=ROLE_PROBE)
@@ -1100,8 +1254,8 @@ def scenario_bad_input(h):
         [("p%d data port" % i, ports[i], ROLE_DATA) for i in range(n)]
     held = []
     try:
-        for name, port, role in targets:
-            notes, more = attacks_for(h, port, role, rng, epoch)
+        for k, (name, port, role) in enumerate(targets):
+            notes, more = attacks_for(h, port, role, rng, epoch, same_host=k == 1)
             held += more
             for note in notes:
                 log("  %s: %s" % (name, note))

@@ -102,6 +102,24 @@ def test_security_from_the_environment():
     assert res[0][1]["refused"] and not res[1][1]["refused"]
 
 
+def check_shm(shm):
+    res = spawn("shm", 2, extra_env={"STARLING_SHM": shm} if shm else None)
+    for rc, out, err in res:
+        assert rc == 0 and out is not None and out.get("ok"), err
+        assert out["segments"] == (0 if shm == "0" else 2), out
+
+
+def test_shm_by_default():
+    """2 processes: the group's ring links go through shared memory (each rank maps two
+    ring segments: its link to the other and the other's to it); all_reduce is exact."""
+    check_shm("")
+
+
+def test_shm_off_from_the_environment():
+    """STARLING_SHM=0 reaches the backend: no ring segment, every link on TCP."""
+    check_shm("0")
+
+
 def test_bad_security_mode_raises_invalid(monkeypatch):
     """A bad mode is starling.Invalid: from the extension's constructor (before any
     connection), and from the backend's creator naming STARLING_SECURITY."""
@@ -309,6 +327,21 @@ def mode_security():
     print(json.dumps({"ok": True, "refused": refused}), flush=True)
 
 
+def mode_shm():
+    import torch
+    import torch.distributed as dist
+    rank, n = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    dist.init_process_group("starling")
+    t = torch.arange(300_001, dtype=torch.float32) + rank
+    dist.all_reduce(t)
+    ok = torch.equal(t, torch.arange(300_001, dtype=torch.float32) * n + n * (n - 1) // 2)
+    with open("/proc/self/maps") as f:
+        segments = sum(1 for line in f if "memfd:starling-ring" in line)
+    dist.barrier()
+    dist.destroy_process_group()
+    print(json.dumps({"ok": bool(ok), "segments": segments}), flush=True)
+
+
 def mode_manager():
     import hashlib
     import torch
@@ -348,4 +381,4 @@ if __name__ == "__main__":
     sys.path.insert(0, PKG)
     import starling.distributed  # noqa: F401,E402 - registers backend "starling"
     {"parity": mode_parity, "collectives": mode_collectives,
-     "manager": mode_manager, "security": mode_security}[sys.argv[1]]()
+     "manager": mode_manager, "security": mode_security, "shm": mode_shm}[sys.argv[1]]()

@@ -7,17 +7,20 @@
  *
  * Version 2 added ROLE_PROBE, TOPO's trailing probe_bytes and the LINKS message. Version 3
  * added two bytes, security and caps, at the end of HELLO and of CHALLENGE. Version 4
- * added WATCH and STATE, between coordinators. Version 5 (the current one) lets REGISTER
- * and TOPO carry port 0 (a peer that accepts no inbound connections) and adds the HELLO
- * role ROLE_DATA_REV (4), a ring link opened by the right neighbour. The constants of
- * older versions are kept as they were: frames whose bytes version 5 still produces
- * (REGISTER, DECIDE, the DATA header, v2's TOPO and LINKS, v3's CHALLENGE, v4's STATE
- * and WATCH) are checked as before, and those that changed are checked for how version 5
- * treats them (a v1, v2, v3 or v4 HELLO is a version refusal, a v1 TOPO is too short).
- * The v2 constants follow the v1 ones, the v3 constants (HELLO, HELLO probe, and
- * CHALLENGE, which had none before) follow them, then the v4 ones (HELLO, HELLO probe,
- * STATE, WATCH), and the v5 ones (HELLO, HELLO probe, HELLO reversed data link, REGISTER
- * and TOPO with port 0) come last. */
+ * added WATCH and STATE, between coordinators. Version 5 lets REGISTER and TOPO carry
+ * port 0 (a peer that accepts no inbound connections) and adds the HELLO role
+ * ROLE_DATA_REV (4), a ring link opened by the right neighbour. Version 6 (the current
+ * one) adds a u64 host tag at the end of HELLO and of CHALLENGE, and two messages for
+ * ring links between members on one host, SHM_OFFER (22) and SHM_REPLY (23). The
+ * constants of older versions are kept as they were: frames whose bytes version 6 still
+ * produces (REGISTER, DECIDE, the DATA header, v2's TOPO and LINKS, v4's STATE and WATCH,
+ * v5's REGISTER and TOPO with port 0) are checked as before, and those that changed are
+ * checked for how version 6 treats them (a v1 to v5 HELLO is a version refusal, a v1
+ * TOPO and a v3 CHALLENGE are too short). The v2 constants follow the v1 ones, the v3
+ * constants (HELLO, HELLO probe, and CHALLENGE, which had none before) follow them, then
+ * the v4 ones (HELLO, HELLO probe, STATE, WATCH), the v5 ones (HELLO, HELLO probe, HELLO
+ * reversed data link, REGISTER and TOPO with port 0), and the v6 ones (the three HELLOs
+ * and CHALLENGE with their host tag, SHM_OFFER, SHM_REPLY) come last. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -105,6 +108,7 @@ static int decode_any(uint8_t type, const uint8_t *p, size_t len)
     static starling__msg_reject reject;
     static starling__msg_welcome welcome;
     static starling__msg_epoch epoch;
+    static starling__msg_shm shm;
     switch (type) {
     case MSG_HELLO: return starling__hello_decode(p, len, &hello);
     case MSG_CHALLENGE: return starling__challenge_decode(p, len, &challenge);
@@ -115,6 +119,8 @@ static int decode_any(uint8_t type, const uint8_t *p, size_t len)
     case MSG_TOPO: return starling__topo_decode(p, len, &topo_b);
     case MSG_LINKS: return starling__links_decode(p, len, &links_b);
     case MSG_STATE: return starling__state_decode(p, len, &state_b);
+    case MSG_SHM_OFFER: return starling__shm_offer_decode(p, len, &shm);
+    case MSG_SHM_REPLY: return starling__shm_reply_decode(p, len, &shm);
     default: return starling__epoch_decode(type, p, len, &epoch);
     }
 }
@@ -129,6 +135,8 @@ static int decode_exact(uint8_t type, const uint8_t *p, size_t len)
 }
 
 /* ---------------------------------------------------------------- sample messages */
+
+#define SAMPLE_HOST 0x1f2e3d4c5b6a7988ull /* a host tag (v6) */
 
 static void sample_hello(starling__msg_hello *m, uint8_t role)
 {
@@ -150,6 +158,21 @@ static void sample_hello(starling__msg_hello *m, uint8_t role)
     /* v3: nonzero, so that a decoder that skipped or swapped the two bytes is noticed. */
     m->security = STARLING_SEC_AEAD;
     m->caps = STARLING_CAP_AESGCM;
+    /* v6: eight different bytes, so that a decoder that reads them in the wrong order or
+     * from the wrong place is noticed. */
+    m->host = SAMPLE_HOST;
+}
+
+/* A segment as src/net/shm.c offers one: its own pid and descriptor, a ring of 4 MiB
+ * (4 chunks of the default 1 MiB), a nonce of 16 different bytes. */
+static void sample_shm_offer(starling__msg_shm *m)
+{
+    memset(m, 0, sizeof *m);
+    m->pid = 0x00a1b2c3;
+    m->fd = 17;
+    m->size = 4u << 20;
+    for (int i = 0; i < (int)sizeof m->nonce; i++)
+        m->nonce[i] = (uint8_t)(0x90 + i);
 }
 
 static void sample_register(starling__msg_register *m, uint32_t nmembers)
@@ -229,7 +252,8 @@ static int build_sample(int idx, uint8_t *out, size_t cap, uint8_t *type)
     static starling__msg_reject reject;
     static starling__msg_welcome welcome;
     static starling__msg_epoch epoch;
-    const int nfixed = 19;
+    static starling__msg_shm shm;
+    const int nfixed = 25;
     switch (idx) {
     case 0:
         sample_hello(&hello, ROLE_CONTROL);
@@ -315,6 +339,34 @@ static int build_sample(int idx, uint8_t *out, size_t cap, uint8_t *type)
         topo_a.members[1].port = 0;
         *type = MSG_TOPO;
         return starling__topo_encode(out, cap, &topo_a);
+    case 19: /* v6: a segment offered */
+        sample_shm_offer(&shm);
+        *type = MSG_SHM_OFFER;
+        return starling__shm_offer_encode(out, cap, &shm);
+    case 20: /* v6: none could be made (all zero, as src/net/shm.c leaves it) */
+        memset(&shm, 0, sizeof shm);
+        *type = MSG_SHM_OFFER;
+        return starling__shm_offer_encode(out, cap, &shm);
+    case 21: /* v6: the largest ring, the largest pid and descriptor */
+        sample_shm_offer(&shm);
+        shm.pid = shm.fd = UINT32_MAX;
+        shm.size = 256u << 20;
+        *type = MSG_SHM_OFFER;
+        return starling__shm_offer_encode(out, cap, &shm);
+    case 22: /* v6: mapped */
+        memset(&shm, 0, sizeof shm);
+        shm.ok = 1;
+        *type = MSG_SHM_REPLY;
+        return starling__shm_reply_encode(out, cap, &shm);
+    case 23: /* v6: not mapped, the link stays on TCP */
+        memset(&shm, 0, sizeof shm);
+        *type = MSG_SHM_REPLY;
+        return starling__shm_reply_encode(out, cap, &shm);
+    case 24: /* v6: a member that shares no memory (host tag 0) */
+        sample_hello(&hello, ROLE_DATA);
+        hello.host = 0;
+        *type = MSG_HELLO;
+        return starling__hello_encode(out, cap, &hello);
     default:
         if (idx - nfixed >= (int)sizeof epoch_types)
             return 0;
@@ -339,38 +391,56 @@ static void assert_hello_equal(const starling__msg_hello *a, const starling__msg
     assert_int_equal(a->nstreams, b->nstreams);
     assert_int_equal(a->security, b->security);
     assert_int_equal(a->caps, b->caps);
+    assert_true(a->host == b->host);
 }
 
-/* Every role with every security mode; caps is carried whatever its bits (only bit 0 is
- * defined, the others are not checked). */
+/* The u64 little-endian at p. */
+static uint64_t le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* Every role with every security mode and several host tags; caps is carried whatever
+ * its bits (only bit 0 is defined, the others are not checked), and so is the host tag
+ * (v6: 0 means "shares no memory", any other value is compared, never interpreted). */
 static void test_hello_round_trip(void **state)
 {
     static const uint8_t roles[] = {ROLE_CONTROL, ROLE_DATA, ROLE_PROBE, ROLE_DATA_REV};
     static const uint8_t secs[] = {STARLING_SEC_NONE, STARLING_SEC_AEAD, STARLING_SEC_CHACHA};
     static const uint8_t caps[] = {0, STARLING_CAP_AESGCM, 0xfe, 0xff};
+    static const uint64_t hosts[] = {0, 1, SAMPLE_HOST, UINT64_MAX};
     (void)state;
     for (size_t i = 0; i < sizeof roles; i++)
         for (size_t j = 0; j < sizeof secs; j++)
-            for (size_t k = 0; k < sizeof caps; k++) {
-                starling__msg_hello in, out;
-                int n;
-                size_t plen;
-                sample_hello(&in, roles[i]);
-                in.security = secs[j];
-                in.caps = caps[k];
-                n = starling__hello_encode(frame, sizeof frame, &in);
-                plen = frame_check(frame, n, MSG_HELLO);
-                /* magic, version, role, nonce, run, peer_id, epoch, stream, nstreams,
-                 * security, caps */
-                assert_int_equal(plen, 4 + 2 + 1 + 32 + 1 + strlen(in.run) + 8 + 8 + 1 + 1 + 1 + 1);
-                /* the two v3 bytes end the payload */
-                assert_int_equal(frame[n - 2], secs[j]);
-                assert_int_equal(frame[n - 1], caps[k]);
-                memset(&out, 0xee, sizeof out);
-                assert_int_equal(starling__hello_decode(frame + STARLING_FRAME_HDR, plen, &out),
-                                 STARLING_OK);
-                assert_hello_equal(&in, &out);
-            }
+            for (size_t k = 0; k < sizeof caps; k++)
+                for (size_t l = 0; l < sizeof hosts / sizeof hosts[0]; l++) {
+                    starling__msg_hello in, out;
+                    int n;
+                    size_t plen;
+                    sample_hello(&in, roles[i]);
+                    in.security = secs[j];
+                    in.caps = caps[k];
+                    in.host = hosts[l];
+                    n = starling__hello_encode(frame, sizeof frame, &in);
+                    plen = frame_check(frame, n, MSG_HELLO);
+                    /* magic, version, role, nonce, run, peer_id, epoch, stream, nstreams,
+                     * security, caps, host */
+                    assert_int_equal(plen, 4 + 2 + 1 + 32 + 1 + strlen(in.run) + 8 + 8 + 1 + 1 + 1 +
+                                               1 + 8);
+                    /* the two v3 bytes, then the v6 host tag, end the payload */
+                    assert_int_equal(frame[n - 10], secs[j]);
+                    assert_int_equal(frame[n - 9], caps[k]);
+                    assert_true(le64(frame + n - 8) == hosts[l]);
+                    memset(&out, 0xee, sizeof out);
+                    assert_int_equal(starling__hello_decode(frame + STARLING_FRAME_HDR, plen, &out),
+                                     STARLING_OK);
+                    assert_hello_equal(&in, &out);
+                    /* Not on the wire: the decoder leaves no stale value in it. */
+                    assert_true(out.peer_host == 0);
+                }
 }
 
 /* Both data roles: ROLE_DATA and (v5) ROLE_DATA_REV. */
@@ -395,33 +465,108 @@ static void test_hello_data_role_stream_bounds(void **state)
     }
 }
 
-/* nonce, mac, then (v3) security and caps: 32 + 32 + 1 + 1 = 66 bytes, with every
- * security mode and caps bits that are not checked. */
+/* nonce, mac, then (v3) security and caps and (v6) the host tag: 32 + 32 + 1 + 1 + 8 =
+ * 74 bytes, with every security mode, caps bits that are not checked, and host tags
+ * that are carried, not checked. */
 static void test_challenge_round_trip(void **state)
 {
     static const uint8_t secs[] = {STARLING_SEC_NONE, STARLING_SEC_AEAD, STARLING_SEC_CHACHA};
     static const uint8_t caps[] = {0, STARLING_CAP_AESGCM, 0xfe, 0xff};
+    static const uint64_t hosts[] = {0, 1, SAMPLE_HOST, UINT64_MAX};
     (void)state;
     for (size_t j = 0; j < sizeof secs; j++)
-        for (size_t k = 0; k < sizeof caps; k++) {
-            starling__msg_challenge in, out;
-            for (int i = 0; i < STARLING_NONCE_LEN; i++)
-                in.nonce[i] = (uint8_t)i;
-            for (int i = 0; i < STARLING_MAC_LEN; i++)
-                in.mac[i] = (uint8_t)(255 - i);
-            in.security = secs[j];
-            in.caps = caps[k];
-            int n = starling__challenge_encode(frame, sizeof frame, &in);
-            assert_int_equal(frame_check(frame, n, MSG_CHALLENGE), 66);
-            assert_int_equal(frame[8 + 64], secs[j]);
-            assert_int_equal(frame[8 + 65], caps[k]);
-            memset(&out, 0xee, sizeof out);
-            assert_int_equal(starling__challenge_decode(frame + 8, 66, &out), STARLING_OK);
-            assert_memory_equal(in.nonce, out.nonce, STARLING_NONCE_LEN);
-            assert_memory_equal(in.mac, out.mac, STARLING_MAC_LEN);
-            assert_int_equal(out.security, secs[j]);
-            assert_int_equal(out.caps, caps[k]);
-        }
+        for (size_t k = 0; k < sizeof caps; k++)
+            for (size_t l = 0; l < sizeof hosts / sizeof hosts[0]; l++) {
+                starling__msg_challenge in, out;
+                for (int i = 0; i < STARLING_NONCE_LEN; i++)
+                    in.nonce[i] = (uint8_t)i;
+                for (int i = 0; i < STARLING_MAC_LEN; i++)
+                    in.mac[i] = (uint8_t)(255 - i);
+                in.security = secs[j];
+                in.caps = caps[k];
+                in.host = hosts[l];
+                int n = starling__challenge_encode(frame, sizeof frame, &in);
+                assert_int_equal(frame_check(frame, n, MSG_CHALLENGE), 74);
+                assert_int_equal(frame[8 + 64], secs[j]);
+                assert_int_equal(frame[8 + 65], caps[k]);
+                assert_true(le64(frame + 8 + 66) == hosts[l]);
+                memset(&out, 0xee, sizeof out);
+                assert_int_equal(starling__challenge_decode(frame + 8, 74, &out), STARLING_OK);
+                assert_memory_equal(in.nonce, out.nonce, STARLING_NONCE_LEN);
+                assert_memory_equal(in.mac, out.mac, STARLING_MAC_LEN);
+                assert_int_equal(out.security, secs[j]);
+                assert_int_equal(out.caps, caps[k]);
+                assert_true(out.host == hosts[l]);
+            }
+}
+
+/* SHM_OFFER (v6): pid, fd, size, nonce: 4 + 4 + 8 + 16 = 32 bytes, for every ring size
+ * the decoder allows (the powers of two from 64 KiB to 256 MiB) and for the empty offer
+ * (size 0: the dialler could not make a segment; then pid, fd and nonce mean nothing and
+ * are carried as they are). */
+static void test_shm_offer_round_trip(void **state)
+{
+    starling__msg_shm in, out;
+    int n;
+    (void)state;
+    for (uint64_t size = 64u << 10; size <= (256u << 20); size <<= 1) {
+        sample_shm_offer(&in);
+        in.size = size;
+        in.ok = 1; /* not part of an offer: not written, 0 after decoding */
+        n = starling__shm_offer_encode(frame, sizeof frame, &in);
+        assert_int_equal(frame_check(frame, n, MSG_SHM_OFFER), 32);
+        assert_true(le64(frame + 8 + 8) == size);
+        memset(&out, 0xee, sizeof out);
+        assert_int_equal(starling__shm_offer_decode(frame + 8, 32, &out), STARLING_OK);
+        assert_int_equal(out.pid, in.pid);
+        assert_int_equal(out.fd, in.fd);
+        assert_true(out.size == size);
+        assert_memory_equal(out.nonce, in.nonce, sizeof in.nonce);
+        assert_int_equal(out.ok, 0);
+    }
+    /* The extremes of pid and fd: any u32 but pid 0 with a segment. */
+    sample_shm_offer(&in);
+    in.pid = 1;
+    in.fd = 0;
+    n = starling__shm_offer_encode(frame, sizeof frame, &in);
+    assert_int_equal(starling__shm_offer_decode(frame + 8, (size_t)n - 8, &out), STARLING_OK);
+    assert_true(out.pid == 1 && out.fd == 0);
+    in.pid = in.fd = UINT32_MAX;
+    n = starling__shm_offer_encode(frame, sizeof frame, &in);
+    assert_int_equal(starling__shm_offer_decode(frame + 8, (size_t)n - 8, &out), STARLING_OK);
+    assert_true(out.pid == UINT32_MAX && out.fd == UINT32_MAX);
+    /* No segment: all zero as src/net/shm.c sends it, or with leftovers in the other
+     * fields; both are valid. */
+    memset(&in, 0, sizeof in);
+    n = starling__shm_offer_encode(frame, sizeof frame, &in);
+    assert_int_equal(frame_check(frame, n, MSG_SHM_OFFER), 32);
+    memset(&out, 0xee, sizeof out);
+    assert_int_equal(starling__shm_offer_decode(frame + 8, 32, &out), STARLING_OK);
+    assert_true(out.pid == 0 && out.fd == 0 && out.size == 0 && out.ok == 0);
+    sample_shm_offer(&in);
+    in.size = 0;
+    n = starling__shm_offer_encode(frame, sizeof frame, &in);
+    assert_int_equal(starling__shm_offer_decode(frame + 8, 32, &out), STARLING_OK);
+    assert_true(out.size == 0 && out.pid == in.pid && out.fd == in.fd);
+    assert_memory_equal(out.nonce, in.nonce, sizeof in.nonce);
+}
+
+/* SHM_REPLY (v6): one byte, ok 0 or 1. */
+static void test_shm_reply_round_trip(void **state)
+{
+    starling__msg_shm in, out;
+    (void)state;
+    for (uint8_t ok = 0; ok <= 1; ok++) {
+        sample_shm_offer(&in); /* the other fields are not part of a reply */
+        in.ok = ok;
+        int n = starling__shm_reply_encode(frame, sizeof frame, &in);
+        assert_int_equal(frame_check(frame, n, MSG_SHM_REPLY), 1);
+        assert_int_equal(frame[8], ok);
+        memset(&out, 0xee, sizeof out);
+        assert_int_equal(starling__shm_reply_decode(frame + 8, 1, &out), STARLING_OK);
+        assert_int_equal(out.ok, ok);
+        assert_true(out.pid == 0 && out.fd == 0 && out.size == 0);
+    }
 }
 
 static void test_auth_round_trip(void **state)
@@ -884,9 +1029,9 @@ static void test_watch_round_trip(void **state)
 static void test_epoch_refuses_other_types(void **state)
 {
     static const uint8_t others[] = {
-        0,        MSG_HELLO, MSG_CHALLENGE, MSG_AUTH,  MSG_REJECT, MSG_REGISTER, MSG_WELCOME,
-        MSG_TOPO, MSG_DATA,  MSG_DONE,      MSG_ABORT, MSG_LINKS,  MSG_STATE,    MSG_TYPE_MAX + 1,
-        255};
+        0,           MSG_HELLO,     MSG_CHALLENGE, MSG_AUTH,         MSG_REJECT, MSG_REGISTER,
+        MSG_WELCOME, MSG_TOPO,      MSG_DATA,      MSG_DONE,         MSG_ABORT,  MSG_LINKS,
+        MSG_STATE,   MSG_SHM_OFFER, MSG_SHM_REPLY, MSG_TYPE_MAX + 1, 255};
     starling__msg_epoch m;
     (void)state;
     sample_epoch(&m);
@@ -1221,13 +1366,13 @@ static void test_hello_magic_and_version(void **state)
     m.version = STARLING_PROTOCOL_VERSION + 1;
     assert_int_equal(hello_decode_of(&m), STARLING_E_PROTOCOL);
 
-    /* Every version but ours, older (1..4) or newer, is a version refusal. */
+    /* Every version but ours, older (1..5) or newer, is a version refusal. */
     sample_hello(&m, ROLE_CONTROL);
-    /* 0x0500: ours byte-swapped */
+    /* 0x0600: ours byte-swapped */
     static const uint16_t versions[] = {
-        0,     1,      2,      3,      4,      STARLING_PROTOCOL_VERSION + 1,
-        0x100, 0x0200, 0x0300, 0x0400, 0x0500, 0xffff};
-    assert_int_equal(STARLING_PROTOCOL_VERSION, 5); /* 0x0500 above */
+        0,      1,      2,      3,      4,      5,      STARLING_PROTOCOL_VERSION + 1,
+        0x0100, 0x0200, 0x0300, 0x0400, 0x0500, 0x0600, 0xffff};
+    assert_int_equal(STARLING_PROTOCOL_VERSION, 6); /* 0x0600 above */
     for (size_t i = 0; i < sizeof versions / sizeof versions[0]; i++) {
         assert_int_not_equal(versions[i], STARLING_PROTOCOL_VERSION);
         m.version = versions[i];
@@ -1236,29 +1381,32 @@ static void test_hello_magic_and_version(void **state)
 }
 
 /* Another version may lay out the rest of HELLO differently: once magic and version are
- * read, a different version is STARLING_E_VERSION whatever follows, a future one (6) or a
- * past one (1, 2, 3, 4; version 2's layout is 2 bytes shorter than ours, see
- * test_golden_v2_hello). Our own version (5) with nothing after it is a truncated hello. */
+ * read, a different version is STARLING_E_VERSION whatever follows, a future one (7) or a
+ * past one (1 to 5; version 2's layout is 10 bytes shorter than ours, see
+ * test_golden_v2_hello, and version 5's 8 bytes, test_golden_v5_hello). Our own version
+ * (6) with nothing after it is a truncated hello. */
 static void test_hello_future_version_any_layout(void **state)
 {
-    static const uint8_t v6_short[] = {0x53, 0x54, 0x52, 0x4c, 0x06, 0x00};
-    static const uint8_t v6_other[] = {0x53, 0x54, 0x52, 0x4c, 0x06, 0x00, 0xff, 0xff, 0x00};
+    static const uint8_t v7_short[] = {0x53, 0x54, 0x52, 0x4c, 0x07, 0x00};
+    static const uint8_t v7_other[] = {0x53, 0x54, 0x52, 0x4c, 0x07, 0x00, 0xff, 0xff, 0x00};
     static const uint8_t v1_short[] = {0x53, 0x54, 0x52, 0x4c, 0x01, 0x00};
     static const uint8_t v2_short[] = {0x53, 0x54, 0x52, 0x4c, 0x02, 0x00};
     static const uint8_t v3_short[] = {0x53, 0x54, 0x52, 0x4c, 0x03, 0x00};
     static const uint8_t v4_short[] = {0x53, 0x54, 0x52, 0x4c, 0x04, 0x00};
     static const uint8_t v5_short[] = {0x53, 0x54, 0x52, 0x4c, 0x05, 0x00};
-    static const uint8_t magic_only[] = {0x53, 0x54, 0x52, 0x4c, 0x05};
+    static const uint8_t v6_short[] = {0x53, 0x54, 0x52, 0x4c, 0x06, 0x00};
+    static const uint8_t magic_only[] = {0x53, 0x54, 0x52, 0x4c, 0x06};
     starling__msg_hello out;
     (void)state;
-    assert_int_equal(STARLING_PROTOCOL_VERSION, 5); /* the bytes above spell versions out */
-    assert_int_equal(starling__hello_decode(v6_short, sizeof v6_short, &out), STARLING_E_VERSION);
-    assert_int_equal(starling__hello_decode(v6_other, sizeof v6_other, &out), STARLING_E_VERSION);
+    assert_int_equal(STARLING_PROTOCOL_VERSION, 6); /* the bytes above spell versions out */
+    assert_int_equal(starling__hello_decode(v7_short, sizeof v7_short, &out), STARLING_E_VERSION);
+    assert_int_equal(starling__hello_decode(v7_other, sizeof v7_other, &out), STARLING_E_VERSION);
     assert_int_equal(starling__hello_decode(v1_short, sizeof v1_short, &out), STARLING_E_VERSION);
     assert_int_equal(starling__hello_decode(v2_short, sizeof v2_short, &out), STARLING_E_VERSION);
     assert_int_equal(starling__hello_decode(v3_short, sizeof v3_short, &out), STARLING_E_VERSION);
     assert_int_equal(starling__hello_decode(v4_short, sizeof v4_short, &out), STARLING_E_VERSION);
-    assert_int_equal(starling__hello_decode(v5_short, sizeof v5_short, &out), STARLING_E_PROTOCOL);
+    assert_int_equal(starling__hello_decode(v5_short, sizeof v5_short, &out), STARLING_E_VERSION);
+    assert_int_equal(starling__hello_decode(v6_short, sizeof v6_short, &out), STARLING_E_PROTOCOL);
     assert_int_equal(starling__hello_decode(magic_only, sizeof magic_only, &out),
                      STARLING_E_PROTOCOL);
 }
@@ -1322,9 +1470,9 @@ static void test_hello_probe_role(void **state)
         m.nstreams = streams[i][1];
         int n = starling__hello_encode(frame, sizeof frame, &m);
         /* magic, version, role, nonce, run, peer_id, epoch, stream, nstreams, security,
-         * caps */
+         * caps, host */
         assert_int_equal(frame_check(frame, n, MSG_HELLO),
-                         4 + 2 + 1 + 32 + 1 + strlen(m.run) + 8 + 8 + 1 + 1 + 1 + 1);
+                         4 + 2 + 1 + 32 + 1 + strlen(m.run) + 8 + 8 + 1 + 1 + 1 + 1 + 8);
         assert_int_equal(frame[8 + 6], ROLE_PROBE);
         assert_int_equal(starling__hello_decode(frame + 8, (size_t)n - 8, &out), STARLING_OK);
         assert_hello_equal(&m, &out);
@@ -1343,6 +1491,8 @@ static void test_hello_probe_role(void **state)
     assert_int_equal(hello_decode_of(&m), STARLING_E_VERSION);
     m.version = 4;
     assert_int_equal(hello_decode_of(&m), STARLING_E_VERSION);
+    m.version = 5;
+    assert_int_equal(hello_decode_of(&m), STARLING_E_VERSION);
 }
 
 /* ROLE_DATA_REV (v5): a ring link stream opened by the right neighbour, because the left
@@ -1360,9 +1510,9 @@ static void test_hello_data_rev_role(void **state)
         m.nstreams = streams[i][1];
         int n = starling__hello_encode(frame, sizeof frame, &m);
         /* the same layout as every role's: magic, version, role, nonce, run, peer_id,
-         * epoch, stream, nstreams, security, caps */
+         * epoch, stream, nstreams, security, caps, host */
         assert_int_equal(frame_check(frame, n, MSG_HELLO),
-                         4 + 2 + 1 + 32 + 1 + strlen(m.run) + 8 + 8 + 1 + 1 + 1 + 1);
+                         4 + 2 + 1 + 32 + 1 + strlen(m.run) + 8 + 8 + 1 + 1 + 1 + 1 + 8);
         assert_int_equal(frame[8 + 6], ROLE_DATA_REV);
         memset(&out, 0xee, sizeof out);
         assert_int_equal(starling__hello_decode(frame + 8, (size_t)n - 8, &out), STARLING_OK);
@@ -1467,17 +1617,67 @@ static void test_hello_run_too_long(void **state)
         p[n++] = (uint8_t)runlen;
         memset(p + n, 'r', runlen);
         n += runlen;
-        memset(p + n, 1, 20); /* peer_id, epoch, stream, nstreams, security 1, caps 1 */
-        n += 20;
+        memset(p + n, 1, 28); /* peer_id, epoch, stream, nstreams, security 1, caps 1, host */
+        n += 28;
         assert_int_equal(starling__hello_decode(p, n, &out), cases[i].rc);
+    }
+}
+
+/* HELLO's host tag (v6): a u64 after caps, in every role, carried and never checked by
+ * the decoder (the handshake's proofs cover it; links_shm.c compares it). A version 6
+ * hello without it (a version 5 layout with the version field changed) is truncated,
+ * and so is one with only some of its bytes; one with a byte more has a trailing byte. */
+static void test_hello_host(void **state)
+{
+    static const uint8_t roles[] = {ROLE_CONTROL, ROLE_DATA, ROLE_PROBE, ROLE_DATA_REV};
+    starling__msg_hello m, out;
+    (void)state;
+    for (size_t i = 0; i < sizeof roles; i++) {
+        int n, n5;
+        sample_hello(&m, roles[i]);
+        assert_true(m.host != 0);
+        n = starling__hello_encode(frame, sizeof frame, &m);
+        memset(&out, 0, sizeof out);
+        assert_int_equal(starling__hello_decode(frame + 8, (size_t)n - 8, &out), STARLING_OK);
+        assert_true(out.host == SAMPLE_HOST);
+        /* The same message as version 5 wrote it: 8 bytes shorter, nothing after caps. */
+        m.version = 5;
+        n5 = starling__hello_encode(frame, sizeof frame, &m);
+        assert_int_equal(n5, n - 8);
+        assert_int_equal(decode_exact(MSG_HELLO, frame + 8, (size_t)n5 - 8), STARLING_E_VERSION);
+        frame[8 + 4] = 6; /* ... claiming version 6 */
+        assert_int_equal(decode_exact(MSG_HELLO, frame + 8, (size_t)n5 - 8), STARLING_E_PROTOCOL);
+        /* 1 to 7 of the 8 host bytes, and 9. */
+        m.version = STARLING_PROTOCOL_VERSION;
+        n = starling__hello_encode(frame, sizeof frame, &m);
+        for (size_t cut = 1; cut < 8; cut++)
+            assert_int_equal(decode_exact(MSG_HELLO, frame + 8, (size_t)n - 8 - cut),
+                             STARLING_E_PROTOCOL);
+        frame[n] = 0;
+        assert_int_equal(decode_exact(MSG_HELLO, frame + 8, (size_t)n - 8 + 1),
+                         STARLING_E_PROTOCOL);
+    }
+    /* What it says is not the decoder's business: 0 (shares no memory) and every bit
+     * pattern pass, the other rules still apply with any of them. */
+    static const uint64_t hosts[] = {0, 1, 0x8000000000000000ull, UINT64_MAX};
+    for (size_t j = 0; j < sizeof hosts / sizeof hosts[0]; j++) {
+        sample_hello(&m, ROLE_DATA);
+        m.host = hosts[j];
+        assert_int_equal(hello_decode_of(&m), STARLING_OK);
+        m.nstreams = 0;
+        assert_int_equal(hello_decode_of(&m), STARLING_E_PROTOCOL);
+        sample_hello(&m, ROLE_DATA);
+        m.host = hosts[j];
+        m.security = STARLING_SEC_MAX + 1;
+        assert_int_equal(hello_decode_of(&m), STARLING_E_PROTOCOL);
     }
 }
 
 /* ---------------------------------------------------------------- other refusals */
 
 /* CHALLENGE's security byte (v3), as in the hello: nothing above STARLING_SEC_MAX; caps
- * is not checked. Lengths other than 66 are test_truncated_every_length's and
- * test_trailing_bytes'. */
+ * (and the v6 host tag, test_challenge_host) is not checked. Lengths other than 74 are
+ * test_truncated_every_length's and test_trailing_bytes'. */
 static void test_challenge_security(void **state)
 {
     static const uint8_t bad[] = {STARLING_SEC_MAX + 1, 4, 0x7f, 0x80, 0xff};
@@ -1501,6 +1701,125 @@ static void test_challenge_security(void **state)
         m.caps = (uint8_t)caps;
         int n = starling__challenge_encode(frame, sizeof frame, &m);
         assert_int_equal(decode_exact(MSG_CHALLENGE, frame + 8, (size_t)n - 8), STARLING_OK);
+    }
+}
+
+/* CHALLENGE's host tag (v6): 8 bytes after caps, any value. The 66 bytes a version 3 to
+ * 5 server sent are truncated now (the HELLO's version refusal comes first in practice:
+ * CHALLENGE has no version field), and so is any cut into the tag. */
+static void test_challenge_host(void **state)
+{
+    static const uint64_t hosts[] = {0, 1, SAMPLE_HOST, UINT64_MAX};
+    starling__msg_challenge m, out;
+    (void)state;
+    for (size_t i = 0; i < sizeof hosts / sizeof hosts[0]; i++) {
+        memset(&m, 0x5a, sizeof m);
+        m.security = STARLING_SEC_AEAD;
+        m.host = hosts[i];
+        int n = starling__challenge_encode(frame, sizeof frame, &m);
+        assert_int_equal(n, 8 + 74);
+        memset(&out, 0, sizeof out);
+        assert_int_equal(starling__challenge_decode(frame + 8, 74, &out), STARLING_OK);
+        assert_true(out.host == hosts[i]);
+        assert_int_equal(out.security, STARLING_SEC_AEAD);
+        for (size_t len = 66; len < 74; len++)
+            assert_int_equal(decode_exact(MSG_CHALLENGE, frame + 8, len), STARLING_E_PROTOCOL);
+        frame[n] = 0;
+        assert_int_equal(decode_exact(MSG_CHALLENGE, frame + 8, 75), STARLING_E_PROTOCOL);
+    }
+}
+
+/* SHM_OFFER (v6): 32 bytes exactly; a size of 0 (no segment) or a power of two in
+ * [64 KiB, 256 MiB] (STARLING_SHM_RING_MIN..MAX, net/shm.h); pid not 0 when there is a
+ * segment (/proc/0 is nobody). fd is not checked: the acceptor's open() is the check. */
+static void test_shm_offer_refusals(void **state)
+{
+    /* Below the minimum, around it, not powers of two, above the maximum. */
+    static const uint64_t bad_sizes[] = {1,
+                                         2,
+                                         4096,
+                                         32u << 10,
+                                         (64u << 10) - 1,
+                                         (64u << 10) + 1,
+                                         3u << 16,
+                                         (4u << 20) - 1,
+                                         (4u << 20) + 4096,
+                                         (1u << 20) | (1u << 17),
+                                         (256u << 20) - 1,
+                                         (256u << 20) + 1,
+                                         512u << 20,
+                                         1ull << 32,
+                                         1ull << 40,
+                                         1ull << 63,
+                                         UINT64_MAX};
+    static const uint64_t good_sizes[] = {64u << 10, 128u << 10, 1u << 20, 4u << 20, 256u << 20};
+    starling__msg_shm m;
+    int n;
+    (void)state;
+    /* Truncated anywhere, or a byte or more too long. */
+    sample_shm_offer(&m);
+    n = starling__shm_offer_encode(frame, sizeof frame, &m);
+    assert_int_equal(n, 8 + 32);
+    assert_int_equal(decode_exact(MSG_SHM_OFFER, frame + 8, 32), STARLING_OK);
+    for (size_t len = 0; len < 32; len++)
+        assert_int_equal(decode_exact(MSG_SHM_OFFER, frame + 8, len), STARLING_E_PROTOCOL);
+    memset(frame + n, 0, 8);
+    assert_int_equal(decode_exact(MSG_SHM_OFFER, frame + 8, 33), STARLING_E_PROTOCOL);
+    assert_int_equal(decode_exact(MSG_SHM_OFFER, frame + 8, 40), STARLING_E_PROTOCOL);
+    /* Sizes outside the ring limits or not powers of two, whatever the pid. */
+    for (size_t i = 0; i < sizeof bad_sizes / sizeof bad_sizes[0]; i++) {
+        sample_shm_offer(&m);
+        m.size = bad_sizes[i];
+        n = starling__shm_offer_encode(frame, sizeof frame, &m);
+        assert_true(n > 0); /* the encoder writes any value: the decoder is the gate */
+        assert_int_equal(decode_exact(MSG_SHM_OFFER, frame + 8, 32), STARLING_E_PROTOCOL);
+        m.pid = 0;
+        n = starling__shm_offer_encode(frame, sizeof frame, &m);
+        assert_int_equal(decode_exact(MSG_SHM_OFFER, frame + 8, 32), STARLING_E_PROTOCOL);
+    }
+    /* Every allowed size: accepted with a pid, refused with pid 0. */
+    for (size_t i = 0; i < sizeof good_sizes / sizeof good_sizes[0]; i++) {
+        sample_shm_offer(&m);
+        m.size = good_sizes[i];
+        n = starling__shm_offer_encode(frame, sizeof frame, &m);
+        assert_int_equal(decode_exact(MSG_SHM_OFFER, frame + 8, 32), STARLING_OK);
+        m.pid = 0;
+        n = starling__shm_offer_encode(frame, sizeof frame, &m);
+        assert_int_equal(decode_exact(MSG_SHM_OFFER, frame + 8, 32), STARLING_E_PROTOCOL);
+    }
+    /* Size 0: no segment, valid with pid 0 (as sent) or any other. */
+    memset(&m, 0, sizeof m);
+    n = starling__shm_offer_encode(frame, sizeof frame, &m);
+    assert_int_equal(decode_exact(MSG_SHM_OFFER, frame + 8, 32), STARLING_OK);
+    m.pid = 77;
+    n = starling__shm_offer_encode(frame, sizeof frame, &m);
+    assert_int_equal(decode_exact(MSG_SHM_OFFER, frame + 8, 32), STARLING_OK);
+}
+
+/* SHM_REPLY (v6): exactly one byte, 0 or 1. */
+static void test_shm_reply_refusals(void **state)
+{
+    static const uint8_t bad[] = {2, 3, 0x7f, 0x80, 0xfe, 0xff};
+    uint8_t p[2] = {1, 0};
+    (void)state;
+    assert_int_equal(decode_exact(MSG_SHM_REPLY, p, 1), STARLING_OK);
+    assert_int_equal(decode_exact(MSG_SHM_REPLY, p, 0), STARLING_E_PROTOCOL);
+    assert_int_equal(decode_exact(MSG_SHM_REPLY, p, 2), STARLING_E_PROTOCOL);
+    p[0] = 0;
+    assert_int_equal(decode_exact(MSG_SHM_REPLY, p, 1), STARLING_OK);
+    assert_int_equal(decode_exact(MSG_SHM_REPLY, p, 2), STARLING_E_PROTOCOL);
+    for (size_t i = 0; i < sizeof bad; i++) {
+        p[0] = bad[i];
+        assert_int_equal(decode_exact(MSG_SHM_REPLY, p, 1), STARLING_E_PROTOCOL);
+    }
+    /* The encoder writes what it is given: the decoder is the gate. */
+    {
+        starling__msg_shm m;
+        memset(&m, 0, sizeof m);
+        m.ok = 2;
+        int n = starling__shm_reply_encode(frame, sizeof frame, &m);
+        assert_int_equal(n, 8 + 1);
+        assert_int_equal(decode_exact(MSG_SHM_REPLY, frame + 8, 1), STARLING_E_PROTOCOL);
     }
 }
 
@@ -1906,7 +2225,7 @@ static void test_links_count_disagrees(void **state)
 /* The bytes below were written from docs/protocol.md field by field, not copied from
  * the encoder; tests/golden/v1/<name>.bin hold the same bytes. They are version 1's and
  * stay as they were: REGISTER, DECIDE and the DATA header are the same bytes in versions 2
- * to 5 (tests/golden/v2/ .. v5/ have copies), HELLO and TOPO are not (see
+ * to 6 (tests/golden/v2/ .. v6/ have copies), HELLO and TOPO are not (see
  * test_golden_v1_hello and test_golden_v1_topo). */
 
 /* HELLO, data role: nonce 00..1f, run "demo", peer 0x0102030405060708, epoch 3,
@@ -2004,9 +2323,9 @@ static void golden_topo_msg(starling__msg_topo *m)
 static void test_golden_protocol_version(void **state)
 {
     (void)state;
-    /* The v1, v2, v3 and v4 frames below are checked for how version 5 treats them; the
-     * v5 set follows. A new version gets a new set. */
-    assert_int_equal(STARLING_PROTOCOL_VERSION, 5);
+    /* The v1 to v5 frames below are checked for how version 6 treats them; the v6 set
+     * follows. A new version gets a new set. */
+    assert_int_equal(STARLING_PROTOCOL_VERSION, 6);
     assert_int_equal(STARLING_MAGIC, 0x4c525453u); /* "STRL" on the wire */
     /* Numbers that are on the wire: message types, roles, security modes and caps bits
      * never move. */
@@ -2014,7 +2333,9 @@ static void test_golden_protocol_version(void **state)
     assert_int_equal(MSG_LINKS, 19); /* new in v2 */
     assert_int_equal(MSG_WATCH, 20); /* new in v4: coordinator failover */
     assert_int_equal(MSG_STATE, 21);
-    assert_int_equal(MSG_TYPE_MAX, 21);
+    assert_int_equal(MSG_SHM_OFFER, 22); /* new in v6: ring links on one host */
+    assert_int_equal(MSG_SHM_REPLY, 23);
+    assert_int_equal(MSG_TYPE_MAX, 23);
     assert_int_equal(ROLE_CONTROL, 1);
     assert_int_equal(ROLE_DATA, 2);
     assert_int_equal(ROLE_PROBE, 3);        /* new in v2 */
@@ -2072,8 +2393,8 @@ static void test_golden_v1_topo(void **state)
     assert_memory_equal(frame + n, "\0\0\0\0", 4);   /* probe_bytes 0 */
 }
 
-/* REGISTER: the same bytes in versions 1 to 5 (the register.bin of tests/golden/v2/ ..
- * v5/ are copies). */
+/* REGISTER: the same bytes in versions 1 to 6 (the register.bin of tests/golden/v2/ ..
+ * v6/ are copies). */
 static void test_golden_register(void **state)
 {
     static uint8_t want[128];
@@ -2091,7 +2412,7 @@ static void test_golden_register(void **state)
     assert_register_equal(&reg_a, &reg_b);
 }
 
-/* DECIDE: the same bytes in versions 1 to 5 (the decide.bin of tests/golden/v2/ .. v5/
+/* DECIDE: the same bytes in versions 1 to 6 (the decide.bin of tests/golden/v2/ .. v6/
  * are copies). */
 static void test_golden_decide(void **state)
 {
@@ -2111,8 +2432,8 @@ static void test_golden_decide(void **state)
     assert_int_equal(out.code, STARLING_E_PEER_LOST);
 }
 
-/* DATA header: the same bytes in versions 1 to 5 (the data_hdr.bin of tests/golden/v2/
- * .. v5/ are copies). */
+/* DATA header: the same bytes in versions 1 to 6 (the data_hdr.bin of tests/golden/v2/
+ * .. v6/ are copies). */
 static void test_golden_data(void **state)
 {
     static uint8_t want[64];
@@ -2255,7 +2576,7 @@ static void test_golden_v2_hello_probe(void **state)
     golden_v2_hello_refused(golden_v2_hello_probe, &m);
 }
 
-/* TOPO: the same bytes in versions 2 to 5 (the topo.bin of tests/golden/v3/ .. v5/ are
+/* TOPO: the same bytes in versions 2 to 6 (the topo.bin of tests/golden/v3/ .. v6/ are
  * copies). */
 static void test_golden_v2_topo(void **state)
 {
@@ -2275,7 +2596,7 @@ static void test_golden_v2_topo(void **state)
     assert_topo_equal(&topo_a, &topo_b);
 }
 
-/* LINKS: the same bytes in versions 2 to 5 (the links.bin of tests/golden/v3/ .. v5/ are
+/* LINKS: the same bytes in versions 2 to 6 (the links.bin of tests/golden/v3/ .. v6/ are
  * copies). */
 static void test_golden_v2_links(void **state)
 {
@@ -2300,7 +2621,8 @@ static void test_golden_v2_links(void **state)
  * the same bytes, and register.bin, topo.bin, links.bin, decide.bin and data_hdr.bin
  * there are copies of v2's, which version 3 did not change (golden_register,
  * golden_v2_topo, golden_v2_links, golden_decide and golden_data above). CHALLENGE has a
- * golden frame from version 3 on. */
+ * golden frame from version 3 on; version 6 appended the host tag to it, so the v3
+ * CHALLENGE is now checked for how version 6 refuses it. */
 
 /* HELLO, data role: the v2 golden hello with version 3, then security 1 (aead, the
  * default mode) and caps 1 (this CPU has AES-GCM): len 62 + 2 = 64. */
@@ -2336,7 +2658,8 @@ static const char golden_v3_hello_probe[] = "01 00 0000 40000000" /* type 1, len
                                             "01"; /* caps: STARLING_CAP_AESGCM */
 
 /* CHALLENGE: nonce 00..1f, mac 20..3f, then the server's security 2 (chacha20) and caps 0
- * (no AES-GCM): 32 + 32 + 1 + 1 = 66 bytes. Version 2's CHALLENGE was the first 64. */
+ * (no AES-GCM): 32 + 32 + 1 + 1 = 66 bytes. Version 2's CHALLENGE was the first 64; the
+ * same bytes in versions 3 to 5. */
 static const char golden_v3_challenge[] = "02 00 0000 42000000" /* type 2, len 66 */
                                           "000102030405060708090a0b0c0d0e0f"
                                           "101112131415161718191a1b1c1d1e1f" /* nonce */
@@ -2364,17 +2687,19 @@ static void golden_v3_challenge_msg(starling__msg_challenge *m)
         m->mac[i] = (uint8_t)(0x20 + i);
     m->security = STARLING_SEC_CHACHA;
     m->caps = 0;
+    m->host = 0; /* not on the wire before version 6 */
 }
 
 /* Encoding gives the bytes and decoding the bytes gives the message, for a HELLO of this
- * version (v5; v3's and v4's have the same layout). */
+ * version (v6: run "demo", so 8 + 72 bytes). */
 static void golden_hello_both_ways(const char *hex, const starling__msg_hello *m)
 {
     static uint8_t want[128];
     starling__msg_hello out;
     starling__frame_hdr h;
     size_t n = unhex(hex, want, sizeof want);
-    assert_int_equal(n, 8 + 64);
+    assert_int_equal(m->version, STARLING_PROTOCOL_VERSION);
+    assert_int_equal(n, 8 + 72);
     assert_int_equal(starling__hello_encode(frame, sizeof frame, m), (int)n);
     assert_memory_equal(frame, want, n);
     assert_int_equal(starling__frame_hdr_decode(want, CHUNK, &h), STARLING_OK);
@@ -2385,15 +2710,16 @@ static void golden_hello_both_ways(const char *hex, const starling__msg_hello *m
     assert_hello_equal(m, &out);
 }
 
-/* A version 3 or 4 HELLO, as version 5 treats it: the same layout, so the encoder given
- * version 3 or 4 writes exactly those bytes, and the decoder refuses them as another
+/* A version 3, 4 or 5 HELLO, as version 6 treats it: the same layout up to caps (version
+ * 6 appends the host tag), so the encoder given version 3, 4 or 5 writes exactly those
+ * bytes, even when the struct has a host tag set, and the decoder refuses them as another
  * version: STARLING_E_VERSION, answered with REJECT(E_VERSION). */
 static void golden_same_layout_hello_refused(const char *hex, const starling__msg_hello *m)
 {
     static uint8_t want[128];
-    starling__msg_hello out;
+    starling__msg_hello out, tagged;
     size_t n = unhex(hex, want, sizeof want);
-    assert_true(m->version == 3 || m->version == 4);
+    assert_true(m->version == 3 || m->version == 4 || m->version == 5);
     assert_int_not_equal(m->version, STARLING_PROTOCOL_VERSION);
     assert_int_equal(n, 8 + 64);
     assert_int_equal(starling__hello_encode(frame, sizeof frame, m), (int)n);
@@ -2402,6 +2728,10 @@ static void golden_same_layout_hello_refused(const char *hex, const starling__ms
     assert_int_equal(starling__hello_decode(want + 8, n - 8, &out), STARLING_E_VERSION);
     assert_int_equal(out.magic, STARLING_MAGIC);
     assert_int_equal(out.version, m->version);
+    tagged = *m;
+    tagged.host = SAMPLE_HOST; /* not written before version 6 */
+    assert_int_equal(starling__hello_encode(frame, sizeof frame, &tagged), (int)n);
+    assert_memory_equal(frame, want, n);
 }
 
 static void test_golden_v3_hello(void **state)
@@ -2433,28 +2763,30 @@ static void test_golden_v3_hello_probe(void **state)
     golden_same_layout_hello_refused(golden_v3_hello_probe, &m);
 }
 
+/* A version 3 to 5 CHALLENGE, as version 6 treats it: 8 bytes short (no host tag), so
+ * refused as truncated. CHALLENGE has no version field; the HELLO's version refusal comes
+ * first anyway. The version 6 encoding of the same message with host tag 0 is the v3
+ * bytes, len 66 + 8 = 74, followed by eight zero bytes (test_golden_v6_challenge has the
+ * v6 golden frame). */
 static void test_golden_v3_challenge(void **state)
 {
     static uint8_t want[128];
-    starling__msg_challenge m, out;
+    starling__msg_challenge m;
     starling__frame_hdr h;
     size_t n = unhex(golden_v3_challenge, want, sizeof want);
     (void)state;
     assert_int_equal(n, 8 + 66);
-    golden_v3_challenge_msg(&m);
-    assert_int_equal(starling__challenge_encode(frame, sizeof frame, &m), (int)n);
-    assert_memory_equal(frame, want, n);
     assert_int_equal(starling__frame_hdr_decode(want, CHUNK, &h), STARLING_OK);
     assert_int_equal(h.type, MSG_CHALLENGE);
     assert_int_equal(h.len, 66);
-    memset(&out, 0xee, sizeof out);
-    assert_int_equal(starling__challenge_decode(want + 8, h.len, &out), STARLING_OK);
-    assert_memory_equal(out.nonce, m.nonce, STARLING_NONCE_LEN);
-    assert_memory_equal(out.mac, m.mac, STARLING_MAC_LEN);
-    assert_int_equal(out.security, STARLING_SEC_CHACHA);
-    assert_int_equal(out.caps, 0);
-    /* A version 2 CHALLENGE (nonce and mac only) is 2 bytes short: refused as truncated.
-     * It has no version field; the HELLO's version refusal comes first anyway. */
+    assert_int_equal(decode_exact(MSG_CHALLENGE, want + 8, h.len), STARLING_E_PROTOCOL);
+    golden_v3_challenge_msg(&m);
+    m.host = 0;
+    assert_int_equal(starling__challenge_encode(frame, sizeof frame, &m), (int)n + 8);
+    assert_int_equal(frame[4], 66 + 8);                    /* len */
+    assert_memory_equal(frame + 5, want + 5, n - 5);       /* rest of header, ..caps */
+    assert_memory_equal(frame + n, "\0\0\0\0\0\0\0\0", 8); /* host 0 */
+    /* A version 2 CHALLENGE (nonce and mac only) is 10 bytes short: refused as well. */
     assert_int_equal(decode_exact(MSG_CHALLENGE, want + 8, 64), STARLING_E_PROTOCOL);
 }
 
@@ -2462,9 +2794,10 @@ static void test_golden_v3_challenge(void **state)
 
 /* Written from docs/protocol.md like the others; tests/golden/v4/<name>.bin hold the same
  * bytes, and challenge.bin, register.bin, topo.bin, links.bin, decide.bin and
- * data_hdr.bin there are copies of v3's, which version 4 did not change. Version 5 did
- * not change STATE and WATCH either (tests/golden/v5/ has copies); its HELLO differs in
- * the version field, so the two v4 hellos are now checked for how version 5 refuses them. */
+ * data_hdr.bin there are copies of v3's, which version 4 did not change. Versions 5 and
+ * 6 did not change STATE and WATCH either (tests/golden/v5/ and v6/ have copies); version
+ * 5's HELLO differs in the version field, so the two v4 hellos are now checked for how
+ * later versions refuse them. */
 
 /* HELLO, data role: the v3 golden hello with version 4 (byte 12). */
 static const char golden_v4_hello[] = "01 00 0000 40000000" /* type 1, flags, reserved, len 64 */
@@ -2533,8 +2866,8 @@ static void test_golden_v4_hello(void **state)
     golden_same_layout_hello_refused(golden_v4_hello_probe, &m);
 }
 
-/* STATE and WATCH: the same bytes in versions 4 and 5 (tests/golden/v5/state.bin and
- * watch.bin are copies). */
+/* STATE and WATCH: the same bytes in versions 4 to 6 (tests/golden/v5/ and v6/ state.bin
+ * and watch.bin are copies). */
 static void test_golden_v4_state_watch(void **state)
 {
     static uint8_t want[128];
@@ -2573,7 +2906,10 @@ static void test_golden_v4_state_watch(void **state)
  * state.bin and watch.bin there are copies of v4's, which version 5 did not change.
  * Version 5 gave a meaning to values version 4 refused (port 0, role 4), so
  * hello_rev.bin, register_closed.bin and topo_closed.bin are new: each is an older golden
- * frame with those bytes changed. */
+ * frame with those bytes changed. Version 6 did not change REGISTER and TOPO
+ * (tests/golden/v6/ has copies of register_closed.bin and topo_closed.bin); it appended
+ * the host tag to HELLO, so the three v5 hellos are now checked for how version 6 refuses
+ * them. */
 
 /* HELLO, data role: the v4 golden hello with version 5 (byte 12). */
 static const char golden_v5_hello[] = "01 00 0000 40000000" /* type 1, flags, reserved, len 64 */
@@ -2663,10 +2999,10 @@ static void test_golden_v5_hello(void **state)
     (void)state;
     golden_v3_hello_msg(&m, ROLE_DATA);
     m.version = 5;
-    golden_hello_both_ways(golden_v5_hello, &m);
+    golden_same_layout_hello_refused(golden_v5_hello, &m);
     golden_v3_hello_msg(&m, ROLE_PROBE);
     m.version = 5;
-    golden_hello_both_ways(golden_v5_hello_probe, &m);
+    golden_same_layout_hello_refused(golden_v5_hello_probe, &m);
     /* The v5 golden hellos are the v4 ones with version 5 (byte 12). */
     golden_differ_only(golden_v4_hello, golden_v5_hello, 8 + 4, 8 + 4);
     golden_differ_only(golden_v4_hello_probe, golden_v5_hello_probe, 8 + 4, 8 + 4);
@@ -2680,23 +3016,13 @@ static void test_golden_v5_hello_rev(void **state)
     m.version = 5;
     assert_int_equal(m.stream, 1);
     assert_int_equal(m.nstreams, 2);
-    golden_hello_both_ways(golden_v5_hello_rev, &m);
+    golden_same_layout_hello_refused(golden_v5_hello_rev, &m);
     /* The data hello with role 4 (byte 14). */
     golden_differ_only(golden_v5_hello, golden_v5_hello_rev, 8 + 6, 8 + 6);
-    /* As a data hello: stream 0 of 0 (a probe's) is refused on it. */
-    {
-        static uint8_t want[128];
-        size_t n = unhex(golden_v5_hello_rev, want, sizeof want);
-        want[n - 4] = 0; /* stream */
-        want[n - 3] = 0; /* nstreams */
-        assert_int_equal(decode_exact(MSG_HELLO, want + 8, n - 8), STARLING_E_PROTOCOL);
-        /* ... and role 5 is no role */
-        n = unhex(golden_v5_hello_rev, want, sizeof want);
-        want[8 + 6] = 5;
-        assert_int_equal(decode_exact(MSG_HELLO, want + 8, n - 8), STARLING_E_PROTOCOL);
-    }
 }
 
+/* REGISTER with port 0: the same bytes in versions 5 and 6 (tests/golden/v6/
+ * register_closed.bin is a copy). */
 static void test_golden_v5_register_closed(void **state)
 {
     static uint8_t want[128];
@@ -2714,6 +3040,8 @@ static void test_golden_v5_register_closed(void **state)
     golden_differ_only(golden_register, golden_v5_register_closed, 28, 29);
 }
 
+/* TOPO with a member at port 0: the same bytes in versions 5 and 6 (tests/golden/v6/
+ * topo_closed.bin is a copy). */
 static void test_golden_v5_topo_closed(void **state)
 {
     static uint8_t want[128];
@@ -2733,23 +3061,278 @@ static void test_golden_v5_topo_closed(void **state)
     golden_differ_only(golden_v2_topo, golden_v5_topo_closed, 60, 61);
 }
 
+/* ---------------------------------------------------------------- golden frames, v6 */
+
+/* Written from docs/protocol.md like the others; tests/golden/v6/<name>.bin hold the same
+ * bytes, and register.bin, register_closed.bin, topo.bin, topo_closed.bin, links.bin,
+ * decide.bin, data_hdr.bin, state.bin and watch.bin there are copies of v5's, which
+ * version 6 did not change. Its HELLOs are the v5 ones with version 6 and the host tag
+ * appended, its CHALLENGE the v3 one with the host tag appended; SHM_OFFER and SHM_REPLY
+ * are new. */
+
+/* HELLO, data role: the v5 golden hello with len 72 (byte 4), version 6 (byte 12) and the
+ * host tag 0x0123456789abcdef appended. */
+static const char golden_v6_hello[] = "01 00 0000 48000000" /* type 1, flags, reserved, len 72 */
+                                      "5354524c"            /* magic "STRL" */
+                                      "0600"                /* version 6 */
+                                      "02"                  /* role: data */
+                                      "000102030405060708090a0b0c0d0e0f"
+                                      "101112131415161718191a1b1c1d1e1f" /* nonce */
+                                      "04 64656d6f"                      /* run "demo" */
+                                      "0807060504030201"                 /* peer_id */
+                                      "0300000000000000"                 /* epoch 3 */
+                                      "01"                               /* stream 1 */
+                                      "02"                               /* nstreams 2 */
+                                      "01"                /* security 1: STARLING_SEC_AEAD */
+                                      "01"                /* caps: STARLING_CAP_AESGCM */
+                                      "efcdab8967452301"; /* host 0x0123456789abcdef */
+
+/* HELLO, probe role: the v5 golden probe hello likewise (a probe's handshake is every
+ * connection's, so it carries the host tag too). */
+static const char golden_v6_hello_probe[] = "01 00 0000 48000000" /* type 1, len 72 */
+                                            "5354524c"            /* magic "STRL" */
+                                            "0600"                /* version 6 */
+                                            "03"                  /* role: probe */
+                                            "000102030405060708090a0b0c0d0e0f"
+                                            "101112131415161718191a1b1c1d1e1f" /* nonce */
+                                            "04 64656d6f"                      /* run "demo" */
+                                            "0807060504030201"                 /* peer_id */
+                                            "0300000000000000"                 /* epoch 3 */
+                                            "00"                               /* stream 0 */
+                                            "00"                               /* nstreams 0 */
+                                            "01"                /* security 1: STARLING_SEC_AEAD */
+                                            "01"                /* caps: STARLING_CAP_AESGCM */
+                                            "efcdab8967452301"; /* host */
+
+/* HELLO, reversed data role: the v6 golden data hello with role 4 (byte 14). */
+static const char golden_v6_hello_rev[] = "01 00 0000 48000000" /* type 1, len 72 */
+                                          "5354524c"            /* magic "STRL" */
+                                          "0600"                /* version 6 */
+                                          "04"                  /* role: data, reversed */
+                                          "000102030405060708090a0b0c0d0e0f"
+                                          "101112131415161718191a1b1c1d1e1f" /* nonce */
+                                          "04 64656d6f"                      /* run "demo" */
+                                          "0807060504030201"                 /* peer_id */
+                                          "0300000000000000"                 /* epoch 3 */
+                                          "01"                               /* stream 1 */
+                                          "02"                               /* nstreams 2 */
+                                          "01"                /* security 1: STARLING_SEC_AEAD */
+                                          "01"                /* caps: STARLING_CAP_AESGCM */
+                                          "efcdab8967452301"; /* host */
+
+/* CHALLENGE: the v3 golden challenge (nonce 00..1f, mac 20..3f, security 2, caps 0) with
+ * len 74 and the server's host tag, the same as hello.bin's (both ends on one host),
+ * appended: 32 + 32 + 1 + 1 + 8 = 74 bytes. The mac is not computed (the decoder does not
+ * check it; the handshake does, src/auth/handshake.c). */
+static const char golden_v6_challenge[] = "02 00 0000 4a000000" /* type 2, len 74 */
+                                          "000102030405060708090a0b0c0d0e0f"
+                                          "101112131415161718191a1b1c1d1e1f" /* nonce */
+                                          "202122232425262728292a2b2c2d2e2f"
+                                          "303132333435363738393a3b3c3d3e3f" /* mac */
+                                          "02"                /* security 2: STARLING_SEC_CHACHA */
+                                          "00"                /* caps 0 */
+                                          "efcdab8967452301"; /* host 0x0123456789abcdef */
+
+/* SHM_OFFER (new in v6): the dialler's segment is /proc/4242/fd/7, a ring of 4 MiB (four
+ * chunks of the default 1 MiB, as links_shm.c asks), nonce 40..4f: 4 + 4 + 8 + 16 = 32. */
+static const char golden_v6_shm_offer[] = "16 00 0000 20000000"               /* type 22, len 32 */
+                                          "92100000"                          /* pid 4242 */
+                                          "07000000"                          /* fd 7 */
+                                          "0000400000000000"                  /* size 4 MiB */
+                                          "404142434445464748494a4b4c4d4e4f"; /* nonce */
+
+/* SHM_OFFER with no segment (the dialler could not make one): all zero, as
+ * src/net/shm.c leaves the offer when memfd_create or mmap fails. */
+static const char golden_v6_shm_offer_none[] = "16 00 0000 20000000" /* type 22, len 32 */
+                                               "00000000"            /* pid 0 */
+                                               "00000000"            /* fd 0 */
+                                               "0000000000000000"    /* size 0: none */
+                                               "00000000000000000000000000000000"; /* nonce */
+
+/* SHM_REPLY (new in v6): mapped, the link runs over the segment from now on. */
+static const char golden_v6_shm_reply[] = "17 00 0000 01000000" /* type 23, len 1 */
+                                          "01";                 /* ok 1 */
+
+/* SHM_REPLY: not mapped, the link stays a sealed TCP stream. */
+static const char golden_v6_shm_reply_tcp[] = "17 00 0000 01000000" /* type 23, len 1 */
+                                              "00";                 /* ok 0 */
+
+#define GOLDEN_HOST 0x0123456789abcdefull
+
+/* A v6 golden hello is the v5 one with len + 8 (byte 4), version 6 (byte 12) and the
+ * host tag's 8 bytes appended. */
+static void golden_v6_from_v5(const char *hex_v5, const char *hex_v6)
+{
+    static uint8_t a[128], b[128];
+    size_t n = unhex(hex_v5, a, sizeof a);
+    assert_int_equal(unhex(hex_v6, b, sizeof b), n + 8);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(a[i] != b[i], i == 4 || i == 8 + 4);
+    assert_int_equal(b[4], a[4] + 8);
+    assert_int_equal(b[8 + 4], 6);
+    assert_true(le64(b + n) == GOLDEN_HOST);
+}
+
+static void golden_v6_hello_msg(starling__msg_hello *m, uint8_t role)
+{
+    golden_v3_hello_msg(m, role);
+    m->version = 6;
+    m->host = GOLDEN_HOST;
+}
+
+static void test_golden_v6_hello(void **state)
+{
+    starling__msg_hello m;
+    (void)state;
+    golden_v6_hello_msg(&m, ROLE_DATA);
+    golden_hello_both_ways(golden_v6_hello, &m);
+    golden_v6_hello_msg(&m, ROLE_PROBE);
+    golden_hello_both_ways(golden_v6_hello_probe, &m);
+    golden_v6_from_v5(golden_v5_hello, golden_v6_hello);
+    golden_v6_from_v5(golden_v5_hello_probe, golden_v6_hello_probe);
+    /* Without the host tag, as a v5 side would lay it out: truncated, not a version. */
+    {
+        static uint8_t want[128];
+        size_t n = unhex(golden_v6_hello, want, sizeof want);
+        assert_int_equal(decode_exact(MSG_HELLO, want + 8, n - 8 - 8), STARLING_E_PROTOCOL);
+    }
+}
+
+static void test_golden_v6_hello_rev(void **state)
+{
+    starling__msg_hello m;
+    (void)state;
+    golden_v6_hello_msg(&m, ROLE_DATA_REV);
+    assert_int_equal(m.stream, 1);
+    assert_int_equal(m.nstreams, 2);
+    golden_hello_both_ways(golden_v6_hello_rev, &m);
+    golden_v6_from_v5(golden_v5_hello_rev, golden_v6_hello_rev);
+    /* The data hello with role 4 (byte 14). */
+    golden_differ_only(golden_v6_hello, golden_v6_hello_rev, 8 + 6, 8 + 6);
+    /* As a data hello: stream 0 of 0 (a probe's) is refused on it. */
+    {
+        static uint8_t want[128];
+        size_t n = unhex(golden_v6_hello_rev, want, sizeof want);
+        want[n - 12] = 0; /* stream */
+        want[n - 11] = 0; /* nstreams */
+        assert_int_equal(decode_exact(MSG_HELLO, want + 8, n - 8), STARLING_E_PROTOCOL);
+        /* ... and role 5 is no role */
+        n = unhex(golden_v6_hello_rev, want, sizeof want);
+        want[8 + 6] = 5;
+        assert_int_equal(decode_exact(MSG_HELLO, want + 8, n - 8), STARLING_E_PROTOCOL);
+    }
+}
+
+static void test_golden_v6_challenge(void **state)
+{
+    static uint8_t want[128], v3[128];
+    starling__msg_challenge m, out;
+    starling__frame_hdr h;
+    size_t n = unhex(golden_v6_challenge, want, sizeof want), n3;
+    (void)state;
+    assert_int_equal(n, 8 + 74);
+    golden_v3_challenge_msg(&m);
+    m.host = GOLDEN_HOST;
+    assert_int_equal(starling__challenge_encode(frame, sizeof frame, &m), (int)n);
+    assert_memory_equal(frame, want, n);
+    assert_int_equal(starling__frame_hdr_decode(want, CHUNK, &h), STARLING_OK);
+    assert_int_equal(h.type, MSG_CHALLENGE);
+    assert_int_equal(h.len, 74);
+    memset(&out, 0xee, sizeof out);
+    assert_int_equal(starling__challenge_decode(want + 8, h.len, &out), STARLING_OK);
+    assert_memory_equal(out.nonce, m.nonce, STARLING_NONCE_LEN);
+    assert_memory_equal(out.mac, m.mac, STARLING_MAC_LEN);
+    assert_int_equal(out.security, STARLING_SEC_CHACHA);
+    assert_int_equal(out.caps, 0);
+    assert_true(out.host == GOLDEN_HOST);
+    /* The v3 golden challenge with len 74 (byte 4) and the host tag appended. */
+    n3 = unhex(golden_v3_challenge, v3, sizeof v3);
+    assert_int_equal(n, n3 + 8);
+    for (size_t i = 0; i < n3; i++)
+        assert_int_equal(v3[i] != want[i], i == 4);
+    assert_true(le64(want + n3) == GOLDEN_HOST);
+}
+
+static void test_golden_v6_shm_offer(void **state)
+{
+    static uint8_t want[128];
+    starling__msg_shm m, out;
+    starling__frame_hdr h;
+    size_t n = unhex(golden_v6_shm_offer, want, sizeof want);
+    (void)state;
+    assert_int_equal(n, 8 + 32);
+    memset(&m, 0, sizeof m);
+    m.pid = 4242;
+    m.fd = 7;
+    m.size = 4u << 20;
+    for (int i = 0; i < 16; i++)
+        m.nonce[i] = (uint8_t)(0x40 + i);
+    assert_int_equal(starling__shm_offer_encode(frame, sizeof frame, &m), (int)n);
+    assert_memory_equal(frame, want, n);
+    assert_int_equal(starling__frame_hdr_decode(want, CHUNK, &h), STARLING_OK);
+    assert_int_equal(h.type, MSG_SHM_OFFER);
+    assert_int_equal(h.len, 32);
+    memset(&out, 0xee, sizeof out);
+    assert_int_equal(starling__shm_offer_decode(want + 8, h.len, &out), STARLING_OK);
+    assert_true(out.pid == 4242 && out.fd == 7 && out.size == (4u << 20) && out.ok == 0);
+    assert_memory_equal(out.nonce, m.nonce, sizeof m.nonce);
+    /* The same offer with pid 0, or a size one byte off, is malformed. */
+    want[8] = want[9] = 0;
+    assert_int_equal(decode_exact(MSG_SHM_OFFER, want + 8, 32), STARLING_E_PROTOCOL);
+    n = unhex(golden_v6_shm_offer, want, sizeof want);
+    want[8 + 8] = 1; /* size 4 MiB + 1 */
+    assert_int_equal(decode_exact(MSG_SHM_OFFER, want + 8, 32), STARLING_E_PROTOCOL);
+    /* No segment. */
+    n = unhex(golden_v6_shm_offer_none, want, sizeof want);
+    assert_int_equal(n, 8 + 32);
+    memset(&m, 0, sizeof m);
+    assert_int_equal(starling__shm_offer_encode(frame, sizeof frame, &m), (int)n);
+    assert_memory_equal(frame, want, n);
+    memset(&out, 0xee, sizeof out);
+    assert_int_equal(starling__shm_offer_decode(want + 8, 32, &out), STARLING_OK);
+    assert_true(out.pid == 0 && out.fd == 0 && out.size == 0);
+}
+
+static void test_golden_v6_shm_reply(void **state)
+{
+    static uint8_t want[16];
+    static const char *const hex[] = {golden_v6_shm_reply_tcp, golden_v6_shm_reply};
+    (void)state;
+    for (uint8_t ok = 0; ok <= 1; ok++) {
+        starling__msg_shm m, out;
+        size_t n = unhex(hex[ok], want, sizeof want);
+        assert_int_equal(n, 8 + 1);
+        memset(&m, 0, sizeof m);
+        m.ok = ok;
+        assert_int_equal(starling__shm_reply_encode(frame, sizeof frame, &m), (int)n);
+        assert_memory_equal(frame, want, n);
+        memset(&out, 0xee, sizeof out);
+        assert_int_equal(starling__shm_reply_decode(want + 8, 1, &out), STARLING_OK);
+        assert_int_equal(out.ok, ok);
+        want[8] = 2; /* neither */
+        assert_int_equal(decode_exact(MSG_SHM_REPLY, want + 8, 1), STARLING_E_PROTOCOL);
+    }
+}
+
 /* The golden frames with their security byte set to 3 (one past STARLING_SEC_MAX): the
  * same bytes otherwise, refused as malformed (STARLING_E_PROTOCOL), while 0..2 there are
- * accepted. The byte is the payload's second last in both messages. */
-static void test_golden_v5_security_refused(void **state)
+ * accepted. The byte is the payload's tenth last in both messages (security, caps, then
+ * the 8-byte host tag). */
+static void test_golden_v6_security_refused(void **state)
 {
     static const struct {
         const char *hex;
         uint8_t type;
-    } frames[] = {{golden_v5_hello, MSG_HELLO},
-                  {golden_v5_hello_probe, MSG_HELLO},
-                  {golden_v5_hello_rev, MSG_HELLO},
-                  {golden_v3_challenge, MSG_CHALLENGE}};
+    } frames[] = {{golden_v6_hello, MSG_HELLO},
+                  {golden_v6_hello_probe, MSG_HELLO},
+                  {golden_v6_hello_rev, MSG_HELLO},
+                  {golden_v6_challenge, MSG_CHALLENGE}};
     static uint8_t want[128];
     (void)state;
     for (size_t i = 0; i < sizeof frames / sizeof frames[0]; i++) {
         size_t n = unhex(frames[i].hex, want, sizeof want);
-        uint8_t *sec = want + n - 2;
+        uint8_t *sec = want + n - 10;
+        assert_true(*sec == STARLING_SEC_AEAD || *sec == STARLING_SEC_CHACHA);
         for (uint8_t v = 0; v <= STARLING_SEC_MAX; v++) {
             *sec = v;
             assert_int_equal(decode_exact(frames[i].type, want + 8, n - 8), STARLING_OK);
@@ -2810,6 +3393,23 @@ static void test_golden_files(void **state)
         {"v5/data_hdr.bin", golden_data},                      /* unchanged from v1 */
         {"v5/state.bin", golden_v4_state},                     /* unchanged from v4 */
         {"v5/watch.bin", golden_v4_watch},                     /* unchanged from v4 */
+        {"v6/hello.bin", golden_v6_hello},
+        {"v6/hello_probe.bin", golden_v6_hello_probe},
+        {"v6/hello_rev.bin", golden_v6_hello_rev},
+        {"v6/challenge.bin", golden_v6_challenge},
+        {"v6/shm_offer.bin", golden_v6_shm_offer},             /* new in v6 */
+        {"v6/shm_offer_none.bin", golden_v6_shm_offer_none},   /* new in v6 */
+        {"v6/shm_reply.bin", golden_v6_shm_reply},             /* new in v6 */
+        {"v6/shm_reply_tcp.bin", golden_v6_shm_reply_tcp},     /* new in v6 */
+        {"v6/register.bin", golden_register},                  /* unchanged from v1 */
+        {"v6/register_closed.bin", golden_v5_register_closed}, /* unchanged from v5 */
+        {"v6/topo.bin", golden_v2_topo},                       /* unchanged from v2 */
+        {"v6/topo_closed.bin", golden_v5_topo_closed},         /* unchanged from v5 */
+        {"v6/links.bin", golden_v2_links},                     /* unchanged from v2 */
+        {"v6/decide.bin", golden_decide},                      /* unchanged from v1 */
+        {"v6/data_hdr.bin", golden_data},                      /* unchanged from v1 */
+        {"v6/state.bin", golden_v4_state},                     /* unchanged from v4 */
+        {"v6/watch.bin", golden_v4_watch},                     /* unchanged from v4 */
     };
     static char dir[4096], path[4200];
     const char *unit = strstr(__FILE__, "/unit/test_proto.c");
@@ -2850,6 +3450,8 @@ int main(void)
         cmocka_unit_test(test_hello_round_trip),
         cmocka_unit_test(test_hello_data_role_stream_bounds),
         cmocka_unit_test(test_challenge_round_trip),
+        cmocka_unit_test(test_shm_offer_round_trip),
+        cmocka_unit_test(test_shm_reply_round_trip),
         cmocka_unit_test(test_auth_round_trip),
         cmocka_unit_test(test_reject_round_trip),
         cmocka_unit_test(test_register_round_trip),
@@ -2894,7 +3496,11 @@ int main(void)
         cmocka_unit_test(test_hello_security),
         cmocka_unit_test(test_hello_run_name),
         cmocka_unit_test(test_hello_run_too_long),
+        cmocka_unit_test(test_hello_host),
         cmocka_unit_test(test_challenge_security),
+        cmocka_unit_test(test_challenge_host),
+        cmocka_unit_test(test_shm_offer_refusals),
+        cmocka_unit_test(test_shm_reply_refusals),
         cmocka_unit_test(test_reject_refusals),
         cmocka_unit_test(test_reject_code_ok_refused),
         cmocka_unit_test(test_register_refusals),
@@ -2909,7 +3515,7 @@ int main(void)
         cmocka_unit_test(test_links_refusals),
         cmocka_unit_test(test_links_count_over_limit),
         cmocka_unit_test(test_links_count_disagrees),
-        /* golden frames: versions 1 to 4 (as version 5 reads them), then 5 */
+        /* golden frames: versions 1 to 5 (as version 6 reads them), then 6 */
         cmocka_unit_test(test_golden_protocol_version),
         cmocka_unit_test(test_golden_v1_hello),
         cmocka_unit_test(test_golden_register),
@@ -2929,7 +3535,12 @@ int main(void)
         cmocka_unit_test(test_golden_v5_hello_rev),
         cmocka_unit_test(test_golden_v5_register_closed),
         cmocka_unit_test(test_golden_v5_topo_closed),
-        cmocka_unit_test(test_golden_v5_security_refused),
+        cmocka_unit_test(test_golden_v6_hello),
+        cmocka_unit_test(test_golden_v6_hello_rev),
+        cmocka_unit_test(test_golden_v6_challenge),
+        cmocka_unit_test(test_golden_v6_shm_offer),
+        cmocka_unit_test(test_golden_v6_shm_reply),
+        cmocka_unit_test(test_golden_v6_security_refused),
         cmocka_unit_test(test_golden_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

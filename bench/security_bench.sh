@@ -7,7 +7,8 @@
 #                           [--bed-bytes 64M] [--bed-iters 3] [--no-bed]
 #                           [--starling build/tools/starling] [--out build/bench/security.md]
 #
-# Loopback: `starling bench allreduce --peers P --bytes B` per mode, the modes interleaved
+# Loopback: `starling bench allreduce --peers P --bytes B --no-shm` per mode (TCP links: over
+# shared memory, local peers seal nothing), the modes interleaved
 # --rounds times (so drift on a shared machine hits every mode alike); the figure is the
 # median over rounds of each run's median time, as bus bandwidth. Namespace bed (root,
 # skipped without): --hosts namespaces linked at --rate with tc tbf (tests/net/netbed.sh),
@@ -61,7 +62,7 @@ for ((r = 0; r < rounds; r++)); do
     for m in "${mode_list[@]}"; do
         echo "security_bench: loopback round $((r + 1))/$rounds, security $m ..." >&2
         if ! "$starling" bench allreduce --peers "$peers" --bytes "$bytes" --iters "$iters" \
-            --security "$m" --json >"$tmp/lo.$m.$r" 2>"$tmp/lo.$m.$r.log"; then
+            --security "$m" --no-shm --json >"$tmp/lo.$m.$r" 2>"$tmp/lo.$m.$r.log"; then
             echo "security_bench: bench failed: $(tail -n 3 "$tmp/lo.$m.$r.log")" >&2
             exit 1
         fi

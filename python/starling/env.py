@@ -277,30 +277,30 @@ def security(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
     return raw.strip()
 
 
+def _flag01(name: str, environ: Optional[Mapping[str, str]]) -> Optional[bool]:
+    """A 0/1 variable: True for "1", False for "0", None when unset or empty; else
+    Invalid naming the variable."""
+    e = os.environ if environ is None else environ
+    raw = (e.get(name) or "").strip()
+    if raw == "":
+        return None
+    if raw not in ("0", "1"):
+        raise Invalid(f"{name}={raw!r}: expected 0 or 1")
+    return raw == "1"
+
+
 def inbound(environ: Optional[Mapping[str, str]] = None) -> Optional[bool]:
     """``STARLING_INBOUND``: "0" for a rank that accepts no connections (behind a NAT; it
     opens its ring links itself), "1" for one that does, ``None`` when unset or empty (the
     library's default: it does); else Invalid naming the variable."""
-    e = os.environ if environ is None else environ
-    raw = (e.get("STARLING_INBOUND") or "").strip()
-    if raw == "":
-        return None
-    if raw not in ("0", "1"):
-        raise Invalid(f"STARLING_INBOUND={raw!r}: expected 0 or 1")
-    return raw == "1"
+    return _flag01("STARLING_INBOUND", environ)
 
 
 def shm(environ: Optional[Mapping[str, str]] = None) -> Optional[bool]:
     """``STARLING_SHM``: "0" keeps ring links to ranks on this host on TCP, "1" lets them
     share memory, ``None`` when unset or empty (the library's default: they do); else
     Invalid naming the variable."""
-    e = os.environ if environ is None else environ
-    raw = (e.get("STARLING_SHM") or "").strip()
-    if raw == "":
-        return None
-    if raw not in ("0", "1"):
-        raise Invalid(f"STARLING_SHM={raw!r}: expected 0 or 1")
-    return raw == "1"
+    return _flag01("STARLING_SHM", environ)
 
 
 def data_listen(coordinator: str, environ: Optional[Mapping[str, str]] = None) -> str:

@@ -33,7 +33,6 @@ int starling__link_shm_dial(starling_comm *c, int fd, const starling__msg_hello 
                             starling__shm **out, char *why, size_t wl)
 {
     uint8_t buf[STARLING_FRAME_HDR + 64];
-    starling__shm_offer off;
     starling__msg_shm m;
     starling__frame_hdr fh;
     starling__shm *shm = NULL;
@@ -41,14 +40,10 @@ int starling__link_shm_dial(starling_comm *c, int fd, const starling__msg_hello 
     *out = NULL;
     if (!same_host(c, h->peer_host))
         return STARLING_OK;
-    if (starling__shm_create(ring_bytes(c), sender, &shm, &off) != STARLING_OK)
+    if (starling__shm_create(ring_bytes(c), sender, &shm, &m) != STARLING_OK)
         SLOG_WARN("%s: cannot make a shared-memory segment; the link to a neighbour on this "
-                  "host stays on TCP", c->name);
-    memset(&m, 0, sizeof m);
-    m.pid = off.pid;
-    m.fd = off.fd;
-    m.size = off.size;
-    memcpy(m.nonce, off.nonce, sizeof m.nonce);
+                  "host stays on TCP",
+                  c->name);
     n = starling__shm_offer_encode(buf, sizeof buf, &m);
     if (n < 0 || (rc = starling__frame_send(fd, seal, buf, (size_t)n, deadline)) ||
         (rc = starling__frame_recv(fd, seal, &fh, buf, sizeof buf, deadline))) {
@@ -78,7 +73,6 @@ int starling__link_shm_accept(starling_comm *c, int fd, const starling__msg_hell
                               starling__shm **out)
 {
     uint8_t buf[STARLING_FRAME_HDR + 64];
-    starling__shm_offer off;
     starling__msg_shm m;
     starling__frame_hdr fh;
     starling__shm *shm = NULL;
@@ -91,11 +85,7 @@ int starling__link_shm_accept(starling_comm *c, int fd, const starling__msg_hell
         return rc;
     if (fh.type != MSG_SHM_OFFER || starling__shm_offer_decode(buf, fh.len, &m))
         return STARLING_E_PROTOCOL;
-    off.pid = m.pid;
-    off.fd = m.fd;
-    off.size = m.size;
-    memcpy(off.nonce, m.nonce, sizeof off.nonce);
-    if (m.size && starling__shm_attach(&off, sender, &shm, why, sizeof why) != STARLING_OK)
+    if (m.size && starling__shm_attach(&m, sender, &shm, why, sizeof why) != STARLING_OK)
         SLOG_WARN("%s: a neighbour on this host offered shared memory that cannot be used "
                   "(%s); the link stays on TCP", c->name, why);
     memset(&m, 0, sizeof m);

@@ -270,9 +270,12 @@ static int ensure_stream_bufs(engine *e, const ring_op *o)
     }
     if (stream_bufs(e, e->tmp, o->nsin))
         return STARLING_E_NOMEM;
-    for (int s = 0; s < o->nsout; s++)
-        if (starling__seal_tag(&e->rseal[s]) && stream_bufs(e, e->stx, o->nsout))
-            return STARLING_E_NOMEM;
+    for (int s = 0; s < o->nsout; s++) /* a stream over shared memory seals nothing */
+        if (starling__seal_tag(&e->rseal[s])) {
+            if (stream_bufs(e, e->stx, o->nsout))
+                return STARLING_E_NOMEM;
+            break;
+        }
     if (o->dense && stream_bufs(e, e->cbuf, o->nsout))
         return STARLING_E_NOMEM;
     if (o->zlevel) {
@@ -661,8 +664,12 @@ static int rx_reduce_ring(starling_comm *c, ring_op *o, int s, ring_rx *x, const
             return r == 0 ? STARLING_OK : r == STARLING_E_PROTOCOL ? (int)r : STARLING_E_PEER_LOST;
         k = ((size_t)r < left ? (size_t)r : left) / es * es;
         if (k == 0) {
-            if (starling__shm_read(e->lshm[s], e->left[s], one, es) != (ssize_t)es)
-                return STARLING_E_PROTOCOL; /* peek said a whole element is there */
+            /* Peek said a whole element is there: its two parts, each end of the ring. */
+            ssize_t a = starling__shm_read(e->lshm[s], e->left[s], one, es), b = 0;
+            if (a > 0 && (size_t)a < es)
+                b = starling__shm_read(e->lshm[s], e->left[s], one + a, es - (size_t)a);
+            if (a <= 0 || (size_t)(a + b) != es)
+                return STARLING_E_PROTOCOL;
             src = one;
             k = es;
         }

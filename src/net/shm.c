@@ -106,7 +106,7 @@ static starling__shm *wrap(int fd, uint8_t *map, size_t ring, int sender)
     return s;
 }
 
-int starling__shm_create(size_t ring, int sender, starling__shm **out, starling__shm_offer *offer)
+int starling__shm_create(size_t ring, int sender, starling__shm **out, starling__msg_shm *offer)
 {
     int fd;
     uint8_t *map;
@@ -144,8 +144,8 @@ int starling__shm_create(size_t ring, int sender, starling__shm **out, starling_
     return STARLING_OK;
 }
 
-int starling__shm_attach(const starling__shm_offer *offer, int sender, starling__shm **out,
-                         char *why, size_t wl)
+int starling__shm_attach(const starling__msg_shm *offer, int sender, starling__shm **out, char *why,
+                         size_t wl)
 {
     char path[64], target[64];
     struct stat st;
@@ -280,13 +280,6 @@ static void ring_copy_in(starling__shm *s, uint64_t at, const uint8_t *src, size
     memcpy(s->data, src + first, n - first);
 }
 
-static void ring_copy_out(const starling__shm *s, uint64_t at, uint8_t *dst, size_t n)
-{
-    size_t off = (size_t)(at & (s->ring - 1)), first = s->ring - off < n ? s->ring - off : n;
-    memcpy(dst, s->data + off, first);
-    memcpy(dst + first, s->data, n - first);
-}
-
 ssize_t starling__shm_write(starling__shm *s, int sock, const struct iovec *iov, int niov)
 {
     for (;;) {
@@ -350,33 +343,17 @@ void starling__shm_consume(starling__shm *s, int sock, size_t k)
 
 ssize_t starling__shm_read(starling__shm *s, int sock, void *dst, size_t n)
 {
-    for (;;) {
-        uint64_t head = __atomic_load_n(&s->h->head, __ATOMIC_ACQUIRE), tail = s->pos;
-        size_t avail, k;
-        int rc;
-        if (head - tail > s->ring)
-            return STARLING_E_PROTOCOL; /* the writer claims more than the ring holds */
-        avail = (size_t)(head - tail);
-        if (n == 0)
-            return 0;
-        if (avail > 0) {
-            k = avail < n ? avail : n;
-            ring_copy_out(s, tail, dst, k);
-            s->pos += k;
-            __atomic_store_n(&s->h->tail, s->pos, __ATOMIC_RELEASE);
-            wake_other(&s->h->tx_wait, sock);
-            return (ssize_t)k;
-        }
-        if ((rc = drain(sock))) {
-            /* Gone, but what it wrote before it went is still to be read. */
-            if (rc == STARLING_E_PEER_LOST &&
-                __atomic_load_n(&s->h->head, __ATOMIC_ACQUIRE) != tail)
-                continue;
-            return rc;
-        }
-        if (still(&s->h->rx_wait, &s->h->head, head))
-            return 0;
-    }
+    const uint8_t *p;
+    ssize_t r;
+    size_t k;
+    if (n == 0)
+        return 0;
+    if ((r = starling__shm_peek(s, sock, 1, &p)) <= 0)
+        return r;
+    k = (size_t)r < n ? (size_t)r : n; /* up to the ring's end; the caller reads on */
+    memcpy(dst, p, k);
+    starling__shm_consume(s, sock, k);
+    return (ssize_t)k;
 }
 
 int starling__shm_ready(const starling__shm *s)

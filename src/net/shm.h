@@ -24,16 +24,13 @@
 
 #include "proto/msg.h" /* STARLING_SHM_RING_MIN / _MAX: what an offer may say */
 
-#define STARLING_SHM_NONCE 16
+#define STARLING_SHM_NONCE 16 /* = sizeof starling__msg_shm.nonce */
 
 typedef struct starling__shm starling__shm;
 
-/* What the dialling member tells the other (MSG_SHM_OFFER, proto/msg.h). */
-typedef struct starling__shm_offer {
-    uint32_t pid, fd;  /* where the other finds the segment: /proc/<pid>/fd/<fd> */
-    uint64_t size;     /* ring bytes (a power of two); 0: no segment could be made */
-    uint8_t nonce[STARLING_SHM_NONCE];
-} starling__shm_offer;
+/* An offer is the MSG_SHM_OFFER message itself (proto/msg.h, starling__msg_shm): pid and
+ * fd say where the other side finds the segment (/proc/<pid>/fd/<fd>), size is its ring
+ * (0: none could be made), nonce what its header must hold. */
 
 /* This process's host tag under the 32-byte run key: a keyed hash of the boot id, the
  * network and PID namespaces and the effective user, so two members get the same tag
@@ -45,12 +42,12 @@ uint64_t starling__shm_host_tag(const uint8_t key[32]);
  * within [STARLING_SHM_RING_MIN, STARLING_SHM_RING_MAX]); `offer` describes it. `sender`:
  * this side writes the ring. STARLING_OK, or STARLING_E_OS / _NOMEM (then *out is NULL
  * and offer->size is 0: send the offer anyway). */
-int starling__shm_create(size_t ring, int sender, starling__shm **out, starling__shm_offer *offer);
+int starling__shm_create(size_t ring, int sender, starling__shm **out, starling__msg_shm *offer);
 /* The other side: maps the offered segment and checks its nonce. STARLING_OK, or
  * STARLING_E_OS / _PROTOCOL with `why` (the two are not on one host after all, or the
  * offer is malformed): the link stays on TCP. */
-int starling__shm_attach(const starling__shm_offer *offer, int sender, starling__shm **out,
-                         char *why, size_t wl);
+int starling__shm_attach(const starling__msg_shm *offer, int sender, starling__shm **out, char *why,
+                         size_t wl);
 /* Drops the creator's descriptor once the other side has mapped the segment (or refused):
  * from then on the memory lives exactly as long as the two mappings. */
 void starling__shm_release_fd(starling__shm *s);

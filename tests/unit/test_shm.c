@@ -35,7 +35,7 @@ typedef struct pair {
 
 static void make_pair(pair *p, size_t ring)
 {
-    starling__shm_offer off;
+    starling__msg_shm off;
     char why[200];
     assert_int_equal(starling__shm_create(ring, 1, &p->tx, &off), STARLING_OK);
     assert_int_equal(off.pid, (uint32_t)getpid());
@@ -165,7 +165,7 @@ static void test_writer_sees_a_gone_reader(void **state)
  * 64 and 128. */
 static void test_garbage_counters_are_refused(void **state)
 {
-    starling__shm_offer off;
+    starling__msg_shm off;
     pair p;
     char why[200], path[64];
     uint8_t buf[8], *map;
@@ -206,7 +206,7 @@ static void test_bad_doorbell_is_refused(void **state)
 
 static void test_offers_that_are_not_the_segment(void **state)
 {
-    starling__shm_offer off, bad;
+    starling__msg_shm off, bad;
     starling__shm *tx, *rx = NULL;
     char why[200];
     int fd;

@@ -658,25 +658,34 @@ static int rx_reduce_ring(starling_comm *c, ring_op *o, int s, ring_rx *x, const
         size_t done = x->off - H, left = x->plen - done, k;
         size_t at = o->seg_off[st->recv_seg] + (size_t)it->p * o->piece + done;
         const uint8_t *src;
-        uint8_t one[8];
+        uint64_t bounce[512];
         ssize_t r = starling__shm_peek(e->lshm[s], e->left[s], es, &src);
+        int copied = 0;
         if (r <= 0)
             return r == 0 ? STARLING_OK : r == STARLING_E_PROTOCOL ? (int)r : STARLING_E_PEER_LOST;
         k = ((size_t)r < left ? (size_t)r : left) / es * es;
-        if (k == 0) {
-            /* Peek said a whole element is there: its two parts, each end of the ring. */
-            ssize_t a = starling__shm_read(e->lshm[s], e->left[s], one, es), b = 0;
-            if (a > 0 && (size_t)a < es)
-                b = starling__shm_read(e->lshm[s], e->left[s], one + a, es - (size_t)a);
-            if (a <= 0 || (size_t)(a + b) != es)
+        if (k == 0 || (uintptr_t)src % es != 0) {
+            /* An element split across the ring's end (peek said a whole one is there), or
+             * a piece at an address its type may not be loaded from (an odd-sized frame
+             * went before it): copied out, at most sizeof bounce at a time. */
+            size_t got = 0;
+            k = k == 0 ? es : k < sizeof bounce ? k : sizeof bounce;
+            for (int part = 0; part < 2 && got < k; part++) {
+                ssize_t a =
+                    starling__shm_read(e->lshm[s], e->left[s], (uint8_t *)bounce + got, k - got);
+                if (a <= 0)
+                    return STARLING_E_PROTOCOL;
+                got += (size_t)a;
+            }
+            if (got != k)
                 return STARLING_E_PROTOCOL;
-            src = one;
-            k = es;
+            src = (const uint8_t *)bounce;
+            copied = 1;
         }
         starling__reduce(o->work + at, o->in + at, src, k / es, dt, o->req->op);
         if (st->recv_finish)
             starling__reduce_finish(o->work + at, k / es, dt, o->req->op, o->n);
-        if (src != one)
+        if (!copied)
             starling__shm_consume(e->lshm[s], e->left[s], k);
         x->off += k;
     }

@@ -276,8 +276,11 @@ static int still(int *flag, const uint64_t *counter, uint64_t seen)
 static void ring_copy_in(starling__shm *s, uint64_t at, const uint8_t *src, size_t n)
 {
     size_t off = (size_t)(at & (s->ring - 1)), first = s->ring - off < n ? s->ring - off : n;
+    if (n == 0)
+        return; /* an empty iovec may carry a null base */
     memcpy(s->data + off, src, first);
-    memcpy(s->data, src + first, n - first);
+    if (n > first)
+        memcpy(s->data, src + first, n - first);
 }
 
 ssize_t starling__shm_write(starling__shm *s, int sock, const struct iovec *iov, int niov)

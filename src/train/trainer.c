@@ -11,83 +11,19 @@
 #include "data/dataset.h"
 #include "data/prng.h"
 #include "model/mlp.h"
+#include "platform/clock.h"
 #include "train/attack.h"
 #include "train/checkpoint.h"
 #include "train/optim.h"
 #include "train/train_config.h"
-#include "platform/clock.h"
+#include "train/trainer_internal.h"
 #include "util/alloc.h"
 #include "util/log.h"
 #include "util/why.h"
 
-#define TAG_SYNC 0x5354524e00000001ull  /* gradients (ddp) or pseudo-gradients (diloco) */
-#define TAG_COUNT 0x5354524e00000002ull /* contributors of a DiLoCo round after a recovery */
-/* Topology updates that keep failing (members dying one after another while the next
- * epoch forms) are retried until this long has passed; each call is itself bounded by the
- * communicator's op timeout, so a recovery returns within RECOVER_MS + one op timeout. */
-#define RECOVER_MS 120000
 #define SYNTHETIC_DEFAULT_N 20000
 #define DATA_STREAM_IID 0x11d0ull
 #define DATA_STREAM_NONIID 0x2a1dull
-
-/* Streaming DiLoCo: one fragment of the flat parameter vector and its sync in flight. */
-typedef struct stream_frag {
-    size_t off, len;         /* floats */
-    uint64_t offset_step;    /* issued when step % H == offset_step */
-    starling_callopts *opts; /* the codec, tag per fragment (error feedback is per tag) */
-    starling_request *req;
-    int in_flight;
-    int issue_rc; /* an all-reduce refused at issue is reported at its completion */
-    uint64_t issue_step;
-} stream_frag;
-
-struct starling_trainer {
-    starling_comm *comm;
-    starling_train_config cfg;
-    starling__mlp *m;
-    size_t n; /* parameters */
-    starling__dataset train, test;
-
-    /* Shared state. ddp: m->params and opt_state. diloco: global and outer_mom (+phase);
-     * m->params is then the member's working copy, opt_state its inner optimizer state. */
-    float *global;
-    float *outer_mom;
-    int32_t phase[1]; /* diloco: 1 while a round's pseudo-gradient all-reduce is under way */
-    float *opt_state;
-    size_t opt_floats;
-    float *red; /* reduced gradient / pseudo-gradient */
-    float *delta;
-    starling__optim opt;
-    starling__lr_schedule sched;
-    starling_callopts *opts_sync, *opts_count;
-    stream_frag *frags;
-    size_t nfrags;
-
-    float *x;
-    uint8_t *y;
-
-    /* data order: a permutation per data epoch, recomputed when the epoch changes */
-    uint32_t *perm;
-    size_t perm_n;
-    uint64_t perm_epoch;
-    int perm_valid;
-    starling__shard shard; /* non-IID only */
-    int shard_rank, shard_size;
-
-    uint64_t step; /* inner steps done by the run */
-    uint64_t last_ckpt_step;
-    int started;
-    double loss;
-    double test_acc, test_loss;
-    int recoveries;
-    int synced;
-
-    /* Byzantine robustness (docs/training.md, "Byzantine members"). */
-    starling_aggregator *agg; /* NULL: the synchronising all-reduce averages */
-    starling__attacker byz;   /* kind STARLING__ATTACK_NONE for an honest member */
-};
-
-static int is_diloco(const starling_trainer *t) { return t->cfg.algo != STARLING__ALGO_DDP; }
 
 /* ---------------------------------------------------------------- data */
 
@@ -322,7 +258,7 @@ static int prepare(starling_trainer *t, char *err, size_t errlen)
 /* The shared tensors, in registration (and checkpoint) order. */
 static size_t shared_tensors(starling_trainer *t, starling__ckpt_tensor *out)
 {
-    if (is_diloco(t)) {
+    if (trainer_is_diloco(t)) {
         out[0] = (starling__ckpt_tensor){"params", t->global, t->n, STARLING_F32};
         out[1] = (starling__ckpt_tensor){"outer_momentum", t->outer_mom, t->n, STARLING_F32};
         out[2] = (starling__ckpt_tensor){"phase", t->phase, 1, STARLING_I32};
@@ -414,7 +350,7 @@ STARLING_API int starling_trainer_create(starling_trainer **out, starling_comm *
     if ((rc = make_attacker(t, err, errlen)) != STARLING_OK)
         goto fail;
     rc = STARLING_E_NOMEM;
-    if (is_diloco(t)) {
+    if (trainer_is_diloco(t)) {
         t->global = starling__alloc_aligned(t->n * sizeof(float));
         t->outer_mom = starling__calloc(t->n, sizeof(float));
         t->delta = starling__alloc_aligned(t->n * sizeof(float));
@@ -497,8 +433,6 @@ STARLING_API void starling_trainer_destroy(starling_trainer *t)
 
 /* ---------------------------------------------------------------- membership */
 
-static int is_fault(int rc) { return rc == STARLING_E_PEER_LOST || rc == STARLING_E_MISMATCH; }
-
 /* A state sync without a topology update: a member's first step (it became a member
  * just before, at the others' sync point) or after one. */
 static int sync_state_only(starling_trainer *t)
@@ -526,7 +460,7 @@ static int update_topology_retrying(starling_trainer *t, int64_t deadline_ms)
     return rc == STARLING_E_PEER_LOST ? STARLING_E_TIMEOUT : rc;
 }
 
-static int topology_and_sync(starling_trainer *t)
+int starling__trainer_topology_and_sync(starling_trainer *t)
 {
     int64_t deadline = starling__now_ms() + RECOVER_MS;
     int rc = STARLING_E_PEER_LOST;
@@ -539,20 +473,20 @@ static int topology_and_sync(starling_trainer *t)
                       (unsigned long long)starling_comm_epoch(t->comm), starling_comm_size(t->comm),
                       starling_comm_rank(t->comm));
         rc = sync_state_only(t);
-        if (!is_fault(rc))
+        if (!trainer_is_fault(rc))
             return rc;
     }
     /* Members kept failing for RECOVER_MS: the run cannot settle. */
     return STARLING_E_TIMEOUT;
 }
 
-static int recover(starling_trainer *t, int rc_fault)
+int starling__trainer_recover(starling_trainer *t, int rc_fault)
 {
     t->recoveries++;
     SLOG_INFO("trainer: collective failed at step %llu (%s: %s); updating the topology",
               (unsigned long long)t->step, starling_strerror(rc_fault),
               starling_comm_errmsg(t->comm));
-    return topology_and_sync(t);
+    return starling__trainer_topology_and_sync(t);
 }
 
 /* ---------------------------------------------------------------- checkpoints, eval */
@@ -573,7 +507,7 @@ STARLING_API int starling_trainer_checkpoint(starling_trainer *t, const char *di
     return rc;
 }
 
-static void maybe_checkpoint(starling_trainer *t, uint64_t prev_step)
+void starling__trainer_maybe_checkpoint(starling_trainer *t, uint64_t prev_step)
 {
     uint64_t k = t->cfg.checkpoint_every;
     if (!k || !t->cfg.checkpoint_dir[0] || starling_comm_rank(t->comm) != 0)
@@ -592,7 +526,7 @@ STARLING_API int starling_trainer_evaluate(starling_trainer *t, double *accuracy
     if (!t)
         return STARLING_E_INVALID;
     own = t->m->params;
-    if (is_diloco(t))
+    if (trainer_is_diloco(t))
         t->m->params = t->global; /* forward only reads params */
     rc = starling__mlp_evaluate(t->m, &t->test, (size_t)t->cfg.eval_limit, t->x, t->y, &acc, &l);
     t->m->params = own;
@@ -612,7 +546,7 @@ STARLING_API int starling_trainer_evaluate(starling_trainer *t, double *accuracy
 /* What this member sends in place of its honest contribution `g` (n floats: the ddp
  * gradient or the diloco pseudo-gradient) at the shared step t->step: g itself for an
  * honest member, else what its attack makes of it (train/attack.h). */
-static const float *contribution(starling_trainer *t, const float *g)
+const float *starling__trainer_contribution(starling_trainer *t, const float *g)
 {
     return starling__attack_contribution(&t->byz, g, 0, t->n, t->step,
                                          starling_comm_rank(t->comm));
@@ -620,7 +554,7 @@ static const float *contribution(starling_trainer *t, const float *g)
 
 /* After a sync: the ALIE attacker updates its spread estimate from its honest g and the
  * aggregate `red` all members received. */
-static void contribution_learn(starling_trainer *t, const float *g)
+void starling__trainer_contribution_learn(starling_trainer *t, const float *g)
 {
     starling__attack_learn(&t->byz, g, t->red, 0, t->n);
 }
@@ -628,7 +562,7 @@ static void contribution_learn(starling_trainer *t, const float *g)
 /* The synchronising collective: the average, or with an aggregator the robust all-reduce
  * (same tag and codec). STARLING_E_CORRUPT from it (more than f contributions held NaN
  * or Inf) is the same on every member and leaves the epoch intact. */
-static int sync_reduce(starling_trainer *t, const float *send)
+int starling__trainer_sync_reduce(starling_trainer *t, const float *send)
 {
     if (t->agg)
         return starling_robust_allreduce(t->comm, send, t->red, t->n, t->agg, t->cfg.byz_f,
@@ -641,11 +575,11 @@ static int sync_reduce(starling_trainer *t, const float *send)
 
 /* A member's first step: receive the run's state (a newcomer), recovering if a member
  * dies meanwhile. */
-static int first_sync(starling_trainer *t)
+int starling__trainer_first_sync(starling_trainer *t)
 {
     int rc = sync_state_only(t);
-    if (is_fault(rc))
-        rc = recover(t, rc);
+    if (trainer_is_fault(rc))
+        rc = starling__trainer_recover(t, rc);
     if (rc == STARLING_OK)
         t->started = 1;
     return rc;
@@ -656,10 +590,10 @@ static int step_ddp(starling_trainer *t)
     int rc;
     float loss = 0.0f;
     if (!t->started) {
-        if ((rc = first_sync(t)) != STARLING_OK)
+        if ((rc = starling__trainer_first_sync(t)) != STARLING_OK)
             return rc;
     } else if (t->step % t->cfg.sync_every == 0) {
-        if ((rc = topology_and_sync(t)) != STARLING_OK)
+        if ((rc = starling__trainer_topology_and_sync(t)) != STARLING_OK)
             return rc;
     }
     /* The whole step is the unit of retry: after a recovery the batch is recomputed for the
@@ -672,10 +606,10 @@ static int step_ddp(starling_trainer *t)
             rc = starling__mlp_forward_backward(t->m, t->x, t->y, t->cfg.batch, &loss);
         if (rc != STARLING_OK)
             return rc;
-        rc = sync_reduce(t, contribution(t, t->m->grads));
+        rc = starling__trainer_sync_reduce(t, starling__trainer_contribution(t, t->m->grads));
         if (rc == STARLING_OK || (rc == STARLING_E_CORRUPT && t->agg))
             break;
-        if (!is_fault(rc) || (rc = recover(t, rc)) != STARLING_OK)
+        if (!trainer_is_fault(rc) || (rc = starling__trainer_recover(t, rc)) != STARLING_OK)
             return rc;
     }
     t->loss = loss;
@@ -684,7 +618,7 @@ static int step_ddp(starling_trainer *t)
                   starling_comm_errmsg(t->comm));
         goto advance;
     }
-    contribution_learn(t, t->m->grads);
+    starling__trainer_contribution_learn(t, t->m->grads);
     if (t->cfg.clip > 0.0) {
         double norm = starling__clip_grad_norm(t->red, t->n, t->cfg.clip);
         if (!isfinite(norm)) {
@@ -702,21 +636,13 @@ advance:
     t->step++;
     starling_state_set_step(t->comm, t->step);
     t->synced = 1;
-    maybe_checkpoint(t, t->step - 1);
+    starling__trainer_maybe_checkpoint(t, t->step - 1);
     return STARLING_OK;
 }
 
-/* ---------------------------------------------------------------- diloco */
-
-/* The round's synchronisation: Delta = theta_global - theta_local all-reduced (AVG, the
- * run's codec), outer Nesterov step on the global parameters, local := global. The
- * global parameters do not change until the all-reduce commits, so after a recovery the
- * same pseudo-gradient is simply sent again. `contributor` is 0 for a member that
- * joined during the recovery of this very round: it sends zeros and is not counted.
- * `counted` starts at 1 for such a member, which enters straight after its state sync. */
 /* One step of the member's own optimizer on its working copy (diloco and streaming): a
  * mini-batch, forward and backward, clipping, the update. The caller advances t->step. */
-static int inner_step(starling_trainer *t)
+int starling__trainer_inner_step(starling_trainer *t)
 {
     float loss;
     int rc = fill_batch(t, t->step, starling_comm_rank(t->comm), starling_comm_size(t->comm),
@@ -733,243 +659,6 @@ static int inner_step(starling_trainer *t)
     }
     return starling__optim_step(&t->opt, t->m->params, t->m->grads, t->opt_state, t->n,
                                 starling__lr_at(&t->sched, t->step));
-}
-
-static int diloco_round_end(starling_trainer *t, int contributor, int counted)
-{
-    uint64_t prev = starling_state_step(t->comm);
-    int32_t k = 0;
-    int rc;
-    if (contributor)
-        starling__outer_pseudo_grad(t->delta, t->global, t->m->params, t->n);
-    else
-        memset(t->delta, 0, t->n * sizeof(float));
-    /* Marks the shared state "inside the round's all-reduce", with the round's end step,
-     * so a member admitted by a recovery of this all-reduce knows to take part in it. */
-    t->phase[0] = 1;
-    starling_state_set_step(t->comm, t->step);
-    for (;;) {
-        if (counted) {
-            int32_t mine = contributor ? 1 : 0;
-            rc = starling_allreduce(t->comm, &mine, &k, 1, STARLING_I32, STARLING_SUM,
-                                    t->opts_count);
-            if (rc == STARLING_OK && k < 1)
-                rc = STARLING_E_STATE; /* nobody holds a pseudo-gradient: cannot happen */
-        } else {
-            rc = STARLING_OK;
-        }
-        if (rc == STARLING_OK)
-            rc = sync_reduce(t, contributor ? contribution(t, t->delta) : t->delta);
-        if (rc == STARLING_OK || (rc == STARLING_E_CORRUPT && t->agg))
-            break;
-        if (!is_fault(rc) || (rc = recover(t, rc)) != STARLING_OK)
-            return rc;
-        counted = 1; /* the membership may have grown: count who holds a pseudo-gradient */
-    }
-    if (rc == STARLING_E_CORRUPT) {
-        /* The round's outer step is skipped on every member; the inner progress is lost. */
-        SLOG_WARN("trainer: outer step at %llu skipped: %s", (unsigned long long)t->step,
-                  starling_comm_errmsg(t->comm));
-    } else if (contributor) {
-        contribution_learn(t, t->delta);
-    }
-    /* With an aggregator a newcomer's zeros are one more vector for the rule (robust
-     * rules do not divide by the member count), so no rescaling. */
-    if (!t->agg && counted && k != starling_comm_size(t->comm)) {
-        /* AVG divided by every member; the newcomers' zeros must not dilute the mean. */
-        float s = (float)starling_comm_size(t->comm) / (float)k;
-        for (size_t i = 0; i < t->n; i++)
-            t->red[i] *= s;
-    }
-    if (rc == STARLING_OK)
-        starling__outer_nesterov_step(t->global, t->red, t->outer_mom, t->n,
-                                      (float)t->cfg.outer_lr, (float)t->cfg.outer_momentum);
-    memcpy(t->m->params, t->global, t->n * sizeof(float));
-    t->phase[0] = 0;
-    starling_state_set_step(t->comm, t->step);
-    t->synced = 1;
-    maybe_checkpoint(t, prev);
-    return STARLING_OK;
-}
-
-static void diloco_round_start(starling_trainer *t)
-{
-    memcpy(t->m->params, t->global, t->n * sizeof(float));
-    memset(t->opt_state, 0, t->opt_floats * sizeof(float));
-    t->opt.step = 0;
-}
-
-static int step_diloco(starling_trainer *t)
-{
-    uint64_t h = t->cfg.inner_steps;
-    int rc;
-    if (!t->started) {
-        if ((rc = first_sync(t)) != STARLING_OK)
-            return rc;
-        if (t->phase[0]) {
-            /* Admitted by a recovery of a round's all-reduce: take part with nothing. */
-            rc = diloco_round_end(t, 0, 1);
-            t->loss = 0.0;
-            return rc;
-        }
-        diloco_round_start(t);
-    } else if (t->step % h == 0) {
-        if ((rc = topology_and_sync(t)) != STARLING_OK)
-            return rc;
-        diloco_round_start(t);
-    }
-    if ((rc = inner_step(t)) != STARLING_OK)
-        return rc;
-    t->step++;
-    t->synced = 0;
-    if (t->step % h == 0 || t->step >= t->cfg.steps)
-        return diloco_round_end(t, 1, 0);
-    return STARLING_OK;
-}
-
-/* ---------------------------------------------------------------- streaming diloco */
-
-/* Applies fragment p's averaged pseudo-gradient: outer Nesterov step on its slice of the
- * global parameters, then the mixing local = alpha local + (1 - alpha) global. With an
- * aggregator, a sync where more than f members sent NaN or Inf (STARLING_E_CORRUPT, the
- * same on every member) is skipped like a dropped one: the global slice stays, and the
- * local progress enters the fragment's next sync. */
-static int stream_complete(starling_trainer *t, stream_frag *f)
-{
-    int rc = f->issue_rc;
-    float a = (float)t->cfg.alpha, b = 1.0f - (float)t->cfg.alpha;
-    float *g = t->global + f->off, *l = t->m->params + f->off;
-    if (f->req) {
-        rc = starling_request_wait(f->req);
-        starling_request_free(f->req);
-        f->req = NULL;
-    }
-    f->in_flight = 0;
-    if (rc == STARLING_E_CORRUPT && t->agg) {
-        SLOG_WARN("trainer: fragment sync of step %llu skipped: %s",
-                  (unsigned long long)f->issue_step, starling_comm_errmsg(t->comm));
-        return STARLING_OK;
-    }
-    if (rc != STARLING_OK)
-        return rc;
-    starling__attack_learn(&t->byz, t->delta + f->off, t->red + f->off, f->off, f->len);
-    starling__outer_nesterov_step(g, t->red + f->off, t->outer_mom + f->off, f->len,
-                                  (float)t->cfg.outer_lr, (float)t->cfg.outer_momentum);
-    for (size_t i = 0; i < f->len; i++)
-        l[i] = a * l[i] + b * g[i];
-    t->synced = 1;
-    return STARLING_OK;
-}
-
-/* A failed fragment sync: every sync still in flight failed with it (they were issued
- * later on the same broken epoch) and is dropped; their progress stays in the local
- * parameters and enters those fragments' next sync. Then the usual recovery. */
-static int stream_fault(starling_trainer *t, int rc)
-{
-    if (!is_fault(rc))
-        return rc;
-    for (size_t p = 0; p < t->nfrags; p++) {
-        starling_request_free(t->frags[p].req);
-        t->frags[p].req = NULL;
-        t->frags[p].in_flight = 0;
-    }
-    return recover(t, rc);
-}
-
-/* Starts fragment f's sync: its pseudo-gradient all-reduced asynchronously (AVG), or,
- * with an aggregator, the robust all-reduce of what this member contributes, run to the
- * end here: there is no asynchronous robust collective, so the robust sync costs its
- * communication and aggregation at the issue step instead of overlapping the next tau
- * inner steps. Its result is still applied tau steps later, so the algorithm (what the
- * members compute, and when it enters the parameters) is the same either way. A failure
- * is reported at completion in both cases. */
-static void stream_issue(starling_trainer *t, stream_frag *f)
-{
-    float *delta = t->delta + f->off, *red = t->red + f->off;
-    const float *send;
-    starling__outer_pseudo_grad(delta, t->global + f->off, t->m->params + f->off, f->len);
-    /* The send buffer (delta's slice, or the attacker's) is not written again before the
-     * fragment's next issue, so it outlives the asynchronous call. */
-    send = starling__attack_contribution(&t->byz, delta, f->off, f->len, t->step,
-                                         starling_comm_rank(t->comm));
-    f->in_flight = 1;
-    f->issue_step = t->step;
-    f->req = NULL;
-    if (t->agg) {
-        f->issue_rc = starling_robust_allreduce(t->comm, send, red, f->len, t->agg, t->cfg.byz_f,
-                                                f->opts);
-        return;
-    }
-    f->issue_rc = starling_allreduce_async(t->comm, send, red, f->len, STARLING_F32, STARLING_AVG,
-                                           f->opts, &f->req);
-    if (f->issue_rc != STARLING_OK)
-        f->req = NULL;
-}
-
-/* Completes, in issue order, the syncs due (all of them when `all`). */
-static int stream_complete_due(starling_trainer *t, int all, int *recovered)
-{
-    for (;;) {
-        stream_frag *first = NULL;
-        int rc;
-        for (size_t p = 0; p < t->nfrags; p++) {
-            stream_frag *f = &t->frags[p];
-            if (f->in_flight && (all || f->issue_step + t->cfg.tau <= t->step) &&
-                (!first || f->issue_step < first->issue_step))
-                first = f;
-        }
-        if (!first)
-            return STARLING_OK;
-        rc = stream_complete(t, first);
-        if (rc != STARLING_OK) {
-            if ((rc = stream_fault(t, rc)) != STARLING_OK)
-                return rc;
-            *recovered = 1;
-        }
-    }
-}
-
-static int step_streaming(starling_trainer *t)
-{
-    uint64_t h = t->cfg.inner_steps;
-    int rc, recovered = 0;
-    if (!t->started) {
-        if ((rc = first_sync(t)) != STARLING_OK)
-            return rc;
-        /* A newcomer (or a fresh start) begins from the global parameters. */
-        memcpy(t->m->params, t->global, t->n * sizeof(float));
-        memset(t->opt_state, 0, t->opt_floats * sizeof(float));
-        t->opt.step = 0;
-        recovered = 1;
-    }
-    if ((rc = stream_complete_due(t, 0, &recovered)) != STARLING_OK)
-        return rc;
-    /* With tau <= H / P nothing is in flight here: the round start is a clean sync point. */
-    if (!recovered && t->step % h == 0) {
-        if ((rc = topology_and_sync(t)) != STARLING_OK)
-            return rc;
-        maybe_checkpoint(t, t->last_ckpt_step);
-        t->last_ckpt_step = t->step;
-    }
-    for (size_t p = 0; p < t->nfrags; p++) {
-        stream_frag *f = &t->frags[p];
-        if (t->step % h == f->offset_step && !f->in_flight) {
-            stream_issue(t, f);
-            if (t->cfg.tau == 0 && (rc = stream_complete_due(t, 0, &recovered)) != STARLING_OK)
-                return rc;
-        }
-    }
-    if ((rc = inner_step(t)) != STARLING_OK)
-        return rc;
-    t->step++;
-    starling_state_set_step(t->comm, t->step);
-    if (t->step >= t->cfg.steps) {
-        /* The end: finish every sync in flight, so all members hold the same state. */
-        if ((rc = stream_complete_due(t, 1, &recovered)) != STARLING_OK)
-            return rc;
-        maybe_checkpoint(t, t->last_ckpt_step);
-    }
-    return STARLING_OK;
 }
 
 /* ---------------------------------------------------------------- step, stats */
@@ -993,9 +682,9 @@ STARLING_API int starling_trainer_step(starling_trainer *t, int *done)
     }
     t->synced = 0;
     if (t->cfg.algo == STARLING__ALGO_STREAMING)
-        rc = step_streaming(t);
+        rc = starling__trainer_step_streaming(t);
     else
-        rc = is_diloco(t) ? step_diloco(t) : step_ddp(t);
+        rc = trainer_is_diloco(t) ? starling__trainer_step_diloco(t) : step_ddp(t);
     if (rc != STARLING_OK) {
         SLOG_ERROR("trainer: step %llu failed: %s (%s)", (unsigned long long)t->step,
                    starling_strerror(rc), starling_comm_errmsg(t->comm));

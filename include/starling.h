@@ -591,7 +591,10 @@ STARLING_API void starling_train_config_destroy(starling_train_config *cfg);
  * tau, alpha, compress, hidden, batch, optimizer, lr, warmup, weight_decay, clip,
  * outer_lr, outer_momentum, seed, noniid, data, eval_every, eval_limit, checkpoint_dir,
  * checkpoint_every, resume, sync_every, aggregator, f, attack, attack_scale,
- * attack_start (the last five: Byzantine-robust training and attacks, docs/training.md). STARLING_E_INVALID with a message in err (errlen
+ * attack_start (those five: Byzantine-robust training and attacks, docs/training.md),
+ * round_deadline (off, auto, auto:F or seconds: DiLoCo rounds that close at a deadline
+ * instead of waiting for the slowest member) and slow (a factor >= 1 that stretches this
+ * member's compute: a straggler, for experiments). STARLING_E_INVALID with a message in err (errlen
  * bytes) naming the key and the problem for an unknown key or a bad value; the config is
  * unchanged then. */
 STARLING_API int starling_train_config_set(starling_train_config *cfg, const char *key,
@@ -611,6 +614,9 @@ typedef struct starling_train_stats {
     int peers;             /* members of the current epoch */
     int recoveries;        /* topology updates forced by a failed collective */
     int synced;            /* 1 if the last step ended with a synchronisation */
+    uint64_t local_steps;  /* inner steps this member computed (fewer than step when a
+                            * deadline round closed before it finished, or it joined late) */
+    uint64_t rounds_cut;   /* DiLoCo rounds this member closed at the deadline */
 } starling_train_stats;
 
 /* Builds the model and optimizer state, loads this member's shard of the data and

@@ -13,14 +13,16 @@
  *                                     after a step (every few steps, and after each
  *                                     evaluation; TESTACC/TESTLOSS -1 when none yet)
  *   h INDEX HASH STEP                 the final shared-state hash
- *   d INDEX STEP ACC LOSS BYTES RECOVERIES
- *                                     done, with the final evaluation
+ *   d INDEX STEP ACC LOSS BYTES RECOVERIES LOCAL CUT
+ *                                     done, with the final evaluation, the inner steps
+ *                                     it computed and the rounds it closed at the deadline
  *   f INDEX STEP MESSAGE              a fatal error; the peer then waits to be killed
  *
  * --byzantine K --attack NAME makes the last K starting peers (indices N-K..N-1)
  * Byzantine: run_spawn_peer passes them one more training key, attack=NAME. Newcomers are
  * honest. --aggregator SPEC (with --nnm: "nnm+SPEC") and --f F (default K) go to every
- * peer as the keys aggregator and f.
+ * peer as the keys aggregator and f. --slow RANK:FACTOR gives starting peer RANK the key
+ * slow=FACTOR (cmd_run_roles.c).
  *
  * The parent validates every flag, including each training key through a throwaway
  * starling_train_config, before it starts anything (cmd_run_opts.c). The fault schedule
@@ -83,6 +85,10 @@ int run_spawn_peer(run_state *s, int index, int joiner)
         args[na++] = (char *)"--set";
         args[na++] = o->attack_set;
     }
+    if (!joiner && index < o->peers && o->slow_set[index][0]) {
+        args[na++] = (char *)"--set";
+        args[na++] = o->slow_set[index];
+    }
     args[na] = NULL;
     child = cli_group_spawn(s->g, name, args);
     return child;
@@ -92,7 +98,7 @@ static int run_on_line(void *user, cli_group *g, int child, const char *line)
 {
     run_state *s = user;
     run_kid *kid;
-    unsigned long long step, bytes, epoch;
+    unsigned long long step, bytes, epoch, local, cut;
     double loss, acc, tloss;
     int index, peers, rank, size, rec;
     char hex[40], tail;
@@ -139,9 +145,11 @@ static int run_on_line(void *user, cli_group *g, int child, const char *line)
         kid->have_hash = 1;
         return 0;
     }
-    if (sscanf(line, "d %d %llu %lf %lf %llu %d %c", &index, &step, &acc, &tloss, &bytes, &rec,
-               &tail) == 6 &&
+    if (sscanf(line, "d %d %llu %lf %lf %llu %d %llu %llu %c", &index, &step, &acc, &tloss, &bytes,
+               &rec, &local, &cut, &tail) == 8 &&
         index == child) {
+        kid->local_steps = local;
+        kid->rounds_cut = cut;
         kid->finished = 1;
         kid->final_acc = acc;
         kid->final_loss = tloss;

@@ -45,6 +45,7 @@ typedef struct run_kid {
     int have_hash;
     char hash[33];
     unsigned long long hash_step, step, bytes, epoch;
+    unsigned long long local_steps, rounds_cut; /* from its "d" line */
     double loss;
     int peers, recoveries;
     double final_acc, final_loss;
@@ -66,6 +67,7 @@ typedef struct run_opts {
     int byzantine;          /* the last `byzantine` starting peers attack */
     char attack_set[64];    /* "attack=NAME", given to those peers only */
     char aggregator[160];   /* the effective spec ("nnm+" included), "" = plain average */
+    char slow_set[RUN_MAX_PEERS][24]; /* "slow=F" for a straggling starting peer, else "" */
 } run_opts;
 
 typedef struct run_state {
@@ -101,6 +103,16 @@ void run_opts_free(run_opts *o);
 /* The value given for training key `key` (the last one wins, as in the trainer), or NULL. */
 const char *run_set_value(const run_opts *o, const char *key);
 int run_file_exists(const char *dir, const char *name);
+
+/* ------------------------------------------------------------ cmd_run_roles.c */
+
+/* --byzantine K --attack NAME --aggregator SPEC [--f F] [--nnm] (f < 0: not given):
+ * fills o->byzantine, o->attack_set and o->aggregator, or prints a usage error and
+ * returns its exit status. Needs o->peers and the kills. */
+int run_check_byzantine(const char *cmd, run_opts *o, long byz, const char *attack,
+                        const char *agg_spec, long f, int nnm);
+/* One --slow RANK:FACTOR into o->slow_set; 0 or a usage error's exit status. */
+int run_parse_slow(const char *cmd, run_opts *o, const char *text);
 
 /* ------------------------------------------------------------ cmd_run.c */
 

@@ -140,76 +140,6 @@ static int mkdir_p(const char *path)
     return dir_exists(path) ? 0 : -1;
 }
 
-/* ------------------------------------------------------------ Byzantine peers */
-
-/* --byzantine K --attack NAME --aggregator SPEC [--f F] [--nnm]: fills o->byzantine,
- * o->attack_set and o->aggregator. The aggregator's requirement on (n, f) is checked for
- * the smallest membership the schedule leads to (the starting peers less the kills), by
- * aggregating that many zero vectors: the rule's own check, with its own message. */
-static int check_byzantine(const char *cmd, run_opts *o, long byz, const char *attack,
-                           const char *agg_spec, long f, int nnm)
-{
-    starling_train_config *tc = NULL;
-    starling_aggregator *agg = NULL;
-    char err[256];
-    float *zeros = NULL, out1;
-    int n = o->peers - o->nkills, rc = CLI_EXIT_USAGE;
-
-    if (byz > 0 && !attack)
-        return cli_usage_error(cmd, "--byzantine needs --attack NAME");
-    if (attack && byz == 0)
-        return cli_usage_error(cmd, "--attack needs --byzantine K (K >= 1)");
-    if (byz >= o->peers)
-        return cli_usage_error(cmd, "--byzantine: K %ld must be below --peers %d", byz,
-                               o->peers);
-    if ((f >= 0 || nnm) && !agg_spec)
-        return cli_usage_error(cmd, "%s applies with --aggregator only", nnm ? "--nnm" : "--f");
-    o->byzantine = (int)byz;
-    if (attack) {
-        if (starling_train_config_create(&tc) != STARLING_OK)
-            return CLI_EXIT_FAIL;
-        if (strcmp(attack, "none") == 0 ||
-            starling_train_config_set(tc, "attack", attack, err, sizeof err) != STARLING_OK) {
-            starling_train_config_destroy(tc);
-            return cli_usage_error(cmd, "--attack: expected sign_flip, noise, alie, ipm, "
-                                        "label_flip or garbage, got '%s'", attack);
-        }
-        starling_train_config_destroy(tc);
-        snprintf(o->attack_set, sizeof o->attack_set, "attack=%s", attack);
-    }
-    if (!agg_spec)
-        return 0;
-    if (f < 0)
-        f = byz;
-    if (strlen(agg_spec) > 100)
-        return cli_usage_error(cmd, "--aggregator: spec too long");
-    if (nnm && strstr(agg_spec, "nnm+"))
-        return cli_usage_error(cmd, "--nnm: the spec '%s' already has nnm+", agg_spec);
-    {
-        /* nnm+ goes after a bucketing prefix ("bucket:S[:seed=N]+"): the grammar's order. */
-        const char *rest = agg_spec;
-        if (nnm && strncmp(agg_spec, "bucket:", 7) == 0 && strchr(agg_spec, '+'))
-            rest = strchr(agg_spec, '+') + 1;
-        snprintf(o->aggregator, sizeof o->aggregator, "%.*s%s%s", (int)(rest - agg_spec),
-                 agg_spec, nnm ? "nnm+" : "", rest);
-    }
-    if (starling_aggregator_create(&agg, o->aggregator, err, sizeof err) != STARLING_OK)
-        return cli_usage_error(cmd, "--aggregator: %s", err);
-    zeros = calloc((size_t)(n > 0 ? n : 1), sizeof *zeros);
-    if (!zeros) {
-        rc = CLI_EXIT_FAIL;
-    } else if (starling_aggregate(agg, zeros, (size_t)n, 1, (int)f, &out1, err, sizeof err) !=
-               STARLING_OK) {
-        cli_usage_error(cmd, "--aggregator %s with --f %ld and %d peers%s: %s", o->aggregator, f,
-                        n, o->nkills ? " (after the kills)" : "", err);
-    } else {
-        rc = 0;
-    }
-    free(zeros);
-    starling_aggregator_destroy(agg);
-    return rc;
-}
-
 /* ------------------------------------------------------------ the table and the checks */
 
 int run_opts_parse(int argc, char **argv, run_opts **out)
@@ -233,6 +163,8 @@ int run_opts_parse(int argc, char **argv, run_opts **out)
     run_opts *o;
     cli_list kill_l = {kill_v, 0, RUN_MAX_EVENTS}, freeze_l = {freeze_v, 0, RUN_MAX_EVENTS};
     cli_list join_l = {join_v, 0, RUN_MAX_EVENTS}, set_l = {set_v, 0, RUN_MAX_SETS - 16};
+    const char *slow_v[RUN_MAX_PEERS];
+    cli_list slow_l = {slow_v, 0, RUN_MAX_PEERS};
     const cli_opt opts[] = {
         CLI_OPT_VALUE("--peers", "N", "peer processes to start, 1..64 (default 4)", &peers_t),
         CLI_OPT_VALUE("--algo", "ALGO", "ddp, diloco or streaming (default diloco)", &algo_t),
@@ -250,9 +182,11 @@ int run_opts_parse(int argc, char **argv, run_opts **out)
         CLI_OPT_LIST("--kill", "RANK@STEP", "SIGKILL starting peer RANK when it reports STEP",
                      &kill_l),
         CLI_OPT_LIST("--freeze", "RANK@STEP:SECONDS",
-                     "SIGSTOP peer RANK at STEP, SIGCONT after SECONDS (at most 3600)",
-                     &freeze_l),
+                     "SIGSTOP peer RANK at STEP, SIGCONT after SECONDS (at most 3600)", &freeze_l),
         CLI_OPT_LIST("--join", "@STEP", "start a newcomer once the run passes STEP", &join_l),
+        CLI_OPT_LIST("--slow", "RANK:FACTOR",
+                     "starting peer RANK computes FACTOR (1..100) times slower (a straggler)",
+                     &slow_l),
         CLI_OPT_VALUE("--seed", "N", "initial parameters, data order, synthetic data (default 1)",
                       &seed_t),
         CLI_OPT_VALUE("--noniid", "ALPHA",
@@ -264,8 +198,8 @@ int run_opts_parse(int argc, char **argv, run_opts **out)
         CLI_OPT_VALUE("--resume", "DIR", "start from DIR/checkpoint.bin (e.g. OUT/checkpoint)",
                       &resume_t),
         CLI_OPT_VALUE("--out", "DIR", "output directory (default " RUN_DEFAULT_OUT ")", &out_t),
-        CLI_OPT_VALUE("--timeout-ms", "N",
-                      "failure-detection timeout, 100..600000 (default 3000)", &timeout_t),
+        CLI_OPT_VALUE("--timeout-ms", "N", "failure-detection timeout, 100..600000 (default 3000)",
+                      &timeout_t),
         CLI_OPT_VALUE("--security", "MODE", CLI_SECURITY_HELP, &security_t),
         CLI_OPT_VALUE("--deadline-s", "N",
                       "give up after N seconds (default 300 + 0.05 per step per peer, plus the "
@@ -291,8 +225,8 @@ int run_opts_parse(int argc, char **argv, run_opts **out)
                      &no_faults),
         CLI_OPT_VALUE("--byzantine", "K", "the last K starting peers attack (needs --attack)",
                       &byz_t),
-        CLI_OPT_VALUE("--attack", "NAME",
-                      "sign_flip, noise, alie, ipm, label_flip or garbage", &attack_t),
+        CLI_OPT_VALUE("--attack", "NAME", "sign_flip, noise, alie, ipm, label_flip or garbage",
+                      &attack_t),
         CLI_OPT_VALUE("--aggregator", "SPEC",
                       "robust rule every peer aggregates with, e.g. median, krum, geomed "
                       "(docs/aggregation.md; default the plain average)",
@@ -444,7 +378,10 @@ int run_opts_parse(int argc, char **argv, run_opts **out)
                             o->steps);
             goto out;
         }
-    if ((rc = check_byzantine(cmd, o, byz, attack_t, agg_t, byz_f, nnm)) != 0)
+    for (k = 0; k < slow_l.n; k++)
+        if ((rc = run_parse_slow(cmd, o, slow_v[k])) != 0)
+            goto out;
+    if ((rc = run_check_byzantine(cmd, o, byz, attack_t, agg_t, byz_f, nnm)) != 0)
         goto out;
     rc = CLI_EXIT_USAGE;
 

@@ -146,6 +146,16 @@ static void write_summary(FILE *f, const run_state *s, const run_result *r)
         fprintf(f, "%s\"peer-%d\":%llu", first ? "" : ",", k, s->kids[k].bytes);
         first = 0;
     }
+    fprintf(f, "},\"local_steps\":{");
+    for (k = 0, first = 1; k < s->g->n; k++) {
+        fprintf(f, "%s\"peer-%d\":%llu", first ? "" : ",", k, s->kids[k].local_steps);
+        first = 0;
+    }
+    fprintf(f, "},\"rounds_cut\":{");
+    for (k = 0, first = 1; k < s->g->n; k++) {
+        fprintf(f, "%s\"peer-%d\":%llu", first ? "" : ",", k, s->kids[k].rounds_cut);
+        first = 0;
+    }
     fprintf(f, "},\"wall_time_s\":%.3f,\"peers_alive\":%d,\"hashes_agree\":%s,\"hash\":", r->wall,
             r->survivors, r->agree ? "true" : "false");
     json_str(f, r->hash ? r->hash : "");

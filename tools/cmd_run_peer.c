@@ -255,8 +255,9 @@ int cmd_run_peer(int argc, char **argv)
         goto out;
     }
     cli_report(p.rep, "h %d %s %llu", p.index, hash, (unsigned long long)st.step);
-    cli_report(p.rep, "d %d %llu %.6f %.6f %llu %d", p.index, (unsigned long long)st.step, acc,
-               tloss, (unsigned long long)starling_comm_bytes_sent(p.comm), st.recoveries);
+    cli_report(p.rep, "d %d %llu %.6f %.6f %llu %d %llu %llu", p.index, (unsigned long long)st.step,
+               acc, tloss, (unsigned long long)starling_comm_bytes_sent(p.comm), st.recoveries,
+               (unsigned long long)st.local_steps, (unsigned long long)st.rounds_cut);
     rc = CLI_EXIT_OK;
 out:
     /* On failure, exit without the orderly leave: the parent ends the others anyway, and

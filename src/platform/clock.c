@@ -12,12 +12,18 @@ int64_t starling__now_ns(void)
 
 int64_t starling__now_ms(void) { return starling__now_ns() / 1000000; }
 
-void starling__sleep_ms(int ms)
+void starling__sleep_ns(int64_t ns)
 {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    struct timespec ts;
+    if (ns <= 0)
+        return;
+    ts.tv_sec = (time_t)(ns / 1000000000);
+    ts.tv_nsec = (long)(ns % 1000000000);
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
 }
+
+void starling__sleep_ms(int ms) { starling__sleep_ns((int64_t)ms * 1000000); }
 
 int starling__ms_until(int64_t deadline_ms)
 {

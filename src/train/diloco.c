@@ -1,12 +1,51 @@
 /* DiLoCo rounds: H inner steps on the member's working copy, then the round's
  * pseudo-gradient all-reduced and the outer step on the global parameters
- * (docs/training.md, "DiLoCo"). */
+ * (docs/training.md, "DiLoCo").
+ *
+ * Deadline rounds (round_deadline, docs/training.md "Deadline rounds"): a member that has
+ * not done its H inner steps when the round's deadline passes stops there and sends the
+ * pseudo-gradient of the steps it did; the all-reduce averages it like any other, and
+ * every member starts the next round from the same global parameters at the same shared
+ * step. The deadline is a fixed time from the round's start (the previous all-reduce's
+ * completion, nearly the same instant on every member), or with "auto" F times the
+ * fastest member's time for H inner steps in the last round, which one more 8-byte MIN
+ * all-reduce per round shares. A member does at least one inner step per round. Which
+ * steps a member does depends on its clock, so a run is no longer reproducible step for
+ * step; the members' states stay bit-identical, since all apply the same result. */
 #include <math.h>
 #include <string.h>
 
 #include "platform/clock.h"
 #include "train/trainer_internal.h"
 #include "util/log.h"
+
+/* ---------------------------------------------------------------- deadline rounds */
+
+/* The auto deadline's all-reduce: this member's time for H inner steps (its rate in this
+ * round), the fastest of them is kept for the next round. */
+static int share_round_time(starling_trainer *t, int contributor)
+{
+    double mine = INFINITY, fastest = INFINITY;
+    int rc;
+    if (contributor && t->round_steps > 0)
+        mine = t->round_inner_s / (double)t->round_steps * (double)t->cfg.inner_steps;
+    rc = starling_allreduce(t->comm, &mine, &fastest, 1, STARLING_F64, STARLING_MIN, t->opts_count);
+    if (rc == STARLING_OK)
+        t->fastest_round_s = isfinite(fastest) ? fastest : 0.0;
+    return rc;
+}
+
+/* Whether the round closes now, before another inner step. */
+static int round_due(const starling_trainer *t)
+{
+    double limit =
+        t->cfg.deadline_s > 0.0 ? t->cfg.deadline_s : t->cfg.deadline_factor * t->fastest_round_s;
+    if (limit <= 0.0 || t->round_steps == 0)
+        return 0;
+    return (double)(starling__now_ns() - t->round_start_ns) / 1e9 >= limit;
+}
+
+/* ---------------------------------------------------------------- rounds */
 
 /* The round's synchronisation: Delta = theta_global - theta_local all-reduced (AVG, the
  * run's codec), outer Nesterov step on the global parameters, local := global. The
@@ -37,6 +76,8 @@ static int diloco_round_end(starling_trainer *t, int contributor, int counted)
         } else {
             rc = STARLING_OK;
         }
+        if (rc == STARLING_OK && t->cfg.deadline_factor > 0.0)
+            rc = share_round_time(t, contributor);
         if (rc == STARLING_OK)
             rc = starling__trainer_sync_reduce(
                 t, contributor ? starling__trainer_contribution(t, t->delta) : t->delta);
@@ -77,11 +118,15 @@ static void diloco_round_start(starling_trainer *t)
     memcpy(t->m->params, t->global, t->n * sizeof(float));
     memset(t->opt_state, 0, t->opt_floats * sizeof(float));
     t->opt.step = 0;
+    t->round_start_ns = starling__now_ns();
+    t->round_steps = 0;
+    t->round_inner_s = 0.0;
 }
 
 int starling__trainer_step_diloco(starling_trainer *t)
 {
     uint64_t h = t->cfg.inner_steps;
+    int64_t t0;
     int rc;
     if (!t->started) {
         if ((rc = starling__trainer_first_sync(t)) != STARLING_OK)
@@ -98,8 +143,18 @@ int starling__trainer_step_diloco(starling_trainer *t)
             return rc;
         diloco_round_start(t);
     }
+    if (round_due(t)) {
+        /* The deadline passed: the rest of this member's round is skipped. */
+        uint64_t end = (t->step / h + 1) * h;
+        t->step = end < t->cfg.steps ? end : t->cfg.steps;
+        t->rounds_cut++;
+        return diloco_round_end(t, 1, 0);
+    }
+    t0 = starling__now_ns();
     if ((rc = starling__trainer_inner_step(t)) != STARLING_OK)
         return rc;
+    t->round_inner_s += (double)(starling__now_ns() - t0) / 1e9;
+    t->round_steps++;
     t->step++;
     t->synced = 0;
     if (t->step % h == 0 || t->step >= t->cfg.steps)

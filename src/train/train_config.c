@@ -41,6 +41,7 @@ STARLING_API int starling_train_config_create(starling_train_config **out)
     c->noniid = 0.0;
     snprintf(c->data, sizeof c->data, "%s", "/usr/share/datasets/fashion-mnist");
     c->sync_every = 10;
+    c->slow = 1.0;
     *out = c;
     return STARLING_OK;
 }
@@ -121,6 +122,34 @@ bad:
     starling__why(err, errlen, "%s: expected a number in %s%g, %g], got \"%s\"", key, lo_open ? "(" : "[",
             lo, hi, v);
     return STARLING_E_INVALID;
+}
+
+/* round_deadline: off | auto | auto:F | SECONDS (docs/training.md, "Deadline rounds"). */
+static int parse_round_deadline(const char *v, starling_train_config *c, char *err, size_t errlen)
+{
+    if (!strcmp(v, "off")) {
+        c->deadline_s = c->deadline_factor = 0.0;
+        return STARLING_OK;
+    }
+    if (!strcmp(v, "auto")) {
+        c->deadline_s = 0.0;
+        c->deadline_factor = STARLING__DEADLINE_FACTOR_DEFAULT;
+        return STARLING_OK;
+    }
+    if (!strncmp(v, "auto:", 5)) {
+        c->deadline_s = 0.0;
+        return parse_double("round_deadline: auto:F", v + 5, 1.0, 0, 10.0, &c->deadline_factor, err,
+                            errlen);
+    }
+    if (parse_double("round_deadline", v, 0.0, 1, 86400.0, &c->deadline_s, err, errlen)) {
+        starling__why(err, errlen,
+                      "round_deadline: expected off, auto, auto:F (F in [1, 10]) or seconds in "
+                      "(0, 86400], got \"%s\"",
+                      v);
+        return STARLING_E_INVALID;
+    }
+    c->deadline_factor = 0.0;
+    return STARLING_OK;
 }
 
 static int parse_hidden(const char *v, starling_train_config *c, char *err, size_t errlen)
@@ -305,14 +334,19 @@ STARLING_API int starling_train_config_set(starling_train_config *cfg, const cha
     } else if (!strcmp(key, "attack_start")) {
         rc = U64(attack_start, 0, 1000000000);
         c.attack_start_set = 1;
+    } else if (!strcmp(key, "round_deadline")) {
+        rc = parse_round_deadline(value, &c, err, errlen);
+    } else if (!strcmp(key, "slow")) {
+        rc = parse_double(key, value, 1.0, 0, 100.0, &c.slow, err, errlen);
     } else {
-        starling__why(err, errlen,
-                "unknown option \"%s\" (known: algo, steps, inner_steps, fragments, tau, alpha, "
-                "compress, hidden, batch, optimizer, lr, warmup, weight_decay, clip, outer_lr, "
-                "outer_momentum, seed, noniid, data, eval_every, eval_limit, checkpoint_dir, "
-                "checkpoint_every, resume, sync_every, aggregator, f, attack, attack_scale, "
-                "attack_start)",
-                key);
+        starling__why(
+            err, errlen,
+            "unknown option \"%s\" (known: algo, steps, inner_steps, fragments, tau, alpha, "
+            "compress, hidden, batch, optimizer, lr, warmup, weight_decay, clip, outer_lr, "
+            "outer_momentum, seed, noniid, data, eval_every, eval_limit, checkpoint_dir, "
+            "checkpoint_every, resume, sync_every, aggregator, f, attack, attack_scale, "
+            "attack_start, round_deadline, slow)",
+            key);
         rc = STARLING_E_INVALID;
     }
 #undef U64

@@ -64,7 +64,14 @@ struct starling_train_config {
     int attack_scale_set;
     uint64_t attack_start;
     int attack_start_set;
+    /* DiLoCo deadline rounds: a fixed limit in seconds, or (deadline_factor > 0) that
+     * factor times the fastest member's time for H inner steps in the last round; both
+     * 0: off. */
+    double deadline_s, deadline_factor;
+    double slow; /* >= 1: each inner step takes this many times its compute (a straggler) */
 };
+
+#define STARLING__DEADLINE_FACTOR_DEFAULT 1.25
 
 /* The effective learning rate: lr if set, else 1e-3 (adamw) or 0.05 (sgd). */
 double starling__train_config_lr(const starling_train_config *cfg);

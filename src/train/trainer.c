@@ -184,6 +184,12 @@ static int prepare(starling_trainer *t, char *err, size_t errlen)
             return STARLING_E_INVALID;
         }
     }
+    if ((c->deadline_s > 0.0 || c->deadline_factor > 0.0) && c->algo != STARLING__ALGO_DILOCO) {
+        starling__why(err, errlen,
+                      "round_deadline: deadline rounds are for algo diloco (ddp steps and "
+                      "Streaming DiLoCo's fragments wait for every member)");
+        return STARLING_E_INVALID;
+    }
     if (c->warmup >= c->steps) {
         starling__why(err, errlen, "warmup: %llu steps must be fewer than steps (%llu)",
                 (unsigned long long)c->warmup, (unsigned long long)c->steps);
@@ -573,6 +579,14 @@ int starling__trainer_sync_reduce(starling_trainer *t, const float *send)
 
 /* ---------------------------------------------------------------- ddp */
 
+/* A straggler (the `slow` key): the step's mini-batch and backward pass, begun at t0_ns,
+ * take `slow` times as long, the rest spent asleep (the engine thread goes on). */
+static void throttle(const starling_trainer *t, int64_t t0_ns)
+{
+    if (t->cfg.slow > 1.0)
+        starling__sleep_ns((int64_t)((t->cfg.slow - 1.0) * (double)(starling__now_ns() - t0_ns)));
+}
+
 /* A member's first step: receive the run's state (a newcomer), recovering if a member
  * dies meanwhile. */
 int starling__trainer_first_sync(starling_trainer *t)
@@ -600,12 +614,15 @@ static int step_ddp(starling_trainer *t)
      * new (rank, size), so every member of the new epoch, newcomers included, does the same
      * step. */
     for (;;) {
+        int64_t t0 = starling__now_ns();
         rc = fill_batch(t, t->step, starling_comm_rank(t->comm), starling_comm_size(t->comm),
                         t->cfg.batch);
         if (rc == STARLING_OK)
             rc = starling__mlp_forward_backward(t->m, t->x, t->y, t->cfg.batch, &loss);
         if (rc != STARLING_OK)
             return rc;
+        throttle(t, t0);
+        t->local_steps++;
         rc = starling__trainer_sync_reduce(t, starling__trainer_contribution(t, t->m->grads));
         if (rc == STARLING_OK || (rc == STARLING_E_CORRUPT && t->agg))
             break;
@@ -645,12 +662,15 @@ advance:
 int starling__trainer_inner_step(starling_trainer *t)
 {
     float loss;
+    int64_t t0 = starling__now_ns();
     int rc = fill_batch(t, t->step, starling_comm_rank(t->comm), starling_comm_size(t->comm),
                         t->cfg.batch);
     if (rc == STARLING_OK)
         rc = starling__mlp_forward_backward(t->m, t->x, t->y, t->cfg.batch, &loss);
     if (rc != STARLING_OK)
         return rc;
+    throttle(t, t0);
+    t->local_steps++;
     t->loss = loss;
     if (t->cfg.clip > 0.0 && !isfinite(starling__clip_grad_norm(t->m->grads, t->n, t->cfg.clip))) {
         SLOG_WARN("trainer: non-finite gradient norm at step %llu, inner step skipped",
@@ -714,6 +734,8 @@ STARLING_API int starling_trainer_stats(const starling_trainer *t, starling_trai
     s.peers = starling_comm_size(t->comm);
     s.recoveries = t->recoveries;
     s.synced = t->synced;
+    s.local_steps = t->local_steps;
+    s.rounds_cut = t->rounds_cut;
     memcpy(out, &s, size < sizeof s ? size : sizeof s);
     return STARLING_OK;
 }

@@ -75,6 +75,14 @@ struct starling_trainer {
     /* Byzantine robustness (docs/training.md, "Byzantine members"). */
     starling_aggregator *agg; /* NULL: the synchronising all-reduce averages */
     starling__attacker byz;   /* kind STARLING__ATTACK_NONE for an honest member */
+
+    /* DiLoCo deadline rounds (diloco.c, docs/training.md "Deadline rounds"). */
+    int64_t round_start_ns;
+    uint64_t round_steps;             /* inner steps this member did in the current round */
+    double round_inner_s;             /* their time, the straggler's sleep included */
+    double fastest_round_s;           /* auto: the fastest member's time for H inner steps in the
+                                       * last round (equal on every member), 0 before it is known */
+    uint64_t local_steps, rounds_cut; /* starling_train_stats */
 };
 
 static inline int trainer_is_diloco(const starling_trainer *t)

@@ -32,10 +32,13 @@ typedef struct run_spec {
     const char *dump_dir; /* rank 0 writes a checkpoint there at the end */
     const char *attack;   /* members of harness index >= byz_from get this attack */
     int byz_from;
+    const char *slow; /* the member of harness index slow_idx gets this slow factor */
+    int slow_idx;
     /* results, by harness index */
     double first_loss[MAXP], last_loss[MAXP], acc[MAXP];
     uint64_t final_step[MAXP], peak_step_bytes[MAXP], bytes[MAXP];
     int recoveries[MAXP], left[MAXP], rank[MAXP];
+    uint64_t local_steps[MAXP], rounds_cut[MAXP];
 } run_spec;
 
 static starling_train_config *make_cfg(peer_arg *pa, const char *const *kv)
@@ -65,6 +68,10 @@ static void body_train(peer_arg *pa, starling_comm *c)
     if (rs->attack && pa->idx >= rs->byz_from) {
         rc = starling_train_config_set(cfg, "attack", rs->attack, err, sizeof err);
         CHECK(pa, rc == STARLING_OK, "set attack=%.20s: %.150s", rs->attack, err);
+    }
+    if (rs->slow && pa->idx == rs->slow_idx) {
+        rc = starling_train_config_set(cfg, "slow", rs->slow, err, sizeof err);
+        CHECK(pa, rc == STARLING_OK, "set slow=%.20s: %.150s", rs->slow, err);
     }
     rc = starling_trainer_create(&t, c, cfg, err, sizeof err);
     starling_train_config_destroy(cfg);
@@ -101,6 +108,8 @@ static void body_train(peer_arg *pa, starling_comm *c)
     rs->final_step[pa->idx] = st.step;
     rs->recoveries[pa->idx] = st.recoveries;
     rs->bytes[pa->idx] = st.bytes_sent;
+    rs->local_steps[pa->idx] = st.local_steps;
+    rs->rounds_cut[pa->idx] = st.rounds_cut;
     if (!rs->left[pa->idx]) {
         starling_state_hash_hex(c, pa->hash);
         rc = starling_trainer_evaluate(t, &rs->acc[pa->idx], NULL);
@@ -196,6 +205,12 @@ static void test_config(void **s)
         {"attack_scale", "0"},
         {"attack_scale", "1e30"},
         {"attack_start", "100"},
+        {"round_deadline", "off"},
+        {"round_deadline", "auto"},
+        {"round_deadline", "auto:1.5"},
+        {"round_deadline", "2.5"},
+        {"slow", "1"},
+        {"slow", "3.5"},
     };
     static const char *const bad[][2] = {
         {"algo", "sgd"},
@@ -246,6 +261,16 @@ static void test_config(void **s)
         {"attack_scale", "nan"},
         {"attack_scale", "inf"},
         {"attack_start", "-1"},
+        {"round_deadline", "0"},
+        {"round_deadline", "-1"},
+        {"round_deadline", "auto:0.5"},
+        {"round_deadline", "auto:"},
+        {"round_deadline", "auto:11"},
+        {"round_deadline", "soon"},
+        {"round_deadline", "nan"},
+        {"slow", "0.5"},
+        {"slow", "101"},
+        {"slow", "x"},
         {"nosuchkey", "1"},
     };
     starling_train_config *cfg;
@@ -540,6 +565,65 @@ static void test_byzantine_refused(void **s)
                                   "algo",     cases[i][0],     "aggregator", cases[i][1],
                                   "compress", cases[i][2],     "attack",   cases[i][3],
                                   NULL};
+        run_spec rs;
+        spec_init(&rs, kv);
+        rs.stop_step = (uint64_t)STARLING_E_INVALID;
+        run_group_with(1, body_refuse, &rs, NULL);
+    }
+}
+
+/* ---------------------------------------------------------------- deadline rounds */
+
+/* One member 4x slower. Blocking rounds: it does every inner step and nobody's round is
+ * cut. round_deadline=auto: from the second round on it stops at the deadline and sends
+ * what it has (fewer inner steps, cut rounds), the run ends at the same shared step with
+ * every state hash equal, and the model still learns. */
+static void test_deadline_rounds(void **s)
+{
+    static const char *const modes[] = {"off", "auto"};
+    (void)s;
+    for (int m = 0; m < 2; m++) {
+        const char *const kv[] = {SMALL,   "algo",           "diloco", "steps",
+                                  "80",    "inner_steps",    "20",     "lr",
+                                  "0.003", "round_deadline", modes[m], NULL};
+        run_spec rs;
+        peer_arg pa[MAXP];
+        spec_init(&rs, kv);
+        rs.slow = "4";
+        rs.slow_idx = 1;
+        run(3, &rs, pa);
+        for (int i = 0; i < 3; i++) {
+            print_message(
+                "round_deadline=%s member %d%s: %llu inner steps, %llu rounds cut, "
+                "loss %.3f -> %.3f, accuracy %.3f\n",
+                modes[m], i, i == 1 ? " (4x slower)" : "", (unsigned long long)rs.local_steps[i],
+                (unsigned long long)rs.rounds_cut[i], rs.first_loss[i], rs.last_loss[i], rs.acc[i]);
+            assert_int_equal(rs.final_step[i], 80);
+            assert_true(rs.acc[i] > 0.5);
+        }
+        if (m == 0) {
+            for (int i = 0; i < 3; i++) {
+                assert_int_equal(rs.local_steps[i], 80);
+                assert_int_equal(rs.rounds_cut[i], 0);
+            }
+        } else {
+            /* The first round has no deadline yet (nobody's time is known). */
+            assert_true(rs.rounds_cut[1] >= 1);
+            assert_true(rs.local_steps[1] < 80);
+            assert_true(rs.local_steps[1] >= 20 + 3); /* round 1 whole, >= 1 step a round */
+        }
+        assert_hashes_equal(&rs, pa, 3);
+    }
+}
+
+/* round_deadline is for DiLoCo: ddp and streaming refuse it at create, naming it. */
+static void test_deadline_refused(void **s)
+{
+    static const char *const algos[] = {"ddp", "streaming"};
+    (void)s;
+    for (int i = 0; i < 2; i++) {
+        const char *const kv[] = {"data",   "synthetic:100",  "hidden", "4", "algo",
+                                  algos[i], "round_deadline", "auto",   NULL};
         run_spec rs;
         spec_init(&rs, kv);
         rs.stop_step = (uint64_t)STARLING_E_INVALID;
@@ -914,6 +998,8 @@ int main(void)
         cmocka_unit_test(test_byzantine_sign_flip),
         cmocka_unit_test(test_byzantine_streaming),
         cmocka_unit_test(test_byzantine_refused),
+        cmocka_unit_test(test_deadline_rounds),
+        cmocka_unit_test(test_deadline_refused),
         cmocka_unit_test(test_learns_ddp_1),
         cmocka_unit_test(test_learns_ddp_3),
         cmocka_unit_test(test_learns_diloco_1),

@@ -204,6 +204,15 @@ def errors_mode():
                   "--peers", "1", "--steps", "1", "--elements", "1", "--join-step", "1",
                   "--security", "bogus"], "starling demo-peer: " + bogus)
     expect_usage(["run", "--securty", "none"], "(did you mean '--security'?)")
+    # Stragglers: RANK:FACTOR, a starting peer, a factor in [1, 100], once per peer.
+    expect_usage(["run", "--slow", "1"], "--slow: expected RANK:FACTOR (e.g. 1:3), got '1'")
+    expect_usage(["run", "--slow", "x:2"], "--slow: expected RANK:FACTOR (e.g. 1:3), got 'x:2'")
+    expect_usage(["run", "--slow", "4:2"], "--slow: RANK 4 is not a starting peer (0..3)")
+    expect_usage(["run", "--slow", "1:0.5"], "--slow: FACTOR in '1:0.5' must be a number in [1, 100]")
+    expect_usage(["run", "--slow", "1:3x"], "--slow: FACTOR in '1:3x' must be a number in [1, 100]")
+    expect_usage(["run", "--slow", "1:2", "--slow", "1:3"], "--slow: peer 1 is given twice")
+    expect_usage(["run", "--set", "round_deadline=soon"],
+                 "round_deadline: expected off, auto, auto:F (F in [1, 10]) or seconds in (0, 86400], got \"soon\"")
 
 
 def run_mode():
@@ -213,7 +222,7 @@ def run_mode():
         # and independent of the Fashion-MNIST package.
         args = ["run", "--peers=2", "--algo", "ddp", "--steps=30", "--hidden=16",
                 "--batch", "16", "--data=synthetic:500", "--no-faults", "--eval-every=10",
-                "--deadline-s", "150", "--out=" + out, "--json"]
+                "--deadline-s", "150", "--slow", "1:2", "--out=" + out, "--json"]
         rc, stdout, err = run(args, timeout=170)
         what = "starling " + " ".join(args)
         if rc != 0:
@@ -232,6 +241,8 @@ def run_mode():
             (s.get("options", {}).get("hidden") == "16", "--hidden=16 reached the trainer"),
             (s.get("options", {}).get("batch") == "16", "--batch 16 reached the trainer"),
             (s.get("data") == "synthetic", "synthetic data"),
+            (s.get("local_steps") == {"peer-0": 30, "peer-1": 30}, "every step computed (ddp waits)"),
+            (s.get("rounds_cut") == {"peer-0": 0, "peer-1": 0}, "no round cut"),
             (stdout.strip().splitlines()[-1] == open(os.path.join(out, "summary.json")).read().strip(),
              "--json: the summary is the last line of stdout"),
         ]

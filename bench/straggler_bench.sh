@@ -3,22 +3,23 @@
 # starting peer computing --factor times slower (`starling run --slow 1:F`), side by side:
 #   fault-free  no straggler, blocking rounds (the accuracy to reach);
 #   blocking    the straggler, every round waits for it (round_deadline=off);
-#   deadline    the straggler, round_deadline=auto (a round closes at 1.25x the fastest
-#               member's time for H inner steps; the straggler sends what it has).
+#   deadline    the straggler, round_deadline=--deadline (default auto: a round closes at
+#               1.25x the fastest member's time for H inner steps; the straggler sends
+#               what it has).
 # Each configuration runs once per seed (--seeds 1,2,3), with no faults. Reported per
 # configuration: rounds per minute (rounds / wall time of the run), the mean final test
 # accuracy over the seeds, and the straggler's inner steps and cut rounds. Targets
 # (issue 16): deadline within 1 point of fault-free, at >= 2x blocking's rounds/minute.
 #
 #   bench/straggler_bench.sh [--peers 4] [--steps 2000] [--inner-steps 50] [--factor 3]
-#                            [--seeds 1,2,3] [--starling build/tools/starling]
+#                            [--seeds 1,2,3] [--deadline auto] [--starling build/tools/starling]
 #                            [--out build/bench/straggler.md]
 #
 # The markdown table goes to stdout and to --out. Wall time includes each run's start-up
 # (about a second), the same for every configuration.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-peers=4 steps=2000 inner=50 factor=3 seeds=1,2,3
+peers=4 steps=2000 inner=50 factor=3 seeds=1,2,3 deadline=auto
 starling=$root/build/tools/starling
 out=$root/build/bench/straggler.md
 while [ $# -gt 0 ]; do
@@ -28,6 +29,7 @@ while [ $# -gt 0 ]; do
     --inner-steps) inner=$2; shift 2 ;;
     --factor) factor=$2; shift 2 ;;
     --seeds) seeds=$2; shift 2 ;;
+    --deadline) deadline=$2; shift 2 ;;
     --starling) starling=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     *) echo "straggler_bench.sh: unknown option $1" >&2; exit 2 ;;
@@ -54,12 +56,12 @@ IFS=, read -r -a seed_list <<<"$seeds"
 for seed in "${seed_list[@]}"; do
     run_one fault-free "$seed"
     run_one blocking "$seed" --slow "1:$factor" --set round_deadline=off
-    run_one deadline "$seed" --slow "1:$factor" --set round_deadline=auto
+    run_one deadline "$seed" --slow "1:$factor" --set "round_deadline=$deadline"
 done
 
-/usr/bin/python3 - "$work" "$steps" "$inner" "$factor" "$peers" "$seeds" <<'EOF' | tee "$out"
+/usr/bin/python3 - "$work" "$steps" "$inner" "$factor" "$peers" "$seeds" "$deadline" <<'EOF' | tee "$out"
 import json, math, os, sys
-work, steps, inner, factor, peers, seeds = sys.argv[1:]
+work, steps, inner, factor, peers, seeds, deadline = sys.argv[1:]
 steps, inner = int(steps), int(inner)
 rounds = math.ceil(steps / inner)
 rows = {}
@@ -74,7 +76,8 @@ for name in ("fault-free", "blocking", "deadline"):
 def mean(xs):
     return sum(xs) / len(xs)
 print("DiLoCo, %s peers on loopback, %d steps (H=%d, %d rounds), peer 1 computing %sx "
-      "slower; seeds %s\n" % (peers, steps, inner, rounds, factor, seeds))
+      "slower; deadline run: round_deadline=%s; seeds %s\n"
+      % (peers, steps, inner, rounds, factor, deadline, seeds))
 print("| run | rounds/min | vs blocking | test accuracy | vs fault-free | straggler's inner "
       "steps | its cut rounds |")
 print("|---|---|---|---|---|---|---|")

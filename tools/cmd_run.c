@@ -85,7 +85,7 @@ int run_spawn_peer(run_state *s, int index, int joiner)
         args[na++] = (char *)"--set";
         args[na++] = o->attack_set;
     }
-    if (!joiner && index < o->peers && o->slow_set[index][0]) {
+    if (index < o->peers && o->slow_set[index][0]) {
         args[na++] = (char *)"--set";
         args[na++] = o->slow_set[index];
     }
